@@ -1,0 +1,116 @@
+"""The app's exceptions: one small tree, no Django imports.
+
+``StripeError`` and its subclasses carry what Stripe said (HTTP status, error
+type, code, param, message, ``Request-Id``) and never the API key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "CustomerSyncError",
+    "ParamError",
+    "StripeError",
+    "APIConnectionError",
+    "InvalidRequestError",
+    "AuthenticationError",
+    "PermissionDeniedError",
+    "IdempotencyError",
+    "RateLimitError",
+    "APIError",
+]
+
+
+class CustomerSyncError(Exception):
+    """Base class of every error this app raises."""
+
+
+class ParamError(CustomerSyncError, ValueError):
+    """A desired value that the update endpoint cannot express (names the param)."""
+
+    def __init__(self, param: str, message: str) -> None:
+        self.param = param
+        self.message = message
+        super().__init__(f"{param}: {message}")
+
+
+class StripeError(CustomerSyncError):
+    """Stripe answered, or could not be reached. Never carries the API key."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        http_status: int | None = None,
+        type: str | None = None,
+        code: str | None = None,
+        param: str | None = None,
+        request_id: str | None = None,
+        should_retry: bool | None = None,
+    ) -> None:
+        self.message = message
+        self.http_status = http_status
+        self.type = type
+        self.code = code
+        self.param = param
+        self.request_id = request_id
+        # Stripe-Should-Retry, when the response carried it.
+        self.should_retry = should_retry
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        details = [
+            f"{label}={value}"
+            for label, value in (
+                ("status", self.http_status),
+                ("type", self.type),
+                ("code", self.code),
+                ("param", self.param),
+                ("request_id", self.request_id),
+            )
+            if value is not None
+        ]
+        if details:
+            parts.append(f"({', '.join(details)})")
+        return " ".join(parts)
+
+    def as_dict(self) -> dict[str, Any]:
+        """What is stored on the customer and shown in the admin."""
+        return {
+            "message": self.message,
+            "http_status": self.http_status,
+            "type": self.type,
+            "code": self.code,
+            "param": self.param,
+            "request_id": self.request_id,
+        }
+
+
+class APIConnectionError(StripeError):
+    """The request may or may not have reached Stripe (DNS, refused, reset, timeout)."""
+
+
+class InvalidRequestError(StripeError):
+    """400 or 404: the request is wrong, or the object does not exist."""
+
+
+class AuthenticationError(StripeError):
+    """401: the API key is missing, wrong or revoked."""
+
+
+class PermissionDeniedError(StripeError):
+    """403: the key may not do this."""
+
+
+class IdempotencyError(StripeError):
+    """The idempotency key was reused with other parameters, or is in use (409)."""
+
+
+class RateLimitError(StripeError):
+    """429: too many requests, or ``lock_timeout`` on a busy object."""
+
+
+class APIError(StripeError):
+    """5xx, or a response that is not Stripe's JSON."""
