@@ -1,0 +1,64 @@
+"""``python -m customersync.testing``: run the fake Stripe server in the foreground.
+
+Prints ``fake-stripe: listening on <url>`` once it is bound, then one line per
+API request (method, path, status, raw body) unless ``--quiet``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Sequence
+
+from .server import FakeStripeServer, RecordedRequest, is_loopback_host
+
+
+def _print_request(record: RecordedRequest) -> None:
+    query = record.query and "?" + "&".join(f"{k}={v}" for k, v in record.query.items())
+    status = record.status if record.status is not None else "dropped"
+    # Keep one line per request even if a body holds newlines.
+    body = record.body.decode("utf-8", "backslashreplace").replace("\r", "\\r").replace("\n", "\\n")
+    line = f"fake-stripe: {record.method} {record.path}{query or ''} {status}"
+    print(f"{line} {body}" if body else line, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m customersync.testing",
+        description="Run a fake Stripe customers API on a loopback address, for tests and demos.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=12111, help="port to bind, 0 for any (default 12111)")
+    parser.add_argument("--seed", type=int, default=0, metavar="N", help="start with N plausible customers")
+    parser.add_argument("--api-key", help="accept only this key (default: any sk_test_ key)")
+    parser.add_argument("--quiet", action="store_true", help="do not print a line per request")
+    args = parser.parse_args(argv)
+
+    if not is_loopback_host(args.host):
+        # A fake that accepts any test key has no business on a reachable interface.
+        parser.error(
+            f"refusing to listen on {args.host!r}: this is a test server and binds only "
+            "loopback addresses (127.0.0.0/8, ::1 or localhost)"
+        )
+    try:
+        server = FakeStripeServer(args.host, args.port, args.api_key, on_request=None if args.quiet else _print_request)
+    except OSError as exc:
+        print(f"fake-stripe: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    if args.seed:
+        server.seed(args.seed)
+    # SIGTERM (e.g. from a test harness) stops as cleanly as Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    print(f"fake-stripe: listening on {server.url}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
