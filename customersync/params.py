@@ -98,8 +98,12 @@ PARAMS: tuple[Param, ...] = (
     Param(("individual_name",)),
     Param(("phone",)),
     Param(("description",)),
-    Param(("preferred_locales",), Shape.LIST, clearable=False,
-          help="Ordered by preference. Cannot be emptied: the form encoding has no empty list."),
+    Param(
+        ("preferred_locales",),
+        Shape.LIST,
+        clearable=False,
+        help="Ordered by preference. Cannot be emptied: the form encoding has no empty list.",
+    ),
     Param(("metadata",), Shape.MAP),
     # Billing and invoices
     Param(("balance",), type=int, clearable=False),
@@ -108,10 +112,13 @@ PARAMS: tuple[Param, ...] = (
     Param(("invoice_settings", "custom_fields"), Shape.LIST, item_keys=("name", "value")),
     Param(("invoice_settings", "default_payment_method"), clearable=False),
     Param(("invoice_settings", "footer")),
-    Param(("invoice_settings", "rendering_options"), Shape.OBJECT,
-          children={"amount_tax_display": None, "template": None},
-          enum=("exclude_tax", "include_inclusive_tax"),
-          help="enum applies to amount_tax_display, which may also be ''."),
+    Param(
+        ("invoice_settings", "rendering_options"),
+        Shape.OBJECT,
+        children={"amount_tax_display": None, "template": None},
+        enum=("exclude_tax", "include_inclusive_tax"),
+        help="enum applies to amount_tax_display, which may also be ''.",
+    ),
     # Tax
     Param(("tax_exempt",), enum=("none", "exempt", "reverse"), unset_value="none"),
     Param(("tax", "ip_address"), role=Role.WRITE_ONCE),
@@ -128,14 +135,19 @@ PARAMS: tuple[Param, ...] = (
     Param(("default_bank_account",), role=Role.WRITE_ONCE, clearable=False),
     Param(("default_alipay_account",), role=Role.WRITE_ONCE, clearable=False),
     # Advanced
-    Param(("cash_balance", "settings", "reconciliation_mode"), role=Role.WRITE_ONCE,
-          clearable=False, enum=("automatic", "manual", "merchant_default")),
+    Param(
+        ("cash_balance", "settings", "reconciliation_mode"),
+        role=Role.WRITE_ONCE,
+        clearable=False,
+        enum=("automatic", "manual", "merchant_default"),
+    ),
     Param(("expand",), Shape.LIST, role=Role.OPTION),
     Param(("validate",), role=Role.OPTION, type=bool),
 )
 
 BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}
 STATE_PARAMS: tuple[Param, ...] = tuple(p for p in PARAMS if p.role is Role.STATE)
+
 
 def get_path(data: Mapping[str, Any] | None, path: tuple[str, ...]) -> Any:
     """``data[a][b]...`` or ``None`` when any level is missing or not a mapping."""

@@ -54,10 +54,7 @@ def _flatten_value(key: str, value: Any, in_list: bool) -> Iterator[tuple[str, s
 
 def encode(params: Mapping[str, Any]) -> str:
     """Return the request body for ``params``, byte for byte as stripe-python."""
-    return "&".join(
-        f"{quote_plus(key, safe='[]')}={quote_plus(value, safe='')}"
-        for key, value in flatten(params)
-    )
+    return "&".join(f"{quote_plus(key, safe='[]')}={quote_plus(value, safe='')}" for key, value in flatten(params))
 
 
 # Free-form maps whose keys may look like list indexes ("0", "1"): never

@@ -50,8 +50,16 @@ def test_every_contract_form_key_is_expressible(entry):
 
 
 def test_contract_emptyable_params_can_be_sent_empty():
-    emptyable = {"address", "shipping", "tax_exempt", "business_name", "individual_name",
-                 "invoice_settings[custom_fields]", "invoice_settings[rendering_options]", "tax[ip_address]"}
+    emptyable = {
+        "address",
+        "shipping",
+        "tax_exempt",
+        "business_name",
+        "individual_name",
+        "invoice_settings[custom_fields]",
+        "invoice_settings[rendering_options]",
+        "tax[ip_address]",
+    }
     for name in emptyable:
         assert BY_NAME[name].clearable, name
 
@@ -59,8 +67,14 @@ def test_contract_emptyable_params_can_be_sent_empty():
 def test_roles():
     write_once = {p.name for p in PARAMS if p.role is Role.WRITE_ONCE}
     assert write_once == {
-        "source", "card", "bank_account", "default_card", "default_bank_account", "default_alipay_account",
-        "cash_balance[settings][reconciliation_mode]", "tax[ip_address]",
+        "source",
+        "card",
+        "bank_account",
+        "default_card",
+        "default_bank_account",
+        "default_alipay_account",
+        "cash_balance[settings][reconciliation_mode]",
+        "tax[ip_address]",
     }
     assert {p.name for p in PARAMS if p.role is Role.OPTION} == {"expand", "tax[validate_location]", "validate"}
 

@@ -1,0 +1,195 @@
+"""All HTTP to Stripe goes through ``StripeClient``: one ``requests.Session``.
+
+Every call carries ``Authorization: Bearer``, the pinned ``Stripe-Version``, a
+User-Agent naming this app and a timeout; every POST carries an
+``Idempotency-Key``. The client does not retry: retrying is the caller's
+decision (the Celery task), so nothing is hidden here. Errors become
+``StripeError`` subclasses that never contain the key.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from . import __version__
+from .exceptions import (
+    APIConnectionError,
+    APIError,
+    AuthenticationError,
+    IdempotencyError,
+    InvalidRequestError,
+    PermissionDeniedError,
+    RateLimitError,
+    StripeError,
+)
+from .wire import encode
+
+logger = logging.getLogger(__name__)
+
+USER_AGENT = f"customersync/{__version__} python-requests/{requests.__version__}"
+
+_ERRORS_BY_STATUS: dict[int, type[StripeError]] = {
+    400: InvalidRequestError,
+    401: AuthenticationError,
+    402: InvalidRequestError,
+    403: PermissionDeniedError,
+    404: InvalidRequestError,
+    409: IdempotencyError,
+    429: RateLimitError,
+}
+
+
+class StripeClient:
+    """A small client for the customer endpoints."""
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        api_base: str = "https://api.stripe.com",
+        api_version: str = "2026-10-28.endive",
+        timeout: float = 20.0,
+        session: requests.Session | None = None,
+    ) -> None:
+        if not api_key:
+            raise ValueError("StripeClient needs an API key.")
+        self._api_key = api_key
+        self.api_base = api_base.rstrip("/")
+        self.api_version = api_version
+        self.timeout = timeout
+        self.session = session or requests.Session()
+
+    def __repr__(self) -> str:  # never show the key
+        return f"<StripeClient {self.api_base} version={self.api_version}>"
+
+    @classmethod
+    def from_settings(cls) -> StripeClient:
+        """A client configured from ``settings.CUSTOMERSYNC``."""
+        from .conf import app_settings
+
+        return cls(
+            app_settings.API_KEY,
+            api_base=app_settings.API_BASE,
+            api_version=app_settings.API_VERSION,
+            timeout=app_settings.TIMEOUT,
+        )
+
+    # -- the calls ---------------------------------------------------------
+
+    def retrieve_customer(self, customer_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/customers/{quote(customer_id, safe='')}")
+
+    def list_customers(self, *, limit: int = 100, starting_after: str | None = None) -> dict[str, Any]:
+        """One page of customers (newest first): ``{"data": [...], "has_more": bool}``."""
+        query: dict[str, Any] = {"limit": limit}
+        if starting_after:
+            query["starting_after"] = starting_after
+        return self._request("GET", "/v1/customers", query=query)
+
+    def iter_customers(self, *, limit: int = 100, starting_after: str | None = None) -> Iterator[list[dict[str, Any]]]:
+        """Every page of customers, following ``starting_after`` until ``has_more`` is false."""
+        while True:
+            page = self.list_customers(limit=limit, starting_after=starting_after)
+            data = page.get("data") or []
+            if data:
+                yield data
+            if not page.get("has_more") or not data:
+                return
+            starting_after = data[-1]["id"]
+
+    def update_customer(
+        self, customer_id: str, params: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        return self._request(
+            "POST", f"/v1/customers/{quote(customer_id, safe='')}", params=params, idempotency_key=idempotency_key
+        )
+
+    def create_customer(self, params: Mapping[str, Any], *, idempotency_key: str | None = None) -> dict[str, Any]:
+        return self._request("POST", "/v1/customers", params=params, idempotency_key=idempotency_key)
+
+    # -- plumbing ----------------------------------------------------------
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        query: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        headers = {
+            "Authorization": f"Bearer {self._api_key}",
+            "Stripe-Version": self.api_version,
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+        }
+        body = None
+        if method == "POST":
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+            headers["Idempotency-Key"] = idempotency_key or f"customersync-{uuid.uuid4()}"
+            body = encode(params or {}).encode("ascii")
+        url = self.api_base + path
+        try:
+            response = self.session.request(method, url, params=query, data=body, headers=headers, timeout=self.timeout)
+        except requests.Timeout as err:
+            raise APIConnectionError(f"Timed out talking to Stripe ({method} {path}): {type(err).__name__}.") from err
+        except requests.RequestException as err:
+            raise APIConnectionError(f"Could not talk to Stripe ({method} {path}): {type(err).__name__}.") from err
+        return self._interpret(response, method, path)
+
+    @staticmethod
+    def _interpret(response: requests.Response, method: str, path: str) -> dict[str, Any]:
+        request_id = response.headers.get("Request-Id")
+        should_retry_header = response.headers.get("Stripe-Should-Retry")
+        should_retry = None if should_retry_header is None else should_retry_header.lower() == "true"
+        try:
+            payload = response.json()
+        except (ValueError, requests.exceptions.RequestException):
+            payload = None
+        if 200 <= response.status_code < 300:
+            if not isinstance(payload, dict):
+                raise APIError(
+                    f"Stripe answered {method} {path} with HTTP {response.status_code} but the body is not JSON.",
+                    http_status=response.status_code,
+                    request_id=request_id,
+                    should_retry=should_retry,
+                )
+            return payload
+        error = payload.get("error") if isinstance(payload, dict) else None
+        if not isinstance(error, dict):
+            raise APIError(
+                f"Stripe answered {method} {path} with HTTP {response.status_code} and a body that is not "
+                "a Stripe error.",
+                http_status=response.status_code,
+                request_id=request_id,
+                should_retry=should_retry,
+            )
+        status = response.status_code
+        error_type = error.get("type")
+        cls = _ERRORS_BY_STATUS.get(status, APIError)
+        if error_type == "idempotency_error":
+            cls = IdempotencyError
+        raise cls(
+            str(error.get("message") or f"HTTP {status}"),
+            http_status=status,
+            type=error_type,
+            code=error.get("code"),
+            param=error.get("param"),
+            request_id=request_id,
+            should_retry=should_retry,
+        )
+
+
+def describe_params(params: Mapping[str, Any]) -> str:
+    """The params as they go on the wire, for logs (never contains the key)."""
+    return encode(params)
+
+
+__all__ = ["StripeClient", "USER_AGENT", "describe_params"]

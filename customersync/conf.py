@@ -1,0 +1,82 @@
+"""The app's settings: one ``CUSTOMERSYNC`` dict, read lazily through ``app_settings``.
+
+Read at use, never at import time, and refreshed on ``setting_changed`` so
+``override_settings(CUSTOMERSYNC=...)`` works in tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+
+DEFAULTS: dict[str, Any] = {
+    # Secret (sk_...) or restricted (rk_...) key. Required to talk to Stripe.
+    "API_KEY": None,
+    # Where the API lives; point it at a fake server in tests and demos.
+    "API_BASE": "https://api.stripe.com",
+    # Pinned on every request, so Stripe's answers keep the shape we parse.
+    "API_VERSION": "2026-10-28.endive",
+    # Seconds to wait for a connection and for each read, on every request.
+    "TIMEOUT": 20.0,
+    # Celery queue for push tasks; None uses the site's default routing.
+    "QUEUE": None,
+    # Enqueue a push on commit when a save changes a synced field.
+    "PUSH_ON_SAVE": True,
+    # Task-level retries for errors that may pass (network, 429, 5xx).
+    "MAX_RETRIES": 5,
+    # Customers per page when pulling (Stripe's maximum is 100).
+    "PAGE_SIZE": 100,
+}
+
+REQUIRED = ("API_KEY",)
+
+
+class AppSettings:
+    """Attribute access to ``settings.CUSTOMERSYNC`` merged over ``DEFAULTS``."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] | None = None
+
+    def _load(self) -> dict[str, Any]:
+        if self._cache is None:
+            user = getattr(settings, "CUSTOMERSYNC", {}) or {}
+            unknown = set(user) - set(DEFAULTS)
+            if unknown:
+                raise ImproperlyConfigured(
+                    f"Unknown key(s) in settings.CUSTOMERSYNC: {', '.join(sorted(unknown))}. "
+                    f"Known keys: {', '.join(DEFAULTS)}."
+                )
+            self._cache = {**DEFAULTS, **user}
+        return self._cache
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(name)
+        value = self._load()[name]
+        if value is None and name in REQUIRED:
+            raise ImproperlyConfigured(
+                f"Set CUSTOMERSYNC = {{'{name}': ...}} in your settings "
+                f"(for {name}: your Stripe secret key, e.g. from an environment variable)."
+            )
+        return value
+
+    def get(self, name: str) -> Any:
+        """The value of ``name`` without raising for a missing required one."""
+        return self._load()[name]
+
+    def reload(self) -> None:
+        self._cache = None
+
+
+app_settings = AppSettings()
+
+
+def _reload(*, setting: str, **kwargs: Any) -> None:
+    if setting == "CUSTOMERSYNC":
+        app_settings.reload()
+
+
+setting_changed.connect(_reload, dispatch_uid="customersync.conf.reload")

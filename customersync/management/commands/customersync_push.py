@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from customersync import sync
+from customersync.models import Customer, SyncStatus
+
+
+class Command(BaseCommand):
+    help = (
+        "Push pending changes to Stripe now, in this process, and report each customer's outcome. "
+        "Without ids: every pending or failed customer."
+    )
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("stripe_ids", nargs="*", metavar="STRIPE_ID")
+
+    def handle(self, *args: Any, stripe_ids: list[str], **options: Any) -> None:
+        if stripe_ids:
+            found = dict(Customer.objects.filter(stripe_id__in=stripe_ids).values_list("stripe_id", "pk"))
+            missing = [sid for sid in stripe_ids if sid not in found]
+            if missing:
+                raise CommandError(f"No local customer with Stripe id: {', '.join(missing)}")
+            pks = [found[sid] for sid in stripe_ids]
+        else:
+            pks = list(
+                Customer.objects.filter(sync_status__in=[SyncStatus.PENDING, SyncStatus.FAILED])
+                .order_by("pk")
+                .values_list("pk", flat=True)
+            )
+        failures = 0
+        for pk in pks:
+            stripe_id = Customer.objects.filter(pk=pk).values_list("stripe_id", flat=True).first()
+            result = sync.push(pk, raise_retryable=False)
+            line = f"{stripe_id}: {result.outcome.value}"
+            if result.params:
+                line += f" [{sync.loggable(result.params)}]"
+            if result.error:
+                failures += 1
+                param = f" (param {result.error['param']})" if result.error.get("param") else ""
+                line += f": {result.error.get('message')}{param}"
+                self.stdout.write(self.style.ERROR(line))
+            else:
+                self.stdout.write(line)
+        if failures:
+            raise CommandError(f"{failures} of {len(pks)} customer(s) failed.")
+        self.stdout.write(self.style.SUCCESS(f"{len(pks)} customer(s) processed."))

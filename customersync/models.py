@@ -1,0 +1,233 @@
+"""The local mirror of Stripe customers."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from .diff import diff, normalize
+from .exceptions import ParamError
+from .params import STATE_PARAMS, Param, Shape, get_path, set_path
+
+# Top-level model fields that hold updatable customer state, in table order.
+STATE_FIELDS: tuple[str, ...] = tuple(dict.fromkeys(p.field for p in STATE_PARAMS))
+
+
+class SyncStatus(models.TextChoices):
+    IN_SYNC = "in_sync", _("In sync")
+    PENDING = "pending", _("Pending")
+    FAILED = "failed", _("Failed")
+    DELETED = "deleted", _("Deleted in Stripe")
+
+
+class TaxExempt(models.TextChoices):
+    NONE = "none", _("None")
+    EXEMPT = "exempt", _("Exempt")
+    REVERSE = "reverse", _("Reverse charge")
+
+
+class Customer(models.Model):
+    """One Stripe customer: the state operators want, and what Stripe last confirmed.
+
+    Updatable fields carry Stripe's own names; nested objects and lists are JSON
+    in Stripe's shape. ``stripe_data`` is the customer as Stripe last returned
+    it (a pull or a push response): the base every diff is computed against.
+    Saving a change to an updatable field marks the customer pending and, on
+    commit, queues a push of exactly the changed parameters.
+    """
+
+    stripe_id = models.CharField(_("Stripe id"), max_length=255, unique=True, null=True, blank=True)
+
+    # Contact
+    email = models.CharField(_("email"), max_length=512, blank=True)
+    name = models.CharField(_("name"), max_length=256, blank=True)
+    business_name = models.CharField(_("business name"), max_length=256, blank=True)
+    individual_name = models.CharField(_("individual name"), max_length=256, blank=True)
+    phone = models.CharField(_("phone"), max_length=64, blank=True)
+    description = models.TextField(_("description"), blank=True)
+    preferred_locales = models.JSONField(_("preferred locales"), default=list, blank=True)
+    metadata = models.JSONField(_("metadata"), default=dict, blank=True)
+
+    # Billing and invoices
+    balance = models.BigIntegerField(_("balance"), default=0, help_text=_("In the smallest currency unit."))
+    invoice_prefix = models.CharField(_("invoice prefix"), max_length=12, blank=True)
+    next_invoice_sequence = models.PositiveIntegerField(_("next invoice sequence"), null=True, blank=True)
+    invoice_settings = models.JSONField(_("invoice settings"), default=dict, blank=True)
+
+    # Tax
+    tax_exempt = models.CharField(
+        _("tax exempt"), max_length=8, choices=TaxExempt.choices, default=TaxExempt.NONE, blank=True
+    )
+
+    # Address and shipping
+    address = models.JSONField(_("address"), null=True, blank=True)
+    shipping = models.JSONField(_("shipping"), null=True, blank=True)
+
+    # Payment source
+    default_source = models.CharField(_("default source"), max_length=255, blank=True)
+
+    # Write-once values and request options for the next push (source, card,
+    # bank_account tokens, tax[ip_address], cash_balance settings, expand...):
+    # sent once, never mirrored, cleared after a successful push.
+    pending_once = models.JSONField(_("write-once parameters"), default=dict, blank=True)
+
+    # Owned by Stripe, shown read-only.
+    created = models.DateTimeField(_("created in Stripe"), null=True, blank=True)
+    livemode = models.BooleanField(_("live mode"), default=False)
+    currency = models.CharField(_("currency"), max_length=3, blank=True)
+    delinquent = models.BooleanField(_("delinquent"), null=True, blank=True)
+
+    # Sync bookkeeping.
+    stripe_data = models.JSONField(_("last confirmed by Stripe"), null=True, blank=True, editable=False)
+    sync_status = models.CharField(
+        _("sync status"), max_length=8, choices=SyncStatus.choices, default=SyncStatus.IN_SYNC, db_index=True
+    )
+    sync_error = models.JSONField(_("last sync error"), null=True, blank=True, editable=False)
+    last_pushed_at = models.DateTimeField(_("last pushed"), null=True, blank=True, editable=False)
+    last_pulled_at = models.DateTimeField(_("last pulled"), null=True, blank=True, editable=False)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("customer")
+        verbose_name_plural = _("customers")
+        ordering = ("-id",)
+        permissions = [
+            ("push_customer", _("Can push customers to Stripe")),
+            ("pull_customer", _("Can refresh customers from Stripe")),
+        ]
+
+    def __str__(self) -> str:
+        return self.name or self.email or self.stripe_id or f"customer #{self.pk}"
+
+    # -- state -------------------------------------------------------------
+
+    def desired_state(self) -> dict[str, Any]:
+        """The updatable state as operators want it, in Stripe's shape."""
+        values = {name: getattr(self, name) for name in STATE_FIELDS}
+        state: dict[str, Any] = {}
+        for param in STATE_PARAMS:
+            set_path(state, param.path, get_path(values, param.path))
+        return state
+
+    def pending_params(self) -> dict[str, Any]:
+        """The exact params the next push will send (``{}``: nothing to send)."""
+        return diff(self.stripe_data or {}, self.desired_state(), self.pending_once)
+
+    def merge_remote(self, remote: dict[str, Any], base: dict[str, Any] | None) -> list[str]:
+        """Take Stripe's ``remote`` object, keeping local edits not yet in Stripe.
+
+        A parameter takes the remote value unless the local value differs from
+        ``base`` (what Stripe had before, or what a push sent) and from remote:
+        that is an edit made here and not yet pushed. Returns the names of the
+        parameters kept local. Also sets ``stripe_data`` and the fields Stripe owns.
+        """
+        local = self.desired_state()
+        kept: list[str] = []
+        merged: dict[str, Any] = {}
+        for param in STATE_PARAMS:
+            mine = get_path(local, param.path)
+            theirs = get_path(remote, param.path)
+            if _norm(param, mine) not in (_norm(param, get_path(base, param.path)), _norm(param, theirs)):
+                kept.append(param.name)
+                set_path(merged, param.path, mine)
+            else:
+                set_path(merged, param.path, _to_local(param, theirs))
+        for name in STATE_FIELDS:
+            setattr(self, name, _field_value(name, merged[name]))
+        self.stripe_id = remote.get("id") or self.stripe_id
+        created = remote.get("created")
+        self.created = dt.datetime.fromtimestamp(created, tz=dt.timezone.utc) if created else None
+        self.livemode = bool(remote.get("livemode"))
+        self.currency = remote.get("currency") or ""
+        self.delinquent = remote.get("delinquent")
+        self.stripe_data = remote
+        return kept
+
+    def refresh_sync_status(self) -> bool:
+        """Set ``sync_status`` from the pending params; True when a push is needed."""
+        if self.sync_status == SyncStatus.DELETED or not self.stripe_id:
+            return False
+        try:
+            params = self.pending_params()
+        except ParamError as err:
+            self.sync_status = SyncStatus.FAILED
+            self.sync_error = {"type": "local_error", "param": err.param, "message": err.message}
+            return False
+        if params:
+            self.sync_status = SyncStatus.PENDING
+            return True
+        if self.sync_status in (SyncStatus.PENDING, SyncStatus.FAILED):
+            self.sync_status = SyncStatus.IN_SYNC
+            self.sync_error = None
+        return False
+
+    def clean(self) -> None:
+        super().clean()
+        errors = {
+            name: _("Expected %(kind)s in Stripe's shape.") % {"kind": kind}
+            for name, (types, kind) in _JSON_SHAPES.items()
+            if not isinstance(getattr(self, name), types)
+        }
+        if errors:
+            raise ValidationError(errors)
+        try:
+            self.pending_params()
+        except ParamError as err:
+            field = err.param.split("[", 1)[0]
+            raise ValidationError({field: f"{err.param}: {err.message}"}) from err
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """Save, then (on commit) queue a push when an updatable field changed."""
+        needs_push = self.refresh_sync_status()
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None:
+            kwargs["update_fields"] = {*update_fields, "sync_status", "sync_error"}
+        super().save(*args, **kwargs)
+        if needs_push:
+            from .sync import schedule_push
+
+            schedule_push(self.pk)
+
+
+_JSON_SHAPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "metadata": ((dict,), "an object of keys and values"),
+    "preferred_locales": ((list,), "a list of locales"),
+    "invoice_settings": ((dict,), "an object"),
+    "address": ((dict, type(None)), "an object or null"),
+    "shipping": ((dict, type(None)), "an object or null"),
+    "pending_once": ((dict,), "an object"),
+}
+
+
+def _norm(param: Param, value: Any) -> Any:
+    try:
+        return normalize(param, value)
+    except ParamError:
+        return ("invalid", repr(value))
+
+
+def _to_local(param: Param, value: Any) -> Any:
+    """A value from Stripe as the model stores it."""
+    if param.shape is Shape.SCALAR:
+        if isinstance(value, dict):  # expanded object
+            value = value.get("id")
+        if value is None and param.type is str:
+            return param.unset_value or ""
+        return value
+    if param.shape is Shape.MAP:
+        return dict(value or {})
+    if param.shape is Shape.LIST:
+        return list(value or [])
+    return value or None
+
+
+def _field_value(name: str, value: Any) -> Any:
+    if name == "balance" and value is None:
+        return 0
+    if name == "invoice_settings":
+        return {k: v for k, v in (value or {}).items()}
+    return value

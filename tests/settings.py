@@ -1,0 +1,90 @@
+"""Settings for the test suite.
+
+The suite runs on real services, found through the environment:
+
+- ``CUSTOMERSYNC_TEST_DATABASE_URL``: default PostgreSQL at 127.0.0.1:5432, database ``test``
+  (pytest-django creates ``test_test`` beside it); ``sqlite:///path`` works too.
+- ``CUSTOMERSYNC_TEST_REDIS_URL``: the Celery broker, default Redis 127.0.0.1:6379 db 15.
+
+Worker processes started by the end-to-end tests load these settings too, with
+``CUSTOMERSYNC_TEST_DB_NAME`` and ``CUSTOMERSYNC_TEST_API_BASE`` pointing them at
+the test database and the fake Stripe server of the running test session.
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+SECRET_KEY = "tests-only"
+DEBUG = False
+ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "customersync",
+]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+ROOT_URLCONF = "project.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+DATABASE_URL = os.environ.get("CUSTOMERSYNC_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL)}
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # A file, not memory, so worker processes can share the test database.
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".pytest-db.sqlite3")}
+if os.environ.get("CUSTOMERSYNC_TEST_DB_NAME"):
+    DATABASES["default"]["NAME"] = os.environ["CUSTOMERSYNC_TEST_DB_NAME"]
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+USE_TZ = True
+TIME_ZONE = "UTC"
+STATIC_URL = "static/"
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+TEST_API_KEY = "sk_test_customersync_tests"
+CUSTOMERSYNC = {
+    "API_KEY": TEST_API_KEY,
+    # Nothing listens on port 9: a test that forgets the fake server fails loudly.
+    "API_BASE": os.environ.get("CUSTOMERSYNC_TEST_API_BASE", "http://127.0.0.1:9"),
+    "TIMEOUT": 5.0,
+    "MAX_RETRIES": 2,
+}
+
+CELERY_BROKER_URL = os.environ.get("CUSTOMERSYNC_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"customersync": {"handlers": ["console"], "level": "INFO", "propagate": True}},
+}

@@ -1,0 +1,130 @@
+"""The admin: the change form saves through the push path; failures are visible."""
+
+import json
+
+import pytest
+from django.contrib import admin
+from django.test import RequestFactory
+from django.urls import reverse
+
+from customersync import sync
+from customersync.models import Customer, SyncStatus
+
+pytestmark = pytest.mark.django_db
+
+
+def admin_form_data(user, customer, **changes):
+    """The change form's POST data as the browser would send it, with ``changes``."""
+    model_admin = admin.site._registry[Customer]
+    request = RequestFactory().get("/")
+    request.user = user
+    form = model_admin.get_form(request, customer)(instance=customer)
+    data = {}
+    for name in form.fields:
+        value = form[name].value()  # already prepared as the widget renders it
+        if value is None or value is False:
+            continue
+        data[name] = value
+    for name, value in changes.items():
+        data[name] = json.dumps(value) if isinstance(value, (dict, list)) or value is None else value
+    return data
+
+
+@pytest.fixture
+def operator(admin_user):
+    return admin_user
+
+
+def test_change_form_save_queues_one_push_of_the_diff(stripe, client, operator, django_capture_on_commit_callbacks):
+    obj = stripe.add_customer(email="old@example.com", metadata={"a": "1", "b": "2"})
+    customer = sync.pull_one(obj["id"])
+    client.force_login(operator)
+    url = reverse("admin:customersync_customer_change", args=[customer.pk])
+    data = admin_form_data(operator, customer, email="new@example.com", metadata={"a": "1"})
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = client.post(url, data)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert len(callbacks) == 1
+    customer.refresh_from_db()
+    assert customer.sync_status == SyncStatus.PENDING
+    assert customer.pending_params() == {"email": "new@example.com", "metadata": {"b": ""}}
+
+
+def test_unchanged_form_save_queues_nothing(stripe, client, operator, django_capture_on_commit_callbacks):
+    customer = sync.pull_one(stripe.add_customer(email="a@b.c", address={"city": "Paris"})["id"])
+    client.force_login(operator)
+    url = reverse("admin:customersync_customer_change", args=[customer.pk])
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = client.post(url, admin_form_data(operator, customer))
+    assert response.status_code == 302
+    assert callbacks == []
+
+
+def test_unexpressible_value_is_a_form_error_naming_the_field(stripe, client, operator):
+    customer = sync.pull_one(stripe.add_customer(preferred_locales=["en"])["id"])
+    client.force_login(operator)
+    url = reverse("admin:customersync_customer_change", args=[customer.pk])
+    response = client.post(url, admin_form_data(operator, customer, preferred_locales=[]))
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert "preferred_locales" in errors
+    customer.refresh_from_db()
+    assert customer.preferred_locales == ["en"]
+
+
+def test_stripe_error_visible_in_list_and_change_page(stripe, client, operator):
+    customer = sync.pull_one(stripe.add_customer(name="Ann")["id"])
+    customer.invoice_prefix = "bad"
+    customer.save()
+    sync.push(customer.pk)
+    customer.refresh_from_db()
+    message = customer.sync_error["message"]
+    client.force_login(operator)
+    listing = client.get(reverse("admin:customersync_customer_changelist")).content.decode()
+    assert "customersync-failed" in listing and message in listing and "(invoice_prefix)" in listing
+    page = client.get(reverse("admin:customersync_customer_change", args=[customer.pk])).content.decode()
+    assert message in page and "invoice_prefix" in page and customer.sync_error["request_id"] in page
+    # The local edit is still in the form.
+    assert 'value="bad"' in page
+
+
+def test_pending_changes_panel_shows_the_params(stripe, client, operator):
+    customer = sync.pull_one(stripe.add_customer(email="a@b.c")["id"])
+    customer.email = "z@y.x"
+    customer.save()
+    client.force_login(operator)
+    page = client.get(reverse("admin:customersync_customer_change", args=[customer.pk])).content.decode()
+    assert "email=z%40y.x" in page
+
+
+def test_list_search_and_filter(stripe, client, operator):
+    sync.pull_one(stripe.add_customer(email="findme@example.com")["id"])
+    sync.pull_one(stripe.add_customer(email="other@example.com")["id"])
+    client.force_login(operator)
+    url = reverse("admin:customersync_customer_changelist")
+    page = client.get(url, {"q": "findme"}).content.decode()
+    assert "findme@example.com" in page and "other@example.com" not in page
+    page = client.get(url, {"sync_status__exact": "failed"}).content.decode()
+    assert "findme@example.com" not in page
+
+
+def test_admin_pages_never_show_the_key(stripe, client, operator, settings):
+    customer = sync.pull_one(stripe.add_customer()["id"])
+    client.force_login(operator)
+    for url in (
+        reverse("admin:customersync_customer_changelist"),
+        reverse("admin:customersync_customer_change", args=[customer.pk]),
+    ):
+        assert settings.TEST_API_KEY not in client.get(url).content.decode()
+
+
+@pytest.mark.parametrize("field, value", [("address", "Paris"), ("metadata", ["a"]), ("preferred_locales", {"en": 1})])
+def test_wrong_json_shape_is_a_form_error_naming_the_field(stripe, client, operator, field, value):
+    customer = sync.pull_one(stripe.add_customer(email="a@b.c", address={"city": "Paris"})["id"])
+    client.force_login(operator)
+    url = reverse("admin:customersync_customer_change", args=[customer.pk])
+    response = client.post(url, admin_form_data(operator, customer, **{field: value}))
+    assert response.status_code == 200
+    assert field in response.context["adminform"].form.errors
+    customer.refresh_from_db()
+    assert customer.sync_status == SyncStatus.IN_SYNC

@@ -1,0 +1,54 @@
+"""Being a good citizen: migrations, settings, checks."""
+
+import io
+
+import pytest
+from django.core.checks import run_checks
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management import call_command
+from django.test import override_settings
+
+from customersync.conf import app_settings
+
+
+@pytest.mark.django_db
+def test_models_match_migrations():
+    out = io.StringIO()
+    call_command("makemigrations", "customersync", "--check", "--dry-run", stdout=out)
+
+
+def test_settings_are_read_lazily_and_follow_override_settings():
+    with override_settings(CUSTOMERSYNC={"API_KEY": "sk_test_1", "TIMEOUT": 3}):
+        assert app_settings.TIMEOUT == 3
+        assert app_settings.API_VERSION == "2026-10-28.endive"
+    with override_settings(CUSTOMERSYNC={"API_KEY": "sk_test_1"}):
+        assert app_settings.TIMEOUT == 20.0
+
+
+def test_missing_key_names_what_to_add():
+    with override_settings(CUSTOMERSYNC={}):
+        with pytest.raises(ImproperlyConfigured, match="API_KEY"):
+            _ = app_settings.API_KEY
+
+
+def test_unknown_setting_is_refused():
+    with override_settings(CUSTOMERSYNC={"API_KEY": "sk_test_1", "TIMOUT": 3}):
+        with pytest.raises(ImproperlyConfigured, match="TIMOUT"):
+            _ = app_settings.TIMEOUT
+
+
+@pytest.mark.parametrize(
+    "conf, expected",
+    [
+        ({"API_KEY": "sk_test_1"}, set()),
+        ({}, {"customersync.E001"}),
+        ({"API_KEY": "sk_test_1", "API_BASE": "http://api.example.com"}, {"customersync.W001"}),
+        ({"API_KEY": "sk_test_1", "API_BASE": "http://127.0.0.1:12111"}, set()),
+        ({"API_KEY": "sk_live_abcdefgh", "API_BASE": "http://127.0.0.1:12111"}, {"customersync.W002"}),
+        ({"API_KEY": "sk_test_1", "BOGUS": 1}, {"customersync.E002"}),
+    ],
+)
+def test_system_checks(conf, expected):
+    with override_settings(CUSTOMERSYNC=conf):
+        ids = {m.id for m in run_checks() if m.id and m.id.startswith("customersync.")}
+    assert ids == expected
