@@ -53,7 +53,8 @@ class Customer(models.Model):
     metadata = models.JSONField(_("metadata"), default=dict, blank=True)
 
     # Billing and invoices
-    balance = models.BigIntegerField(_("balance"), default=0, help_text=_("In the smallest currency unit."))
+    # Nullable: the mirror holds what Stripe reported, and "not reported" is not 0.
+    balance = models.BigIntegerField(_("balance"), null=True, blank=True, help_text=_("In the smallest currency unit."))
     invoice_prefix = models.CharField(_("invoice prefix"), max_length=12, blank=True)
     next_invoice_sequence = models.PositiveIntegerField(_("next invoice sequence"), null=True, blank=True)
     invoice_settings = models.JSONField(_("invoice settings"), default=dict, blank=True)
@@ -226,8 +227,6 @@ def _to_local(param: Param, value: Any) -> Any:
 
 
 def _field_value(name: str, value: Any) -> Any:
-    if name == "balance" and value is None:
-        return 0
     if name == "invoice_settings":
         return {k: v for k, v in (value or {}).items()}
     return value
