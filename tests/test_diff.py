@@ -280,3 +280,23 @@ def test_several_fields_in_table_order():
 
 def test_no_confirmed_state_sends_every_set_field():
     assert encode(diff(None, {"email": "a@b.c", "metadata": {"k": "v"}, "name": ""})) == "email=a%40b.c&metadata[k]=v"
+
+
+BODY_CASES = [c for c in CASES if not isinstance(c[3], ParamError) and c[3]]
+
+
+@pytest.mark.parametrize("confirmed, desired", [c[1:3] for c in BODY_CASES], ids=[c[0] for c in BODY_CASES])
+def test_every_diff_body_is_accepted_and_reaches_the_desired_state(stripe, confirmed, desired):
+    """Send each body to a server with Stripe's semantics: it is accepted and leaves
+    the customer exactly as desired (a diff of the result against desired is empty)."""
+    from django.conf import settings
+
+    from customersync.client import StripeClient
+
+    fields = {k: v for k, v in confirmed.items() if k not in ("id", "object", "discount", "created", "livemode")}
+    customer = stripe.add_customer(**fields)
+    for source in ("card_1", "card_2"):
+        stripe.attach_source(customer["id"], source)
+    client = StripeClient(settings.TEST_API_KEY, api_base=stripe.url)
+    result = client.update_customer(customer["id"], diff(customer, desired))
+    assert diff(result, desired) == {}

@@ -149,3 +149,36 @@ def test_stripe_400_marks_the_customer_failed(stripe, start_worker, canary):
     assert customer.sync_status == SyncStatus.FAILED
     assert customer.sync_error["param"] == "invoice_prefix" and customer.sync_error["message"]
     assert (customer.name, customer.invoice_prefix) == ("Bob", "lower")
+
+
+def test_retryable_error_is_retried_with_the_same_idempotency_key(stripe, start_worker, canary):
+    customer = mirrored(stripe, name="Ann")
+    path = f"/v1/customers/{customer.stripe_id}"
+    stripe.inject(status=500, path_prefix=path)
+    start_worker()
+    customer.name = "Bob"
+    customer.save()
+    first, second = stripe.wait_for_requests(2, timeout=30, method="POST", path_prefix=path)
+    assert (first.status, second.status) == (500, 200)
+    assert first.idempotency_key == second.idempotency_key
+    assert first.body == second.body == b"name=Bob"
+    canary()
+    customer.refresh_from_db()
+    assert customer.sync_status == SyncStatus.IN_SYNC and customer.sync_error is None
+
+
+def test_failed_after_the_retries_run_out(stripe, start_worker, canary, settings):
+    customer = mirrored(stripe, name="Ann")
+    path = f"/v1/customers/{customer.stripe_id}"
+    attempts = settings.CUSTOMERSYNC["MAX_RETRIES"] + 1
+    stripe.inject(status=503, times=attempts + 1, path_prefix=path)
+    start_worker()
+    customer.name = "Bob"
+    customer.save()
+    stripe.wait_for_requests(attempts, timeout=30, method="POST", path_prefix=path)
+    canary()
+    assert len(posts_for(stripe, customer)) == attempts
+    customer.refresh_from_db()
+    assert customer.sync_status == SyncStatus.FAILED
+    assert customer.sync_error["http_status"] == 503
+    assert customer.name == "Bob"
