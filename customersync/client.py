@@ -64,6 +64,8 @@ class StripeClient:
         self.api_version = api_version
         self.timeout = timeout
         self.session = session or requests.Session()
+        # Request-Id of the last answer, for the sync log.
+        self.last_request_id: str | None = None
 
     def __repr__(self) -> str:  # never show the key
         return f"<StripeClient {self.api_base} version={self.api_version}>"
@@ -142,6 +144,7 @@ class StripeClient:
             raise APIConnectionError(f"Timed out talking to Stripe ({method} {path}): {type(err).__name__}.") from err
         except requests.RequestException as err:
             raise APIConnectionError(f"Could not talk to Stripe ({method} {path}): {type(err).__name__}.") from err
+        self.last_request_id = response.headers.get("Request-Id")
         return self._interpret(response, method, path)
 
     @staticmethod

@@ -25,8 +25,19 @@ DEFAULTS: dict[str, Any] = {
     "QUEUE": None,
     # Enqueue a push on commit when a save changes a synced field.
     "PUSH_ON_SAVE": True,
-    # Task-level retries for errors that may pass (network, 429, 5xx).
+    # Retries of one change after errors that may pass (network, 409, 429, 5xx,
+    # Stripe-Should-Retry: true); then the customer is marked failed.
     "MAX_RETRIES": 5,
+    # A frozen change older than this (seconds) is not resent under its
+    # idempotency key (Stripe keeps keys 24 hours); its diff is recomputed.
+    "RETRY_HORIZON": 6 * 3600,
+    # How long (seconds) a worker's claim on a customer lasts if it dies
+    # without releasing it; a dead process on the same host is replaced at once.
+    "LEASE_SECONDS": 120,
+    # The sweeper queues again outbox records that waited this long (seconds).
+    "SWEEP_AFTER": 60,
+    # Seconds to wait for the broker when queueing a push after a save.
+    "BROKER_TIMEOUT": 2.0,
     # Customers per page when pulling (Stripe's maximum is 100).
     "PAGE_SIZE": 100,
 }

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import models, transaction
 from django.utils.translation import gettext_lazy as _
 
 from .diff import diff, normalize
@@ -15,6 +16,13 @@ from .params import STATE_PARAMS, Param, Shape, get_path, set_path
 
 # Top-level model fields that hold updatable customer state, in table order.
 STATE_FIELDS: tuple[str, ...] = tuple(dict.fromkeys(p.field for p in STATE_PARAMS))
+
+# Columns only the sync writes (under a row lock); an edit's save() never
+# writes them, so a form loaded before a push cannot roll back what Stripe
+# confirmed meanwhile.
+SYNC_OWNED_FIELDS = frozenset(
+    {"stripe_data", "last_pushed_at", "last_pulled_at", "created", "livemode", "currency", "delinquent"}
+)
 
 
 class SyncStatus(models.TextChoices):
@@ -182,16 +190,28 @@ class Customer(models.Model):
             raise ValidationError({field: f"{err.param}: {err.message}"}) from err
 
     def save(self, *args: Any, **kwargs: Any) -> None:
-        """Save, then (on commit) queue a push when an updatable field changed."""
-        needs_push = self.refresh_sync_status()
-        update_fields = kwargs.get("update_fields")
-        if update_fields is not None:
-            kwargs["update_fields"] = {*update_fields, "sync_status", "sync_error"}
-        super().save(*args, **kwargs)
-        if needs_push:
-            from .sync import schedule_push
+        """Save an edit. When it changes what Stripe has, the same transaction
+        writes an outbox record, and a push is queued when it commits."""
+        from .sync import record_change
 
-            schedule_push(self.pk)
+        if not self._state.adding and self.pk is not None:
+            # Compute the status against what Stripe confirmed, as stored now.
+            self.stripe_data = type(self)._base_manager.filter(pk=self.pk).values_list("stripe_data", flat=True).first()
+            if kwargs.get("update_fields") is None:
+                kwargs["update_fields"] = [
+                    f.name for f in self._meta.concrete_fields if not f.primary_key and f.name not in SYNC_OWNED_FIELDS
+                ]
+        needs_push = self.refresh_sync_status()
+        if kwargs.get("update_fields") is not None:
+            kwargs["update_fields"] = {*kwargs["update_fields"], "sync_status", "sync_error"}
+        with transaction.atomic(using=kwargs.get("using")):
+            super().save(*args, **kwargs)
+            if needs_push:
+                record_change(self)
+
+    def save_synced(self) -> None:
+        """Write every column, outbox untouched: for the sync, under the row lock."""
+        super().save()
 
 
 _JSON_SHAPES: dict[str, tuple[tuple[type, ...], str]] = {
@@ -230,3 +250,101 @@ def _field_value(name: str, value: Any) -> Any:
     if name == "invoice_settings":
         return {k: v for k, v in (value or {}).items()}
     return value
+
+
+class PushState(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    SENDING = "sending", _("Sending")
+    SENT = "sent", _("Sent")
+    NOTHING = "nothing", _("Nothing to send")
+    SUPERSEDED = "superseded", _("Joined a later push")
+    FAILED = "failed", _("Failed")
+
+
+class PendingPush(models.Model):
+    """The outbox: one row per save that changed an updatable field.
+
+    Written in the same transaction as the customer row, so a committed edit
+    always leaves a record even if the broker never sees the task; the sweeper
+    re-enqueues records that wait too long. When a push takes a record, the
+    params it sends are frozen on it with an idempotency key derived from the
+    record, so every retry of that change sends the same params under the same
+    key, and a new change gets a new key.
+    """
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="pushes")
+    state = models.CharField(_("state"), max_length=10, choices=PushState.choices, default=PushState.PENDING)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    enqueued_at = models.DateTimeField(_("last enqueued"), null=True, blank=True)
+    key = models.UUIDField(_("record key"), default=uuid.uuid4, unique=True, editable=False)
+    # Frozen when the push takes this record (SENDING); exact, tokens included,
+    # because a retry must resend the same bytes.
+    params = models.JSONField(_("params"), null=True, blank=True)
+    sent_state = models.JSONField(null=True, blank=True)
+    sent_once = models.JSONField(null=True, blank=True)
+    frozen_at = models.DateTimeField(_("frozen"), null=True, blank=True)
+    attempts = models.PositiveIntegerField(_("failed attempts"), default=0)
+    completed_at = models.DateTimeField(_("completed"), null=True, blank=True)
+    superseded_by = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        verbose_name = _("pending push")
+        verbose_name_plural = _("pending pushes")
+        indexes = [models.Index(fields=["state", "enqueued_at"], name="customersync_push_sweep")]
+
+    def __str__(self) -> str:
+        return f"push #{self.pk} of {self.customer_id} ({self.state})"
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"customersync-{self.key}"
+
+
+class AttemptOutcome(models.TextChoices):
+    IN_FLIGHT = "in_flight", _("In flight (or the worker died)")
+    SUCCEEDED = "succeeded", _("Succeeded")
+    RETRY = "retry", _("Will retry")
+    FAILED = "failed", _("Failed")
+    DELETED = "deleted", _("Deleted in Stripe")
+
+
+class PushAttempt(models.Model):
+    """The sync log: one row per request sent (token values redacted, never the key)."""
+
+    push = models.ForeignKey(PendingPush, on_delete=models.CASCADE, related_name="attempts_log")
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="sync_log")
+    started_at = models.DateTimeField(_("started"), auto_now_add=True)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+    params = models.JSONField(_("params sent"), default=dict)
+    idempotency_key = models.CharField(_("idempotency key"), max_length=64)
+    outcome = models.CharField(
+        _("outcome"), max_length=10, choices=AttemptOutcome.choices, default=AttemptOutcome.IN_FLIGHT
+    )
+    http_status = models.PositiveSmallIntegerField(_("HTTP status"), null=True, blank=True)
+    request_id = models.CharField(_("Stripe request id"), max_length=255, blank=True)
+    error_type = models.CharField(_("error type"), max_length=64, blank=True)
+    error_code = models.CharField(_("error code"), max_length=64, blank=True)
+    error_param = models.CharField(_("error param"), max_length=255, blank=True)
+    error_message = models.TextField(_("error message"), blank=True)
+
+    class Meta:
+        verbose_name = _("push attempt")
+        verbose_name_plural = _("sync log")
+        ordering = ("-started_at", "-id")
+
+    def __str__(self) -> str:
+        return f"attempt #{self.pk} of {self.customer_id}: {self.outcome}"
+
+
+class PushLease(models.Model):
+    """Who may send requests for a customer right now: at most one holder.
+
+    Taken with a conditional UPDATE (works on every database), held across
+    freeze, request and confirmation, and released after. A holder that died
+    without releasing is replaced once the lease expires, or at once when it
+    was a process on this host that no longer exists.
+    """
+
+    customer = models.OneToOneField(Customer, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    owner = models.CharField(max_length=255, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)

@@ -1,23 +1,39 @@
 """The orchestration every entry point calls: tasks, commands and admin actions.
 
-``push`` sends a customer's pending params (computed now, against the last
-state Stripe confirmed) and records the outcome; ``pull`` imports customers
-from Stripe without clobbering local edits not yet pushed.
+A push, for one customer:
+
+1. takes the customer's lease (``PushLease``): at most one request per
+   customer is in flight, across every worker process;
+2. takes the pending work: a record frozen by an earlier attempt that did not
+   finish (resent as it is, under the same idempotency key), or else the diff
+   of the customer's current state against the last state Stripe confirmed,
+   frozen on the newest outbox record (older ones join it);
+3. sends it, logging one ``PushAttempt`` per request;
+4. stores Stripe's answer as the confirmed state, keeping edits made while
+   the request was in flight (they have their own outbox record and task).
+
+Retryable failures (network, 409, 429, 5xx, ``Stripe-Should-Retry: true``)
+raise ``RetryLater``; the caller retries with backoff and the record keeps
+its frozen params and key. Others mark the customer failed or deleted.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
-import hashlib
-import json
 import logging
+import os
+import socket
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote_plus
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
 from django.utils import timezone
+from kombu.exceptions import OperationalError
 
 from . import signals
 from .client import StripeClient
@@ -32,13 +48,23 @@ from .exceptions import (
     RateLimitError,
     StripeError,
 )
-from .models import Customer, SyncStatus
+from .models import (
+    AttemptOutcome,
+    Customer,
+    PendingPush,
+    PushAttempt,
+    PushLease,
+    PushState,
+    SyncStatus,
+)
 from .wire import flatten
 
 logger = logging.getLogger("customersync")
 
-# Values never written to logs as they are (card and bank tokens).
+# Values never written to logs or the sync log as they are (card and bank tokens).
 _REDACTED_PARAMS = frozenset({"source", "card", "bank_account"})
+# Rounds of push within one lease: picks up edits made during the previous request.
+_MAX_ROUNDS = 3
 
 
 class Outcome(str, enum.Enum):
@@ -56,6 +82,19 @@ class PushResult:
     error: dict[str, Any] | None = None
 
 
+class Busy(Exception):
+    """Another worker holds this customer's lease; try again shortly."""
+
+
+class RetryLater(Exception):
+    """A retryable error; the frozen record will be resent under the same key."""
+
+    def __init__(self, error: StripeError, attempts: int) -> None:
+        self.error = error
+        self.attempts = attempts
+        super().__init__(str(error))
+
+
 def is_retryable(err: StripeError) -> bool:
     """Stripe's rules: obey Stripe-Should-Retry, else retry network, 409, 429 and 5xx."""
     if err.should_retry is not None:
@@ -67,6 +106,11 @@ def is_retryable(err: StripeError) -> bool:
     return isinstance(err, APIError) and (err.http_status is None or err.http_status >= 500)
 
 
+def redact(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with token values replaced, for logs and the sync log."""
+    return {key: "[redacted]" if key in _REDACTED_PARAMS else value for key, value in params.items()}
+
+
 def loggable(params: dict[str, Any]) -> str:
     """The exact request body for ``params``, with token values redacted."""
     return "&".join(
@@ -76,114 +120,280 @@ def loggable(params: dict[str, Any]) -> str:
     )
 
 
-def idempotency_key(customer: Customer, params: dict[str, Any]) -> str:
-    """Stable for the same change from the same confirmed state; new for a new change."""
-    base = json.dumps(customer.stripe_data or {}, sort_keys=True, default=str)
-    material = json.dumps([customer.pk, customer.stripe_id, base, params], sort_keys=True, default=str)
-    return "customersync-" + hashlib.sha256(material.encode()).hexdigest()[:40]
+# -- queueing --------------------------------------------------------------
+
+
+def enqueue(customer_pk: int) -> bool:
+    """Publish a push task now; False (logged) when the broker cannot take it.
+
+    Publishes over a connection of its own that does not retry, so a broker
+    outage costs a save milliseconds, not Celery's connection retries; the
+    outbox record stays and the sweeper queues it again.
+    """
+    from .tasks import push_customer
+
+    options: dict[str, Any] = {"retry": False}
+    if app_settings.QUEUE:
+        options["queue"] = app_settings.QUEUE
+    try:
+        with push_customer.app.connection_for_write(connect_timeout=app_settings.BROKER_TIMEOUT) as conn:
+            conn.transport_options = {
+                **conn.transport_options,
+                "max_retries": 0,
+                "socket_connect_timeout": app_settings.BROKER_TIMEOUT,
+                "socket_timeout": app_settings.BROKER_TIMEOUT,
+            }
+            push_customer.apply_async(args=[customer_pk], connection=conn, **options)
+    except (OperationalError, OSError) as err:
+        logger.warning(
+            "Could not queue a push of customer %s (%s); it stays in the outbox for the sweeper.",
+            customer_pk,
+            type(err).__name__,
+        )
+        return False
+    return True
 
 
 def schedule_push(customer_pk: int) -> None:
     """Queue a push for when the current transaction commits (never for a rollback)."""
-    if not app_settings.PUSH_ON_SAVE:
-        return
-    from .tasks import push_customer
-
-    def enqueue() -> None:
-        options: dict[str, Any] = {}
-        if app_settings.QUEUE:
-            options["queue"] = app_settings.QUEUE
-        push_customer.apply_async(args=[customer_pk], **options)
-
-    # robust: a broker outage must not turn a committed save into an error page;
-    # the customer stays "pending" and is pushed by the next save or command.
-    transaction.on_commit(enqueue, robust=True)
+    if app_settings.PUSH_ON_SAVE:
+        transaction.on_commit(lambda: enqueue(customer_pk))
 
 
-def push(customer_pk: int, *, client: StripeClient | None = None, raise_retryable: bool = True) -> PushResult:
-    """Send the customer's pending params to Stripe and record what happened.
+def record_change(customer: Customer) -> None:
+    """Write an outbox record for a change (call inside the save's transaction)."""
+    PendingPush.objects.create(customer=customer, enqueued_at=timezone.now())
+    schedule_push(customer.pk)
 
-    A retryable error (network, 429, 5xx, Stripe-Should-Retry) is recorded and
-    re-raised when ``raise_retryable`` so the caller can retry later.
+
+def sweep(older_than: float | None = None) -> int:
+    """Queue again every customer whose outbox records waited longer than ``older_than`` seconds."""
+    wait = app_settings.SWEEP_AFTER if older_than is None else older_than
+    now = timezone.now()
+    cutoff = now - dt.timedelta(seconds=wait)
+    waiting = PendingPush.objects.filter(state__in=[PushState.PENDING, PushState.SENDING]).filter(
+        Q(enqueued_at__isnull=True) | Q(enqueued_at__lte=cutoff)
+    )
+    queued = 0
+    for customer_pk in sorted(set(waiting.values_list("customer_id", flat=True))):
+        if enqueue(customer_pk):
+            PendingPush.objects.filter(
+                customer_id=customer_pk, state__in=[PushState.PENDING, PushState.SENDING]
+            ).update(enqueued_at=now)
+            queued += 1
+    if queued:
+        logger.info("Sweeper queued %s customer(s) whose pushes were waiting.", queued)
+    return queued
+
+
+# -- the lease -------------------------------------------------------------
+
+
+class Lease:
+    """Exclusive right to send requests for one customer (see ``PushLease``)."""
+
+    def __init__(self, customer_pk: int) -> None:
+        self.customer_pk = customer_pk
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+    def acquire(self) -> Lease:
+        now = timezone.now()
+        until = now + dt.timedelta(seconds=app_settings.LEASE_SECONDS)
+        leases = PushLease.objects.filter(customer_id=self.customer_pk)
+        taken = leases.filter(Q(owner="") | Q(expires_at__lt=now)).update(owner=self.owner, expires_at=until)
+        if not taken:
+            try:
+                with transaction.atomic():
+                    PushLease.objects.create(customer_id=self.customer_pk, owner=self.owner, expires_at=until)
+                taken = 1
+            except IntegrityError:
+                holder = leases.values_list("owner", flat=True).first()
+                if holder and _holder_is_dead(holder):
+                    logger.warning("Taking over the lease of customer %s from a dead worker.", self.customer_pk)
+                    taken = leases.filter(owner=holder).update(owner=self.owner, expires_at=until)
+        if not taken:
+            raise Busy(self.customer_pk)
+        return self
+
+    def release(self) -> None:
+        PushLease.objects.filter(customer_id=self.customer_pk, owner=self.owner).update(owner="", expires_at=None)
+
+
+def _holder_is_dead(owner: str) -> bool:
+    """True when ``owner`` was a process on this host that no longer exists."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+# -- the push --------------------------------------------------------------
+
+
+def push(customer_pk: int, *, client: StripeClient | None = None) -> PushResult:
+    """Send the customer's pending changes to Stripe and record what happened.
+
+    Raises ``Busy`` when another worker is pushing this customer and
+    ``RetryLater`` after a retryable error.
     """
-    try:
-        customer = Customer.objects.get(pk=customer_pk)
-    except Customer.DoesNotExist:
+    if not Customer.objects.filter(pk=customer_pk).exists():
         return PushResult(Outcome.SKIPPED)
-    if not customer.stripe_id or customer.sync_status == SyncStatus.DELETED:
-        return PushResult(Outcome.SKIPPED)
+    lease = Lease(customer_pk).acquire()
     try:
-        params = customer.pending_params()
-    except ParamError as err:
-        error = {"type": "local_error", "param": err.param, "message": err.message}
-        _record(customer_pk, sync_status=SyncStatus.FAILED, sync_error=error)
-        return PushResult(Outcome.FAILED, error=error)
-    if not params:
-        if customer.sync_status == SyncStatus.PENDING:
-            _record(customer_pk, sync_status=SyncStatus.IN_SYNC, sync_error=None)
-        return PushResult(Outcome.NOTHING)
+        result = PushResult(Outcome.NOTHING)
+        for _ in range(_MAX_ROUNDS):
+            record, early = _take(customer_pk)
+            if record is None:
+                # A later round with nothing left does not hide what was pushed.
+                return result if result.outcome is Outcome.PUSHED else (early or result)
+            client = client or StripeClient.from_settings()
+            result = _send(record, client)
+            if result.outcome is not Outcome.PUSHED:
+                return result
+        return result
+    finally:
+        lease.release()
 
-    client = client or StripeClient.from_settings()
-    sent_state = customer.desired_state()
-    sent_once = dict(customer.pending_once or {})
-    logger.info("Pushing %s: POST /v1/customers/%s %s", customer.pk, customer.stripe_id, loggable(params))
+
+def _take(customer_pk: int) -> tuple[PendingPush | None, PushResult | None]:
+    """The record to send now, frozen; or None and the result when there is nothing to send."""
+    now = timezone.now()
+    with transaction.atomic():
+        customer = Customer.objects.select_for_update().filter(pk=customer_pk).first()
+        if customer is None:
+            return None, PushResult(Outcome.SKIPPED)
+        records = PendingPush.objects.filter(customer_id=customer_pk)
+        inflight = records.filter(state=PushState.SENDING).order_by("id").first()
+        if inflight is not None:
+            horizon = now - dt.timedelta(seconds=app_settings.RETRY_HORIZON)
+            if inflight.frozen_at and inflight.frozen_at > horizon:
+                return inflight, None
+            # Too old to resend under its key (Stripe keeps keys 24 hours): recompute.
+            records.filter(pk=inflight.pk).update(state=PushState.FAILED, completed_at=now)
+        pending = list(records.filter(state=PushState.PENDING).order_by("id"))
+        if not customer.stripe_id or customer.sync_status == SyncStatus.DELETED:
+            records.filter(state=PushState.PENDING).update(state=PushState.NOTHING, completed_at=now)
+            return None, PushResult(Outcome.SKIPPED)
+        try:
+            params = customer.pending_params()
+        except ParamError as err:
+            error = {"type": "local_error", "param": err.param, "message": err.message}
+            records.filter(state=PushState.PENDING).update(state=PushState.FAILED, completed_at=now)
+            Customer.objects.filter(pk=customer_pk).update(sync_status=SyncStatus.FAILED, sync_error=error)
+            return None, PushResult(Outcome.FAILED, error=error)
+        if not params:
+            records.filter(state=PushState.PENDING).update(state=PushState.NOTHING, completed_at=now)
+            if customer.sync_status == SyncStatus.PENDING:
+                Customer.objects.filter(pk=customer_pk).update(sync_status=SyncStatus.IN_SYNC, sync_error=None)
+            return None, PushResult(Outcome.NOTHING)
+        record = pending[-1] if pending else PendingPush.objects.create(customer=customer, enqueued_at=now)
+        records.filter(state=PushState.PENDING).exclude(pk=record.pk).update(
+            state=PushState.SUPERSEDED, superseded_by=record, completed_at=now
+        )
+        record.state = PushState.SENDING
+        record.params = params
+        record.sent_state = customer.desired_state()
+        record.sent_once = dict(customer.pending_once or {})
+        record.frozen_at = now
+        record.save(update_fields=["state", "params", "sent_state", "sent_once", "frozen_at"])
+    return record, None
+
+
+def _send(record: PendingPush, client: StripeClient) -> PushResult:
+    stripe_id = Customer.objects.filter(pk=record.customer_id).values_list("stripe_id", flat=True).get()
+    params = record.params or {}
+    attempt = PushAttempt.objects.create(
+        push=record, customer_id=record.customer_id, params=redact(params), idempotency_key=record.idempotency_key
+    )
+    logger.info("Pushing %s: POST /v1/customers/%s %s", record.customer_id, stripe_id, loggable(params))
     try:
-        response = client.update_customer(customer.stripe_id, params, idempotency_key=idempotency_key(customer, params))
+        response = client.update_customer(stripe_id, params, idempotency_key=record.idempotency_key)
     except StripeError as err:
-        return _failed(customer, params, err, raise_retryable=raise_retryable)
-    _confirm(customer_pk, response, sent_state, sent_once)
-    logger.info("Pushed %s (%s): Stripe confirmed.", customer.pk, customer.stripe_id)
-    signals.customer_pushed.send(sender=Customer, customer_pk=customer_pk, params=params)
+        return _failed(record, attempt, err)
+    _finish(attempt, AttemptOutcome.SUCCEEDED, http_status=200, request_id=client.last_request_id or "")
+    _confirm(record, response)
+    logger.info("Pushed %s (%s): Stripe confirmed.", record.customer_id, stripe_id)
+    signals.customer_pushed.send(sender=Customer, customer_pk=record.customer_id, params=params)
     return PushResult(Outcome.PUSHED, params=params)
 
 
-def _failed(customer: Customer, params: dict[str, Any], err: StripeError, *, raise_retryable: bool) -> PushResult:
+def _finish(attempt: PushAttempt, outcome: str, *, err: StripeError | None = None, **fields: Any) -> None:
+    if err is not None:
+        fields.update(
+            http_status=err.http_status,
+            request_id=err.request_id or "",
+            error_type=err.type or type(err).__name__,
+            error_code=err.code or "",
+            error_param=err.param or "",
+            error_message=err.message,
+        )
+    PushAttempt.objects.filter(pk=attempt.pk).update(outcome=outcome, finished_at=timezone.now(), **fields)
+
+
+def _failed(record: PendingPush, attempt: PushAttempt, err: StripeError) -> PushResult:
     error = err.as_dict()
+    customer_pk = record.customer_id
+    now = timezone.now()
     if is_retryable(err):
-        logger.warning("Push of %s (%s) will be retried: %s", customer.pk, customer.stripe_id, err)
-        _record(customer.pk, sync_error=error)
-        if raise_retryable:
-            raise err
-        return PushResult(Outcome.FAILED, params=params, error=error)
-    if err.http_status == 404 and err.code == "resource_missing":
-        logger.warning("Customer %s (%s) no longer exists in Stripe.", customer.pk, customer.stripe_id)
-        _record(customer.pk, sync_status=SyncStatus.DELETED, sync_error=error)
-        signals.push_failed.send(sender=Customer, customer_pk=customer.pk, error=error)
-        return PushResult(Outcome.DELETED, params=params, error=error)
-    if isinstance(err, (AuthenticationError, PermissionDeniedError)):
-        logger.error("Stripe refused the API key configured in CUSTOMERSYNC['API_KEY']: %s", err)
+        PendingPush.objects.filter(pk=record.pk).update(attempts=F("attempts") + 1)
+        attempts = record.attempts + 1
+        if attempts <= app_settings.MAX_RETRIES:
+            _finish(attempt, AttemptOutcome.RETRY, err=err)
+            Customer.objects.filter(pk=customer_pk).update(sync_error=error)
+            logger.warning("Push of %s will be retried (attempt %s): %s", customer_pk, attempts, err)
+            raise RetryLater(err, attempts)
+        logger.warning("Push of %s failed after %s attempts: %s", customer_pk, attempts, err)
+    _finish(attempt, AttemptOutcome.DELETED if _is_missing(err) else AttemptOutcome.FAILED, err=err)
+    PendingPush.objects.filter(pk=record.pk).update(state=PushState.FAILED, completed_at=now)
+    if _is_missing(err):
+        logger.warning("Customer %s no longer exists in Stripe.", customer_pk)
+        status, outcome = SyncStatus.DELETED, Outcome.DELETED
     else:
-        logger.warning("Push of %s (%s) failed: %s", customer.pk, customer.stripe_id, err)
-    _record(customer.pk, sync_status=SyncStatus.FAILED, sync_error=error)
-    signals.push_failed.send(sender=Customer, customer_pk=customer.pk, error=error)
-    return PushResult(Outcome.FAILED, params=params, error=error)
-
-
-def record_gave_up(customer_pk: int, err: StripeError) -> None:
-    """Mark a customer failed after its retries ran out."""
-    error = err.as_dict()
-    _record(customer_pk, sync_status=SyncStatus.FAILED, sync_error=error)
+        if isinstance(err, (AuthenticationError, PermissionDeniedError)):
+            logger.error("Stripe refused the API key configured in CUSTOMERSYNC['API_KEY']: %s", err)
+        elif not is_retryable(err):
+            logger.warning("Push of %s failed: %s", customer_pk, err)
+        status, outcome = SyncStatus.FAILED, Outcome.FAILED
+    Customer.objects.filter(pk=customer_pk).update(sync_status=status, sync_error=error)
     signals.push_failed.send(sender=Customer, customer_pk=customer_pk, error=error)
+    return PushResult(outcome, params=record.params or {}, error=error)
 
 
-def _record(customer_pk: int, **fields: Any) -> None:
-    # update(), not save(): bookkeeping must not look like an edit.
-    Customer.objects.filter(pk=customer_pk).update(**fields)
+def _is_missing(err: StripeError) -> bool:
+    return err.http_status == 404 and err.code == "resource_missing"
 
 
-def _confirm(customer_pk: int, response: dict[str, Any], sent_state: dict[str, Any], sent_once: dict[str, Any]) -> None:
+def _confirm(record: PendingPush, response: dict[str, Any]) -> None:
     """Store Stripe's answer as the confirmed state, keeping edits made meanwhile."""
+    now = timezone.now()
     with transaction.atomic():
-        customer = Customer.objects.select_for_update().get(pk=customer_pk)
-        customer.merge_remote(response, base=sent_state)
-        if (customer.pending_once or {}) == sent_once:
-            customer.pending_once = {}
-        customer.last_pushed_at = timezone.now()
+        customer = Customer.objects.select_for_update().get(pk=record.customer_id)
+        customer.merge_remote(response, base=record.sent_state)
+        sent_once = record.sent_once or {}
+        customer.pending_once = {
+            k: v for k, v in (customer.pending_once or {}).items() if k not in sent_once or sent_once[k] != v
+        }
+        customer.last_pushed_at = now
+        try:
+            still_pending = bool(customer.pending_params())
+        except ParamError:
+            still_pending = True
+        customer.sync_status = SyncStatus.PENDING if still_pending else SyncStatus.IN_SYNC
         customer.sync_error = None
-        customer.sync_status = SyncStatus.IN_SYNC
-        # save() recomputes the status and queues another push if an edit
-        # landed while this one was in flight.
-        customer.save()
+        customer.save_synced()
+        PendingPush.objects.filter(pk=record.pk).update(state=PushState.SENT, completed_at=now)
+        if still_pending and not PendingPush.objects.filter(customer=customer, state=PushState.PENDING).exists():
+            record_change(customer)
+
+
+# -- pull ------------------------------------------------------------------
 
 
 @dataclass
@@ -225,7 +435,7 @@ def _store_page(objects: Iterable[dict[str, Any]], stats: PullStats) -> None:
             customer = Customer.objects.select_for_update().filter(stripe_id=obj["id"]).first()
             if obj.get("deleted"):
                 if customer is not None:
-                    _record(customer.pk, sync_status=SyncStatus.DELETED, last_pulled_at=now)
+                    Customer.objects.filter(pk=customer.pk).update(sync_status=SyncStatus.DELETED, last_pulled_at=now)
                     stats.updated += 1
                 continue
             if customer is None:
@@ -233,8 +443,17 @@ def _store_page(objects: Iterable[dict[str, Any]], stats: PullStats) -> None:
                 stats.created += 1
             else:
                 stats.updated += 1
-            kept = customer.merge_remote(obj, base=customer.stripe_data)
-            if kept:
+            if customer.merge_remote(obj, base=customer.stripe_data):
                 stats.kept_local += 1
             customer.last_pulled_at = now
-            customer.save()
+            try:
+                pending = bool(customer.pending_params())
+            except ParamError:
+                pending = True
+            if customer.sync_status == SyncStatus.DELETED:
+                pass
+            elif not pending:
+                customer.sync_status, customer.sync_error = SyncStatus.IN_SYNC, None
+            elif customer.sync_status != SyncStatus.FAILED:
+                customer.sync_status = SyncStatus.PENDING
+            customer.save_synced()

@@ -1,4 +1,8 @@
-"""Celery tasks: thin wrappers that take a primary key and call ``sync``."""
+"""Celery tasks: thin wrappers that take a primary key and call ``sync``.
+
+Both acknowledge late and are rejected (requeued) when the worker is lost,
+whatever the site's defaults: a push is only done when it ran.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +11,33 @@ import random
 from celery import shared_task
 
 from . import sync
-from .conf import app_settings
-from .exceptions import StripeError
 
 
-def backoff(retries: int) -> float:
-    """Stripe's SDK backoff, min(0.5 * 2**n, 5) s with jitter in [0.5, 1], never under 0.5 s."""
-    delay = min(0.5 * 2**retries, 5.0)
+def backoff(failed_attempts: int) -> float:
+    """Stripe's SDK backoff: min(0.5 * 2**(n-1), 5) s, jitter in [0.5, 1], never under 0.5 s."""
+    delay = min(0.5 * 2 ** max(failed_attempts - 1, 0), 5.0)
     return max(0.5, delay * random.uniform(0.5, 1.0))
 
 
-@shared_task(bind=True, name="customersync.push_customer", acks_late=True, ignore_result=True)
+@shared_task(
+    bind=True,
+    name="customersync.push_customer",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=None,  # bounded by CUSTOMERSYNC["MAX_RETRIES"] on the outbox record
+)
 def push_customer(self, customer_pk: int) -> str:
     """Push one customer's pending changes to Stripe."""
     try:
         return sync.push(customer_pk).outcome.value
-    except StripeError as err:  # only retryable errors are raised by sync.push
-        if self.request.retries >= app_settings.MAX_RETRIES:
-            sync.record_gave_up(customer_pk, err)
-            return sync.Outcome.FAILED.value
-        raise self.retry(countdown=backoff(self.request.retries), exc=err) from None
+    except sync.Busy:
+        # Another worker is pushing this customer; its turn comes shortly.
+        raise self.retry(countdown=random.uniform(0.2, 1.0)) from None
+    except sync.RetryLater as later:
+        raise self.retry(countdown=backoff(later.attempts)) from None
+
+
+@shared_task(name="customersync.sweep", acks_late=True, ignore_result=True)
+def sweep() -> int:
+    """Queue again the pushes that waited too long (broker outage, lost message)."""
+    return sync.sweep()

@@ -615,3 +615,37 @@ def test_command_refuses_a_non_loopback_host() -> None:
     )
     assert result.returncode == 2
     assert "refusing to listen on '0.0.0.0'" in result.stderr and "loopback" in result.stderr
+
+
+def test_concurrent_request_with_a_key_in_flight_gets_409(server):
+    import threading
+
+    customer = server.add_customer()
+    server.inject(delay=1.0)
+    url = f"{server.url}/v1/customers/{customer['id']}"
+    headers = {"Authorization": "Bearer sk_test_123", "Idempotency-Key": "busy-key"}
+    first: list = []
+    thread = threading.Thread(
+        target=lambda: first.append(requests.post(url, data="name=A", headers=headers, timeout=5))
+    )
+    thread.start()
+    server.wait_for_arrivals(1, method="POST")
+    second = requests.post(url, data="name=A", headers=headers, timeout=5)
+    thread.join()
+    assert second.status_code == 409 and second.json()["error"]["type"] == "idempotency_error"
+    assert first[0].status_code == 200
+    third = requests.post(url, data="name=A", headers=headers, timeout=5)
+    assert third.headers.get("Idempotent-Replayed") == "true"
+    log = server.requests
+    assert [r.replayed for r in log] == [False, False, True]
+    assert all(r.finished is not None and r.finished >= r.time for r in log)
+
+
+def test_latency_delays_every_request(server):
+    customer = server.add_customer()
+    server.set_latency(0.2, 0.3)
+    requests.get(
+        f"{server.url}/v1/customers/{customer['id']}", headers={"Authorization": "Bearer sk_test_1"}, timeout=5
+    )
+    (record,) = server.requests
+    assert record.finished - record.time >= 0.2

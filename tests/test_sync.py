@@ -155,9 +155,9 @@ def test_retryable_error_is_raised_and_recorded(stripe):
     customer.name = "Bob"
     customer.save()
     stripe.inject(status=500)
-    with pytest.raises(Exception) as info:
+    with pytest.raises(sync.RetryLater) as info:
         sync.push(customer.pk)
-    assert getattr(info.value, "http_status", None) == 500
+    assert info.value.error.http_status == 500 and info.value.attempts == 1
     customer.refresh_from_db()
     assert customer.sync_status == SyncStatus.PENDING
     assert customer.sync_error["http_status"] == 500

@@ -18,6 +18,7 @@ import copy
 import hashlib
 import ipaddress
 import json
+import random
 import re
 import secrets
 import socket
@@ -773,6 +774,10 @@ class RecordedRequest:
     status: int | None
     time: float
     idempotency_key: str | None
+    # When the outcome was decided (monotonic), and whether it was a replay
+    # of an earlier answer under the same Idempotency-Key.
+    finished: float | None = None
+    replayed: bool = False
 
     def summary(self) -> str:
         query = "?" + urlencode(self.query) if self.query else ""
@@ -789,7 +794,9 @@ class RecordedRequest:
             "params": self.params,
             "status": self.status,
             "time": self.time,
+            "finished": self.finished,
             "idempotency_key": self.idempotency_key,
+            "replayed": self.replayed,
         }
 
 
@@ -977,9 +984,25 @@ class _Handler(BaseHTTPRequestHandler):
             time=received,
             idempotency_key=headers.get("Idempotency-Key"),
         )
+        fake._arrived(record)
+        key = record.idempotency_key if self.command == "POST" else None
+        if key is not None and not fake._begin_key(key):
+            # Like Stripe: a second request while one with the same key is in flight.
+            error = StripeError(
+                409,
+                "There is currently another in-progress request using this Stripe API key and "
+                "idempotency key. Please try again later.",
+                type="idempotency_error",
+            )
+            self._respond(record, _error_response(error, {"Idempotency-Key": key}))
+            fake._report(record)
+            return
         fault = fake._take_fault(self.command, path)
+        latency = fake._draw_latency()
         try:
-            if fault is not None and fault.delay > 0 and fake._stopping.wait(fault.delay):
+            if latency and fake._stopping.wait(latency):
+                self._abort(record, reset=False)
+            elif fault is not None and fault.delay > 0 and fake._stopping.wait(fault.delay):
                 self._abort(record, reset=False)  # stop() interrupted the delay
             elif fault is not None and fault.action in ("drop", "reset"):
                 self._abort(record, reset=fault.action == "reset")
@@ -996,6 +1019,8 @@ class _Handler(BaseHTTPRequestHandler):
                         response.headers = _merge_headers(response.headers, fault.headers)
                     self._respond(record, response)
         finally:
+            if key is not None:
+                fake._end_key(key)
             fake._report(record)
 
     def _respond(self, record: RecordedRequest, response: _Response) -> None:
@@ -1061,6 +1086,9 @@ class FakeStripeServer:
         self._stopping = threading.Event()
         self._store = _CustomerStore()
         self._log_entries: list[RecordedRequest] = []
+        self._arrivals: list[RecordedRequest] = []
+        self._keys_in_flight: set[str] = set()
+        self._latency: tuple[float, float] = (0.0, 0.0)
         self._faults: list[_Fault] = []
         self._idempotency: dict[str, _CachedResult] = {}
         self._connections: set[socket.socket] = set()
@@ -1128,8 +1156,10 @@ class FakeStripeServer:
         with self._lock:
             self._store = _CustomerStore()
             self._log_entries.clear()
+            self._arrivals.clear()
             self._faults.clear()
             self._idempotency.clear()
+            self._latency = (0.0, 0.0)
 
     @property
     def customers(self) -> dict[str, dict[str, Any]]:
@@ -1199,6 +1229,18 @@ class FakeStripeServer:
     def clear_requests(self) -> None:
         with self._lock:
             self._log_entries.clear()
+            self._arrivals.clear()
+
+    def wait_for_arrivals(
+        self,
+        count: int,
+        timeout: float = 10.0,
+        method: str | None = None,
+        path_prefix: str | None = None,
+    ) -> list[RecordedRequest]:
+        """Like ``wait_for_requests``, but counts requests as soon as they arrive,
+        before any latency or delay and before they are answered."""
+        return self.wait_for_requests(count, timeout, method, path_prefix, _source="_arrivals")
 
     def wait_for_requests(
         self,
@@ -1206,6 +1248,8 @@ class FakeStripeServer:
         timeout: float = 10.0,
         method: str | None = None,
         path_prefix: str | None = None,
+        *,
+        _source: str = "_log_entries",
     ) -> list[RecordedRequest]:
         """Block until at least ``count`` matching requests are logged; return the matching ones.
 
@@ -1216,7 +1260,7 @@ class FakeStripeServer:
         def matching() -> list[RecordedRequest]:
             return [
                 r
-                for r in self._log_entries
+                for r in getattr(self, _source)
                 if (wanted_method is None or r.method == wanted_method)
                 and (path_prefix is None or r.path.startswith(path_prefix))
             ]
@@ -1303,8 +1347,38 @@ class FakeStripeServer:
 
     def _log(self, record: RecordedRequest) -> None:
         with self._changed:
+            record.finished = time.monotonic()
             self._log_entries.append(record)
             self._changed.notify_all()
+
+    def _arrived(self, record: RecordedRequest) -> None:
+        with self._changed:
+            self._arrivals.append(record)
+            self._changed.notify_all()
+
+    def _begin_key(self, key: str) -> bool:
+        with self._lock:
+            if key in self._keys_in_flight:
+                return False
+            self._keys_in_flight.add(key)
+            return True
+
+    def _end_key(self, key: str) -> None:
+        with self._lock:
+            self._keys_in_flight.discard(key)
+
+    def _draw_latency(self) -> float:
+        with self._lock:
+            low, high = self._latency
+        return random.uniform(low, high) if high > 0 else 0.0
+
+    def set_latency(self, low: float, high: float | None = None) -> None:
+        """Delay every API request by a random time in ``[low, high]`` seconds (0 turns it off)."""
+        high = low if high is None else high
+        if low < 0 or high < low:
+            raise ValueError("need 0 <= low <= high")
+        with self._lock:
+            self._latency = (float(low), float(high))
 
     def _report(self, record: RecordedRequest) -> None:
         if self._on_request is not None:
@@ -1341,6 +1415,7 @@ class FakeStripeServer:
                         type="idempotency_error",
                     )
                     return _error_response(error, {"Idempotency-Key": key})
+                record.replayed = True
                 return _Response(
                     cached.status,
                     cached.payload,

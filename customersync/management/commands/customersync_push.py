@@ -33,7 +33,15 @@ class Command(BaseCommand):
         failures = 0
         for pk in pks:
             stripe_id = Customer.objects.filter(pk=pk).values_list("stripe_id", flat=True).first()
-            result = sync.push(pk, raise_retryable=False)
+            try:
+                result = sync.push(pk)
+            except sync.Busy:
+                self.stdout.write(f"{stripe_id}: busy (a worker is pushing it now)")
+                continue
+            except sync.RetryLater as later:
+                failures += 1
+                self.stdout.write(self.style.ERROR(f"{stripe_id}: will be retried: {later.error}"))
+                continue
             line = f"{stripe_id}: {result.outcome.value}"
             if result.params:
                 line += f" [{sync.loggable(result.params)}]"
