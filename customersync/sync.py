@@ -103,7 +103,10 @@ def is_retryable(err: StripeError) -> bool:
         return True
     if isinstance(err, IdempotencyError) and err.http_status == 409:
         return True
-    return isinstance(err, APIError) and (err.http_status is None or err.http_status >= 500)
+    # 5xx, and a 2xx whose body was cut off: resending under the same key
+    # replays Stripe's answer, so it is safe.
+    status = err.http_status
+    return isinstance(err, APIError) and (status is None or status >= 500 or status < 300)
 
 
 def redact(params: dict[str, Any]) -> dict[str, Any]:
@@ -341,6 +344,11 @@ def _failed(record: PendingPush, attempt: PushAttempt, err: StripeError) -> Push
     error = err.as_dict()
     customer_pk = record.customer_id
     now = timezone.now()
+    if _in_progress(err):
+        # Our own earlier request under this key is still running at Stripe
+        # (a worker died waiting for it): wait for it, it is not a failure.
+        _finish(attempt, AttemptOutcome.RETRY, err=err)
+        raise RetryLater(err, max(record.attempts, 1))
     if is_retryable(err):
         PendingPush.objects.filter(pk=record.pk).update(attempts=F("attempts") + 1)
         attempts = record.attempts + 1
@@ -364,6 +372,10 @@ def _failed(record: PendingPush, attempt: PushAttempt, err: StripeError) -> Push
     Customer.objects.filter(pk=customer_pk).update(sync_status=status, sync_error=error)
     signals.push_failed.send(sender=Customer, customer_pk=customer_pk, error=error)
     return PushResult(outcome, params=record.params or {}, error=error)
+
+
+def _in_progress(err: StripeError) -> bool:
+    return isinstance(err, IdempotencyError) and err.http_status == 409
 
 
 def _is_missing(err: StripeError) -> bool:

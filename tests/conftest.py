@@ -38,9 +38,12 @@ def stripe(fake_stripe_server):
 class Worker:
     """A real ``celery worker`` process on the test database and the fake server."""
 
-    def __init__(self, api_base: str, db_name: str, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, api_base: str, db_name: str, extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None
+    ) -> None:
         env = {
             **os.environ,
+            **(env or {}),
             "DJANGO_SETTINGS_MODULE": "tests.settings",
             "CUSTOMERSYNC_TEST_DB_NAME": db_name,
             "CUSTOMERSYNC_TEST_API_BASE": api_base,
@@ -89,6 +92,16 @@ class Worker:
     def log(self) -> str:
         return "".join(self.lines)
 
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def kill(self) -> None:
+        """SIGKILL: no warm shutdown, no acknowledgement, no cleanup."""
+        self.process.kill()
+        self.process.wait()
+        self._reader.join(timeout=5)
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -100,10 +113,49 @@ class Worker:
         self._reader.join(timeout=5)
 
 
+@pytest.fixture(scope="session")
+def broker_db():
+    """The test broker's Redis database, emptied once per session.
+
+    It is the suite's own (db 15 by default): emptying it also drops messages a
+    killed worker of an earlier run left unacknowledged, which Redis would
+    otherwise hand back to a worker of this run an hour later.
+    """
+    import redis
+
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    client.flushdb()
+    yield client
+    client.close()
+
+
 @pytest.fixture
-def purge_broker():
+def purge_broker(broker_db):
     """Drop messages other tests left on the broker, so a worker sees only ours."""
     celery_app.control.purge()
+
+
+@pytest.fixture
+def published_tasks():
+    """Ids of the tasks this process publishes during the test, to wait on their results."""
+    from celery.signals import before_task_publish
+
+    ids: list[str] = []
+
+    def remember(headers=None, **kwargs):
+        ids.append(headers["id"])
+
+    before_task_publish.connect(remember, weak=False)
+    yield ids
+    before_task_publish.disconnect(remember)
+
+
+def wait_for_tasks(ids, timeout=60):
+    """Block until every task in ``ids`` has finished (retries included)."""
+    from celery.result import AsyncResult
+
+    for task_id in list(ids):
+        AsyncResult(task_id, app=celery_app).get(timeout=timeout, propagate=True)
 
 
 @pytest.fixture
@@ -113,8 +165,8 @@ def start_worker(stripe, transactional_db, purge_broker, request):
 
     workers: list[Worker] = []
 
-    def start(*extra_args: str) -> Worker:
-        worker = Worker(stripe.url, connection.settings_dict["NAME"], extra_args)
+    def start(*extra_args: str, env: dict[str, str] | None = None) -> Worker:
+        worker = Worker(stripe.url, connection.settings_dict["NAME"], extra_args, env)
         workers.append(worker)
         return worker
 

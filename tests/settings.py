@@ -66,17 +66,20 @@ TIME_ZONE = "UTC"
 STATIC_URL = "static/"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
-TEST_API_KEY = "sk_test_customersync_tests"
+TEST_API_KEY = os.environ.get("CUSTOMERSYNC_TEST_API_KEY", "sk_test_customersync_tests")
 CUSTOMERSYNC = {
     "API_KEY": TEST_API_KEY,
     # Nothing listens on port 9: a test that forgets the fake server fails loudly.
     "API_BASE": os.environ.get("CUSTOMERSYNC_TEST_API_BASE", "http://127.0.0.1:9"),
-    "TIMEOUT": 5.0,
+    "TIMEOUT": 2.0,
     "MAX_RETRIES": 2,
+    "LEASE_SECONDS": 30,
 }
 
 CELERY_BROKER_URL = os.environ.get("CUSTOMERSYNC_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-CELERY_TASK_IGNORE_RESULT = True
+# Results are kept so tests can wait for a task to finish (an event, not a sleep).
+CELERY_RESULT_BACKEND = os.environ.get("CUSTOMERSYNC_TEST_RESULT_URL", "redis://127.0.0.1:6379/15")
+CELERY_TASK_IGNORE_RESULT = False
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

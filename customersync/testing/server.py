@@ -1231,6 +1231,16 @@ class FakeStripeServer:
             self._log_entries.clear()
             self._arrivals.clear()
 
+    def wait_for(
+        self, predicate: Callable[[list[RecordedRequest]], bool], timeout: float = 10.0, what: str = "a condition"
+    ) -> list[RecordedRequest]:
+        """Block until ``predicate(requests)`` holds, re-checked as each request is logged."""
+        with self._changed:
+            if self._changed.wait_for(lambda: predicate(list(self._log_entries)), timeout):
+                return list(self._log_entries)
+            received = "\n".join(f"  {r.summary()}" for r in self._log_entries) or "  (none)"
+        raise TimeoutError(f"waited {timeout:g}s for {what}; all requests received:\n{received}")
+
     def wait_for_arrivals(
         self,
         count: int,
