@@ -164,7 +164,8 @@ FAULTS = [
                 error={
                     "type": "invalid_request_error",
                     "code": "lock_timeout",
-                    "message": "This object cannot be accessed right now because another API request or Stripe process is currently accessing it.",
+                    "message": "This object cannot be accessed right now because another API request "
+                    "or Stripe process is currently accessing it.",
                 },
             )
         ],
@@ -239,7 +240,7 @@ def test_fault_table(stripe, start_worker, published_tasks, faults, expected, st
     assert len(posts) == len(expected)  # one sync-log row per request sent
     assert len({r.idempotency_key for r in posts}) == 1 and {r.body for r in posts} == {b"name=Bob"}
     log = list(PushAttempt.objects.filter(customer=customer).order_by("id"))
-    for row, request in zip(log, posts):
+    for row, request in zip(log, posts, strict=True):
         assert row.params == {"name": "Bob"} and row.idempotency_key == request.idempotency_key
         assert row.finished_at is not None
         if request.status is not None and row.outcome != AttemptOutcome.SUCCEEDED:
@@ -299,7 +300,7 @@ def test_two_operators_racing_across_four_workers(stripe, start_worker, publishe
 
     posts = sorted((r for r in posts_for(stripe, customer)), key=lambda r: r.time)
     assert posts, "nothing was pushed"
-    overlaps = [(a.summary(), b.summary()) for a, b in zip(posts, posts[1:]) if b.time < a.finished]
+    overlaps = [(a.summary(), b.summary()) for a, b in zip(posts, posts[1:], strict=False) if b.time < a.finished]
     assert overlaps == []
     final = Customer.objects.get(pk=customer.pk)
     assert diff(stripe.get_customer(customer.stripe_id), final.desired_state()) == {}
