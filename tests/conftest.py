@@ -60,6 +60,7 @@ class Worker:
                 "-A",
                 "project",
                 "worker",
+                # Defaults first: a later --pool or --loglevel in extra_args wins.
                 "--pool=solo",
                 "--loglevel=INFO",
                 "--without-mingle",

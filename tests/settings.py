@@ -89,5 +89,11 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"customersync": {"handlers": ["console"], "level": "INFO", "propagate": True}},
+    "loggers": {
+        "customersync": {
+            "handlers": ["console"],
+            "level": os.environ.get("CUSTOMERSYNC_TEST_LOG_LEVEL", "INFO"),
+            "propagate": True,
+        }
+    },
 }

@@ -1394,6 +1394,11 @@ class FakeStripeServer:
         if self._on_request is not None:
             self._on_request(record)
 
+    def set_api_key(self, api_key: str | None) -> None:
+        """Change the key the server accepts (None: any ``sk_test_`` key)."""
+        with self._lock:
+            self._api_key = api_key
+
     def _authorized(self, key: str | None) -> bool:
         if key is None:
             return False
