@@ -1,4 +1,4 @@
-"""System checks for the app's settings."""
+"""System checks: the app's settings, and Celery settings that would defeat reliable pushes."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from django.core.checks import Error, Warning, register
 from .conf import DEFAULTS, app_settings
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+TASKS = ("customersync.push_customer", "customersync.sweep")
 
 
 @register()
@@ -43,6 +44,63 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
                 "A live-mode key is configured with a loopback API_BASE.",
                 hint="Use a test-mode key with fake servers.",
                 id="customersync.W002",
+            )
+        )
+    return messages
+
+
+@register()
+def check_celery(app_configs: Any = None, **kwargs: Any) -> list:
+    """Warn about Celery settings of the site that defeat reliable pushes."""
+    from celery import current_app
+    from django.core.exceptions import ImproperlyConfigured
+
+    from . import tasks  # noqa: F401  (registers the shared tasks with the site's app)
+
+    try:
+        lease, timeout = app_settings.get("LEASE_SECONDS"), app_settings.get("TIMEOUT")
+    except ImproperlyConfigured:
+        return []  # reported by check_settings
+    conf = current_app.conf
+    messages: list = []
+    if conf.task_always_eager:
+        messages.append(
+            Warning(
+                "Celery's task_always_eager is on: pushes run inside the request that saves, "
+                "and retries and waits for a busy customer block it.",
+                hint="Turn task_always_eager off outside tests.",
+                id="customersync.W010",
+            )
+        )
+    if (conf.worker_prefetch_multiplier or 0) != 1:
+        messages.append(
+            Warning(
+                f"Celery's worker_prefetch_multiplier is {conf.worker_prefetch_multiplier}: a worker reserves "
+                "pushes it cannot start while other workers idle, and holds them if it dies.",
+                hint="Set CELERY_WORKER_PREFETCH_MULTIPLIER = 1 (at least for the workers of the sync queue).",
+                id="customersync.W011",
+            )
+        )
+    for name in TASKS:
+        task = current_app.tasks.get(name)
+        if task is not None and not (task.acks_late and task.reject_on_worker_lost):
+            messages.append(
+                Warning(
+                    f"The task {name} does not acknowledge late or is not requeued on worker loss "
+                    "(task_annotations?): a push could be lost with its worker.",
+                    hint="Leave acks_late and reject_on_worker_lost as the task declares them.",
+                    id="customersync.W012",
+                )
+            )
+    visibility = (conf.broker_transport_options or {}).get("visibility_timeout")
+    longest = lease + timeout + 10
+    if visibility is not None and visibility < longest:
+        messages.append(
+            Warning(
+                f"The broker's visibility_timeout ({visibility}s) is shorter than a push can take "
+                f"(up to {longest:g}s): Redis would hand a running push to a second worker.",
+                hint=f"Set broker_transport_options['visibility_timeout'] above {longest:g}s (the default is 3600).",
+                id="customersync.W013",
             )
         )
     return messages

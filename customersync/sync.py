@@ -210,8 +210,12 @@ class Lease:
                     PushLease.objects.create(customer_id=self.customer_pk, owner=self.owner, expires_at=until)
                 taken = 1
             except IntegrityError:
-                holder = leases.values_list("owner", flat=True).first()
-                if holder and _holder_is_dead(holder):
+                holder, expires = leases.values_list("owner", "expires_at").first() or ("", None)
+                # A dead holder's request may still be running at Stripe until
+                # its client timeout; only then is it safe to send again.
+                taken_at = expires - dt.timedelta(seconds=app_settings.LEASE_SECONDS) if expires else now
+                timed_out = now >= taken_at + dt.timedelta(seconds=app_settings.TIMEOUT)
+                if holder and timed_out and _holder_is_dead(holder):
                     logger.warning("Taking over the lease of customer %s from a dead worker.", self.customer_pk)
                     taken = leases.filter(owner=holder).update(owner=self.owner, expires_at=until)
         if not taken:

@@ -69,6 +69,8 @@ STATIC_URL = "static/"
 CUSTOMERSYNC = {
     "API_KEY": os.environ.get("STRIPE_API_KEY", "sk_test_demo"),
     "API_BASE": os.environ.get("STRIPE_API_BASE", "http://127.0.0.1:12111"),
+    # A queue of its own, so pushes never wait behind the site's other tasks.
+    "QUEUE": "customersync",
 }
 
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
@@ -82,10 +84,18 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "store_processed": False,
     }
 CELERY_TASK_IGNORE_RESULT = True
-# A push is acknowledged only once it ran, and requeued if the worker dies.
+# A push is acknowledged only once it ran, and requeued if the worker dies
+# (customersync's tasks declare both themselves; a site's own tasks benefit too).
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# A worker reserves one push at a time, so a dead worker holds back nothing.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# The sweeper queues again pushes whose message was lost (broker restart,
+# broker down at save time); sites without beat run `customersync_sweep` from cron.
+CELERY_BEAT_SCHEDULE = {
+    "customersync-sweep": {"task": "customersync.sweep", "schedule": 60.0, "options": {"queue": "customersync"}},
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 LOGGING = {
     "version": 1,

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import threading
-from pathlib import Path
-
 import pytest
 from django.conf import settings
 from django.test import override_settings
 
 from customersync.testing import FakeStripeServer
 from project.celery import app as celery_app
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.support import Worker, wait_for_tasks  # noqa: F401  (wait_for_tasks: for the tests)
 
 
 @pytest.fixture(scope="session")
@@ -33,85 +25,6 @@ def stripe(fake_stripe_server):
     fake_stripe_server.reset()
     with override_settings(CUSTOMERSYNC={**settings.CUSTOMERSYNC, "API_BASE": fake_stripe_server.url}):
         yield fake_stripe_server
-
-
-class Worker:
-    """A real ``celery worker`` process on the test database and the fake server."""
-
-    def __init__(
-        self, api_base: str, db_name: str, extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None
-    ) -> None:
-        env = {
-            **os.environ,
-            **(env or {}),
-            "DJANGO_SETTINGS_MODULE": "tests.settings",
-            "CUSTOMERSYNC_TEST_DB_NAME": db_name,
-            "CUSTOMERSYNC_TEST_API_BASE": api_base,
-            "PYTHONPATH": str(REPO),
-            "PYTHONUNBUFFERED": "1",
-        }
-        self.lines: list[str] = []
-        self.ready = threading.Event()
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "project",
-                "worker",
-                # Defaults first: a later --pool or --loglevel in extra_args wins.
-                "--pool=solo",
-                "--loglevel=INFO",
-                "--without-mingle",
-                "--without-gossip",
-                "--without-heartbeat",
-                f"--hostname=test-{os.getpid()}-{id(self)}@%h",
-                *extra_args,
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        if not self.ready.wait(timeout=60):
-            self.stop()
-            raise RuntimeError("Celery worker did not become ready:\n" + self.log)
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line)
-            if " ready." in line:
-                self.ready.set()
-        self.ready.set()  # the process ended: stop waiting either way
-
-    @property
-    def log(self) -> str:
-        return "".join(self.lines)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def kill(self) -> None:
-        """SIGKILL: no warm shutdown, no acknowledgement, no cleanup."""
-        self.process.kill()
-        self.process.wait()
-        self._reader.join(timeout=5)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._reader.join(timeout=5)
 
 
 @pytest.fixture(scope="session")
@@ -149,14 +62,6 @@ def published_tasks():
     before_task_publish.connect(remember, weak=False)
     yield ids
     before_task_publish.disconnect(remember)
-
-
-def wait_for_tasks(ids, timeout=60):
-    """Block until every task in ``ids`` has finished (retries included)."""
-    from celery.result import AsyncResult
-
-    for task_id in list(ids):
-        AsyncResult(task_id, app=celery_app).get(timeout=timeout, propagate=True)
 
 
 @pytest.fixture

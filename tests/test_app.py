@@ -52,3 +52,39 @@ def test_system_checks(conf, expected):
     with override_settings(CUSTOMERSYNC=conf):
         ids = {m.id for m in run_checks() if m.id and m.id.startswith("customersync.")}
     assert ids == expected
+
+
+@pytest.mark.parametrize(
+    "celery_conf, expected",
+    [
+        ({}, set()),
+        ({"task_always_eager": True}, {"customersync.W010"}),
+        ({"worker_prefetch_multiplier": 4}, {"customersync.W011"}),
+        ({"broker_transport_options": {"visibility_timeout": 30}}, {"customersync.W013"}),
+        ({"broker_transport_options": {"visibility_timeout": 7200}}, set()),
+    ],
+)
+def test_celery_checks(celery_conf, expected):
+    from project.celery import app
+
+    saved = {key: app.conf[key] for key in celery_conf}
+    app.conf.update(celery_conf)
+    try:
+        with override_settings(CUSTOMERSYNC={"API_KEY": "sk_test_1"}):
+            ids = {m.id for m in run_checks() if m.id and m.id.startswith("customersync.")}
+    finally:
+        app.conf.update(saved)
+    assert ids == expected
+
+
+def test_celery_check_sees_tasks_that_lost_late_acks():
+    from project.celery import app
+
+    task = app.tasks["customersync.push_customer"]
+    task.acks_late = False
+    try:
+        with override_settings(CUSTOMERSYNC={"API_KEY": "sk_test_1"}):
+            ids = {m.id for m in run_checks() if m.id and m.id.startswith("customersync.")}
+    finally:
+        task.acks_late = True
+    assert ids == {"customersync.W012"}
