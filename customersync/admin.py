@@ -7,7 +7,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from .exceptions import ParamError
-from .models import Customer, SyncStatus
+from .models import Customer, PushAttempt, SyncStatus
 from .sync import loggable
 
 _BADGE_COLOURS = {
@@ -16,6 +16,31 @@ _BADGE_COLOURS = {
     SyncStatus.FAILED: "#c62828",
     SyncStatus.DELETED: "#616161",
 }
+
+
+class ReadOnlyMixin:
+    """The sync log is written by the sync only."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(PushAttempt)
+class PushAttemptAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ("started_at", "customer", "outcome", "http_status", "request_id", "error_param", "error_message")
+    list_filter = ("outcome", "http_status")
+    search_fields = ("customer__stripe_id", "customer__email", "request_id", "idempotency_key")
+    list_select_related = ("customer",)
+    date_hierarchy = "started_at"
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return request.user.has_perm("customersync.view_customer") or super().has_view_permission(request, obj)
 
 
 @admin.register(Customer)
@@ -34,6 +59,7 @@ class CustomerAdmin(admin.ModelAdmin):
         "sync_error_details",
         "last_pushed_at",
         "last_pulled_at",
+        "sync_history",
     )
     fieldsets = (
         (
@@ -64,6 +90,7 @@ class CustomerAdmin(admin.ModelAdmin):
         (_("Payment source"), {"fields": ("default_source",)}),
         (_("Advanced"), {"fields": ("pending_once",), "classes": ("collapse",)}),
         (_("Stripe"), {"fields": ("stripe_id", "created", "livemode", "currency", "delinquent")}),
+        (_("Sync history"), {"fields": ("sync_history",)}),
     )
 
     @admin.display(description=_("sync status"), ordering="sync_status")
@@ -116,3 +143,42 @@ class CustomerAdmin(admin.ModelAdmin):
         except ParamError as err:
             return str(err)
         return loggable(params) if params else _("Nothing to send.")
+
+    @admin.display(description=_("latest attempts"))
+    def sync_history(self, obj: Customer) -> str:
+        if obj.pk is None:
+            return "-"
+        attempts = list(PushAttempt.objects.filter(customer=obj).order_by("-started_at", "-id")[:20])
+        if not attempts:
+            return _("No push yet.")
+        header = format_html_join(
+            "",
+            "<th>{}</th>",
+            (
+                (label,)
+                for label in (
+                    _("started"),
+                    _("outcome"),
+                    _("params sent"),
+                    _("HTTP status"),
+                    _("Stripe request id"),
+                    _("error"),
+                )
+            ),
+        )
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    a.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+                    a.get_outcome_display(),
+                    loggable(a.params),
+                    a.http_status or "",
+                    a.request_id,
+                    f"{a.error_message} ({a.error_param})" if a.error_param else a.error_message,
+                )
+                for a in attempts
+            ),
+        )
+        return format_html('<table class="customersync-history"><tr>{}</tr>{}</table>', header, rows)

@@ -106,10 +106,21 @@ class StripeClient:
             starting_after = data[-1]["id"]
 
     def update_customer(
-        self, customer_id: str, params: Mapping[str, Any], *, idempotency_key: str | None = None
+        self,
+        customer_id: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        body: str | None = None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
+        """Update a customer with ``params``, or with an already encoded ``body``
+        (a retry resends the exact bytes it sent under the same key)."""
         return self._request(
-            "POST", f"/v1/customers/{quote(customer_id, safe='')}", params=params, idempotency_key=idempotency_key
+            "POST",
+            f"/v1/customers/{quote(customer_id, safe='')}",
+            params=params,
+            body=body,
+            idempotency_key=idempotency_key,
         )
 
     def create_customer(self, params: Mapping[str, Any], *, idempotency_key: str | None = None) -> dict[str, Any]:
@@ -124,6 +135,7 @@ class StripeClient:
         *,
         params: Mapping[str, Any] | None = None,
         query: Mapping[str, Any] | None = None,
+        body: str | None = None,
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         headers = {
@@ -132,14 +144,14 @@ class StripeClient:
             "User-Agent": USER_AGENT,
             "Accept": "application/json",
         }
-        body = None
+        data = None
         if method == "POST":
             headers["Content-Type"] = "application/x-www-form-urlencoded"
             headers["Idempotency-Key"] = idempotency_key or f"customersync-{uuid.uuid4()}"
-            body = encode(params or {}).encode("ascii")
+            data = (body if body is not None else encode(params or {})).encode("ascii")
         url = self.api_base + path
         try:
-            response = self.session.request(method, url, params=query, data=body, headers=headers, timeout=self.timeout)
+            response = self.session.request(method, url, params=query, data=data, headers=headers, timeout=self.timeout)
         except requests.Timeout as err:
             raise APIConnectionError(f"Timed out talking to Stripe ({method} {path}): {type(err).__name__}.") from err
         except requests.RequestException as err:

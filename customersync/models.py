@@ -277,9 +277,11 @@ class PendingPush(models.Model):
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     enqueued_at = models.DateTimeField(_("last enqueued"), null=True, blank=True)
     key = models.UUIDField(_("record key"), default=uuid.uuid4, unique=True, editable=False)
-    # Frozen when the push takes this record (SENDING); exact, tokens included,
-    # because a retry must resend the same bytes.
+    # Frozen when the push takes this record (SENDING), tokens included: the
+    # exact body is kept as text because a retry must resend the same bytes
+    # (a jsonb column does not keep key order).
     params = models.JSONField(_("params"), null=True, blank=True)
+    body = models.TextField(_("request body"), blank=True)
     sent_state = models.JSONField(null=True, blank=True)
     sent_once = models.JSONField(null=True, blank=True)
     frozen_at = models.DateTimeField(_("frozen"), null=True, blank=True)

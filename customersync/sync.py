@@ -57,7 +57,7 @@ from .models import (
     PushState,
     SyncStatus,
 )
-from .wire import flatten
+from .wire import encode, flatten
 
 logger = logging.getLogger("customersync")
 
@@ -306,10 +306,11 @@ def _take(customer_pk: int) -> tuple[PendingPush | None, PushResult | None]:
         )
         record.state = PushState.SENDING
         record.params = params
+        record.body = encode(params)
         record.sent_state = customer.desired_state()
         record.sent_once = dict(customer.pending_once or {})
         record.frozen_at = now
-        record.save(update_fields=["state", "params", "sent_state", "sent_once", "frozen_at"])
+        record.save(update_fields=["state", "params", "body", "sent_state", "sent_once", "frozen_at"])
     return record, None
 
 
@@ -321,7 +322,7 @@ def _send(record: PendingPush, client: StripeClient) -> PushResult:
     )
     logger.info("Pushing %s: POST /v1/customers/%s %s", record.customer_id, stripe_id, loggable(params))
     try:
-        response = client.update_customer(stripe_id, params, idempotency_key=record.idempotency_key)
+        response = client.update_customer(stripe_id, body=record.body, idempotency_key=record.idempotency_key)
     except StripeError as err:
         return _failed(record, attempt, err)
     _finish(attempt, AttemptOutcome.SUCCEEDED, http_status=200, request_id=client.last_request_id or "")

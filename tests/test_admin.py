@@ -128,3 +128,22 @@ def test_wrong_json_shape_is_a_form_error_naming_the_field(stripe, client, opera
     assert field in response.context["adminform"].form.errors
     customer.refresh_from_db()
     assert customer.sync_status == SyncStatus.IN_SYNC
+
+
+def test_change_page_shows_the_sync_history(stripe, client, operator):
+    from customersync.sync import RetryLater
+
+    customer = sync.pull_one(stripe.add_customer(name="Ann")["id"])
+    customer.name = "Bob"
+    customer.save()
+    stripe.inject(status=503)
+    with pytest.raises(RetryLater):
+        sync.push(customer.pk)
+    sync.push(customer.pk)
+    client.force_login(operator)
+    page = client.get(reverse("admin:customersync_customer_change", args=[customer.pk])).content.decode()
+    assert "Sync history" in page
+    assert page.count("Will retry") == 1 and page.count("Succeeded") == 1
+    assert "503" in page
+    log_page = client.get(reverse("admin:customersync_pushattempt_changelist")).content.decode()
+    assert customer.stripe_id in log_page or "Bob" in log_page
