@@ -306,3 +306,51 @@ def test_two_operators_racing_across_four_workers(stripe, start_worker, publishe
     assert diff(stripe.get_customer(customer.stripe_id), final.desired_state()) == {}
     assert final.sync_status == SyncStatus.IN_SYNC
     assert len(posts) < 24  # saves joined pushes rather than each costing one
+
+
+def test_response_does_not_overwrite_an_edit_made_in_flight(stripe):
+    """In-process push in a thread; the operator saves while its request is at the server."""
+    from customersync import sync
+
+    customer = mirrored(stripe, email="a@example.com", name="Ann")
+    customer.email = "b@example.com"
+    customer.save()
+    stripe.inject(delay=1.0, path_prefix=path_of(customer))
+    results = []
+
+    def push():
+        try:
+            results.append(sync.push(customer.pk))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=push)
+    thread.start()
+    stripe.wait_for_arrivals(1, method="POST", path_prefix=path_of(customer))
+    edited = Customer.objects.get(pk=customer.pk)
+    edited.email = "c@example.com"  # the same field, while b is in flight
+    edited.name = "Bea"
+    edited.save()
+    thread.join()
+
+    # The push picked up the edit in its next round, under the same lease.
+    bodies = [r.body for r in posts_for(stripe, customer)]
+    assert bodies == [b"email=b%40example.com", b"email=c%40example.com&name=Bea"]
+    final = Customer.objects.get(pk=customer.pk)
+    assert (final.email, final.name) == ("c@example.com", "Bea")
+    assert final.stripe_data["email"] == "c@example.com" and final.sync_status == SyncStatus.IN_SYNC
+
+
+def test_redelivered_old_task_sends_nothing(stripe, start_worker, published_tasks):
+    from customersync.tasks import push_customer
+
+    customer = mirrored(stripe, email="a@example.com")
+    start_worker()
+    customer.email = "b@example.com"
+    customer.save()
+    wait_for_tasks(published_tasks)
+    assert len(posts_for(stripe, customer)) == 1
+    # The same message delivered again (as Redis does after a visibility timeout).
+    again = push_customer.apply_async(args=[customer.pk])
+    assert again.get(timeout=30) == "nothing to send"
+    assert len(posts_for(stripe, customer)) == 1
