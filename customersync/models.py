@@ -176,24 +176,43 @@ class Customer(models.Model):
 
     def clean(self) -> None:
         super().clean()
-        errors = {
-            name: _("Expected %(kind)s in Stripe's shape.") % {"kind": kind}
+        self.validate_for_stripe()
+
+    def validate_for_stripe(self) -> None:
+        """Raise ``ValidationError`` keyed by Stripe param names when a value breaks Stripe's rules.
+
+        Run by ``clean()`` (forms) and by ``save()``, so a bad value never reaches the outbox.
+        """
+        from .validation import validate
+
+        errors: dict[str, list[str]] = {
+            name: [_("Expected %(kind)s in Stripe's shape.") % {"kind": kind}]
             for name, (types, kind) in _JSON_SHAPES.items()
             if not isinstance(getattr(self, name), types)
         }
         if errors:
             raise ValidationError(errors)
-        try:
-            self.pending_params()
-        except ParamError as err:
-            field = err.param.split("[", 1)[0]
-            raise ValidationError({field: f"{err.param}: {err.message}"}) from err
+        errors = validate(self.desired_state(), self.pending_once)
+        if self.stripe_data:
+            # Judge only what this edit changes: a value Stripe already holds
+            # must never block saving another field.
+            changed = {p.field for p in STATE_PARAMS if _norm(p, get_path(self.desired_state(), p.path))
+                       != _norm(p, get_path(self.stripe_data, p.path))}  # fmt: skip
+            errors = {k: v for k, v in errors.items() if k.split("[", 1)[0] in changed or k.startswith(_ONCE_ROOTS)}
+        if not errors and self.stripe_id:
+            try:
+                self.pending_params()
+            except ParamError as err:
+                errors = {err.param: [err.message]}
+        if errors:
+            raise ValidationError(errors)
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         """Save an edit. When it changes what Stripe has, the same transaction
         writes an outbox record, and a push is queued when it commits."""
         from .sync import record_change
 
+        self.validate_for_stripe()
         if not self._state.adding and self.pk is not None:
             # Compute the status against what Stripe confirmed, as stored now.
             self.stripe_data = type(self)._base_manager.filter(pk=self.pk).values_list("stripe_data", flat=True).first()
@@ -213,6 +232,9 @@ class Customer(models.Model):
         """Write every column, outbox untouched: for the sync, under the row lock."""
         super().save()
 
+
+# Error keys of write-once values and options: always new, always judged.
+_ONCE_ROOTS = ("tax[", "cash_balance[")
 
 _JSON_SHAPES: dict[str, tuple[tuple[type, ...], str]] = {
     "metadata": ((dict,), "an object of keys and values"),

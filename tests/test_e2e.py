@@ -139,7 +139,7 @@ def test_rolled_back_save_sends_nothing(stripe, start_worker, canary):
 def test_stripe_400_marks_the_customer_failed(stripe, start_worker, canary):
     customer = mirrored(stripe, name="Ann")
     start_worker()
-    customer.invoice_prefix = "lower"
+    customer.default_source = "card_missing"  # only Stripe knows it is not attached
     customer.name = "Bob"
     customer.save()
     canary()
@@ -147,8 +147,8 @@ def test_stripe_400_marks_the_customer_failed(stripe, start_worker, canary):
     assert request.status == 400
     customer = Customer.objects.get(pk=customer.pk)
     assert customer.sync_status == SyncStatus.FAILED
-    assert customer.sync_error["param"] == "invoice_prefix" and customer.sync_error["message"]
-    assert (customer.name, customer.invoice_prefix) == ("Bob", "lower")
+    assert customer.sync_error["param"] == "default_source" and customer.sync_error["message"]
+    assert (customer.name, customer.default_source) == ("Bob", "card_missing")
 
 
 def test_retryable_error_is_retried_with_the_same_idempotency_key(stripe, start_worker, canary):

@@ -87,7 +87,7 @@ def test_save_without_change_queues_nothing(stripe, django_capture_on_commit_cal
 
 def test_reverted_change_sends_nothing(stripe):
     customer = mirror(stripe, email="a@b.c")
-    customer.email = "x@y.z"
+    customer.email = "x@example.com"
     customer.save()
     customer.email = "a@b.c"
     customer.save()
@@ -99,44 +99,48 @@ def test_reverted_change_sends_nothing(stripe):
 
 def test_stripe_400_marks_failed_and_keeps_the_edit(stripe):
     customer = mirror(stripe, name="Ann")
-    customer.invoice_prefix = "bad-prefix"
+    customer.default_source = "card_missing"  # only Stripe knows it is not attached
     customer.name = "Bob"
     customer.save()
     result = sync.push(customer.pk)
     assert result.outcome is sync.Outcome.FAILED
     customer.refresh_from_db()
     assert customer.sync_status == SyncStatus.FAILED
-    assert customer.sync_error["param"] == "invoice_prefix"
+    assert customer.sync_error["param"] == "default_source"
     assert customer.sync_error["http_status"] == 400
     assert customer.sync_error["message"]
     assert customer.sync_error["request_id"].startswith("req_")
-    assert (customer.invoice_prefix, customer.name) == ("bad-prefix", "Bob")  # nothing lost
+    assert (customer.default_source, customer.name) == ("card_missing", "Bob")  # nothing lost
     assert stripe.get_customer(customer.stripe_id)["name"] == "Ann"  # a 400 changes nothing
 
 
 def test_fixing_the_bad_value_pushes_again(stripe):
     customer = mirror(stripe)
-    customer.invoice_prefix = "bad"
+    customer.default_source = "card_missing"
     customer.save()
     sync.push(customer.pk)
     customer.refresh_from_db()
-    customer.invoice_prefix = "GOOD1"
+    stripe.attach_source(customer.stripe_id, "card_good")
+    customer.default_source = "card_good"
     customer.save()
     assert sync.push(customer.pk).outcome is sync.Outcome.PUSHED
     customer.refresh_from_db()
     assert customer.sync_status == SyncStatus.IN_SYNC and customer.sync_error is None
-    assert posts(stripe)[-1].body == b"invoice_prefix=GOOD1"
+    assert posts(stripe)[-1].body == b"default_source=card_good"
 
 
-def test_unexpressible_change_is_a_local_failure(stripe):
-    customer = mirror(stripe, preferred_locales=["en"])
+def test_unexpressible_change_is_refused_at_save(stripe):
+    from django.core.exceptions import ValidationError
+
+    customer = mirror(stripe, preferred_locales=["en"], name="Ann")
     customer.preferred_locales = []
-    customer.save()
+    customer.name = "Bob"
+    with pytest.raises(ValidationError) as info:
+        customer.save()
+    assert "preferred_locales" in info.value.message_dict
     customer.refresh_from_db()
-    assert customer.sync_status == SyncStatus.FAILED
-    assert customer.sync_error["param"] == "preferred_locales"
-    assert sync.push(customer.pk).outcome is sync.Outcome.FAILED
-    assert posts(stripe) == []
+    assert (customer.preferred_locales, customer.name) == (["en"], "Ann")  # nothing written
+    assert not customer.pushes.exists()  # nothing reached the outbox
 
 
 def test_404_marks_deleted(stripe):
@@ -209,13 +213,13 @@ def test_push_command_reports_each_outcome(stripe, capsys):
     bad = mirror(stripe, name="Bob")
     good.name = "Ann 2"
     good.save()
-    bad.invoice_prefix = "no"
+    bad.default_source = "card_missing"
     bad.save()
     with pytest.raises(CommandError, match="1 of 2"):
         call_command("customersync_push", good.stripe_id, bad.stripe_id)
     out = capsys.readouterr().out
     assert f"{good.stripe_id}: pushed [name=Ann+2]" in out
-    assert f"{bad.stripe_id}: failed [invoice_prefix=no]" in out and "(param invoice_prefix)" in out
+    assert f"{bad.stripe_id}: failed [default_source=card_missing]" in out and "(param default_source)" in out
 
 
 def test_push_command_unknown_id(stripe):

@@ -1,0 +1,151 @@
+"""Stripe's rules for customer values, checked before anything is queued.
+
+``validate(state, once)`` returns ``{param: [message, ...]}`` keyed by Stripe's
+bracket names (``email``, ``shipping[name]``, ``metadata[plan]``...), so the
+model can refuse a save and the admin form can put each message on the
+field it concerns. Messages are written for operators.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.validators import EmailValidator
+
+from .params import BY_NAME
+
+INVOICE_PREFIX = re.compile(r"^[A-Z0-9]{3,12}$")
+METADATA_MAX_KEYS, METADATA_KEY_MAX, METADATA_VALUE_MAX = 50, 40, 500
+CUSTOM_FIELDS_MAX, CUSTOM_FIELD_NAME_MAX, CUSTOM_FIELD_VALUE_MAX = 4, 40, 140
+EMAIL_MAX = 512
+
+# The locales Stripe accepts in preferred_locales (its invoice and email languages).
+LOCALES: tuple[str, ...] = (
+    "ar", "bg", "cs", "da", "de", "el", "en", "en-GB", "es", "es-419", "et", "fi", "fil", "fr", "fr-CA",
+    "he", "hr", "hu", "id", "it", "ja", "ko", "lt", "lv", "ms", "mt", "nb", "nl", "pl", "pt", "pt-BR",
+    "ro", "ru", "sk", "sl", "sv", "th", "tr", "vi", "zh", "zh-HK", "zh-TW",
+)  # fmt: skip
+
+_email = EmailValidator()
+
+
+def _get(data: Mapping[str, Any] | None, *path: str) -> Any:
+    node: Any = data
+    for part in path:
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(part)
+    return node
+
+
+def _blank(value: Any) -> bool:
+    return value is None or value == ""
+
+
+def validate(state: Mapping[str, Any], once: Mapping[str, Any] | None = None) -> dict[str, list[str]]:
+    """Every rule Stripe applies to these values; ``{}`` when all is well."""
+    errors: dict[str, list[str]] = defaultdict(list)
+
+    email = state.get("email")
+    if not _blank(email):
+        if len(email) > EMAIL_MAX:
+            errors["email"].append(f"Use at most {EMAIL_MAX} characters (this has {len(email)}).")
+        else:
+            try:
+                _email(email)
+            except ValidationError:
+                errors["email"].append("Enter a valid email address, like ann@example.com.")
+
+    prefix = state.get("invoice_prefix")
+    if not _blank(prefix) and not INVOICE_PREFIX.match(str(prefix)):
+        errors["invoice_prefix"].append("Use 3 to 12 uppercase letters or digits, like ACME01.")
+
+    for name in ("balance", "next_invoice_sequence"):
+        value = state.get(name)
+        if _blank(value):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            errors[name].append("Enter a whole number.")
+        elif name == "next_invoice_sequence" and value < 1:
+            errors[name].append("Invoice numbers start at 1.")
+
+    _enum(errors, "tax_exempt", state.get("tax_exempt"))
+    _enum(errors, "invoice_settings[rendering_options][amount_tax_display]",
+          _get(state, "invoice_settings", "rendering_options", "amount_tax_display"))  # fmt: skip
+
+    metadata = state.get("metadata")
+    if isinstance(metadata, Mapping):
+        if len(metadata) > METADATA_MAX_KEYS:
+            errors["metadata"].append(f"Use at most {METADATA_MAX_KEYS} keys (this has {len(metadata)}).")
+        for key, value in metadata.items():
+            param = f"metadata[{key}]"
+            if not str(key).strip():
+                errors["metadata"].append("A key cannot be empty.")
+            elif len(str(key)) > METADATA_KEY_MAX:
+                errors[param].append(f"Key {key!r}: use at most {METADATA_KEY_MAX} characters.")
+            elif "[" in str(key) or "]" in str(key):
+                errors[param].append(f"Key {key!r}: square brackets are not allowed in keys.")
+            if not isinstance(value, str):
+                errors[param].append(f"Key {key!r}: the value must be text.")
+            elif len(value) > METADATA_VALUE_MAX:
+                errors[param].append(f"Key {key!r}: use at most {METADATA_VALUE_MAX} characters in the value.")
+
+    custom_fields = _get(state, "invoice_settings", "custom_fields")
+    if isinstance(custom_fields, list):
+        param = "invoice_settings[custom_fields]"
+        if len(custom_fields) > CUSTOM_FIELDS_MAX:
+            errors[param].append(f"Use at most {CUSTOM_FIELDS_MAX} custom fields (this has {len(custom_fields)}).")
+        for index, item in enumerate(custom_fields, 1):
+            name, value = _get(item, "name"), _get(item, "value")
+            if _blank(name) or _blank(value):
+                errors[param].append(f"Custom field {index} needs both a name and a value.")
+                continue
+            if len(str(name)) > CUSTOM_FIELD_NAME_MAX:
+                errors[param].append(
+                    f"Custom field {index}: use at most {CUSTOM_FIELD_NAME_MAX} characters in the name."
+                )
+            if len(str(value)) > CUSTOM_FIELD_VALUE_MAX:
+                errors[param].append(
+                    f"Custom field {index}: use at most {CUSTOM_FIELD_VALUE_MAX} characters in the value."
+                )
+
+    shipping = state.get("shipping")
+    if isinstance(shipping, Mapping) and any(not _blank(v) for v in _leaves(shipping)):
+        if _blank(shipping.get("name")):
+            errors["shipping[name]"].append("Shipping needs the recipient's name.")
+        if _blank(_get(shipping, "address", "line1")):
+            errors["shipping[address][line1]"].append("Shipping needs an address line.")
+
+    once = once or {}
+    ip = _get(once, "tax", "ip_address")
+    if not _blank(ip):
+        try:
+            ipaddress.ip_address(str(ip))
+        except ValueError:
+            errors["tax[ip_address]"].append("Enter a valid IPv4 or IPv6 address, like 203.0.113.7.")
+    _enum(errors, "tax[validate_location]", _get(once, "tax", "validate_location"))
+    _enum(errors, "cash_balance[settings][reconciliation_mode]",
+          _get(once, "cash_balance", "settings", "reconciliation_mode"))  # fmt: skip
+    return dict(errors)
+
+
+def _enum(errors: dict[str, list[str]], name: str, value: Any) -> None:
+    if _blank(value):
+        return
+    allowed = BY_NAME[name].enum if name in BY_NAME else None
+    if allowed is None and name.startswith("invoice_settings[rendering_options]"):
+        allowed = BY_NAME["invoice_settings[rendering_options]"].enum
+    if allowed and value not in allowed:
+        errors[name].append(f"Choose one of: {', '.join(allowed)}.")
+
+
+def _leaves(data: Mapping[str, Any]) -> list[Any]:
+    out: list[Any] = []
+    for value in data.values():
+        out.extend(_leaves(value) if isinstance(value, Mapping) else [value])
+    return out
