@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+from django.views.decorators.http import require_POST
 
-from .exceptions import ParamError
+from . import sync
+from .diff import describe
+from .exceptions import ParamError, StripeError
+from .forms import CustomerForm
 from .models import Customer, PushAttempt, SyncStatus
 from .sync import loggable
 
@@ -45,6 +54,9 @@ class PushAttemptAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 @admin.register(Customer)
 class CustomerAdmin(admin.ModelAdmin):
+    form = CustomerForm
+    change_form_template = "admin/customersync/customer/change_form.html"
+    actions = ("push_now", "retry_failed", "refresh_from_stripe")
     list_display = ("__str__", "stripe_id", "email", "sync_badge", "last_pushed_at", "sync_error_summary")
     list_filter = ("sync_status", "livemode")
     search_fields = ("email", "name", "stripe_id")
@@ -62,10 +74,7 @@ class CustomerAdmin(admin.ModelAdmin):
         "sync_history",
     )
     fieldsets = (
-        (
-            _("Sync"),
-            {"fields": ("sync_badge", "pending_changes", "sync_error_details", "last_pushed_at", "last_pulled_at")},
-        ),
+        (_("Sync"), {"fields": ("sync_badge", "pending_changes", "sync_error_details", "last_pushed_at")}),
         (
             _("Contact"),
             {
@@ -83,15 +92,124 @@ class CustomerAdmin(admin.ModelAdmin):
         ),
         (
             _("Billing and invoices"),
-            {"fields": ("balance", "invoice_prefix", "next_invoice_sequence", "invoice_settings")},
+            {
+                "fields": (
+                    "balance",
+                    "invoice_prefix",
+                    "next_invoice_sequence",
+                    "invoice_footer",
+                    "invoice_default_payment_method",
+                    "invoice_custom_fields",
+                    "invoice_amount_tax_display",
+                    "invoice_template",
+                )
+            },
         ),
-        (_("Tax"), {"fields": ("tax_exempt",)}),
-        (_("Address"), {"fields": ("address", "shipping")}),
-        (_("Payment source"), {"fields": ("default_source",)}),
-        (_("Advanced"), {"fields": ("pending_once",), "classes": ("collapse",)}),
-        (_("Stripe"), {"fields": ("stripe_id", "created", "livemode", "currency", "delinquent")}),
+        (_("Tax"), {"fields": ("tax_exempt", "tax_ip_address", "tax_ip_address_clear", "tax_validate_location")}),
+        (_("Address"), {"fields": ("address",)}),
+        (_("Shipping"), {"fields": ("shipping",)}),
+        (
+            _("Payment source"),
+            {
+                "fields": (
+                    "default_source",
+                    "source",
+                    "card",
+                    "bank_account",
+                    "default_card",
+                    "default_bank_account",
+                    "default_alipay_account",
+                )
+            },
+        ),
+        (_("Advanced"), {"fields": ("cash_balance_reconciliation_mode",), "classes": ("collapse",)}),
+        (_("Stripe"), {"fields": ("stripe_id", "created", "livemode", "currency", "delinquent", "last_pulled_at")}),
         (_("Sync history"), {"fields": ("sync_history",)}),
     )
+
+    # -- permissions, actions and buttons -----------------------------------
+
+    def has_push_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("customersync.push_customer")
+
+    def has_pull_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("customersync.pull_customer")
+
+    @admin.action(description=_("Push now"), permissions=["push"])
+    def push_now(self, request: HttpRequest, queryset) -> None:
+        count = sum(1 for customer in queryset if sync.request_push(customer))
+        self.message_user(
+            request,
+            ngettext("Queued a push of %(count)d customer.", "Queued pushes of %(count)d customers.", count)
+            % {"count": count},
+            messages.SUCCESS,
+        )
+
+    @admin.action(description=_("Retry failed pushes"), permissions=["push"])
+    def retry_failed(self, request: HttpRequest, queryset) -> None:
+        count = sum(1 for customer in queryset.filter(sync_status=SyncStatus.FAILED) if sync.request_push(customer))
+        self.message_user(
+            request,
+            ngettext(
+                "Queued a retry of %(count)d failed customer.", "Queued retries of %(count)d failed customers.", count
+            )
+            % {"count": count},
+            messages.SUCCESS if count else messages.WARNING,
+        )
+
+    @admin.action(description=_("Refresh from Stripe"), permissions=["pull"])
+    def refresh_from_stripe(self, request: HttpRequest, queryset) -> None:
+        done, failed = 0, []
+        for customer in queryset.exclude(stripe_id=None):
+            try:
+                sync.pull_one(customer.stripe_id)
+                done += 1
+            except StripeError as err:
+                failed.append(f"{customer.stripe_id}: {err.message}")
+        self.message_user(
+            request,
+            ngettext("Refreshed %(count)d customer from Stripe.", "Refreshed %(count)d customers from Stripe.", done)
+            % {"count": done},
+            messages.SUCCESS,
+        )
+        for line in failed:
+            self.message_user(request, line, messages.ERROR)
+
+    def get_urls(self):
+        buttons = [
+            ("push", self.push_now, "push"),
+            ("retry", self.retry_failed, "push"),
+            ("refresh", self.refresh_from_stripe, "pull"),
+        ]
+        return [
+            path(
+                f"<path:object_id>/{name}/",
+                self.admin_site.admin_view(self._button(action, permission)),
+                name=f"{self.opts.app_label}_{self.opts.model_name}_{name}",
+            )
+            for name, action, permission in buttons
+        ] + super().get_urls()
+
+    def _button(self, action, permission: str):
+        """A change-page button: the same action, on one customer, POST only, permission checked."""
+
+        @require_POST
+        def view(request: HttpRequest, object_id: str):
+            if not getattr(self, f"has_{permission}_permission")(request):
+                raise PermissionDenied
+            customer = get_object_or_404(Customer, pk=object_id)
+            action(request, Customer.objects.filter(pk=customer.pk))
+            return HttpResponseRedirect(reverse("admin:customersync_customer_change", args=[customer.pk]))
+
+        return view
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        extra_context = {
+            **(extra_context or {}),
+            "can_push": self.has_push_permission(request),
+            "can_pull": self.has_pull_permission(request),
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
 
     @admin.display(description=_("sync status"), ordering="sync_status")
     def sync_badge(self, obj: Customer) -> str:
@@ -136,13 +254,30 @@ class CustomerAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("pending changes"))
     def pending_changes(self, obj: Customer) -> str:
+        """What the next push will send, computed by the function the worker uses."""
         if obj.pk is None:
             return "-"
         try:
             params = obj.pending_params()
         except ParamError as err:
             return str(err)
-        return loggable(params) if params else _("Nothing to send.")
+        if not params:
+            return _("Nothing to send.")
+        rows = format_html_join(
+            "",
+            "<tr><td><code>{}</code></td><td>{}</td><td>&rarr;</td><td>{}</td></tr>",
+            (
+                (param, _shown(old, _("(empty)")), _shown(new, _("(unset)")))
+                for param, old, new in describe(obj.stripe_data, params)
+            ),
+        )
+        return format_html(
+            '<table class="customersync-pending"><tr><th>{}</th><th>{}</th><th></th><th>{}</th></tr>{}</table>',
+            _("parameter"),
+            _("in Stripe"),
+            _("will be sent"),
+            rows,
+        )
 
     @admin.display(description=_("latest attempts"))
     def sync_history(self, obj: Customer) -> str:
@@ -182,3 +317,11 @@ class CustomerAdmin(admin.ModelAdmin):
             ),
         )
         return format_html('<table class="customersync-history"><tr>{}</tr>{}</table>', header, rows)
+
+
+def _shown(value, empty):
+    if value is None or value == "":
+        return empty
+    if value in sync.REDACTED_VALUES:
+        return value
+    return str(value)

@@ -174,3 +174,28 @@ def diff(
         for param, value in options:
             set_path(params, param.path, value)
     return params
+
+
+def describe(confirmed: Mapping[str, Any] | None, params: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
+    """``params`` as readable rows ``(param, old value, new value)``, old from ``confirmed``.
+
+    A new value of ``''`` means the parameter is unset.
+    """
+    from .wire import flatten
+
+    rows = []
+    for key, value in flatten(params):
+        head, _, rest = key.partition("[")
+        parts = [head, *rest.rstrip("]").split("][")] if rest else [head]
+        node: Any = confirmed
+        for part in parts:
+            if isinstance(node, Mapping):
+                node = node.get(part)
+            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                node = None
+        if isinstance(node, Mapping) and "id" in node:
+            node = node["id"]
+        rows.append((key, None if isinstance(node, (Mapping, list)) else node, value))
+    return rows

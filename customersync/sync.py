@@ -63,6 +63,7 @@ logger = logging.getLogger("customersync")
 
 # Values never written to logs or the sync log as they are (card and bank tokens).
 _REDACTED_PARAMS = frozenset({"source", "card", "bank_account"})
+REDACTED_VALUES = frozenset({"[redacted]"})
 # Rounds of push within one lease: picks up edits made during the previous request.
 _MAX_ROUNDS = 3
 
@@ -167,6 +168,17 @@ def record_change(customer: Customer) -> None:
     """Write an outbox record for a change (call inside the save's transaction)."""
     PendingPush.objects.create(customer=customer, enqueued_at=timezone.now())
     schedule_push(customer.pk)
+
+
+def request_push(customer: Customer) -> bool:
+    """Ask for a push now (admin action, button): an outbox record and a task on commit."""
+    if not customer.stripe_id or customer.sync_status == SyncStatus.DELETED:
+        return False
+    with transaction.atomic():
+        if customer.sync_status == SyncStatus.FAILED:
+            Customer.objects.filter(pk=customer.pk).update(sync_status=SyncStatus.PENDING)
+        record_change(customer)
+    return True
 
 
 def sweep(older_than: float | None = None) -> int:

@@ -15,13 +15,12 @@ import time
 import pytest
 from django.core.management import call_command
 from django.db import connection
-from django.urls import reverse
 
 from customersync.diff import diff
 from customersync.models import AttemptOutcome, Customer, PendingPush, PushAttempt, PushState, SyncStatus
 from project.celery import app as celery_app
+from tests.admin_forms import form_data, post, set_metadata
 from tests.conftest import wait_for_tasks
-from tests.test_admin import admin_form_data
 from tests.test_e2e import mirrored, posts_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -125,11 +124,12 @@ def own_broker():
 def test_broker_unreachable_during_admin_save(stripe, start_worker, own_broker, client, admin_user, published_tasks):
     customer = mirrored(stripe, email="old@example.com", metadata={"a": "1"})
     client.force_login(admin_user)
-    url = reverse("admin:customersync_customer_change", args=[customer.pk])
-    data = admin_form_data(admin_user, customer, email="new@example.com", metadata={"a": "2"})
+    data = form_data(client, customer)
+    data["email"] = "new@example.com"
+    set_metadata(data, {"a": "2"})
 
     started = time.monotonic()
-    response = client.post(url, data)  # nothing listens on the broker's port
+    response = post(client, customer, data)  # nothing listens on the broker's port
     elapsed = time.monotonic() - started
     assert response.status_code == 302
     # A hang detector, not a speed target: Celery's default publish path spends
