@@ -282,7 +282,8 @@ def test_two_operators_racing_across_four_workers(stripe, start_worker, publishe
         try:
             for i in range(count):
                 current = Customer.objects.get(pk=customer.pk)
-                setattr(current, field, f"{field}-{key}-{i}")
+                value = f"{key}{i}@example.com" if field == "email" else f"{field}-{key}-{i}"
+                setattr(current, field, value)
                 current.metadata = {**current.metadata, key: str(i)}
                 current.save()
         finally:
