@@ -55,6 +55,10 @@ class PushAttemptAdmin(ReadOnlyMixin, admin.ModelAdmin):
 @admin.register(Customer)
 class CustomerAdmin(admin.ModelAdmin):
     form = CustomerForm
+
+    class Media:
+        css = {"all": ("customersync/admin.css",)}
+
     change_form_template = "admin/customersync/customer/change_form.html"
     actions = ("push_now", "retry_failed", "refresh_from_stripe")
     list_display = ("__str__", "stripe_id", "email", "sync_badge", "last_pushed_at", "sync_error_summary")

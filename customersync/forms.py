@@ -122,6 +122,9 @@ class PartsWidget(forms.MultiWidget):
     def decompress(self, value: Any) -> list[Any]:
         return [(value or {}).get(part) or "" for part in self.parts]
 
+    def render(self, name: str, value: Any, attrs: dict | None = None, renderer: Any = None) -> str:
+        return format_html('<div class="customersync-parts">{}</div>', super().render(name, value, attrs, renderer))
+
 
 class AddressField(forms.MultiValueField):
     """The six address parts; all blank means no address."""

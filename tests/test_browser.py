@@ -1,0 +1,146 @@
+"""The admin flows in a real browser: Playwright driving Debian's Chromium.
+
+The site is pytest-django's live server; a real worker pushes to the fake
+Stripe server. A screenshot of each page is kept in ``test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from customersync import sync
+from customersync.models import PendingPush, SyncStatus
+from tests.support import REPO, wait_for_tasks
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+CHROMIUM = os.environ.get("CUSTOMERSYNC_TEST_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = REPO / "test-artifacts"
+ADDRESS = {"city": "Paris", "country": "FR", "line1": "1 rue de Rivoli", "line2": None, "postal_code": "75001",
+           "state": None}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"The browser tests need Chromium at {CHROMIUM} (Debian: apt-get install chromium).")
+    # Playwright's sync API runs an event loop in this thread; Django must still
+    # let the test thread use the database.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run"],
+        )  # fmt: skip
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(chromium, live_server, admin_user, request):
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    page.goto(f"{live_server.url}/admin/login/")
+    page.fill("input[name=username]", "admin")
+    page.fill("input[name=password]", "password")
+    page.click("input[type=submit]")
+    page.wait_for_selector("#user-tools")
+    page.shots = []
+
+    def shot(name: str) -> None:
+        ARTIFACTS.mkdir(exist_ok=True)
+        path = ARTIFACTS / f"{request.node.name}-{len(page.shots) + 1}-{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        page.shots.append(path)
+
+    page.shot = shot
+    yield page
+    context.close()
+
+
+def open_change_page(page, live_server, customer):
+    page.goto(f"{live_server.url}/admin/customersync/customer/{customer.pk}/change/")
+    page.wait_for_selector("#customer_form")
+
+
+def test_edit_three_fields_see_them_pending_then_pushed(stripe, start_worker, published_tasks, live_server, page):
+    customer = sync.pull_one(
+        stripe.add_customer(email="old@example.com", name="Ann", metadata={"keep": "1", "drop": "2"}, address=ADDRESS)[
+            "id"
+        ]
+    )
+    stripe.clear_requests()
+    open_change_page(page, live_server, customer)
+    page.shot("before")
+    page.fill("input[name=email]", "new@example.com")
+    drop_row = page.locator("input[value=drop]").get_attribute("name").removesuffix("_key")
+    page.fill(f"input[name={drop_row}_key]", "")  # remove the key
+    page.fill("input[name=address_city]", "Lyon")
+    page.click("input[name=_continue]")
+    page.wait_for_selector(".messagelist .success")
+
+    panel = page.locator(".customersync-pending")
+    rows = panel.locator("tr").all_inner_texts()[1:]
+    page.shot("pending")
+    assert [row.split("\t")[0] for row in rows] == [
+        "email", "metadata[drop]", "address[city]", "address[country]", "address[line1]", "address[postal_code]",
+    ]  # fmt: skip
+    assert "old@example.com\t→\tnew@example.com" in rows[0]
+    assert "2\t→\t(unset)" in rows[1] and "Paris\t→\tLyon" in rows[2]
+    assert "Pending" in page.locator(".field-sync_badge").inner_text()
+
+    start_worker()
+    wait_for_tasks(published_tasks)
+    (request,) = [r for r in stripe.requests if r.method == "POST"]
+    assert request.body == (
+        b"email=new%40example.com&metadata[drop]=&address[city]=Lyon&address[country]=FR"
+        b"&address[line1]=1+rue+de+Rivoli&address[postal_code]=75001"
+    )
+    open_change_page(page, live_server, customer)
+    assert "In sync" in page.locator(".field-sync_badge").inner_text()
+    assert "Nothing to send" in page.locator(".field-pending_changes").inner_text()
+    page.shot("in-sync")
+    page.goto(f"{live_server.url}/admin/customersync/customer/")
+    assert "In sync" in page.locator("tr", has_text="new@example.com").inner_text()
+    page.shot("list")
+
+
+def test_bad_invoice_prefix_is_a_form_error_and_nothing_is_queued(stripe, live_server, page):
+    customer = sync.pull_one(stripe.add_customer(email="a@example.com")["id"])
+    open_change_page(page, live_server, customer)
+    page.fill("input[name=invoice_prefix]", "bad prefix")
+    page.click("input[name=_continue]")
+    error = page.locator(".field-invoice_prefix .errorlist")
+    assert "uppercase letters or digits" in error.inner_text()
+    page.shot("form-error")
+    assert not PendingPush.objects.exists()
+    customer.refresh_from_db()
+    assert customer.invoice_prefix != "bad prefix" and customer.sync_status == SyncStatus.IN_SYNC
+
+
+def test_stripe_400_shows_stripes_message_on_the_field(stripe, start_worker, published_tasks, live_server, page):
+    customer = sync.pull_one(stripe.add_customer(email="a@example.com")["id"])
+    stripe.inject(
+        status=400,
+        error={"type": "invalid_request_error", "message": "Your footer mentions a forbidden word.",
+               "param": "invoice_settings[footer]"},
+    )  # fmt: skip
+    start_worker()
+    open_change_page(page, live_server, customer)
+    page.fill("textarea[name=invoice_footer]", "Buy now!")
+    page.click("input[name=_continue]")
+    page.wait_for_selector(".messagelist .success")
+    wait_for_tasks(published_tasks)
+    open_change_page(page, live_server, customer)
+    error = page.locator(".field-invoice_footer .errorlist")
+    assert "Your footer mentions a forbidden word." in error.inner_text()
+    assert page.locator("textarea[name=invoice_footer]").input_value() == "Buy now!"  # the edit is kept
+    assert "Failed" in page.locator(".field-sync_badge").inner_text()
+    page.shot("stripe-error")
