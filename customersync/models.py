@@ -146,7 +146,7 @@ class Customer(models.Model):
             else:
                 set_path(merged, param.path, _to_local(param, theirs))
         for name in STATE_FIELDS:
-            setattr(self, name, _field_value(name, merged[name]))
+            setattr(self, name, merged[name])
         self.stripe_id = remote.get("id") or self.stripe_id
         created = remote.get("created")
         self.created = dt.datetime.fromtimestamp(created, tz=dt.timezone.utc) if created else None
@@ -266,12 +266,6 @@ def _to_local(param: Param, value: Any) -> Any:
     if param.shape is Shape.LIST:
         return list(value or [])
     return value or None
-
-
-def _field_value(name: str, value: Any) -> Any:
-    if name == "invoice_settings":
-        return {k: v for k, v in (value or {}).items()}
-    return value
 
 
 class PushState(models.TextChoices):

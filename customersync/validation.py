@@ -16,7 +16,7 @@ from typing import Any
 
 from django.core.validators import EmailValidator
 
-from .params import BY_NAME
+from .params import BY_NAME, get_path
 
 INVOICE_PREFIX = re.compile(r"^[A-Z0-9]{3,12}$")
 METADATA_MAX_KEYS, METADATA_KEY_MAX, METADATA_VALUE_MAX = 50, 40, 500
@@ -37,15 +37,6 @@ def _valid_email(value: str) -> bool:
     """Django's syntax rules for each part, without its 320-character cap (Stripe allows 512)."""
     user, at, domain = value.rpartition("@")
     return bool(at and user and _email.user_regex.match(user) and _email.validate_domain_part(domain))
-
-
-def _get(data: Mapping[str, Any] | None, *path: str) -> Any:
-    node: Any = data
-    for part in path:
-        if not isinstance(node, Mapping):
-            return None
-        node = node.get(part)
-    return node
 
 
 def _blank(value: Any) -> bool:
@@ -78,7 +69,7 @@ def validate(state: Mapping[str, Any], once: Mapping[str, Any] | None = None) ->
 
     _enum(errors, "tax_exempt", state.get("tax_exempt"))
     _enum(errors, "invoice_settings[rendering_options][amount_tax_display]",
-          _get(state, "invoice_settings", "rendering_options", "amount_tax_display"))  # fmt: skip
+          get_path(state, ("invoice_settings", "rendering_options", "amount_tax_display")))  # fmt: skip
 
     metadata = state.get("metadata")
     if isinstance(metadata, Mapping):
@@ -97,13 +88,19 @@ def validate(state: Mapping[str, Any], once: Mapping[str, Any] | None = None) ->
             elif len(value) > METADATA_VALUE_MAX:
                 errors[param].append(f"Key {key!r}: use at most {METADATA_VALUE_MAX} characters in the value.")
 
-    custom_fields = _get(state, "invoice_settings", "custom_fields")
+    custom_fields = get_path(
+        state,
+        (
+            "invoice_settings",
+            "custom_fields",
+        ),
+    )
     if isinstance(custom_fields, list):
         param = "invoice_settings[custom_fields]"
         if len(custom_fields) > CUSTOM_FIELDS_MAX:
             errors[param].append(f"Use at most {CUSTOM_FIELDS_MAX} custom fields (this has {len(custom_fields)}).")
         for index, item in enumerate(custom_fields, 1):
-            name, value = _get(item, "name"), _get(item, "value")
+            name, value = get_path(item, ("name",)), get_path(item, ("value",))
             if _blank(name) or _blank(value):
                 errors[param].append(f"Custom field {index} needs both a name and a value.")
                 continue
@@ -118,21 +115,49 @@ def validate(state: Mapping[str, Any], once: Mapping[str, Any] | None = None) ->
 
     shipping = state.get("shipping")
     if isinstance(shipping, Mapping) and any(not _blank(v) for v in _leaves(shipping)):
-        if _blank(shipping.get("name")):
+        if _blank(
+            shipping.get(
+                "name",
+            )
+        ):
             errors["shipping[name]"].append("Shipping needs the recipient's name.")
-        if _blank(_get(shipping, "address", "line1")):
+        if _blank(
+            get_path(
+                shipping,
+                (
+                    "address",
+                    "line1",
+                ),
+            )
+        ):
             errors["shipping[address][line1]"].append("Shipping needs an address line.")
 
     once = once or {}
-    ip = _get(once, "tax", "ip_address")
+    ip = get_path(
+        once,
+        (
+            "tax",
+            "ip_address",
+        ),
+    )
     if not _blank(ip):
         try:
             ipaddress.ip_address(str(ip))
         except ValueError:
             errors["tax[ip_address]"].append("Enter a valid IPv4 or IPv6 address, like 203.0.113.7.")
-    _enum(errors, "tax[validate_location]", _get(once, "tax", "validate_location"))
+    _enum(
+        errors,
+        "tax[validate_location]",
+        get_path(
+            once,
+            (
+                "tax",
+                "validate_location",
+            ),
+        ),
+    )
     _enum(errors, "cash_balance[settings][reconciliation_mode]",
-          _get(once, "cash_balance", "settings", "reconciliation_mode"))  # fmt: skip
+          get_path(once, ("cash_balance", "settings", "reconciliation_mode")))  # fmt: skip
     return dict(errors)
 
 

