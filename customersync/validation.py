@@ -68,8 +68,8 @@ def validate(state: Mapping[str, Any], once: Mapping[str, Any] | None = None) ->
             errors[name].append("Invoice numbers start at 1.")
 
     _enum(errors, "tax_exempt", state.get("tax_exempt"))
-    _enum(errors, "invoice_settings[rendering_options][amount_tax_display]",
-          get_path(state, ("invoice_settings", "rendering_options", "amount_tax_display")))  # fmt: skip
+    tax_display = get_path(state, ("invoice_settings", "rendering_options", "amount_tax_display"))
+    _enum(errors, "invoice_settings[rendering_options][amount_tax_display]", tax_display)
 
     metadata = state.get("metadata")
     if isinstance(metadata, Mapping):
@@ -88,13 +88,7 @@ def validate(state: Mapping[str, Any], once: Mapping[str, Any] | None = None) ->
             elif len(value) > METADATA_VALUE_MAX:
                 errors[param].append(f"Key {key!r}: use at most {METADATA_VALUE_MAX} characters in the value.")
 
-    custom_fields = get_path(
-        state,
-        (
-            "invoice_settings",
-            "custom_fields",
-        ),
-    )
+    custom_fields = get_path(state, ("invoice_settings", "custom_fields"))
     if isinstance(custom_fields, list):
         param = "invoice_settings[custom_fields]"
         if len(custom_fields) > CUSTOM_FIELDS_MAX:
@@ -115,49 +109,21 @@ def validate(state: Mapping[str, Any], once: Mapping[str, Any] | None = None) ->
 
     shipping = state.get("shipping")
     if isinstance(shipping, Mapping) and any(not _blank(v) for v in _leaves(shipping)):
-        if _blank(
-            shipping.get(
-                "name",
-            )
-        ):
+        if _blank(shipping.get("name")):
             errors["shipping[name]"].append("Shipping needs the recipient's name.")
-        if _blank(
-            get_path(
-                shipping,
-                (
-                    "address",
-                    "line1",
-                ),
-            )
-        ):
+        if _blank(get_path(shipping, ("address", "line1"))):
             errors["shipping[address][line1]"].append("Shipping needs an address line.")
 
     once = once or {}
-    ip = get_path(
-        once,
-        (
-            "tax",
-            "ip_address",
-        ),
-    )
+    ip = get_path(once, ("tax", "ip_address"))
     if not _blank(ip):
         try:
             ipaddress.ip_address(str(ip))
         except ValueError:
             errors["tax[ip_address]"].append("Enter a valid IPv4 or IPv6 address, like 203.0.113.7.")
-    _enum(
-        errors,
-        "tax[validate_location]",
-        get_path(
-            once,
-            (
-                "tax",
-                "validate_location",
-            ),
-        ),
-    )
-    _enum(errors, "cash_balance[settings][reconciliation_mode]",
-          get_path(once, ("cash_balance", "settings", "reconciliation_mode")))  # fmt: skip
+    _enum(errors, "tax[validate_location]", get_path(once, ("tax", "validate_location")))
+    reconciliation = get_path(once, ("cash_balance", "settings", "reconciliation_mode"))
+    _enum(errors, "cash_balance[settings][reconciliation_mode]", reconciliation)
     return dict(errors)
 
 
