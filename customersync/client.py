@@ -87,11 +87,18 @@ class StripeClient:
     def retrieve_customer(self, customer_id: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/customers/{quote(customer_id, safe='')}")
 
-    def list_customers(self, *, limit: int = 100, starting_after: str | None = None) -> dict[str, Any]:
-        """One page of customers (newest first): ``{"data": [...], "has_more": bool}``."""
+    def list_customers(
+        self, *, limit: int = 100, starting_after: str | None = None, created: Mapping[str, int] | None = None
+    ) -> dict[str, Any]:
+        """One page of customers (newest first): ``{"data": [...], "has_more": bool}``.
+
+        ``created`` filters on creation time, e.g. ``{"gte": 1700000000}``.
+        """
         query: dict[str, Any] = {"limit": limit}
         if starting_after:
             query["starting_after"] = starting_after
+        for op, value in (created or {}).items():
+            query[f"created[{op}]"] = value
         return self._request("GET", "/v1/customers", query=query)
 
     def iter_customers(self, *, limit: int = 100, starting_after: str | None = None) -> Iterator[list[dict[str, Any]]]:
@@ -123,8 +130,13 @@ class StripeClient:
             idempotency_key=idempotency_key,
         )
 
-    def create_customer(self, params: Mapping[str, Any], *, idempotency_key: str | None = None) -> dict[str, Any]:
-        return self._request("POST", "/v1/customers", params=params, idempotency_key=idempotency_key)
+    def create_customer(
+        self, params: Mapping[str, Any] | None = None, *, body: str | None = None, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        return self._request("POST", "/v1/customers", params=params, body=body, idempotency_key=idempotency_key)
+
+    def delete_customer(self, customer_id: str) -> dict[str, Any]:
+        return self._request("DELETE", f"/v1/customers/{quote(customer_id, safe='')}")
 
     # -- plumbing ----------------------------------------------------------
 

@@ -40,6 +40,17 @@ DEFAULTS: dict[str, Any] = {
     "BROKER_TIMEOUT": 2.0,
     # Customers per page when pulling (Stripe's maximum is 100).
     "PAGE_SIZE": 100,
+    # Requests per second a pull may make (list pages, retrieves).
+    "PULL_RATE": 20.0,
+    # When Stripe changed a field an operator also changed here and not yet
+    # pushed: "local_wins" (the edit is pushed over it) or "remote_wins".
+    "CONFLICT_POLICY": "local_wins",
+    # Signing secret of the webhook endpoint (whsec_...), for the webhook view.
+    "WEBHOOK_SECRET": None,
+    # Seconds a webhook signature's timestamp may be old.
+    "WEBHOOK_TOLERANCE": 300,
+    # Delete the customer in Stripe when it is deleted here.
+    "DELETE_IN_STRIPE": False,
 }
 
 REQUIRED = ("API_KEY",)

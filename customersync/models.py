@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from .diff import diff, normalize
@@ -21,8 +23,16 @@ STATE_FIELDS: tuple[str, ...] = tuple(dict.fromkeys(p.field for p in STATE_PARAM
 # writes them, so a form loaded before a push cannot roll back what Stripe
 # confirmed meanwhile.
 SYNC_OWNED_FIELDS = frozenset(
-    {"stripe_data", "last_pushed_at", "last_pulled_at", "created", "livemode", "currency", "delinquent"}
+    {"stripe_data", "confirmed_at", "last_pushed_at", "last_pulled_at", "created", "livemode", "currency", "delinquent"}
 )
+
+
+@dataclass
+class Merge:
+    """What ``merge_remote`` did: local edits kept, and conflicts as (param, local, remote)."""
+
+    kept: list[str] = field(default_factory=list)
+    conflicts: list[tuple[str, Any, Any]] = field(default_factory=list)
 
 
 class SyncStatus(models.TextChoices):
@@ -92,6 +102,9 @@ class Customer(models.Model):
 
     # Sync bookkeeping.
     stripe_data = models.JSONField(_("last confirmed by Stripe"), null=True, blank=True, editable=False)
+    # When that state was current (a pull, a push's answer, an event's time):
+    # webhook events older than this are out of order and ignored.
+    confirmed_at = models.DateTimeField(_("confirmed at"), null=True, blank=True, editable=False)
     sync_status = models.CharField(
         _("sync status"), max_length=8, choices=SyncStatus.choices, default=SyncStatus.IN_SYNC, db_index=True
     )
@@ -126,25 +139,41 @@ class Customer(models.Model):
         """The exact params the next push will send (``{}``: nothing to send)."""
         return diff(self.stripe_data or {}, self.desired_state(), self.pending_once)
 
-    def merge_remote(self, remote: dict[str, Any], base: dict[str, Any] | None) -> list[str]:
+    def merge_remote(
+        self,
+        remote: dict[str, Any],
+        base: dict[str, Any] | None,
+        *,
+        remote_wins: bool = False,
+        at: dt.datetime | None = None,
+    ) -> Merge:
         """Take Stripe's ``remote`` object, keeping local edits not yet in Stripe.
 
         A parameter takes the remote value unless the local value differs from
         ``base`` (what Stripe had before, or what a push sent) and from remote:
-        that is an edit made here and not yet pushed. Returns the names of the
-        parameters kept local. Also sets ``stripe_data`` and the fields Stripe owns.
+        that is an edit made here and not yet pushed, and it is kept. When
+        Stripe changed that parameter too (remote differs from base) it is a
+        conflict: the local edit is kept, or dropped with ``remote_wins``. Also
+        sets ``stripe_data``, ``confirmed_at`` (``at``, default now) and the
+        fields Stripe owns.
         """
         local = self.desired_state()
-        kept: list[str] = []
+        result = Merge()
         merged: dict[str, Any] = {}
         for param in STATE_PARAMS:
             mine = get_path(local, param.path)
             theirs = get_path(remote, param.path)
-            if _norm(param, mine) not in (_norm(param, get_path(base, param.path)), _norm(param, theirs)):
-                kept.append(param.name)
-                set_path(merged, param.path, mine)
-            else:
+            before = _norm(param, get_path(base, param.path))
+            if _norm(param, mine) in (before, _norm(param, theirs)):
                 set_path(merged, param.path, _to_local(param, theirs))
+                continue
+            if base is not None and _norm(param, theirs) != before:
+                result.conflicts.append((param.name, mine, theirs))
+                if remote_wins:
+                    set_path(merged, param.path, _to_local(param, theirs))
+                    continue
+            result.kept.append(param.name)
+            set_path(merged, param.path, mine)
         for name in STATE_FIELDS:
             setattr(self, name, merged[name])
         self.stripe_id = remote.get("id") or self.stripe_id
@@ -154,12 +183,19 @@ class Customer(models.Model):
         self.currency = remote.get("currency") or ""
         self.delinquent = remote.get("delinquent")
         self.stripe_data = remote
-        return kept
+        self.confirmed_at = at or timezone.now()
+        return result
 
     def refresh_sync_status(self) -> bool:
-        """Set ``sync_status`` from the pending params; True when a push is needed."""
-        if self.sync_status == SyncStatus.DELETED or not self.stripe_id:
+        """Set ``sync_status`` from the pending params; True when a push is needed.
+
+        A customer without a Stripe id is created in Stripe by its first push.
+        """
+        if self.sync_status == SyncStatus.DELETED:
             return False
+        if not self.stripe_id:
+            self.sync_status = SyncStatus.PENDING
+            return True
         try:
             params = self.pending_params()
         except ParamError as err:
@@ -302,6 +338,8 @@ class PendingPush(models.Model):
     sent_once = models.JSONField(null=True, blank=True)
     frozen_at = models.DateTimeField(_("frozen"), null=True, blank=True)
     attempts = models.PositiveIntegerField(_("failed attempts"), default=0)
+    # "create" (POST /v1/customers) for a customer not yet in Stripe, else "update".
+    operation = models.CharField(_("operation"), max_length=6, default="update")
     completed_at = models.DateTimeField(_("completed"), null=True, blank=True)
     superseded_by = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
 
@@ -366,3 +404,58 @@ class PushLease(models.Model):
     customer = models.OneToOneField(Customer, on_delete=models.CASCADE, primary_key=True, related_name="+")
     owner = models.CharField(max_length=255, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
+
+
+class Resolution(models.TextChoices):
+    LOCAL_WINS = "local_wins", _("Local edit kept (pushed over Stripe's value)")
+    REMOTE_WINS = "remote_wins", _("Stripe's value taken (local edit dropped)")
+
+
+class Conflict(models.Model):
+    """Stripe changed a field that an operator had also changed here and not yet pushed."""
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="conflicts")
+    detected_at = models.DateTimeField(_("detected"), auto_now_add=True)
+    param = models.CharField(_("parameter"), max_length=255)
+    local_value = models.JSONField(_("local value"), null=True, blank=True)
+    remote_value = models.JSONField(_("value in Stripe"), null=True, blank=True)
+    source = models.CharField(_("seen in"), max_length=16)  # pull, webhook
+    resolution = models.CharField(_("resolution"), max_length=12, choices=Resolution.choices)
+
+    class Meta:
+        verbose_name = _("conflict")
+        verbose_name_plural = _("conflicts")
+        ordering = ("-detected_at", "-id")
+
+    def __str__(self) -> str:
+        return f"{self.param} of {self.customer_id}: {self.resolution}"
+
+
+class WebhookEvent(models.Model):
+    """A Stripe event received by the webhook view, handled once."""
+
+    event_id = models.CharField(_("event id"), max_length=255, unique=True)
+    type = models.CharField(_("type"), max_length=64)
+    stripe_id = models.CharField(_("customer"), max_length=255, blank=True, db_index=True)
+    created = models.DateTimeField(_("created in Stripe"))
+    received_at = models.DateTimeField(_("received"), auto_now_add=True)
+    outcome = models.CharField(_("outcome"), max_length=32)
+    idempotency_key = models.CharField(_("request idempotency key"), max_length=255, blank=True)
+
+    class Meta:
+        verbose_name = _("webhook event")
+        verbose_name_plural = _("webhook events")
+        ordering = ("-received_at", "-id")
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.event_id}: {self.outcome}"
+
+
+class PullCursor(models.Model):
+    """Where an interrupted ``customersync_pull`` resumes."""
+
+    name = models.CharField(max_length=64, primary_key=True)
+    starting_after = models.CharField(max_length=255, blank=True)
+    started_at = models.DateTimeField()
+    complete_walk = models.BooleanField(default=False)
+    pulled = models.PositiveIntegerField(default=0)

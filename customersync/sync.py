@@ -24,6 +24,7 @@ import enum
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -50,12 +51,16 @@ from .exceptions import (
 )
 from .models import (
     AttemptOutcome,
+    Conflict,
     Customer,
     PendingPush,
+    PullCursor,
     PushAttempt,
     PushLease,
     PushState,
+    Resolution,
     SyncStatus,
+    WebhookEvent,
 )
 from .wire import encode, flatten
 
@@ -297,9 +302,10 @@ def _take(customer_pk: int) -> tuple[PendingPush | None, PushResult | None]:
             # Too old to resend under its key (Stripe keeps keys 24 hours): recompute.
             records.filter(pk=inflight.pk).update(state=PushState.FAILED, completed_at=now)
         pending = list(records.filter(state=PushState.PENDING).order_by("id"))
-        if not customer.stripe_id or customer.sync_status == SyncStatus.DELETED:
+        if customer.sync_status == SyncStatus.DELETED:
             records.filter(state=PushState.PENDING).update(state=PushState.NOTHING, completed_at=now)
             return None, PushResult(Outcome.SKIPPED)
+        creating = not customer.stripe_id
         try:
             params = customer.pending_params()
         except ParamError as err:
@@ -307,7 +313,7 @@ def _take(customer_pk: int) -> tuple[PendingPush | None, PushResult | None]:
             records.filter(state=PushState.PENDING).update(state=PushState.FAILED, completed_at=now)
             Customer.objects.filter(pk=customer_pk).update(sync_status=SyncStatus.FAILED, sync_error=error)
             return None, PushResult(Outcome.FAILED, error=error)
-        if not params:
+        if not params and not creating:
             records.filter(state=PushState.PENDING).update(state=PushState.NOTHING, completed_at=now)
             if customer.sync_status == SyncStatus.PENDING:
                 Customer.objects.filter(pk=customer_pk).update(sync_status=SyncStatus.IN_SYNC, sync_error=None)
@@ -317,12 +323,13 @@ def _take(customer_pk: int) -> tuple[PendingPush | None, PushResult | None]:
             state=PushState.SUPERSEDED, superseded_by=record, completed_at=now
         )
         record.state = PushState.SENDING
+        record.operation = "create" if creating else "update"
         record.params = params
         record.body = encode(params)
         record.sent_state = customer.desired_state()
         record.sent_once = dict(customer.pending_once or {})
         record.frozen_at = now
-        record.save(update_fields=["state", "params", "body", "sent_state", "sent_once", "frozen_at"])
+        record.save(update_fields=["state", "operation", "params", "body", "sent_state", "sent_once", "frozen_at"])
     return record, None
 
 
@@ -332,9 +339,15 @@ def _send(record: PendingPush, client: StripeClient) -> PushResult:
     attempt = PushAttempt.objects.create(
         push=record, customer_id=record.customer_id, params=redact(params), idempotency_key=record.idempotency_key
     )
-    logger.info("Pushing %s: POST /v1/customers/%s %s", record.customer_id, stripe_id, loggable(params))
     try:
-        response = client.update_customer(stripe_id, body=record.body, idempotency_key=record.idempotency_key)
+        if record.operation == "create":
+            # Its own key, from the record: a retried create never makes two customers.
+            logger.info("Creating %s: POST /v1/customers %s", record.customer_id, loggable(params))
+            response = client.create_customer(body=record.body, idempotency_key=record.idempotency_key)
+            stripe_id = response.get("id")
+        else:
+            logger.info("Pushing %s: POST /v1/customers/%s %s", record.customer_id, stripe_id, loggable(params))
+            response = client.update_customer(stripe_id, body=record.body, idempotency_key=record.idempotency_key)
     except StripeError as err:
         return _failed(record, attempt, err)
     _finish(attempt, AttemptOutcome.SUCCEEDED, http_status=200, request_id=client.last_request_id or "")
@@ -404,7 +417,7 @@ def _confirm(record: PendingPush, response: dict[str, Any]) -> None:
     now = timezone.now()
     with transaction.atomic():
         customer = Customer.objects.select_for_update().get(pk=record.customer_id)
-        customer.merge_remote(response, base=record.sent_state)
+        customer.merge_remote(response, base=record.sent_state, at=now)
         sent_once = record.sent_once or {}
         customer.pending_once = {
             k: v for k, v in (customer.pending_once or {}).items() if k not in sent_once or sent_once[k] != v
@@ -430,7 +443,27 @@ class PullStats:
     created: int = 0
     updated: int = 0
     kept_local: int = 0
+    conflicts: int = 0
+    deleted: int = 0
     pages: int = 0
+
+    @property
+    def pulled(self) -> int:
+        return self.created + self.updated
+
+
+class _Pacer:
+    """At most ``rate`` requests per second from this process (a pull is sequential)."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate if rate and rate > 0 else 0.0
+        self.next_at = 0.0
+
+    def wait(self) -> None:
+        now = time.monotonic()
+        if now < self.next_at:
+            time.sleep(self.next_at - now)
+        self.next_at = max(now, self.next_at) + self.interval
 
 
 def pull(
@@ -438,15 +471,54 @@ def pull(
     client: StripeClient | None = None,
     page_size: int | None = None,
     progress: Callable[[PullStats], None] | None = None,
+    since: dt.datetime | None = None,
+    limit: int | None = None,
+    resume: bool = False,
+    cursor: str = "customersync_pull",
 ) -> PullStats:
-    """Import or refresh every customer of the account, page by page."""
+    """Import or refresh customers of the account, page by page, resumably.
+
+    A walk of the whole account (no ``since``, no ``limit``) also marks local
+    customers it did not meet as deleted in Stripe.
+    """
     client = client or StripeClient.from_settings()
     stats = PullStats()
-    for page in client.iter_customers(limit=page_size or app_settings.PAGE_SIZE):
-        _store_page(page, stats)
+    page_size = page_size or app_settings.PAGE_SIZE
+    state = PullCursor.objects.filter(name=cursor).first() if resume else None
+    if state is None:
+        state = PullCursor(name=cursor, started_at=timezone.now(), complete_walk=since is None and limit is None)
+        state.save()
+    created = {"gte": int(since.timestamp())} if since else None
+    pacer = _Pacer(app_settings.PULL_RATE)
+    starting_after = state.starting_after or None
+    remaining = limit
+    while remaining is None or remaining > 0:
+        pacer.wait()
+        size = min(page_size, remaining) if remaining is not None else page_size
+        page = client.list_customers(limit=size, starting_after=starting_after, created=created)
+        data = page.get("data") or []
+        if data:
+            _store_page(data, stats)
+            starting_after = data[-1]["id"]
+            PullCursor.objects.filter(name=cursor).update(starting_after=starting_after, pulled=F("pulled") + len(data))
         stats.pages += 1
+        if remaining is not None:
+            remaining -= len(data)
         if progress:
             progress(stats)
+        if not page.get("has_more") or not data:
+            break
+    if state.complete_walk and (remaining is None):
+        # Not met in a whole walk: gone from Stripe. Customers confirmed after
+        # the walk began (a create pushed meanwhile) may not be listed yet.
+        stats.deleted = (
+            Customer.objects.exclude(stripe_id=None)
+            .exclude(sync_status=SyncStatus.DELETED)
+            .filter(Q(last_pulled_at__lt=state.started_at) | Q(last_pulled_at=None))
+            .exclude(confirmed_at__gte=state.started_at)
+            .update(sync_status=SyncStatus.DELETED)
+        )
+    PullCursor.objects.filter(name=cursor).delete()
     return stats
 
 
@@ -457,32 +529,121 @@ def pull_one(stripe_id: str, *, client: StripeClient | None = None) -> Customer:
     return Customer.objects.get(stripe_id=stripe_id)
 
 
-def _store_page(objects: Iterable[dict[str, Any]], stats: PullStats) -> None:
+_BULK_FIELDS = [f.name for f in Customer._meta.concrete_fields if not f.primary_key]
+
+
+def _store_page(
+    objects: Iterable[dict[str, Any]], stats: PullStats, *, at: dt.datetime | None = None, source: str = "pull"
+) -> None:
+    """Write customers from Stripe in a constant number of queries, keeping local edits."""
     now = timezone.now()
+    objects = list(objects)
+    remote_wins = app_settings.CONFLICT_POLICY == "remote_wins"
     with transaction.atomic():
+        existing = {
+            c.stripe_id: c
+            for c in Customer.objects.select_for_update().filter(stripe_id__in=[o["id"] for o in objects])
+        }
+        new: list[Customer] = []
+        changed: list[Customer] = []
+        conflicts: list[Conflict] = []
+        gone: list[int] = []
         for obj in objects:
-            customer = Customer.objects.select_for_update().filter(stripe_id=obj["id"]).first()
+            customer = existing.get(obj["id"])
             if obj.get("deleted"):
                 if customer is not None:
-                    Customer.objects.filter(pk=customer.pk).update(sync_status=SyncStatus.DELETED, last_pulled_at=now)
-                    stats.updated += 1
+                    gone.append(customer.pk)
                 continue
             if customer is None:
                 customer = Customer()
-                stats.created += 1
+                new.append(customer)
             else:
-                stats.updated += 1
-            if customer.merge_remote(obj, base=customer.stripe_data):
-                stats.kept_local += 1
+                changed.append(customer)
+            merge = customer.merge_remote(obj, base=customer.stripe_data, remote_wins=remote_wins, at=at or now)
+            stats.kept_local += bool(merge.kept)
+            resolution = Resolution.REMOTE_WINS if remote_wins else Resolution.LOCAL_WINS
+            conflicts += [
+                Conflict(customer=customer, param=param, local_value=mine, remote_value=theirs, source=source,
+                         resolution=resolution)
+                for param, mine, theirs in merge.conflicts
+            ]  # fmt: skip
             customer.last_pulled_at = now
             try:
                 pending = bool(customer.pending_params())
             except ParamError:
                 pending = True
-            if customer.sync_status == SyncStatus.DELETED:
-                pass
-            elif not pending:
+            if customer.sync_status == SyncStatus.DELETED and customer.pk:
+                customer.sync_status = SyncStatus.IN_SYNC  # it exists after all
+            if not pending:
                 customer.sync_status, customer.sync_error = SyncStatus.IN_SYNC, None
             elif customer.sync_status != SyncStatus.FAILED:
                 customer.sync_status = SyncStatus.PENDING
-            customer.save_synced()
+        if new:
+            Customer.objects.bulk_create(new)
+        if changed:
+            Customer.objects.bulk_update(changed, _BULK_FIELDS)
+        if conflicts:
+            Conflict.objects.bulk_create(conflicts)
+        if gone:
+            Customer.objects.filter(pk__in=gone).update(sync_status=SyncStatus.DELETED, last_pulled_at=now)
+    stats.created += len(new)
+    stats.updated += len(changed) + len(gone)
+    stats.conflicts += len(conflicts)
+
+
+# -- webhooks --------------------------------------------------------------
+
+CUSTOMER_EVENTS = frozenset({"customer.created", "customer.updated", "customer.deleted"})
+
+
+def handle_event(event: dict[str, Any]) -> str:
+    """Apply a (verified) Stripe event to the mirror, once; returns what was done."""
+    obj = (event.get("data") or {}).get("object") or {}
+    created = dt.datetime.fromtimestamp(int(event.get("created") or 0), tz=dt.timezone.utc)
+    key = str((event.get("request") or {}).get("idempotency_key") or "")
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                record = WebhookEvent.objects.create(
+                    event_id=str(event.get("id")),
+                    type=str(event.get("type")),
+                    stripe_id=str(obj.get("id") or ""),
+                    created=created,
+                    outcome="received",
+                    idempotency_key=key,
+                )
+        except IntegrityError:
+            return "duplicate"
+        outcome = _apply_event(str(event.get("type")), obj, created, key)
+        WebhookEvent.objects.filter(pk=record.pk).update(outcome=outcome)
+    logger.info("Webhook %s %s for %s: %s", event.get("type"), event.get("id"), obj.get("id"), outcome)
+    return outcome
+
+
+def _apply_event(kind: str, obj: dict[str, Any], created: dt.datetime, key: str) -> str:
+    if kind not in CUSTOMER_EVENTS or obj.get("object") != "customer" or not obj.get("id"):
+        return "ignored"
+    customer = Customer.objects.select_for_update().filter(stripe_id=obj["id"]).first()
+    # Events carry whole seconds: only an event from an earlier second is stale.
+    if customer and customer.confirmed_at and created < customer.confirmed_at.replace(microsecond=0):
+        return "out of order"
+    if kind == "customer.deleted":
+        if customer is None:
+            return "ignored"
+        Customer.objects.filter(pk=customer.pk).update(sync_status=SyncStatus.DELETED, confirmed_at=created)
+        return "deleted"
+    stats = PullStats()
+    _store_page([obj], stats, at=created, source="webhook")
+    if _is_own_key(key):
+        return "echo"  # our own push, seen by Stripe: confirmed state refreshed, nothing sent back
+    return "created" if stats.created else "applied"
+
+
+def _is_own_key(key: str) -> bool:
+    if not key.startswith("customersync-"):
+        return False
+    try:
+        record_key = uuid.UUID(key.removeprefix("customersync-"))
+    except ValueError:
+        return False
+    return PendingPush.objects.filter(key=record_key).exists()

@@ -71,6 +71,7 @@ CUSTOMERSYNC = {
     "API_BASE": os.environ.get("STRIPE_API_BASE", "http://127.0.0.1:12111"),
     # A queue of its own, so pushes never wait behind the site's other tasks.
     "QUEUE": "customersync",
+    "WEBHOOK_SECRET": os.environ.get("STRIPE_WEBHOOK_SECRET", "whsec_demo"),
 }
 
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")

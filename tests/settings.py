@@ -74,6 +74,8 @@ CUSTOMERSYNC = {
     "TIMEOUT": 2.0,
     "MAX_RETRIES": int(os.environ.get("CUSTOMERSYNC_TEST_MAX_RETRIES", "2")),
     "LEASE_SECONDS": 30,
+    "WEBHOOK_SECRET": "whsec_test_secret",
+    "PULL_RATE": 0,  # tests pull as fast as the fake server answers
 }
 
 CELERY_BROKER_URL = os.environ.get("CUSTOMERSYNC_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")

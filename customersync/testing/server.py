@@ -603,7 +603,25 @@ class _CustomerStore:
         return customer
 
     def list_page(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        _reject_unknown_top(params, ("limit", "starting_after", "ending_before", "email", "expand"))
+        _reject_unknown_top(params, ("limit", "starting_after", "ending_before", "email", "expand", "created"))
+        created = params.get("created")
+        bounds: dict[str, int] = {}
+        if created is not None:
+            if not isinstance(created, Mapping) or set(created) - {"gt", "gte", "lt", "lte"}:
+                raise _invalid("Invalid created: use created[gt], [gte], [lt] or [lte]", "created")
+            for op, text in created.items():
+                if not _INTEGER.fullmatch(str(text)):
+                    raise _invalid(f"Invalid integer: {text}", f"created[{op}]", "parameter_invalid_integer")
+                bounds[op] = int(text)
+
+        def in_range(stamp: int) -> bool:
+            return (
+                stamp > bounds.get("gt", stamp - 1)
+                and stamp >= bounds.get("gte", stamp)
+                and stamp < bounds.get("lt", stamp + 1)
+                and stamp <= bounds.get("lte", stamp)
+            )
+
         limit = 10
         if "limit" in params:
             text = _string(params["limit"], "limit")
@@ -623,7 +641,11 @@ class _CustomerStore:
         def listed(indexes: Iterable[int]) -> list[_Customer]:
             email = params.get("email")
             customers = (self.customers[order[index]] for index in indexes)
-            return [c for c in customers if not c.deleted and (email is None or c.obj["email"] == email)]
+            return [
+                c
+                for c in customers
+                if not c.deleted and (email is None or c.obj["email"] == email) and in_range(c.obj["created"])
+            ]
 
         if "starting_after" in params:
             cursor = _string(params["starting_after"], "starting_after")

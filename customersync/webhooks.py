@@ -1,0 +1,74 @@
+"""The Stripe webhook endpoint for customer events.
+
+Add it to your URLconf in one line::
+
+    path("stripe/", include("customersync.urls")),   # -> /stripe/webhook/
+
+and set ``CUSTOMERSYNC["WEBHOOK_SECRET"]`` to the endpoint's signing secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+
+from django.core.exceptions import ImproperlyConfigured
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from . import sync
+from .conf import app_settings
+
+
+class SignatureError(Exception):
+    """The Stripe-Signature header does not prove the payload came from Stripe."""
+
+
+def sign(payload: bytes, secret: str, timestamp: int) -> str:
+    """The ``v1`` signature Stripe computes: HMAC-SHA256 of ``"{t}.{payload}"`` with the secret."""
+    signed = f"{timestamp}.".encode() + payload
+    return hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+
+
+def verify(payload: bytes, header: str, secret: str, *, tolerance: float = 300, now: float | None = None) -> None:
+    """Raise ``SignatureError`` unless one ``v1`` signature of ``header`` matches and is recent."""
+    timestamp, signatures = None, []
+    for item in (header or "").split(","):
+        name, _, value = item.strip().partition("=")
+        if name == "t" and value.isdigit():
+            timestamp = int(value)
+        elif name == "v1" and value:
+            signatures.append(value)
+    if timestamp is None or not signatures:
+        raise SignatureError("No timestamp or no v1 signature in the Stripe-Signature header.")
+    expected = sign(payload, secret, timestamp)
+    # compare_digest against each: constant time, whichever of several secrets signed it.
+    if not any(hmac.compare_digest(expected, candidate) for candidate in signatures):
+        raise SignatureError("No signature matches the payload.")
+    if timestamp < (time.time() if now is None else now) - tolerance:
+        raise SignatureError("The signature's timestamp is outside the tolerance.")
+
+
+@csrf_exempt
+@require_POST
+def webhook(request: HttpRequest) -> HttpResponse:
+    """Verify a Stripe event and apply customer events to the mirror (400 for a bad signature)."""
+    secret = app_settings.get("WEBHOOK_SECRET")
+    if not secret:
+        raise ImproperlyConfigured("Set CUSTOMERSYNC['WEBHOOK_SECRET'] to the webhook endpoint's signing secret.")
+    try:
+        verify(
+            request.body,
+            request.headers.get("Stripe-Signature", ""),
+            secret,
+            tolerance=app_settings.WEBHOOK_TOLERANCE,
+        )
+        event = json.loads(request.body)
+    except (SignatureError, ValueError) as err:
+        return HttpResponseBadRequest(str(err) if isinstance(err, SignatureError) else "The payload is not JSON.")
+    if not isinstance(event, dict) or "id" not in event:
+        return HttpResponseBadRequest("The payload is not a Stripe event.")
+    return JsonResponse({"outcome": sync.handle_event(event)})
