@@ -16,7 +16,7 @@ from . import sync
 from .diff import describe
 from .exceptions import ParamError, StripeError
 from .forms import CustomerForm
-from .models import Customer, PushAttempt, SyncStatus
+from .models import Conflict, Customer, PushAttempt, SyncStatus, WebhookEvent
 from .sync import loggable
 
 _BADGE_COLOURS = {
@@ -52,6 +52,21 @@ class PushAttemptAdmin(ReadOnlyMixin, admin.ModelAdmin):
         return request.user.has_perm("customersync.view_customer") or super().has_view_permission(request, obj)
 
 
+@admin.register(Conflict)
+class ConflictAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ("detected_at", "customer", "param", "local_value", "remote_value", "source", "resolution")
+    list_filter = ("resolution", "source")
+    search_fields = ("customer__stripe_id", "customer__email", "param")
+    list_select_related = ("customer",)
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ("received_at", "type", "event_id", "stripe_id", "outcome", "created")
+    list_filter = ("type", "outcome")
+    search_fields = ("event_id", "stripe_id")
+
+
 @admin.register(Customer)
 class CustomerAdmin(admin.ModelAdmin):
     form = CustomerForm
@@ -76,9 +91,13 @@ class CustomerAdmin(admin.ModelAdmin):
         "last_pushed_at",
         "last_pulled_at",
         "sync_history",
+        "conflicts_list",
     )
     fieldsets = (
-        (_("Sync"), {"fields": ("sync_badge", "pending_changes", "sync_error_details", "last_pushed_at")}),
+        (
+            _("Sync"),
+            {"fields": ("sync_badge", "pending_changes", "sync_error_details", "conflicts_list", "last_pushed_at")},
+        ),
         (
             _("Contact"),
             {
@@ -321,6 +340,32 @@ class CustomerAdmin(admin.ModelAdmin):
             ),
         )
         return format_html('<table class="customersync-history"><tr>{}</tr>{}</table>', header, rows)
+
+    @admin.display(description=_("Conflicts"))
+    def conflicts_list(self, obj: Customer) -> str:
+        """Fields Stripe changed while an edit here was not yet pushed (latest 10)."""
+        conflicts = list(Conflict.objects.filter(customer=obj).order_by("-detected_at", "-id")[:10]) if obj.pk else []
+        if not conflicts:
+            return _("None.")
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (c.detected_at.strftime("%Y-%m-%d %H:%M:%S"), c.param, _shown(c.local_value, "-"),
+                 _shown(c.remote_value, "-"), c.get_resolution_display())
+                for c in conflicts
+            ),
+        )  # fmt: skip
+        return format_html(
+            '<table class="customersync-conflicts"><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>'
+            "{}</table>",
+            _("detected"),
+            _("parameter"),
+            _("local edit"),
+            _("value in Stripe"),
+            _("resolution"),
+            rows,
+        )
 
 
 def _shown(value, empty):

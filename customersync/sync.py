@@ -647,3 +647,22 @@ def _is_own_key(key: str) -> bool:
     except ValueError:
         return False
     return PendingPush.objects.filter(key=record_key).exists()
+
+
+# -- deletion ----------------------------------------------------------------
+
+
+def customer_deleted(sender: type, instance: Customer, **kwargs: Any) -> None:
+    """post_delete: delete in Stripe too when CUSTOMERSYNC['DELETE_IN_STRIPE'] says so (on commit)."""
+    stripe_id = instance.stripe_id
+    if not stripe_id or not app_settings.DELETE_IN_STRIPE:
+        return
+
+    def delete() -> None:
+        try:
+            StripeClient.from_settings().delete_customer(stripe_id)
+            logger.info("Deleted %s in Stripe.", stripe_id)
+        except StripeError as err:
+            logger.error("Could not delete %s in Stripe: %s", stripe_id, err)
+
+    transaction.on_commit(delete)
