@@ -649,3 +649,24 @@ def test_latency_delays_every_request(server):
     )
     (record,) = server.requests
     assert record.finished - record.time >= 0.2
+
+
+def test_account_and_related_lists_for_clients_that_walk_them(server, http):
+    customer = server.add_customer()
+    server.attach_source(customer["id"], "card_1")
+    account = http.get(f"{server.url}/v1/account").json()
+    assert account["object"] == "account"
+    assert http.get(f"{server.url}/v1/accounts").json()["data"] == []
+    cards = http.get(f"{server.url}/v1/customers/{customer['id']}/sources", params={"object": "card"}).json()
+    assert [c["id"] for c in cards["data"]] == ["card_1"]
+    banks = http.get(f"{server.url}/v1/customers/{customer['id']}/sources", params={"object": "bank_account"}).json()
+    assert banks["data"] == []
+    assert http.get(f"{server.url}/v1/customers/cus_nope/sources").status_code == 404
+
+
+def test_list_filters_on_created(server, http):
+    server.add_customer(id="cus_old", created=100)
+    server.add_customer(id="cus_new", created=200)
+    listed = http.get(f"{server.url}/v1/customers", params={"created[gte]": 150}).json()
+    assert [c["id"] for c in listed["data"]] == ["cus_new"]
+    assert http.get(f"{server.url}/v1/customers", params={"created[gte]": "x"}).status_code == 400

@@ -1085,6 +1085,25 @@ class _Handler(BaseHTTPRequestHandler):
 # The server
 
 
+_RELATED_PATH = re.compile(r"/v1/customers/([^/]+)/(sources|tax_ids|cash_balance_transactions|balance_transactions)")
+
+_ACCOUNT: dict[str, Any] = {
+    "id": "acct_fakestripe000000",
+    "object": "account",
+    "type": "standard",
+    "country": "US",
+    "default_currency": "usd",
+    "email": "account@example.com",
+    "charges_enabled": True,
+    "payouts_enabled": True,
+    "details_submitted": True,
+    "created": 1_600_000_000,
+    "business_profile": {"name": "Fake Stripe account", "url": None, "support_email": None},
+    "settings": {"branding": {"icon": None, "logo": None}, "dashboard": {"display_name": "Fake"}},
+    "metadata": {},
+}
+
+
 class FakeStripeServer:
     """An in-memory Stripe customers API on a local port.
 
@@ -1477,6 +1496,29 @@ class FakeStripeServer:
                 payload = self._store.list_page(params)
             elif path == "/v1/customers" and method == "POST":
                 payload = self._store.create(params)
+            elif path == "/v1/account" and method == "GET":
+                # Enough of the account for clients that look it up first (dj-stripe does).
+                payload = _ACCOUNT
+            elif method == "GET" and (related := _RELATED_PATH.fullmatch(path)):
+                # Read-only lists of a customer's related objects, for clients that walk them.
+                customer = self._store._get_live(unquote(related.group(1)))
+                items = list(customer.sources.values()) if related.group(2) == "sources" else []
+                wanted = params.get("object")
+                payload = {
+                    "object": "list",
+                    "data": [copy.deepcopy(i) for i in items if not wanted or i.get("object") == wanted],
+                    "has_more": False,
+                    "url": path,
+                }
+            elif method == "GET" and path in ("/v1/payment_methods", "/v1/subscriptions"):
+                payload = {"object": "list", "data": [], "has_more": False, "url": path}
+            elif path == "/v1/accounts" and method == "GET":
+                payload = {
+                    "object": "list",
+                    "data": [],
+                    "has_more": False,
+                    "url": "/v1/accounts",
+                }  # no connected accounts
             elif match and method in ("GET", "POST", "DELETE"):
                 customer_id = unquote(match.group(1))
                 operation = {
