@@ -40,6 +40,20 @@ DEFAULTS: dict[str, Any] = {
     "BROKER_TIMEOUT": 2.0,
     # Customers per page when pulling (Stripe's maximum is 100).
     "PAGE_SIZE": 100,
+    # Pushes per second for the whole fleet, shared through Redis (Stripe allows
+    # about 25 customer updates a second per account; leave room for the rest
+    # of the site). 0 or None: no budget.
+    "RATE_LIMIT": 20,
+    # The Redis holding the budget; None: the Celery broker's, if it is Redis
+    # (otherwise the budget is per process).
+    "RATE_LIMIT_REDIS_URL": None,
+    # "window" (sliding-window log, never above the budget in any window) or "bucket".
+    "RATE_LIMIT_ALGORITHM": "window",
+    # Seconds every worker pauses after Stripe answers 429 rate_limit.
+    "RATE_LIMIT_PAUSE": 2.0,
+    # Queue push tasks from a background thread after commit, so a save makes
+    # no network call (the outbox and the sweeper cover a process that dies first).
+    "PUBLISH_IN_BACKGROUND": True,
     # Requests per second a pull may make (list pages, retrieves).
     "PULL_RATE": 20.0,
     # When Stripe changed a field an operator also changed here and not yet

@@ -19,11 +19,14 @@ its frozen params and key. Others mark the customer failed or deleted.
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import enum
 import logging
 import os
+import queue
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -36,7 +39,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 
-from . import signals
+from . import ratelimit, signals
 from .client import StripeClient
 from .conf import app_settings
 from .exceptions import (
@@ -141,9 +144,7 @@ def enqueue(customer_pk: int) -> bool:
     """
     from .tasks import push_customer
 
-    options: dict[str, Any] = {"retry": False}
-    if app_settings.QUEUE:
-        options["queue"] = app_settings.QUEUE
+    options: dict[str, Any] = {"retry": False, **_queue_options()}
     try:
         with push_customer.app.connection_for_write(connect_timeout=app_settings.BROKER_TIMEOUT) as conn:
             conn.transport_options = {
@@ -163,16 +164,126 @@ def enqueue(customer_pk: int) -> bool:
     return True
 
 
+class _Publisher:
+    """Publishes push tasks from a background thread, in order, so a save never waits on the broker."""
+
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self.pid = 0
+        self.lock = threading.Lock()
+        self.idle = threading.Event()
+        self.idle.set()
+
+    def submit(self, customer_pk: int) -> None:
+        with self.lock:
+            if self.pid != os.getpid():  # first use in this process (or after a fork)
+                self.queue = queue.SimpleQueue()
+                self.pid = os.getpid()
+                threading.Thread(target=self._run, name="customersync-publisher", daemon=True).start()
+            self.idle.clear()
+            self.queue.put(customer_pk)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                customer_pk = self.queue.get(timeout=1.0)
+            except queue.Empty:
+                self.idle.set()
+                continue
+            enqueue(customer_pk)
+            if self.queue.empty():
+                self.idle.set()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until everything submitted was published (at exit, in tests)."""
+        return self.idle.wait(timeout)
+
+
+publisher = _Publisher()
+atexit.register(publisher.flush, 2.0)
+
+
 def schedule_push(customer_pk: int) -> None:
     """Queue a push for when the current transaction commits (never for a rollback)."""
-    if app_settings.PUSH_ON_SAVE:
+    if not app_settings.PUSH_ON_SAVE:
+        return
+    if app_settings.PUBLISH_IN_BACKGROUND:
+        transaction.on_commit(lambda: publisher.submit(customer_pk))
+    else:
         transaction.on_commit(lambda: enqueue(customer_pk))
 
 
 def record_change(customer: Customer) -> None:
-    """Write an outbox record for a change (call inside the save's transaction)."""
+    """Record a change in the outbox (inside the save's transaction, after its write).
+
+    A customer whose push is already queued and not yet started joins it: no
+    second record, no second task. The save's row lock orders this check
+    against the worker's freeze, so the queued push is sure to include it.
+    """
+    if PendingPush.objects.filter(customer=customer, state=PushState.PENDING).exists():
+        return
     PendingPush.objects.create(customer=customer, enqueued_at=timezone.now())
     schedule_push(customer.pk)
+
+
+def mark_for_push(queryset: Any, *, batch_size: int = 1000) -> int:
+    """Queue pushes for customers changed without ``save()`` (``QuerySet.update()``, a data migration).
+
+    Writes outbox records in batches without publishing anything; one
+    ``customersync.drain`` task then publishes them at the rate budget, so
+    the broker never holds more than about a minute of work. Returns how
+    many customers have something to send.
+    """
+    from .tasks import drain
+
+    marked = 0
+    pks = list(queryset.order_by("pk").values_list("pk", flat=True))
+    for start in range(0, len(pks), batch_size):
+        with transaction.atomic():
+            customers = list(Customer.objects.select_for_update().filter(pk__in=pks[start : start + batch_size]))
+            changed = []
+            for customer in customers:
+                if customer.sync_status == SyncStatus.DELETED:
+                    continue
+                try:
+                    if customer.stripe_id and not customer.pending_params():
+                        continue
+                except ParamError:
+                    pass  # the push records the error on the customer
+                changed.append(customer.pk)
+            waiting = set(
+                PendingPush.objects.filter(customer_id__in=changed, state=PushState.PENDING).values_list(
+                    "customer_id", flat=True
+                )
+            )
+            PendingPush.objects.bulk_create([PendingPush(customer_id=pk) for pk in changed if pk not in waiting])
+            Customer.objects.filter(pk__in=changed).exclude(sync_status=SyncStatus.FAILED).update(
+                sync_status=SyncStatus.PENDING
+            )
+        marked += len(changed)
+    if marked:
+        transaction.on_commit(lambda: drain.apply_async(**_queue_options()))
+    return marked
+
+
+def drain(limit: int | None = None) -> tuple[int, int]:
+    """Publish pushes for outbox records never queued, at most ``limit``; returns (published, left)."""
+    rate = float(app_settings.RATE_LIMIT or 20)
+    limit = limit or max(1, int(rate * 60))
+    waiting = PendingPush.objects.filter(state=PushState.PENDING, enqueued_at=None)
+    pks = list(waiting.order_by("id").values_list("customer_id", flat=True).distinct()[:limit])
+    published = 0
+    for customer_pk in pks:
+        if enqueue(customer_pk):
+            PendingPush.objects.filter(customer_id=customer_pk, state=PushState.PENDING).update(
+                enqueued_at=timezone.now()
+            )
+            published += 1
+    return published, waiting.count()
+
+
+def _queue_options() -> dict[str, Any]:
+    return {"queue": app_settings.QUEUE} if app_settings.QUEUE else {}
 
 
 def request_push(customer: Customer) -> bool:
@@ -339,6 +450,9 @@ def _send(record: PendingPush, client: StripeClient) -> PushResult:
     attempt = PushAttempt.objects.create(
         push=record, customer_id=record.customer_id, params=redact(params), idempotency_key=record.idempotency_key
     )
+    limiter = ratelimit.budget()
+    if limiter is not None:
+        limiter.acquire()  # the fleet's budget: blocks until this request may go
     try:
         if record.operation == "create":
             # Its own key, from the record: a retried create never makes two customers.
@@ -349,6 +463,8 @@ def _send(record: PendingPush, client: StripeClient) -> PushResult:
             logger.info("Pushing %s: POST /v1/customers/%s %s", record.customer_id, stripe_id, loggable(params))
             response = client.update_customer(stripe_id, body=record.body, idempotency_key=record.idempotency_key)
     except StripeError as err:
+        if limiter is not None and isinstance(err, RateLimitError) and err.code != "lock_timeout":
+            limiter.penalize(app_settings.RATE_LIMIT_PAUSE)  # slow the whole fleet, not just this worker
         return _failed(record, attempt, err)
     _finish(attempt, AttemptOutcome.SUCCEEDED, http_status=200, request_id=client.last_request_id or "")
     _confirm(record, response)

@@ -37,6 +37,18 @@ def push_customer(self, customer_pk: int) -> str:
         raise self.retry(countdown=backoff(later.attempts)) from None
 
 
+@shared_task(bind=True, name="customersync.drain", acks_late=True, ignore_result=True)
+def drain(self) -> int:
+    """Publish pushes marked in bulk, a minute of the rate budget at a time, until none are left."""
+    from .conf import app_settings
+
+    published, left = sync.drain()
+    if left:
+        rate = float(app_settings.RATE_LIMIT or 20)
+        self.apply_async(countdown=max(1.0, published / rate), **sync._queue_options())
+    return published
+
+
 @shared_task(name="customersync.sweep", acks_late=True, ignore_result=True)
 def sweep() -> int:
     """Queue again the pushes that waited too long (broker outage, lost message)."""

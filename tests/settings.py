@@ -76,6 +76,7 @@ CUSTOMERSYNC = {
     "LEASE_SECONDS": 30,
     "WEBHOOK_SECRET": "whsec_test_secret",
     "PULL_RATE": 0,  # tests pull as fast as the fake server answers
+    "RATE_LIMIT": float(os.environ.get("CUSTOMERSYNC_TEST_RATE_LIMIT", "50")),
 }
 
 CELERY_BROKER_URL = os.environ.get("CUSTOMERSYNC_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")

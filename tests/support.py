@@ -101,5 +101,9 @@ def wait_for_tasks(ids, timeout=60):
     """Block until every task in ``ids`` has finished (retries included)."""
     from celery.result import AsyncResult
 
+    from customersync.sync import publisher
+
+    assert publisher.flush(timeout), "the background publisher did not finish"
+
     for task_id in list(ids):
         AsyncResult(task_id, app=current_app()).get(timeout=timeout, propagate=True)

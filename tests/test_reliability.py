@@ -16,6 +16,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
+from customersync import sync
 from customersync.diff import diff
 from customersync.models import AttemptOutcome, Customer, PendingPush, PushAttempt, PushState, SyncStatus
 from project.celery import app as celery_app
@@ -68,6 +69,7 @@ def test_broker_flushed_after_enqueue_the_sweeper_delivers(stripe, start_worker,
     customer = mirrored(stripe, email="a@example.com")
     customer.email = "b@example.com"
     customer.save()
+    assert sync.publisher.flush()
     assert broker_db.llen("celery") == 1
     broker_db.flushdb()  # as a Redis restart without persistence would
     start_worker()

@@ -1,0 +1,158 @@
+"""A rate budget shared by every worker, kept in Redis.
+
+Stripe allows about 25 customer updates a second per account, shared with
+everything else the account does; Celery's ``rate_limit`` is per worker, which
+is not a budget. ``acquire()`` blocks until a request may be sent.
+
+Two algorithms, both one Lua script on Redis's own clock (so workers on many
+machines agree):
+
+- ``window`` (default): a sliding-window log. A request is granted only if
+  fewer than ``rate`` were granted in the last window, so no window of that
+  length ever holds more than ``rate`` requests.
+- ``bucket``: a token bucket of capacity 1, one token every window/``rate``
+  seconds (smooth pacing, no bursts; ``bench`` compares the two).
+
+The window is a little longer than a second (``WINDOW_SLACK``) so jitter
+between a grant here and the request's arrival at Stripe cannot squeeze
+``rate + 1`` arrivals into one second there. A 429 from Stripe pauses the
+whole fleet (``penalize``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from typing import Any
+
+logger = logging.getLogger("customersync")
+
+WINDOW_SLACK = 0.1  # seconds added to the one-second window
+
+_WINDOW = """
+local key, penalty = KEYS[1], KEYS[2]
+local rate, window_us, member = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local pause = redis.call('PTTL', penalty)
+if pause > 0 then return pause end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window_us)
+if redis.call('ZCARD', key) < rate then
+  redis.call('ZADD', key, now, member)
+  redis.call('PEXPIRE', key, math.ceil(window_us / 1000) + 1000)
+  return 0
+end
+local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+return math.max(1, math.ceil((tonumber(oldest[2]) + window_us - now) / 1000))
+"""
+
+_BUCKET = """
+local key, penalty = KEYS[1], KEYS[2]
+local rate, window_us = tonumber(ARGV[1]), tonumber(ARGV[2])
+local pause = redis.call('PTTL', penalty)
+if pause > 0 then return pause end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = window_us / rate
+local next_at = tonumber(redis.call('GET', key) or '0')
+if next_at <= now then
+  redis.call('SET', key, math.max(next_at, now) + interval, 'PX', 60000)
+  return 0
+end
+return math.max(1, math.ceil((next_at - now) / 1000))
+"""
+
+
+class RateBudget:
+    """``rate`` requests per second for everyone sharing ``name`` on this Redis."""
+
+    def __init__(self, redis_client: Any, rate: float, *, name: str = "stripe", algorithm: str = "window") -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        if algorithm not in ("window", "bucket"):
+            raise ValueError("algorithm is 'window' or 'bucket'")
+        self.redis, self.rate, self.algorithm = redis_client, rate, algorithm
+        self.key = f"customersync:budget:{name}:{algorithm}"
+        self.penalty_key = f"customersync:budget:{name}:pause"
+        self._script = redis_client.register_script(_WINDOW if algorithm == "window" else _BUCKET)
+
+    def try_acquire(self) -> float:
+        """0 if a request may go now, else the seconds to wait before asking again."""
+        window_us = int((1.0 + WINDOW_SLACK) * 1_000_000)
+        args = [self.rate, window_us, uuid.uuid4().hex] if self.algorithm == "window" else [self.rate, window_us]
+        wait_ms = int(self._script(keys=[self.key, self.penalty_key], args=args))
+        return wait_ms / 1000.0
+
+    def acquire(self, timeout: float | None = None) -> None:
+        """Block until a request may go (raises TimeoutError after ``timeout`` seconds)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (wait := self.try_acquire()) > 0:
+            if deadline is not None and time.monotonic() + wait > deadline:
+                raise TimeoutError("the rate budget did not free up in time")
+            time.sleep(min(wait, 1.0))
+
+    def penalize(self, seconds: float) -> None:
+        """Pause every worker sharing this budget (Stripe answered 429)."""
+        self.redis.set(self.penalty_key, "1", px=max(1, int(seconds * 1000)), nx=True)
+        logger.warning("Stripe rate-limited us: every worker pauses %.1fs.", seconds)
+
+
+class LocalBudget:
+    """The same interface within one process, for sites without Redis (not shared)."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate
+        self.next_at = 0.0
+        self.lock = threading.Lock()
+
+    def try_acquire(self) -> float:
+        with self.lock:
+            now = time.monotonic()
+            if now >= self.next_at:
+                self.next_at = max(self.next_at, now - self.interval) + self.interval
+                return 0.0
+            return self.next_at - now
+
+    def acquire(self, timeout: float | None = None) -> None:
+        while (wait := self.try_acquire()) > 0:
+            time.sleep(wait)
+
+    def penalize(self, seconds: float) -> None:
+        with self.lock:
+            self.next_at = max(self.next_at, time.monotonic() + seconds)
+
+
+_budget: Any = None
+_budget_config: tuple | None = None
+_budget_lock = threading.Lock()
+
+
+def budget() -> Any | None:
+    """The configured budget (shared through Redis when there is one), or None when off."""
+    global _budget, _budget_config
+    from .conf import app_settings
+
+    rate = app_settings.RATE_LIMIT
+    url = app_settings.RATE_LIMIT_REDIS_URL or _broker_redis_url()
+    config = (rate, url, app_settings.RATE_LIMIT_ALGORITHM)
+    with _budget_lock:
+        if config != _budget_config:
+            if not rate:
+                _budget = None
+            elif url:
+                import redis
+
+                _budget = RateBudget(redis.Redis.from_url(url), float(rate), algorithm=config[2])
+            else:
+                _budget = LocalBudget(float(rate))
+            _budget_config = config
+        return _budget
+
+
+def _broker_redis_url() -> str | None:
+    from celery import current_app
+
+    url = current_app.conf.broker_url or ""
+    return url if url.startswith(("redis://", "rediss://")) else None

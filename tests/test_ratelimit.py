@@ -1,0 +1,120 @@
+"""The shared rate budget: correctness only (speed is measured by ``python -m bench``)."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+from django.conf import settings
+
+from customersync import sync
+from customersync.models import Customer, PendingPush, PushState
+from customersync.ratelimit import RateBudget
+from tests.support import wait_for_tasks
+
+
+def max_in_any_second(times: list[float]) -> int:
+    times = sorted(times)
+    best, start = 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] >= 1.0:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+@pytest.fixture
+def redis_client():
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    yield client
+    client.close()
+
+
+@pytest.mark.parametrize("algorithm", ["window", "bucket"])
+def test_budget_never_grants_more_than_the_rate_in_any_second(redis_client, algorithm):
+    import threading
+    import time
+
+    budget = RateBudget(redis_client, 15, name=f"test-{algorithm}-{time.time()}", algorithm=algorithm)
+    granted: list[float] = []
+    lock = threading.Lock()
+
+    def client():
+        stop = time.monotonic() + 2.5
+        while time.monotonic() < stop:
+            budget.acquire(timeout=5)
+            with lock:
+                granted.append(time.monotonic())
+
+    threads = [threading.Thread(target=client) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert max_in_any_second(granted) <= 15
+    assert len(granted) >= 15 * 2  # and it does grant: about the rate, not a trickle
+
+
+def test_penalty_pauses_everyone(redis_client):
+    import time
+
+    name = f"test-penalty-{time.time()}"
+    first = RateBudget(redis_client, 100, name=name)
+    second = RateBudget(redis_client, 100, name=name)  # another worker
+    assert first.try_acquire() == 0
+    first.penalize(1.5)
+    assert second.try_acquire() > 1.0
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_four_workers_in_two_processes_stay_within_ten_per_second(stripe, start_worker, published_tasks):
+    for i in range(40):
+        stripe.add_customer(name=f"c{i}")
+    sync.pull()
+    stripe.clear_requests()
+    stripe.set_latency(0.02, 0.08)
+    env = {"CUSTOMERSYNC_TEST_RATE_LIMIT": "10"}
+    start_worker("--pool=threads", "--concurrency=2", env=env)
+    start_worker("--pool=threads", "--concurrency=2", env=env)
+    for customer in Customer.objects.all():
+        customer.name = f"{customer.name} edited"
+        customer.save()
+    wait_for_tasks(published_tasks, timeout=120)
+
+    posts = [r for r in stripe.requests if r.method == "POST"]
+    assert len(posts) == 40 and all(r.status == 200 for r in posts)  # all delivered
+    assert max_in_any_second([r.time for r in posts]) <= 10
+    assert not PendingPush.objects.filter(state__in=[PushState.PENDING, PushState.SENDING]).exists()
+
+
+@pytest.mark.django_db
+def test_a_burst_of_saves_joins_one_queued_push(stripe, django_capture_on_commit_callbacks):
+    customer = sync.pull_one(stripe.add_customer(name="Ann")["id"])
+    with django_capture_on_commit_callbacks() as callbacks:
+        for i in range(5):
+            customer.name = f"Ann {i}"
+            customer.save()
+    assert len(callbacks) == 1  # one task queued
+    assert PendingPush.objects.filter(customer=customer).count() == 1
+    sync.push(customer.pk)
+    assert [r.body for r in stripe.requests if r.method == "POST"] == [b"name=Ann+4"]
+
+
+@pytest.mark.django_db
+def test_mark_for_push_after_queryset_update(stripe, django_capture_on_commit_callbacks):
+    for i in range(5):
+        stripe.add_customer(name=f"c{i}")
+    sync.pull()
+    Customer.objects.filter(name__in=["c1", "c3"]).update(description="bulk edited")  # no save() signals
+    with django_capture_on_commit_callbacks() as callbacks:
+        marked = sync.mark_for_push(Customer.objects.all())
+    assert marked == 2 and len(callbacks) == 1  # one drain task, not one task per customer
+    assert PendingPush.objects.filter(enqueued_at=None).count() == 2
+    assert sync.mark_for_push(Customer.objects.all()) == 2  # idempotent: no second record
+    assert PendingPush.objects.count() == 2
+    published, left = sync.drain()
+    assert (published, left) == (2, 0)
+    sync.publisher.flush()
+    for pk in Customer.objects.filter(description="bulk edited").values_list("pk", flat=True):
+        sync.push(pk)
+    assert sorted(r.body for r in stripe.requests if r.method == "POST") == [b"description=bulk+edited"] * 2
