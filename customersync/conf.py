@@ -51,6 +51,9 @@ DEFAULTS: dict[str, Any] = {
     "RATE_LIMIT_ALGORITHM": "window",
     # Seconds every worker pauses after Stripe answers 429 rate_limit.
     "RATE_LIMIT_PAUSE": 2.0,
+    # Seconds a queued push waits before it runs, so a burst of saves becomes
+    # one request (saves during the wait join the queued push).
+    "COALESCE_SECONDS": 0.25,
     # Queue push tasks from a background thread after commit, so a save makes
     # no network call (the outbox and the sweeper cover a process that dies first).
     "PUBLISH_IN_BACKGROUND": True,

@@ -259,7 +259,8 @@ class Customer(models.Model):
         needs_push = self.refresh_sync_status()
         if kwargs.get("update_fields") is not None:
             kwargs["update_fields"] = {*kwargs["update_fields"], "sync_status", "sync_error"}
-        with transaction.atomic(using=kwargs.get("using")):
+        # No savepoint: inside a caller's transaction this adds no round trips.
+        with transaction.atomic(using=kwargs.get("using"), savepoint=False):
             super().save(*args, **kwargs)
             if needs_push:
                 record_change(self)

@@ -135,7 +135,7 @@ def loggable(params: dict[str, Any]) -> str:
 # -- queueing --------------------------------------------------------------
 
 
-def enqueue(customer_pk: int) -> bool:
+def enqueue(customer_pk: int, *, countdown: float | None = None) -> bool:
     """Publish a push task now; False (logged) when the broker cannot take it.
 
     Publishes over a connection of its own that does not retry, so a broker
@@ -145,6 +145,8 @@ def enqueue(customer_pk: int) -> bool:
     from .tasks import push_customer
 
     options: dict[str, Any] = {"retry": False, **_queue_options()}
+    if countdown:
+        options["countdown"] = countdown
     try:
         with push_customer.app.connection_for_write(connect_timeout=app_settings.BROKER_TIMEOUT) as conn:
             conn.transport_options = {
@@ -190,7 +192,7 @@ class _Publisher:
             except queue.Empty:
                 self.idle.set()
                 continue
-            enqueue(customer_pk)
+            enqueue(customer_pk, countdown=app_settings.COALESCE_SECONDS)
             if self.queue.empty():
                 self.idle.set()
 
@@ -210,7 +212,7 @@ def schedule_push(customer_pk: int) -> None:
     if app_settings.PUBLISH_IN_BACKGROUND:
         transaction.on_commit(lambda: publisher.submit(customer_pk))
     else:
-        transaction.on_commit(lambda: enqueue(customer_pk))
+        transaction.on_commit(lambda: enqueue(customer_pk, countdown=app_settings.COALESCE_SECONDS))
 
 
 def record_change(customer: Customer) -> None:

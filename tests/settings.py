@@ -77,6 +77,8 @@ CUSTOMERSYNC = {
     "WEBHOOK_SECRET": "whsec_test_secret",
     "PULL_RATE": 0,  # tests pull as fast as the fake server answers
     "RATE_LIMIT": float(os.environ.get("CUSTOMERSYNC_TEST_RATE_LIMIT", "50")),
+    # Tests wait on events, not on a coalescing window (bench measures that).
+    "COALESCE_SECONDS": float(os.environ.get("CUSTOMERSYNC_TEST_COALESCE", "0")),
 }
 
 CELERY_BROKER_URL = os.environ.get("CUSTOMERSYNC_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")

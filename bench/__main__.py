@@ -1,0 +1,264 @@
+"""The benchmark suite: ``python -m bench`` (after the README's set-up).
+
+Starts its own fake Stripe server on loopback and its own worker processes,
+uses the test settings' PostgreSQL and Redis (db 12, a database of its own)
+and prints a table; every figure is a ratio against a baseline measured in
+the same run. Benchmarks are not tests: nothing here asserts.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def main() -> int:
+    sys.path.insert(0, REPO)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+    broker = os.environ.setdefault("CUSTOMERSYNC_TEST_REDIS_URL", "redis://127.0.0.1:6379/12")
+    os.environ.setdefault("CUSTOMERSYNC_TEST_RESULT_URL", broker)
+    os.environ["CUSTOMERSYNC_TEST_COALESCE"] = "0.25"  # the app's default
+    os.environ["CUSTOMERSYNC_TEST_RATE_LIMIT"] = "20"  # the app's default
+    import django
+
+    django.setup()
+    import redis
+    from django.conf import settings
+    from django.db import connection
+    from django.test.utils import override_settings, setup_databases, teardown_databases
+
+    import project.celery  # noqa: F401  (the site's Celery app)
+    from customersync.testing import FakeStripeServer
+
+    connection.settings_dict["TEST"]["NAME"] = "customersync_bench"
+    redis.Redis.from_url(broker).flushdb()
+    old = setup_databases(verbosity=0, interactive=False, aliases={"default"})
+    rows: list[tuple[str, str, str, str, str]] = []
+    try:
+        with FakeStripeServer(api_key=settings.TEST_API_KEY) as server, override_settings(
+            CUSTOMERSYNC={**settings.CUSTOMERSYNC, "API_BASE": server.url}
+        ):
+            db_name = connection.settings_dict["NAME"]
+            rows.append(burst(server, db_name))
+            rows.append(request_bytes())
+            rows.extend(save_latency(server))
+            rows.extend(push_rate(server, db_name))
+            rows.append(diff_cost(server))
+    finally:
+        connection.close()
+        teardown_databases(old, verbosity=0)
+    print()
+    print(f"customersync benchmarks: {os.cpu_count()} cores, PostgreSQL and Redis on loopback")
+    widths = [62, 16, 16, 9, 30]
+    header = ("figure", "customersync", "baseline", "ratio", "target / note")
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    for row in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
+    return 0
+
+
+def _mirror(server, n: int, prefix: str):
+    from customersync import sync
+    from customersync.models import Customer
+
+    ids = [server.add_customer(name=f"{prefix}{i}", email=f"{prefix}{i}@example.com")["id"] for i in range(n)]
+    sync._store_page([server.get_customer(i) for i in ids], sync.PullStats())
+    return list(Customer.objects.filter(stripe_id__in=ids).order_by("pk"))
+
+
+def burst(server, db_name: str):
+    """1. Requests per burst of K saves of one customer, with a worker running."""
+    from customersync import sync
+    from tests.support import Worker
+
+    k, bursts = 10, 10
+    customers = _mirror(server, bursts, "burst")
+    server.clear_requests()
+    server.set_latency(0.2, 0.4)
+    worker = Worker(server.url, db_name, ("--pool=threads", "--concurrency=4"), {"CUSTOMERSYNC_TEST_COALESCE": "0.25"})
+    try:
+        for customer in customers:
+            for i in range(k):
+                customer.description = f"edit {i}"
+                customer.save()
+        sync.publisher.flush()
+        server.wait_for(lambda reqs: len([r for r in reqs if r.method == "POST"]) >= bursts, timeout=60)
+        _quiet(server)
+    finally:
+        worker.stop()
+        server.set_latency(0)
+    per_burst = len([r for r in server.requests if r.method == "POST"]) / bursts
+    return (f"1. requests per burst of {k} saves of one customer", f"{per_burst:.2f}", f"{k} (one per save)",
+            f"{per_burst / k:.2f}", "target 1.0 request (ratio 0.10)")  # fmt: skip
+
+
+def _quiet(server, seconds: float = 1.5) -> None:
+    """Wait until no request arrived for ``seconds`` (late pushes would show up here)."""
+    while True:
+        seen = len(server.requests)
+        try:
+            server.wait_for(lambda reqs, seen=seen: len(reqs) > seen, timeout=seconds)
+        except TimeoutError:
+            return
+
+
+def request_bytes():
+    """2. Bytes of a one-field edit against stripe-python's Customer.modify with every field."""
+    from customersync.diff import diff
+    from customersync.wire import encode
+    from tests.contract import customer_fixture
+
+    customer = {
+        **customer_fixture(),
+        "email": "ann.smith@example.com", "name": "Ann Smith", "phone": "+33 1 23 45 67 89",
+        "description": "Customer since 2019, VIP", "preferred_locales": ["fr", "en"],
+        "metadata": {"plan": "pro", "seats": "12", "crm_id": "A-10042", "region": "emea"},
+        "address": {"line1": "1 rue de Rivoli", "line2": "Apt 4", "city": "Paris", "state": None,
+                    "postal_code": "75001", "country": "FR"},
+        "shipping": {"name": "Ann Smith", "phone": "+33 1 23 45 67 89", "address": {
+            "line1": "1 rue de Rivoli", "line2": "Apt 4", "city": "Paris", "state": None, "postal_code": "75001",
+            "country": "FR"}},
+        "invoice_settings": {"custom_fields": [{"name": "PO", "value": "4500012345"}], "default_payment_method": None,
+                             "footer": "Thank you for your business.", "rendering_options": None},
+        "tax_exempt": "none", "invoice_prefix": "ACME01", "next_invoice_sequence": 42, "balance": 0,
+    }  # fmt: skip
+    ours = len(encode(diff(customer, {"email": "ann@example.org"})))
+    full = {k: customer[k] for k in ("address", "balance", "description", "email", "invoice_prefix",
+            "invoice_settings", "metadata", "name", "next_invoice_sequence", "phone", "preferred_locales",
+            "shipping", "tax_exempt")}  # fmt: skip
+    full["email"] = "ann@example.org"
+    full["invoice_settings"] = {k: v for k, v in full["invoice_settings"].items() if v is not None}
+    baseline = len(encode(full))
+    return ("2. request bytes, one-field edit", f"{ours} B", f"{baseline} B (modify, all)", f"{ours / baseline:.3f}",
+            "target < 0.10")  # fmt: skip
+
+
+def save_latency(server):
+    """3. Save latency with the app against the same save without it; and a 1,000-row bulk_update."""
+    from django.db import models, transaction
+
+    from customersync import sync
+    from customersync.models import Customer, PendingPush
+
+    customers = _mirror(server, 1000, "save")
+    one = customers[0]
+
+    def timed(fn, n):
+        samples = []
+        for i in range(n):
+            started = time.perf_counter()
+            fn(i)
+            samples.append(time.perf_counter() - started)
+        return statistics.median(samples)
+
+    def with_app(i):
+        PendingPush.objects.filter(customer=one).delete()  # so every save writes its record
+        started = time.perf_counter()
+        with transaction.atomic():
+            one.description = f"with {i}"
+            one.save()
+        return time.perf_counter() - started
+
+    def without_app(i):
+        started = time.perf_counter()
+        with transaction.atomic():
+            one.description = f"without {i}"
+            models.Model.save(one)  # Django's own save of the same row, as a site without the app does
+        return time.perf_counter() - started
+
+    without = statistics.median(without_app(i) for i in range(200))
+    with_ = statistics.median(with_app(i) for i in range(200))
+    sync.publisher.flush()
+    for c in customers:
+        c.description = "bulk"
+
+    def bulk_without(_):
+        Customer.objects.bulk_update(customers, ["description"])
+
+    def bulk_with(_):
+        PendingPush.objects.all().delete()
+        started = time.perf_counter()
+        Customer.objects.bulk_update(customers, ["description"])
+        sync.mark_for_push(Customer.objects.filter(pk__in=[c.pk for c in customers]))
+        return time.perf_counter() - started
+
+    bulk_base = timed(bulk_without, 5)
+    bulk_ours = statistics.median(bulk_with(i) for i in range(5))
+    return [
+        ("3a. one save, median", f"{with_ * 1000:.2f} ms", f"{without * 1000:.2f} ms (no app)", f"{with_ / without:.2f}",
+         "target < 1.3"),
+        ("3b. bulk_update of 1,000 + mark_for_push, median", f"{bulk_ours * 1000:.0f} ms",
+         f"{bulk_base * 1000:.0f} ms (alone)", f"{bulk_ours / bulk_base:.2f}", "reported"),
+    ]  # fmt: skip
+
+
+def push_rate(server, db_name: str):
+    """4. Achieved push rate with 1, 2 and 4 workers against the budget, 200-400 ms server latency."""
+    from customersync import sync
+    from customersync.models import Customer
+    from tests.support import Worker
+
+    budget = 20.0
+    rows = []
+    for workers in (1, 2, 4):
+        customers = _mirror(server, 120, f"rate{workers}-")
+        server.clear_requests()
+        server.set_latency(0.2, 0.4)
+        procs = [
+            Worker(server.url, db_name, ("--pool=threads", "--concurrency=16"), {"CUSTOMERSYNC_TEST_COALESCE": "0"})
+            for _ in range(workers)
+        ]
+        try:
+            for customer in customers:
+                Customer.objects.filter(pk=customer.pk).update(description="rate run")
+            sync.mark_for_push(Customer.objects.filter(pk__in=[c.pk for c in customers]))
+            sync.drain()
+            server.wait_for(lambda reqs: len([r for r in reqs if r.method == "POST"]) >= len(customers), timeout=120)
+        finally:
+            for proc in procs:
+                proc.stop()
+            server.set_latency(0)
+        times = sorted(r.time for r in server.requests if r.method == "POST")
+        achieved = (len(times) - 1) / (times[-1] - times[0])
+        peak = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
+        rows.append((f"4. push rate, {workers} worker(s) x 16 threads", f"{achieved:.1f}/s (peak {peak}/1s)",
+                     f"{budget:.0f}/s budget", f"{achieved / budget:.2f}", "target >= 0.90, peak <= 20"))  # fmt: skip
+    return rows
+
+
+def diff_cost(server):
+    """5. Diff plus encoding per customer against one loopback round trip."""
+    import requests
+    from django.conf import settings
+
+    from customersync.models import Customer
+
+    customer = _mirror(server, 1, "cost")[0]
+    customer = Customer.objects.get(pk=customer.pk)
+    customer.email = "cost-new@example.com"
+    customer.metadata = {"plan": "pro"}
+    n = 2000
+    started = time.perf_counter()
+    for _ in range(n):
+        from customersync.wire import encode
+
+        encode(customer.pending_params())
+    per_diff = (time.perf_counter() - started) / n
+    session = requests.Session()
+    url = f"{server.url}/v1/customers/{customer.stripe_id}"
+    headers = {"Authorization": f"Bearer {settings.TEST_API_KEY}"}
+    session.get(url, headers=headers)
+    started = time.perf_counter()
+    for _ in range(200):
+        session.get(url, headers=headers)
+    round_trip = (time.perf_counter() - started) / 200
+    return ("5. diff + encode per customer", f"{per_diff * 1e6:.0f} us", f"{round_trip * 1e6:.0f} us (1 round trip)",
+            f"{per_diff / round_trip:.3f}", "reported")  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())
