@@ -39,13 +39,19 @@ def main() -> int:
     old = setup_databases(verbosity=0, interactive=False, aliases={"default"})
     rows: list[tuple[str, str, str, str, str]] = []
     try:
-        with FakeStripeServer(api_key=settings.TEST_API_KEY) as server, override_settings(
-            CUSTOMERSYNC={**settings.CUSTOMERSYNC, "API_BASE": server.url}
+        with (
+            FakeStripeServer(api_key=settings.TEST_API_KEY) as server,
+            override_settings(CUSTOMERSYNC={**settings.CUSTOMERSYNC, "API_BASE": server.url}),
         ):
             db_name = connection.settings_dict["NAME"]
             rows.append(burst(server, db_name))
             rows.append(request_bytes())
             rows.extend(save_latency(server))
+            # The saves above queued pushes of their own: start the next figure from an empty broker.
+            from customersync import sync
+
+            sync.publisher.flush()
+            redis.Redis.from_url(broker).flushdb()
             rows.extend(push_rate(server, db_name))
             rows.append(diff_cost(server))
     finally:
@@ -189,8 +195,8 @@ def save_latency(server):
     bulk_base = timed(bulk_without, 5)
     bulk_ours = statistics.median(bulk_with(i) for i in range(5))
     return [
-        ("3a. one save, median", f"{with_ * 1000:.2f} ms", f"{without * 1000:.2f} ms (no app)", f"{with_ / without:.2f}",
-         "target < 1.3"),
+        ("3a. one save, median", f"{with_ * 1000:.2f} ms", f"{without * 1000:.2f} ms (no app)",
+         f"{with_ / without:.2f}", "target < 1.3"),
         ("3b. bulk_update of 1,000 + mark_for_push, median", f"{bulk_ours * 1000:.0f} ms",
          f"{bulk_base * 1000:.0f} ms (alone)", f"{bulk_ours / bulk_base:.2f}", "reported"),
     ]  # fmt: skip
@@ -204,12 +210,17 @@ def push_rate(server, db_name: str):
 
     budget = 20.0
     rows = []
-    for workers in (1, 2, 4):
-        customers = _mirror(server, 120, f"rate{workers}-")
+    for workers, algorithm in ((1, "window"), (2, "window"), (4, "window"), (2, "bucket")):
+        customers = _mirror(server, 120, f"rate{workers}{algorithm}-")
         server.clear_requests()
         server.set_latency(0.2, 0.4)
         procs = [
-            Worker(server.url, db_name, ("--pool=threads", "--concurrency=16"), {"CUSTOMERSYNC_TEST_COALESCE": "0"})
+            Worker(
+                server.url,
+                db_name,
+                ("--pool=threads", "--concurrency=16"),
+                {"CUSTOMERSYNC_TEST_COALESCE": "0", "CUSTOMERSYNC_TEST_RATE_ALGORITHM": algorithm},
+            )
             for _ in range(workers)
         ]
         try:
@@ -217,7 +228,8 @@ def push_rate(server, db_name: str):
                 Customer.objects.filter(pk=customer.pk).update(description="rate run")
             sync.mark_for_push(Customer.objects.filter(pk__in=[c.pk for c in customers]))
             sync.drain()
-            server.wait_for(lambda reqs: len([r for r in reqs if r.method == "POST"]) >= len(customers), timeout=120)
+            expected = len(customers)
+            server.wait_for(lambda reqs, n=expected: len([r for r in reqs if r.method == "POST"]) >= n, timeout=120)
         finally:
             for proc in procs:
                 proc.stop()
@@ -225,8 +237,15 @@ def push_rate(server, db_name: str):
         times = sorted(r.time for r in server.requests if r.method == "POST")
         achieved = (len(times) - 1) / (times[-1] - times[0])
         peak = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
-        rows.append((f"4. push rate, {workers} worker(s) x 16 threads", f"{achieved:.1f}/s (peak {peak}/1s)",
-                     f"{budget:.0f}/s budget", f"{achieved / budget:.2f}", "target >= 0.90, peak <= 20"))  # fmt: skip
+        rows.append(
+            (
+                f"4. push rate, {workers} worker(s) x 16 threads, {algorithm}",
+                f"{achieved:.1f}/s (peak {peak}/1s)",
+                f"{budget:.0f}/s budget",
+                f"{achieved / budget:.2f}",
+                "target >= 0.90, peak <= 20",
+            )
+        )
     return rows
 
 

@@ -336,15 +336,17 @@ def test_without_permissions_actions_and_buttons_are_hidden_and_refused(stripe, 
 
 def test_push_permission_allows_push_and_retry(stripe, client, staff):
     client.force_login(grant(staff, "push_customer"))
-    first, second = mirrored(stripe, name="A"), mirrored(stripe, name="B")
+    first, second, third = mirrored(stripe, name="A"), mirrored(stripe, name="B"), mirrored(stripe, name="C")
     listing = client.get(reverse("admin:customersync_customer_changelist")).content.decode()
     assert "push_now" in listing and "refresh_from_stripe" not in listing
+    # Edited without save(), as a QuerySet.update() or a data migration does.
+    Customer.objects.filter(pk__in=[first.pk, second.pk]).update(description="bulk")
     response = client.post(
         reverse("admin:customersync_customer_changelist"),
-        {"action": "push_now", "_selected_action": [first.pk, second.pk]},
+        {"action": "push_now", "_selected_action": [first.pk, second.pk, third.pk]},
         follow=True,
     )
-    assert "Queued pushes of 2 customers." in response.content.decode()
+    assert "Queued pushes of 2 customers with changes to send." in response.content.decode()
     assert PendingPush.objects.count() == 2
     Customer.objects.filter(pk=first.pk).update(sync_status=SyncStatus.FAILED)
     response = client.post(reverse("admin:customersync_customer_retry", args=[first.pk]), follow=True)
