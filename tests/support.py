@@ -107,3 +107,22 @@ def wait_for_tasks(ids, timeout=60):
 
     for task_id in list(ids):
         AsyncResult(task_id, app=current_app()).get(timeout=timeout, propagate=True)
+
+
+def push_in_thread(customer_pk: int):
+    """Start ``sync.push`` in a thread with its own database connection; returns (thread, results)."""
+    from django.db import connection
+
+    from customersync import sync
+
+    results: list = []
+
+    def run() -> None:
+        try:
+            results.append(sync.push(customer_pk))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, results

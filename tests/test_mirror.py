@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
 import time
 
 import pytest
@@ -17,6 +16,7 @@ from django.urls import reverse
 
 from customersync import sync
 from customersync.models import Conflict, Customer, PendingPush, SyncStatus, WebhookEvent
+from tests.support import push_in_thread
 
 pytestmark = pytest.mark.django_db
 
@@ -376,16 +376,7 @@ def test_webhook_arriving_while_a_push_is_in_flight(client, stripe, settings, po
     customer.email = "local@example.com"
     customer.save()
     stripe.inject(delay=1.0, path_prefix=f"/v1/customers/{obj['id']}")
-    done = []
-
-    def push():
-        try:
-            done.append(sync.push(customer.pk))
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=push)
-    thread.start()
+    thread, _ = push_in_thread(customer.pk)
     stripe.wait_for_arrivals(1, method="POST", path_prefix=f"/v1/customers/{obj['id']}")
     # Meanwhile someone changes the email in the dashboard, and Stripe tells us.
     remote = {**stripe.get_customer(obj["id"]), "email": "dashboard@example.com"}

@@ -22,6 +22,7 @@ from customersync.models import AttemptOutcome, Customer, PendingPush, PushAttem
 from project.celery import app as celery_app
 from tests.admin_forms import form_data, post, set_metadata
 from tests.conftest import wait_for_tasks
+from tests.support import push_in_thread
 from tests.test_e2e import mirrored, posts_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -313,22 +314,12 @@ def test_two_operators_racing_across_four_workers(stripe, start_worker, publishe
 
 def test_response_does_not_overwrite_an_edit_made_in_flight(stripe):
     """In-process push in a thread; the operator saves while its request is at the server."""
-    from customersync import sync
 
     customer = mirrored(stripe, email="a@example.com", name="Ann")
     customer.email = "b@example.com"
     customer.save()
     stripe.inject(delay=1.0, path_prefix=path_of(customer))
-    results = []
-
-    def push():
-        try:
-            results.append(sync.push(customer.pk))
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=push)
-    thread.start()
+    thread, _ = push_in_thread(customer.pk)
     stripe.wait_for_arrivals(1, method="POST", path_prefix=path_of(customer))
     edited = Customer.objects.get(pk=customer.pk)
     edited.email = "c@example.com"  # the same field, while b is in flight
