@@ -15,7 +15,7 @@ from django.views.decorators.http import require_POST
 from . import sync
 from .diff import describe
 from .exceptions import ParamError, StripeError
-from .forms import CustomerForm
+from .forms import WRITE_ONCE_FIELDS, CustomerForm
 from .models import Conflict, Customer, PushAttempt, SyncStatus, WebhookEvent
 from .sync import loggable
 
@@ -133,17 +133,7 @@ class CustomerAdmin(admin.ModelAdmin):
         (_("Shipping"), {"fields": ("shipping",)}),
         (
             _("Payment source"),
-            {
-                "fields": (
-                    "default_source",
-                    "source",
-                    "card",
-                    "bank_account",
-                    "default_card",
-                    "default_bank_account",
-                    "default_alipay_account",
-                )
-            },
+            {"fields": ("default_source", *WRITE_ONCE_FIELDS)},
         ),
         (_("Advanced"), {"fields": ("cash_balance_reconciliation_mode",), "classes": ("collapse",)}),
         (_("Stripe"), {"fields": ("stripe_id", "created", "livemode", "currency", "delinquent", "last_pulled_at")}),

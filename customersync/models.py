@@ -186,8 +186,8 @@ class Customer(models.Model):
         self.confirmed_at = at or timezone.now()
         return result
 
-    def refresh_sync_status(self) -> bool:
-        """Set ``sync_status`` from the pending params; True when a push is needed.
+    def refresh_sync_status(self, params: dict[str, Any] | None = None) -> bool:
+        """Set ``sync_status`` from the pending params (given, or computed); True when a push is needed.
 
         A customer without a Stripe id is created in Stripe by its first push.
         """
@@ -196,12 +196,13 @@ class Customer(models.Model):
         if not self.stripe_id:
             self.sync_status = SyncStatus.PENDING
             return True
-        try:
-            params = self.pending_params()
-        except ParamError as err:
-            self.sync_status = SyncStatus.FAILED
-            self.sync_error = {"type": "local_error", "param": err.param, "message": err.message}
-            return False
+        if params is None:
+            try:
+                params = self.pending_params()
+            except ParamError as err:
+                self.sync_status = SyncStatus.FAILED
+                self.sync_error = {"type": "local_error", "param": err.param, "message": err.message}
+                return False
         if params:
             self.sync_status = SyncStatus.PENDING
             return True
@@ -214,10 +215,11 @@ class Customer(models.Model):
         super().clean()
         self.validate_for_stripe()
 
-    def validate_for_stripe(self) -> None:
+    def validate_for_stripe(self) -> dict[str, Any] | None:
         """Raise ``ValidationError`` keyed by Stripe param names when a value breaks Stripe's rules.
 
         Run by ``clean()`` (forms) and by ``save()``, so a bad value never reaches the outbox.
+        Returns the pending params it computed on the way (None without a Stripe id).
         """
         from .validation import validate
 
@@ -228,35 +230,42 @@ class Customer(models.Model):
         }
         if errors:
             raise ValidationError(errors)
-        errors = validate(self.desired_state(), self.pending_once)
-        if self.stripe_data:
+        desired = self.desired_state()
+        errors = validate(desired, self.pending_once)
+        if errors and self.stripe_data:
             # Judge only what this edit changes: a value Stripe already holds
             # must never block saving another field.
-            changed = {p.field for p in STATE_PARAMS if _norm(p, get_path(self.desired_state(), p.path))
-                       != _norm(p, get_path(self.stripe_data, p.path))}  # fmt: skip
+            changed = {
+                p.field
+                for p in STATE_PARAMS
+                if _norm(p, get_path(desired, p.path)) != _norm(p, get_path(self.stripe_data, p.path))
+            }
             errors = {k: v for k, v in errors.items() if k.split("[", 1)[0] in changed or k.startswith(_ONCE_ROOTS)}
+        params = None
         if not errors and self.stripe_id:
             try:
-                self.pending_params()
+                params = diff(self.stripe_data or {}, desired, self.pending_once)
             except ParamError as err:
                 errors = {err.param: [err.message]}
         if errors:
             raise ValidationError(errors)
+        return params
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         """Save an edit. When it changes what Stripe has, the same transaction
         writes an outbox record, and a push is queued when it commits."""
         from .sync import record_change
 
-        self.validate_for_stripe()
         if not self._state.adding and self.pk is not None:
-            # Compute the status against what Stripe confirmed, as stored now.
+            # Validate and diff against what Stripe confirmed as stored now, not
+            # a copy loaded before a push confirmed something newer.
             self.stripe_data = type(self)._base_manager.filter(pk=self.pk).values_list("stripe_data", flat=True).first()
             if kwargs.get("update_fields") is None:
                 kwargs["update_fields"] = [
                     f.name for f in self._meta.concrete_fields if not f.primary_key and f.name not in SYNC_OWNED_FIELDS
                 ]
-        needs_push = self.refresh_sync_status()
+        params = self.validate_for_stripe()  # computes the diff once, for the status too
+        needs_push = self.refresh_sync_status(params)
         if kwargs.get("update_fields") is not None:
             kwargs["update_fields"] = {*kwargs["update_fields"], "sync_status", "sync_error"}
         # No savepoint: inside a caller's transaction this adds no round trips.

@@ -549,8 +549,8 @@ def _confirm(record: PendingPush, response: dict[str, Any]) -> None:
         customer.sync_error = None
         customer.save_synced()
         PendingPush.objects.filter(pk=record.pk).update(state=PushState.SENT, completed_at=now)
-        if still_pending and not PendingPush.objects.filter(customer=customer, state=PushState.PENDING).exists():
-            record_change(customer)
+        if still_pending:
+            record_change(customer)  # joins the queued push an in-flight edit already made, if any
 
 
 # -- pull ------------------------------------------------------------------
