@@ -22,7 +22,7 @@ from customersync.wire import encode
 
 ROOT = Path(__file__).resolve().parents[1]
 
-FIXTURE = ROOT.parent / "shared" / "contract" / "customer_fixture.json"
+FIXTURE = ROOT / "tests" / "fixtures" / "customer_fixture.json"
 KEY = "sk_test_4eC39HqLyjWDarjtT1zdp7dc"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 CASH_MODE = "cash_balance[settings][reconciliation_mode]"

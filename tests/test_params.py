@@ -7,12 +7,12 @@ import pytest
 from customersync.diff import diff
 from customersync.params import BY_NAME, PARAMS, Role
 from customersync.wire import encode
-from tests.contract import SEED_FILE, load
+from tests.contract import REFERENCE_PAGE, load
 
 
 def seed_names():
     """Top-level names of the seed page's "Request body fields"."""
-    text = SEED_FILE.read_text()
+    text = REFERENCE_PAGE.read_text()
     body = text.split("Request body fields", 1)[1].split("How to start integrating", 1)[0]
     names = set()
     for line in body.splitlines():
