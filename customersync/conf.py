@@ -71,6 +71,14 @@ DEFAULTS: dict[str, Any] = {
 }
 
 REQUIRED = ("API_KEY",)
+# What to add, for each required key that is missing or empty.
+MISSING = {
+    "API_KEY": (
+        "CUSTOMERSYNC['API_KEY'] is not set: customersync needs your Stripe secret key (sk_... or rk_...). "
+        "Put it in the STRIPE_API_KEY environment variable and read it in your settings: "
+        'CUSTOMERSYNC = {"API_KEY": os.environ.get("STRIPE_API_KEY")}.'
+    ),
+}
 
 
 class AppSettings:
@@ -95,11 +103,8 @@ class AppSettings:
         if name not in DEFAULTS:
             raise AttributeError(name)
         value = self._load()[name]
-        if value is None and name in REQUIRED:
-            raise ImproperlyConfigured(
-                f"Set CUSTOMERSYNC = {{'{name}': ...}} in your settings "
-                f"(for {name}: your Stripe secret key, e.g. from an environment variable)."
-            )
+        if not value and name in REQUIRED:
+            raise ImproperlyConfigured(MISSING[name])
         return value
 
     def get(self, name: str) -> Any:

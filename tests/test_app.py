@@ -25,10 +25,13 @@ def test_settings_are_read_lazily_and_follow_override_settings():
         assert app_settings.TIMEOUT == 20.0
 
 
-def test_missing_key_names_what_to_add():
-    with override_settings(CUSTOMERSYNC={}):
-        with pytest.raises(ImproperlyConfigured, match="API_KEY"):
+@pytest.mark.parametrize("conf", [{}, {"API_KEY": None}, {"API_KEY": ""}])
+def test_missing_key_names_the_setting_and_the_environment_variable(conf):
+    with override_settings(CUSTOMERSYNC=conf):
+        with pytest.raises(ImproperlyConfigured) as raised:
             _ = app_settings.API_KEY
+    assert "CUSTOMERSYNC['API_KEY']" in str(raised.value)
+    assert "STRIPE_API_KEY" in str(raised.value)
 
 
 def test_unknown_setting_is_refused():
@@ -41,7 +44,8 @@ def test_unknown_setting_is_refused():
     "conf, expected",
     [
         ({"API_KEY": "sk_test_1"}, set()),
-        ({}, {"customersync.E001"}),
+        ({}, {"customersync.W003"}),
+        ({"API_KEY": ""}, {"customersync.W003"}),
         ({"API_KEY": "sk_test_1", "API_BASE": "http://api.example.com"}, {"customersync.W001"}),
         ({"API_KEY": "sk_test_1", "API_BASE": "http://127.0.0.1:12111"}, set()),
         ({"API_KEY": "sk_live_" + "x" * 8, "API_BASE": "http://127.0.0.1:12111"}, {"customersync.W002"}),
@@ -75,6 +79,23 @@ def test_celery_checks(celery_conf, expected):
     finally:
         app.conf.update(saved)
     assert ids == expected
+
+
+def test_celery_check_does_not_blame_the_site_for_the_apps_own_housekeeping_tasks():
+    from project.celery import app
+
+    # As on a site without CELERY_TASK_REJECT_ON_WORKER_LOST: a lost sweep is run again by beat.
+    tasks = [app.tasks["customersync.sweep"], app.tasks["customersync.drain"]]
+    saved = [task.reject_on_worker_lost for task in tasks]
+    for task in tasks:
+        task.reject_on_worker_lost = False
+    try:
+        with override_settings(CUSTOMERSYNC={"API_KEY": "sk_test_1"}):
+            ids = {m.id for m in run_checks() if m.id and m.id.startswith("customersync.")}
+    finally:
+        for task, value in zip(tasks, saved):
+            task.reject_on_worker_lost = value
+    assert ids == set()
 
 
 def test_celery_check_sees_tasks_that_lost_late_acks():
