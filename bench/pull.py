@@ -9,7 +9,7 @@ them three ways into a database of its own (the test settings' PostgreSQL):
 - naive: one update_or_create per customer (what a simple importer does);
 - customersync: ``sync.pull()`` (one locking select, bulk_create, bulk_update a page);
 - dj-stripe: ``djstripe_sync_models Customer`` against the same server, when
-  dj-stripe is installed (``pip install -e '.[bench]'``), in a database of its own.
+  dj-stripe is installed (``pip install --group bench``), in a database of its own.
 
 It prints customers per second, queries and HTTP requests per customer, and ratios.
 """
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                 server.clear_requests()
                 rows.append(_djstripe(server.url, args.customers) + (len(server.requests),))
             else:
-                print("dj-stripe is not installed: pip install -e '.[bench]' to compare with it.")
+                print("dj-stripe is not installed: pip install --group bench to compare with it.")
         vendor = connection.vendor
     finally:
         connection.close()

@@ -81,7 +81,9 @@ def decode(body: str | bytes) -> dict[str, Any]:
                 node[part] = child
             node = child
         node[parts[-1]] = value
-    return _listify(root, parent=None)  # type: ignore[return-value]
+    listed = _listify(root, parent=None)
+    assert isinstance(listed, dict)  # the root is keyed by names, never turned into a list
+    return listed
 
 
 def _split_key(key: str) -> list[str]:
