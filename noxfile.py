@@ -1,0 +1,93 @@
+"""The version matrix and the static checks, run by ``scripts/matrix`` (and so by CI).
+
+Each cell is a whole test-suite run on PostgreSQL and Redis, nothing skipped:
+
+- ``lowest``: Python 3.10 with every lower bound of ``pyproject.toml``
+  installed exactly (Django, Celery, requests) and the lowest kombu that
+  Celery floor accepts; what the declared ranges promise at their bottom.
+- ``default``: Python 3.11 with the newest Django 5.2, as ``scripts/test``
+  runs it (so CI leaves this cell to ``scripts/test``).
+- ``django6.0``: Python 3.12 with Django 6.0.
+- ``newest``: Python 3.13 with Django 6.1 and the newest Celery and kombu.
+
+``nox -s lint`` runs ruff (lint and format), mypy on the typed modules, and
+builds the sdist and wheel to check what a site would install.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tomllib
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).resolve().parent
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+nox.options.sessions = ["lint", "tests(lowest)", "tests(django6.0)", "tests(newest)"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = True
+
+
+def lower_bounds() -> list[str]:
+    """``name==floor`` for every runtime dependency of pyproject.toml."""
+    pins = []
+    for requirement in PYPROJECT["project"]["dependencies"]:
+        match = re.match(r"^([A-Za-z0-9_.\-]+)(\[[^\]]*\])?.*>=\s*([^,;\s]+)", requirement)
+        assert match, f"no lower bound in {requirement!r}"
+        pins.append(f"{match.group(1)}=={match.group(3)}")
+    return pins
+
+
+# The lowest kombu that the lowest Celery accepts (celery 5.5.3: kombu>=5.5.2,<5.6).
+LOWEST_KOMBU = "kombu==5.5.2"
+
+CELLS = {
+    "lowest": ("3.10", [*lower_bounds(), LOWEST_KOMBU]),
+    "default": ("3.11", ["Django>=5.2,<6.0"]),
+    "django6.0": ("3.12", ["Django>=6.0,<6.1"]),
+    "newest": ("3.13", ["Django>=6.1,<6.2", "celery>=5.7,<5.8", "kombu>=5.7,<5.8"]),
+}
+
+
+@nox.session
+@nox.parametrize(
+    ("python", "pins"),
+    [nox.param(python, pins, id=name) for name, (python, pins) in CELLS.items()],
+)
+def tests(session: nox.Session, pins: list[str]) -> None:
+    """The whole suite on one cell of the matrix. Extra arguments go to pytest."""
+    session.install("--upgrade", "pip>=25.1")  # dependency groups
+    session.install("-e", ".", "--group", "test", *pins)
+    session.run(
+        "python",
+        "-c",
+        "import sys, django, celery, kombu, requests; "
+        "print(f'versions: Python {sys.version.split()[0]}, Django {django.__version__}, "
+        "Celery {celery.__version__}, kombu {kombu.__version__}, requests {requests.__version__}')",
+    )
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        *session.posargs,
+        env={"PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1"},
+    )
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    """ruff, mypy, and the built distributions as a site would install them."""
+    session.install("--upgrade", "pip>=25.1")
+    session.install("--group", "lint")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy")
+    dist = Path(session.create_tmp()) / "dist"
+    shutil.rmtree(dist, ignore_errors=True)
+    session.run("python", "-m", "build", "--outdir", str(dist), ".")
+    artifacts = sorted(str(path) for path in dist.iterdir())
+    session.run("twine", "check", "--strict", *artifacts)
+    session.run("python", "scripts/check_dist.py", *artifacts)
