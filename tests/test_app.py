@@ -93,7 +93,7 @@ def test_celery_check_does_not_blame_the_site_for_the_apps_own_housekeeping_task
         with override_settings(CUSTOMERSYNC={"API_KEY": "sk_test_1"}):
             ids = {m.id for m in run_checks() if m.id and m.id.startswith("customersync.")}
     finally:
-        for task, value in zip(tasks, saved):
+        for task, value in zip(tasks, saved, strict=True):
             task.reject_on_worker_lost = value
     assert ids == set()
 
