@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponseRedirect
@@ -367,6 +369,6 @@ class CustomerAdmin(admin.ModelAdmin):
 def _shown(value, empty):
     if value is None or value == "":
         return empty
-    if value in sync.REDACTED_VALUES:
-        return value
+    if isinstance(value, (dict, list)):  # metadata, an address, locales: as Stripe's JSON
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)
     return str(value)

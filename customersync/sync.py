@@ -71,7 +71,6 @@ logger = logging.getLogger("customersync")
 
 # Values never written to logs or the sync log as they are (card and bank tokens).
 _REDACTED_PARAMS = frozenset({"source", "card", "bank_account"})
-REDACTED_VALUES = frozenset({"[redacted]"})
 # Rounds of push within one lease: picks up edits made during the previous request.
 _MAX_ROUNDS = 3
 

@@ -200,6 +200,41 @@ def test_conflict_shown_on_the_change_page(stripe, admin_client):
     assert "Conflicts" in page and "remote@example.com" in page and "local@example.com" in page
 
 
+@pytest.mark.parametrize(
+    "initial, local, remote",
+    [
+        ({"metadata": {"a": "1"}}, {"metadata": {"a": "local"}}, {"metadata": {"a": "remote"}}),
+        ({"address": {"city": "Paris"}}, {"address": {"city": "Lyon"}}, {"address": {"city": "Nice"}}),
+        (
+            {"shipping": {"name": "Ann", "address": {"line1": "1 Rue"}}},
+            {"shipping": {"name": "Ann", "address": {"line1": "2 Rue"}}},
+            {"shipping": {"name": "Ann", "address": {"line1": "3 Rue"}}},
+        ),
+        ({"preferred_locales": ["en"]}, {"preferred_locales": ["fr"]}, {"preferred_locales": ["de"]}),
+        (
+            {"invoice_settings": {"custom_fields": [{"name": "PO", "value": "1"}]}},
+            {"invoice_settings": {"custom_fields": [{"name": "PO", "value": "2"}]}},
+            {"invoice_settings": {"custom_fields": [{"name": "PO", "value": "3"}]}},
+        ),
+    ],
+    ids=["metadata", "address", "shipping", "preferred_locales", "custom_fields"],
+)
+def test_change_page_opens_after_a_conflict_on_a_structured_parameter(stripe, admin_client, initial, local, remote):
+    obj = stripe.add_customer(**initial)
+    customer = sync.pull_one(obj["id"])
+    for name, value in local.items():
+        if name == "invoice_settings":
+            value = {**customer.invoice_settings, **value}
+        setattr(customer, name, value)
+    customer.save()
+    stripe.update_customer_directly(obj["id"], **remote)
+    sync.pull_one(obj["id"])
+    assert Conflict.objects.filter(customer=customer).exists()
+    response = admin_client.get(reverse("admin:customersync_customer_change", args=[customer.pk]))
+    assert response.status_code == 200
+    assert "Conflicts" in response.content.decode()
+
+
 # -- creation -------------------------------------------------------------------
 
 
