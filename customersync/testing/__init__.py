@@ -1,22 +1,44 @@
 """Test helpers shipped with customersync: a fake Stripe customers API (stdlib only).
 
 Run it as a command with ``python -m customersync.testing``.
+
+A fake Stripe server speaking the customer endpoints, for tests and demos.
+Stdlib only: this package ships inside the app wheel, so projects using the app
+can test their Stripe traffic without network access or extra dependencies.
+
+It keeps customers in memory with Stripe's update semantics (``''`` unsets,
+metadata per-key unsets, whole-object replacement of addresses, ...), answers
+Stripe-shaped errors naming the bad ``param``, honours ``Idempotency-Key``,
+records every request byte for byte, and can inject faults (error statuses,
+garbage bodies, delays, dropped or reset connections). A small control API
+under ``/_fake/`` lets another process drive it over HTTP.
+
+It does not use the app's ``customersync.params``: it is the independent check
+on the app, so only ``customersync.wire`` (form encoding) is shared.
+
+Modules:
+
+- ``server``: ``FakeStripeServer``, its lifecycle and state, and the answer to each API request
+- ``handler``: the HTTP server and request handler, and the ``_Backend`` interface between them
+- ``messages``: ``Headers``, ``RecordedRequest`` and responses
+- ``requestlog``: the request log and the waits on it
+- ``control``: the ``/_fake/`` control API
+- ``faults``: injected faults
+- ``idempotency``: ``Idempotency-Key`` handling
+- ``api``: the ``/v1`` routes
+- ``store``: the customers and the API operations on them, and seed data
+- ``rules``: parameter validation and Stripe's update semantics
+- ``customer``: the customer object
+- ``errors``: ``FakeStripeAPIError`` and the errors the API answers
 """
 
-from .server import (
-    DEFAULT_API_VERSION,
-    FakeStripeServer,
-    Headers,
-    RecordedRequest,
-    StripeError,
-    is_loopback_host,
-)
+from .messages import DEFAULT_API_VERSION, Headers, RecordedRequest
+from .server import FakeStripeServer, is_loopback_host
 
 __all__ = [
     "DEFAULT_API_VERSION",
     "FakeStripeServer",
     "Headers",
     "RecordedRequest",
-    "StripeError",
     "is_loopback_host",
 ]

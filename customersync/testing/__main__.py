@@ -11,7 +11,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from .server import FakeStripeServer, RecordedRequest, is_loopback_host
+from .messages import RecordedRequest
+from .server import FakeStripeServer, is_loopback_host
 
 
 def _print_request(record: RecordedRequest) -> None:

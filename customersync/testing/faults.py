@@ -1,0 +1,111 @@
+"""Injected faults: error statuses, garbage bodies, delays, dropped or reset connections.
+
+``FakeStripeServer.inject`` queues them; each API request takes the first
+matching fault, first-in first-out, until its ``times`` are used up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .messages import _json_bytes, _Response
+
+_FAULT_ACTIONS = (None, "drop", "drop_after", "reset")
+
+
+def _default_fault_error(status: int) -> dict[str, Any]:
+    if status == 429:
+        return {
+            "type": "invalid_request_error",
+            "code": "rate_limit",
+            "message": "Too many requests hit the API too quickly. (injected fault)",
+        }
+    if status >= 500:
+        return {"type": "api_error", "message": "An unknown error occurred. (injected fault)"}
+    return {"type": "invalid_request_error", "message": f"Injected fault ({status})."}
+
+
+@dataclass
+class _Fault:
+    status: int | None
+    body: bytes | None
+    headers: dict[str, str]
+    error: dict[str, Any] | None
+    delay: float
+    action: str | None
+    remaining: int
+    method: str | None
+    path_prefix: str
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.method is None or self.method == method) and path.startswith(self.path_prefix)
+
+    def response(self) -> _Response:
+        assert self.status is not None
+        body = self.body
+        if body is None:
+            body = _json_bytes({"error": self.error or _default_fault_error(self.status)})
+        return _Response(self.status, body)
+
+
+def _make_fault(
+    *,
+    status: int | None,
+    body: str | bytes | None,
+    headers: Mapping[str, str] | None,
+    error: Mapping[str, Any] | None,
+    delay: float,
+    action: str | None,
+    times: int,
+    method: str | None,
+    path_prefix: str,
+) -> _Fault:
+    """A fault from ``FakeStripeServer.inject``'s arguments, checked (ValueError if inconsistent)."""
+    if action not in _FAULT_ACTIONS:
+        raise ValueError(f"action must be one of {_FAULT_ACTIONS}, not {action!r}")
+    if status is not None and action is not None:
+        raise ValueError("give either status or action, not both")
+    if status is None and (body is not None or error is not None):
+        raise ValueError("body and error need a status")
+    if status is not None and not 100 <= int(status) <= 599:
+        raise ValueError(f"status must be an HTTP status code, not {status!r}")
+    if int(times) < 1 or float(delay) < 0:
+        raise ValueError("times must be at least 1 and delay not negative")
+    if isinstance(body, str):
+        body = body.encode()
+    return _Fault(
+        status=None if status is None else int(status),
+        body=body,
+        headers={str(k): str(v) for k, v in (headers or {}).items()},
+        error=dict(error) if error is not None else None,
+        delay=float(delay),
+        action=action,
+        remaining=int(times),
+        method=method.upper() if method else None,
+        path_prefix=path_prefix,
+    )
+
+
+class _FaultQueue:
+    """Pending faults in the order injected. Not thread-safe: the server locks."""
+
+    def __init__(self) -> None:
+        self.faults: list[_Fault] = []
+
+    def add(self, fault: _Fault) -> None:
+        self.faults.append(fault)
+
+    def clear(self) -> None:
+        self.faults.clear()
+
+    def take(self, method: str, path: str) -> _Fault | None:
+        """The first fault matching the request; it leaves the queue once its ``times`` are used up."""
+        for fault in self.faults:
+            if fault.matches(method, path):
+                fault.remaining -= 1
+                if fault.remaining == 0:
+                    self.faults.remove(fault)
+                return fault
+        return None

@@ -1,0 +1,198 @@
+"""HTTP for the fake: the listening server and the request handler.
+
+The handler only speaks HTTP. It reads a request, parses it into a
+``RecordedRequest``, passes it to the fake through the narrow :class:`_Backend`
+interface, and writes the answer the fake decided on, or drops the connection.
+It knows nothing of customers, faults, latency or idempotency, and never
+touches the fake's internals. The HTTP server keeps track of open connections
+itself, so that stopping the fake can shut them down.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import socketserver
+import struct
+import threading
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from ..wire import decode
+from .messages import RecordedRequest, _Abort, _parse_headers, _Response
+
+
+@dataclass(frozen=True)
+class _Backend:
+    """All the handler may ask of the fake; ``FakeStripeServer`` builds one for its HTTP server.
+
+    ``handle(request, params_ok)``
+        An API request (anything outside ``/_fake/``), parsed; ``params_ok`` is
+        False when its params were not UTF-8. Returns a context manager: entering
+        it decides the outcome, a ``_Response`` to write or an ``_Abort`` (close
+        without answering), and logs the request, so a client never outruns the
+        log; the handler delivers the outcome inside the ``with``. Leaving it
+        completes the exchange (releases the Idempotency-Key, calls ``on_request``).
+    ``control(method, path, body)``
+        A ``/_fake/`` control request; returns the ``_Response`` to write.
+    """
+
+    handle: Callable[[RecordedRequest, bool], AbstractContextManager[_Response | _Abort]]
+    control: Callable[[str, str, bytes], _Response]
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost``, 127.0.0.0/8 and ``::1``: the only hosts a test server should bind."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], backend: _Backend) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.backend = backend
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind calls getfqdn(), a DNS lookup that can stall offline.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
+
+    def track(self, connection: socket.socket) -> None:
+        with self._connections_lock:
+            self._connections.add(connection)
+
+    def untrack(self, connection: socket.socket) -> None:
+        with self._connections_lock:
+            self._connections.discard(connection)
+
+    def shutdown_connections(self) -> None:
+        """Shut down the connections still open, such as idle keep-alive ones."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, like the SDKs' connection pools
+    server_version = "FakeStripe/1.0"
+    timeout = 60  # idle keep-alive connections end eventually
+    server: _HTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in two writes; without NODELAY, Nagle and delayed ACKs add ~40 ms.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.track(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.untrack(self.connection)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silenced: the command prints its own line per request."""
+
+    def do_GET(self) -> None:
+        received = time.monotonic()
+        body = self._read_body()
+        url = urlsplit(self.path)
+        backend = self.server.backend
+        if url.path.startswith("/_fake/"):
+            self._write(backend.control(self.command, url.path, body))
+            return
+        record, params_ok = self._parse(url.path, url.query, body, received)
+        with backend.handle(record, params_ok) as outcome:
+            if isinstance(outcome, _Abort):
+                self._abort(reset=outcome.reset)
+            else:
+                self._write(outcome)
+
+    do_POST = do_DELETE = do_PUT = do_PATCH = do_GET
+
+    def _read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            chunks = []
+            while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                pass  # trailers
+            return b"".join(chunks)
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _parse(self, path: str, query: str, body: bytes, received: float) -> tuple[RecordedRequest, bool]:
+        """The request as recorded, and whether its params decoded (False: not UTF-8)."""
+        headers = _parse_headers(self.headers.items())
+        raw_params = body if self.command == "POST" else query.encode()
+        try:
+            params, params_ok = _request_params(raw_params), True
+        except UnicodeDecodeError:
+            params, params_ok = {}, False
+        record = RecordedRequest(
+            method=self.command,
+            path=path,
+            query=dict(parse_qsl(query, keep_blank_values=True)),
+            headers=headers,
+            body=body,
+            params=params,
+            status=None,
+            time=received,
+            idempotency_key=headers.get("Idempotency-Key"),
+        )
+        return record, params_ok
+
+    def _write(self, response: _Response) -> None:
+        try:
+            self.send_response(response.status)
+            for name, value in response.headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(response.body)))
+            self.end_headers()
+            self.wfile.write(response.body)
+        except OSError:  # the client gave up (e.g. its timeout fired during a delay)
+            self.close_connection = True
+
+    def _abort(self, *, reset: bool) -> None:
+        """Close the connection without a response: FIN, or RST when ``reset``."""
+        self.close_connection = True
+        if reset:
+            # Linger 0 makes close() send RST instead of FIN.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+
+
+def _request_params(raw: bytes | str) -> dict[str, Any]:
+    """Decode a form body or query with wire.decode, also accepting ``key[]=`` list items."""
+    text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    if "[]" not in text and "%5b%5d" not in text.lower():
+        return decode(text)
+    # wire.decode only knows indexed lists (what stripe-python sends); number the "[]" items.
+    counters: dict[str, int] = {}
+    pairs = []
+    for key, value in parse_qsl(text, keep_blank_values=True):
+        if key.endswith("[]"):
+            base = key[:-2]
+            counters[base] = counters.get(base, -1) + 1
+            key = f"{base}[{counters[base]}]"
+        pairs.append((key, value))
+    return decode(urlencode(pairs))

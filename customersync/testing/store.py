@@ -1,0 +1,185 @@
+"""The customer store: customers in memory and the API operations on them.
+
+Beside list, retrieve, create, update and delete (as the API does them), it
+adds customers directly and seeds plausible, deterministic ones for tests and demos.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .customer import _CUSTOMER_FIELDS, _Customer, _new_customer, _random_id
+from .errors import _invalid, _no_such_customer
+from .rules import _INTEGER, _apply, _expand, _normalize_field, _reject_unknown_top, _string
+
+# Plausible, deterministic data for seed().
+_FIRST_NAMES = ("Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Margaret", "Ken", "Frances", "Tim")
+_LAST_NAMES = ("Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Hamilton", "Thompson", "Allen", "Lee")
+_PLACES = (
+    ("London", "GB", "10 Downing Street", "SW1A 2AA", None),
+    ("Paris", "FR", "5 Avenue Anatole France", "75007", None),
+    ("Berlin", "DE", "Platz der Republik 1", "11011", None),
+    ("New York", "US", "350 Fifth Avenue", "10118", "NY"),
+    ("Tokyo", "JP", "1-1 Chiyoda", "100-8111", "Tokyo"),
+)
+_LOCALES = (["en"], ["fr", "en"], ["de"], ["en-US"], ["ja", "en"])
+_SEGMENTS = ("smb", "enterprise", "startup")
+
+
+class _CustomerStore:
+    """Customers in insertion order and the API operations on them. Not thread-safe: the server locks."""
+
+    def __init__(self) -> None:
+        self.customers: dict[str, _Customer] = {}
+
+    def get_live(self, customer_id: str) -> _Customer:
+        """The customer, unless missing or deleted (then a 404 naming it)."""
+        customer = self.customers.get(customer_id)
+        if customer is None or customer.deleted:
+            raise _no_such_customer(customer_id)
+        return customer
+
+    def list_page(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        _reject_unknown_top(params, ("limit", "starting_after", "ending_before", "email", "expand", "created"))
+        created = params.get("created")
+        bounds: dict[str, int] = {}
+        if created is not None:
+            if not isinstance(created, Mapping) or set(created) - {"gt", "gte", "lt", "lte"}:
+                raise _invalid("Invalid created: use created[gt], [gte], [lt] or [lte]", "created")
+            for op, text in created.items():
+                if not _INTEGER.fullmatch(str(text)):
+                    raise _invalid(f"Invalid integer: {text}", f"created[{op}]", "parameter_invalid_integer")
+                bounds[op] = int(text)
+
+        def in_range(stamp: int) -> bool:
+            return (
+                stamp > bounds.get("gt", stamp - 1)
+                and stamp >= bounds.get("gte", stamp)
+                and stamp < bounds.get("lt", stamp + 1)
+                and stamp <= bounds.get("lte", stamp)
+            )
+
+        limit = 10
+        if "limit" in params:
+            text = _string(params["limit"], "limit")
+            if not _INTEGER.fullmatch(text):
+                raise _invalid(f"Invalid integer: {text}", "limit", "parameter_invalid_integer")
+            limit = int(text)
+            if not 1 <= limit <= 100:
+                raise _invalid("Invalid limit: must be between 1 and 100", "limit")
+        if "starting_after" in params and "ending_before" in params:
+            raise _invalid(
+                "You may only specify one of these parameters: ending_before, starting_after.",
+                "ending_before",
+            )
+        order = list(self.customers)  # insertion order; the API lists newest first
+        position = {customer_id: index for index, customer_id in enumerate(order)}
+
+        def listed(indexes: Iterable[int]) -> list[_Customer]:
+            email = params.get("email")
+            customers = (self.customers[order[index]] for index in indexes)
+            return [
+                c
+                for c in customers
+                if not c.deleted and (email is None or c.obj["email"] == email) and in_range(c.obj["created"])
+            ]
+
+        if "starting_after" in params:
+            cursor = _string(params["starting_after"], "starting_after")
+            if cursor not in position:
+                raise _no_such_customer(cursor, param="starting_after")
+            candidates = listed(range(position[cursor] - 1, -1, -1))
+            page = candidates[:limit]
+        elif "ending_before" in params:
+            cursor = _string(params["ending_before"], "ending_before")
+            if cursor not in position:
+                raise _no_such_customer(cursor, param="ending_before")
+            candidates = listed(range(len(order) - 1, position[cursor], -1))
+            page = candidates[-limit:]  # the page just before the cursor, still newest first
+        else:
+            candidates = listed(range(len(order) - 1, -1, -1))
+            page = candidates[:limit]
+        return {
+            "object": "list",
+            "data": [customer.render() for customer in page],
+            "has_more": len(candidates) > limit,
+            "url": "/v1/customers",
+        }
+
+    def retrieve(self, customer_id: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        _reject_unknown_top(params, ("expand",))
+        customer = self.customers.get(customer_id)
+        if customer is None:
+            raise _no_such_customer(customer_id)
+        return customer.render(_expand(params))
+
+    def create(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        customer = _Customer(_new_customer(_random_id("cus_"), int(time.time())))
+        _apply(customer, params)
+        self.customers[customer.obj["id"]] = customer
+        return customer.render(_expand(params))
+
+    def update(self, customer_id: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        scratch = copy.deepcopy(self.get_live(customer_id))
+        _apply(scratch, params)  # raises before anything is stored
+        self.customers[customer_id] = scratch
+        return scratch.render(_expand(params))
+
+    def delete(self, customer_id: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        _reject_unknown_top(params, ())
+        customer = self.get_live(customer_id)
+        customer.deleted = True
+        return customer.deleted_stub()
+
+    def add(self, fields: Mapping[str, Any], *, created: int | None = None) -> _Customer:
+        unknown = sorted(set(fields) - _CUSTOMER_FIELDS)
+        if unknown:
+            raise ValueError(f"not customer object fields: {', '.join(unknown)}")
+        customer_id = fields.get("id") or _random_id("cus_")
+        if customer_id in self.customers:
+            raise ValueError(f"customer {customer_id!r} already exists")
+        obj = _new_customer(customer_id, int(time.time()) if created is None else created)
+        for name, value in fields.items():
+            if name not in ("id", "object"):
+                obj[name] = _normalize_field(name, value)
+        customer = _Customer(obj)
+        if obj["default_source"] is not None:  # keep default_source pointing at a real source
+            customer.attach(obj["default_source"])
+        self.customers[customer_id] = customer
+        return customer
+
+    def seed(self, n: int, prefix: str) -> list[_Customer]:
+        created = []
+        for index in range(n):
+            first = _FIRST_NAMES[index % len(_FIRST_NAMES)]
+            last = _LAST_NAMES[(index * 3 + index // len(_FIRST_NAMES)) % len(_LAST_NAMES)]
+            city, country, line1, postal_code, state = _PLACES[index % len(_PLACES)]
+            digest = ""
+            for salt in range(1000):  # deterministic ids, skipping ones already taken
+                digest = hashlib.sha256(f"{prefix}:{index}:{salt}".encode()).hexdigest()
+                if f"cus_{digest[:14]}" not in self.customers:
+                    break
+            fields = {
+                "id": f"cus_{digest[:14]}",
+                "name": f"{first} {last}",
+                "email": f"{first}.{last}.{index + 1}@example.com".lower(),
+                "phone": f"+1555{index + 1:07d}",
+                "description": f"{prefix} {index + 1}",
+                "invoice_prefix": digest[14:22].upper(),
+                "metadata": {"seed_index": str(index + 1), "segment": _SEGMENTS[index % len(_SEGMENTS)]},
+                "address": {
+                    "city": city,
+                    "country": country,
+                    "line1": line1,
+                    "line2": None,
+                    "postal_code": postal_code,
+                    "state": state,
+                },
+                "preferred_locales": list(_LOCALES[index % len(_LOCALES)]),
+            }
+            created.append(self.add(fields, created=1_700_000_000 + index * 3600))
+        return created
