@@ -70,9 +70,10 @@ def main() -> int:
 def _mirror(server, n: int, prefix: str):
     from customersync import sync
     from customersync.models import Customer
+    from customersync.pull import store_page
 
     ids = [server.add_customer(name=f"{prefix}{i}", email=f"{prefix}{i}@example.com")["id"] for i in range(n)]
-    sync._store_page([server.get_customer(i) for i in ids], sync.PullStats())
+    store_page([server.get_customer(i) for i in ids], sync.PullStats())
     return list(Customer.objects.filter(stripe_id__in=ids).order_by("pk"))
 
 

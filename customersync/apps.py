@@ -8,10 +8,7 @@ class CustomerSyncConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from django.db.models.signals import post_delete
-
         from . import checks  # noqa: F401  (registers the system checks)
-        from .models import Customer
-        from .sync import customer_deleted
+        from .receivers import connect
 
-        post_delete.connect(customer_deleted, sender=Customer, dispatch_uid="customersync.customer_deleted")
+        connect()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -22,6 +22,7 @@ from .exceptions import (
     APIConnectionError,
     APIError,
     AuthenticationError,
+    ConfigurationError,
     IdempotencyError,
     InvalidRequestError,
     PermissionDeniedError,
@@ -45,6 +46,22 @@ _ERRORS_BY_STATUS: dict[int, type[StripeError]] = {
 }
 
 
+# The defaults of CUSTOMERSYNC's API_BASE and API_VERSION (conf.DEFAULTS reads these).
+DEFAULT_API_BASE = "https://api.stripe.com"
+DEFAULT_API_VERSION = "2026-10-28.endive"
+# Every Idempotency-Key this app sends starts with it (a webhook event's
+# request.idempotency_key tells the app's own pushes apart by it).
+IDEMPOTENCY_PREFIX = "customersync-"
+
+
+class StripeObject(dict[str, Any]):
+    """Stripe's JSON answer, with the ``Request-Id`` of the response that carried it."""
+
+    def __init__(self, data: Mapping[str, Any], request_id: str | None = None) -> None:
+        super().__init__(data)
+        self.request_id = request_id
+
+
 class StripeClient:
     """A small client for the customer endpoints."""
 
@@ -52,44 +69,30 @@ class StripeClient:
         self,
         api_key: str,
         *,
-        api_base: str = "https://api.stripe.com",
-        api_version: str = "2026-10-28.endive",
+        api_base: str = DEFAULT_API_BASE,
+        api_version: str = DEFAULT_API_VERSION,
         timeout: float = 20.0,
         session: requests.Session | None = None,
     ) -> None:
         if not api_key:
-            raise ValueError("StripeClient needs an API key.")
+            raise ConfigurationError("StripeClient needs an API key (CUSTOMERSYNC['API_KEY']).")
         self._api_key = api_key
         self.api_base = api_base.rstrip("/")
         self.api_version = api_version
         self.timeout = timeout
         self.session = session or requests.Session()
-        # Request-Id of the last answer, for the sync log.
-        self.last_request_id: str | None = None
 
     def __repr__(self) -> str:  # never show the key
         return f"<StripeClient {self.api_base} version={self.api_version}>"
 
-    @classmethod
-    def from_settings(cls) -> StripeClient:
-        """A client configured from ``settings.CUSTOMERSYNC``."""
-        from .conf import app_settings
-
-        return cls(
-            app_settings.API_KEY,
-            api_base=app_settings.API_BASE,
-            api_version=app_settings.API_VERSION,
-            timeout=app_settings.TIMEOUT,
-        )
-
     # -- the calls ---------------------------------------------------------
 
-    def retrieve_customer(self, customer_id: str) -> dict[str, Any]:
+    def retrieve_customer(self, customer_id: str) -> StripeObject:
         return self._request("GET", f"/v1/customers/{quote(customer_id, safe='')}")
 
     def list_customers(
         self, *, limit: int = 100, starting_after: str | None = None, created: Mapping[str, int] | None = None
-    ) -> dict[str, Any]:
+    ) -> StripeObject:
         """One page of customers (newest first): ``{"data": [...], "has_more": bool}``.
 
         ``created`` filters on creation time, e.g. ``{"gte": 1700000000}``.
@@ -101,13 +104,29 @@ class StripeClient:
             query[f"created[{op}]"] = value
         return self._request("GET", "/v1/customers", query=query)
 
-    def iter_customers(self, *, limit: int = 100, starting_after: str | None = None) -> Iterator[list[dict[str, Any]]]:
-        """Every page of customers, following ``starting_after`` until ``has_more`` is false."""
-        while True:
-            page = self.list_customers(limit=limit, starting_after=starting_after)
+    def iter_customers(
+        self,
+        *,
+        limit: int = 100,
+        starting_after: str | None = None,
+        created: Mapping[str, int] | None = None,
+        max_items: int | None = None,
+        before_page: Callable[[], object] | None = None,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Every page of customers (each a non-empty list), following ``starting_after`` until
+        ``has_more`` is false, or until ``max_items`` were listed. ``before_page`` runs before
+        each request (a pull paces itself with it)."""
+        remaining = max_items
+        while remaining is None or remaining > 0:
+            if before_page is not None:
+                before_page()
+            size = limit if remaining is None else min(limit, remaining)
+            page = self.list_customers(limit=size, starting_after=starting_after, created=created)
             data = page.get("data") or []
             if data:
                 yield data
+            if remaining is not None:
+                remaining -= len(data)
             if not page.get("has_more") or not data:
                 return
             starting_after = data[-1]["id"]
@@ -119,7 +138,7 @@ class StripeClient:
         *,
         body: str | None = None,
         idempotency_key: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> StripeObject:
         """Update a customer with ``params``, or with an already encoded ``body``
         (a retry resends the exact bytes it sent under the same key)."""
         return self._request(
@@ -132,10 +151,10 @@ class StripeClient:
 
     def create_customer(
         self, params: Mapping[str, Any] | None = None, *, body: str | None = None, idempotency_key: str | None = None
-    ) -> dict[str, Any]:
+    ) -> StripeObject:
         return self._request("POST", "/v1/customers", params=params, body=body, idempotency_key=idempotency_key)
 
-    def delete_customer(self, customer_id: str) -> dict[str, Any]:
+    def delete_customer(self, customer_id: str) -> StripeObject:
         return self._request("DELETE", f"/v1/customers/{quote(customer_id, safe='')}")
 
     # -- plumbing ----------------------------------------------------------
@@ -149,7 +168,7 @@ class StripeClient:
         query: Mapping[str, Any] | None = None,
         body: str | None = None,
         idempotency_key: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> StripeObject:
         headers = {
             "Authorization": f"Bearer {self._api_key}",
             "Stripe-Version": self.api_version,
@@ -159,7 +178,7 @@ class StripeClient:
         data = None
         if method == "POST":
             headers["Content-Type"] = "application/x-www-form-urlencoded"
-            headers["Idempotency-Key"] = idempotency_key or f"customersync-{uuid.uuid4()}"
+            headers["Idempotency-Key"] = idempotency_key or f"{IDEMPOTENCY_PREFIX}{uuid.uuid4()}"
             data = (body if body is not None else encode(params or {})).encode("ascii")
         url = self.api_base + path
         try:
@@ -168,11 +187,10 @@ class StripeClient:
             raise APIConnectionError(f"Timed out talking to Stripe ({method} {path}): {type(err).__name__}.") from err
         except requests.RequestException as err:
             raise APIConnectionError(f"Could not talk to Stripe ({method} {path}): {type(err).__name__}.") from err
-        self.last_request_id = response.headers.get("Request-Id")
         return self._interpret(response, method, path)
 
     @staticmethod
-    def _interpret(response: requests.Response, method: str, path: str) -> dict[str, Any]:
+    def _interpret(response: requests.Response, method: str, path: str) -> StripeObject:
         request_id = response.headers.get("Request-Id")
         should_retry_header = response.headers.get("Stripe-Should-Retry")
         should_retry = None if should_retry_header is None else should_retry_header.lower() == "true"
@@ -188,7 +206,7 @@ class StripeClient:
                     request_id=request_id,
                     should_retry=should_retry,
                 )
-            return payload
+            return StripeObject(payload, request_id)
         error = payload.get("error") if isinstance(payload, dict) else None
         if not isinstance(error, dict):
             raise APIError(
@@ -214,9 +232,11 @@ class StripeClient:
         )
 
 
-def describe_params(params: Mapping[str, Any]) -> str:
-    """The params as they go on the wire, for logs (never contains the key)."""
-    return encode(params)
-
-
-__all__ = ["StripeClient", "USER_AGENT", "describe_params"]
+__all__ = [
+    "StripeClient",
+    "StripeObject",
+    "USER_AGENT",
+    "DEFAULT_API_BASE",
+    "DEFAULT_API_VERSION",
+    "IDEMPOTENCY_PREFIX",
+]

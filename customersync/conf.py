@@ -9,16 +9,18 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
+
+from .client import DEFAULT_API_BASE, DEFAULT_API_VERSION, StripeClient
+from .exceptions import ConfigurationError
 
 DEFAULTS: dict[str, Any] = {
     # Secret (sk_...) or restricted (rk_...) key. Required to talk to Stripe.
     "API_KEY": None,
     # Where the API lives; point it at a fake server in tests and demos.
-    "API_BASE": "https://api.stripe.com",
+    "API_BASE": DEFAULT_API_BASE,
     # Pinned on every request, so Stripe's answers keep the shape we parse.
-    "API_VERSION": "2026-10-28.endive",
+    "API_VERSION": DEFAULT_API_VERSION,
     # Seconds to wait for a connection and for each read, on every request.
     "TIMEOUT": 20.0,
     # Celery queue for push tasks; None uses the site's default routing.
@@ -92,7 +94,7 @@ class AppSettings:
             user = getattr(settings, "CUSTOMERSYNC", {}) or {}
             unknown = set(user) - set(DEFAULTS)
             if unknown:
-                raise ImproperlyConfigured(
+                raise ConfigurationError(
                     f"Unknown key(s) in settings.CUSTOMERSYNC: {', '.join(sorted(unknown))}. "
                     f"Known keys: {', '.join(DEFAULTS)}."
                 )
@@ -104,7 +106,7 @@ class AppSettings:
             raise AttributeError(name)
         value = self._load()[name]
         if not value and name in REQUIRED:
-            raise ImproperlyConfigured(MISSING[name])
+            raise ConfigurationError(MISSING[name])
         return value
 
     def get(self, name: str) -> Any:
@@ -124,3 +126,13 @@ def _reload(*, setting: str, **kwargs: Any) -> None:
 
 
 setting_changed.connect(_reload, dispatch_uid="customersync.conf.reload")
+
+
+def stripe_client() -> StripeClient:
+    """A client configured from ``settings.CUSTOMERSYNC``."""
+    return StripeClient(
+        app_settings.API_KEY,
+        api_base=app_settings.API_BASE,
+        api_version=app_settings.API_VERSION,
+        timeout=app_settings.TIMEOUT,
+    )

@@ -1,15 +1,24 @@
-"""The app's exceptions: one small tree, no Django imports.
+"""The app's exceptions: one small tree under ``CustomerSyncError``.
 
 ``StripeError`` and its subclasses carry what Stripe said (HTTP status, error
-type, code, param, message, ``Request-Id``) and never the API key.
+type, code, param, message, ``Request-Id``) and never the API key. A
+configuration error is also Django's ``ImproperlyConfigured``, and a bad
+webhook signature Django's ``SuspiciousOperation``, so code that catches
+Django's kinds catches ours. Nothing else from Django is imported.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured, SuspiciousOperation
+
 __all__ = [
     "CustomerSyncError",
+    "ConfigurationError",
+    "SignatureError",
+    "Busy",
+    "RetryLater",
     "ParamError",
     "StripeError",
     "APIConnectionError",
@@ -24,6 +33,18 @@ __all__ = [
 
 class CustomerSyncError(Exception):
     """Base class of every error this app raises."""
+
+
+class ConfigurationError(CustomerSyncError, ImproperlyConfigured):
+    """A setting is missing or wrong; the message names it and what to set."""
+
+
+class SignatureError(CustomerSyncError, SuspiciousOperation):
+    """The Stripe-Signature header does not prove the payload came from Stripe."""
+
+
+class Busy(CustomerSyncError):
+    """Another worker holds this customer's lease; try again shortly."""
 
 
 class ParamError(CustomerSyncError, ValueError):
@@ -114,3 +135,12 @@ class RateLimitError(StripeError):
 
 class APIError(StripeError):
     """5xx, or a response that is not Stripe's JSON."""
+
+
+class RetryLater(CustomerSyncError):
+    """A retryable error; the frozen record will be resent under the same key."""
+
+    def __init__(self, error: StripeError, attempts: int) -> None:
+        self.error = error
+        self.attempts = attempts
+        super().__init__(str(error))

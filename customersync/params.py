@@ -25,7 +25,7 @@ Shapes:
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,7 @@ __all__ = [
     "PARAMS",
     "BY_NAME",
     "STATE_PARAMS",
+    "SECRET_ROOTS",
     "ADDRESS_FIELDS",
     "get_path",
     "set_path",
@@ -74,6 +75,8 @@ class Param:
     item_keys: tuple[str, ...] | None = None
     # What Stripe reports when the value is unset (tax_exempt reads "none").
     unset_value: Any = None
+    # A secret value (a card or bank token): redacted in logs and the sync log.
+    secret: bool = False
     help: str = field(default="", compare=False)
 
     @property
@@ -128,9 +131,9 @@ PARAMS: tuple[Param, ...] = (
     Param(("shipping",), Shape.OBJECT, children={"address": _ADDRESS, "name": None, "phone": None}),
     # Payment source
     Param(("default_source",), clearable=False),
-    Param(("source",), role=Role.WRITE_ONCE, clearable=False),
-    Param(("card",), role=Role.WRITE_ONCE, clearable=False),
-    Param(("bank_account",), role=Role.WRITE_ONCE, clearable=False),
+    Param(("source",), role=Role.WRITE_ONCE, clearable=False, secret=True),
+    Param(("card",), role=Role.WRITE_ONCE, clearable=False, secret=True),
+    Param(("bank_account",), role=Role.WRITE_ONCE, clearable=False, secret=True),
     Param(("default_card",), role=Role.WRITE_ONCE, clearable=False),
     Param(("default_bank_account",), role=Role.WRITE_ONCE, clearable=False),
     Param(("default_alipay_account",), role=Role.WRITE_ONCE, clearable=False),
@@ -147,6 +150,8 @@ PARAMS: tuple[Param, ...] = (
 
 BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}
 STATE_PARAMS: tuple[Param, ...] = tuple(p for p in PARAMS if p.role is Role.STATE)
+# Top-level names whose values are never logged as they are.
+SECRET_ROOTS: frozenset[str] = frozenset(p.field for p in PARAMS if p.secret)
 
 
 def get_path(data: Mapping[str, Any] | None, path: tuple[str, ...]) -> Any:
@@ -165,8 +170,3 @@ def set_path(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     for part in path[:-1]:
         node = node.setdefault(part, {})
     node[path[-1]] = value
-
-
-def iter_names() -> Iterator[str]:
-    """Every parameter's bracket name, in table order."""
-    return (p.name for p in PARAMS)

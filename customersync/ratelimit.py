@@ -27,6 +27,8 @@ import time
 import uuid
 from typing import Any
 
+from .exceptions import ConfigurationError
+
 logger = logging.getLogger("customersync")
 
 WINDOW_SLACK = 0.1  # seconds added to the one-second window
@@ -65,14 +67,31 @@ return math.max(1, math.ceil((next_at - now) / 1000))
 """
 
 
-class RateBudget:
+class _Budget:
+    """``acquire`` over ``try_acquire``: the one waiting loop of both budgets."""
+
+    def try_acquire(self) -> float:
+        raise NotImplementedError
+
+    def acquire(self, timeout: float | None = None) -> None:
+        """Block until a request may go (raises TimeoutError after ``timeout`` seconds)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (wait := self.try_acquire()) > 0:
+            if deadline is not None and time.monotonic() + wait > deadline:
+                raise TimeoutError("the rate budget did not free up in time")
+            time.sleep(min(wait, 1.0))
+
+
+class RateBudget(_Budget):
     """``rate`` requests per second for everyone sharing ``name`` on this Redis."""
 
     def __init__(self, redis_client: Any, rate: float, *, name: str = "stripe", algorithm: str = "window") -> None:
         if rate <= 0:
-            raise ValueError("rate must be positive")
+            raise ConfigurationError(f"CUSTOMERSYNC['RATE_LIMIT'] must be positive (or 0 for no budget), not {rate!r}.")
         if algorithm not in ("window", "bucket"):
-            raise ValueError("algorithm is 'window' or 'bucket'")
+            raise ConfigurationError(
+                f"CUSTOMERSYNC['RATE_LIMIT_ALGORITHM'] is 'window' or 'bucket', not {algorithm!r}."
+            )
         self.redis, self.rate, self.algorithm = redis_client, rate, algorithm
         self.key = f"customersync:budget:{name}:{algorithm}"
         self.penalty_key = f"customersync:budget:{name}:pause"
@@ -85,22 +104,15 @@ class RateBudget:
         wait_ms = int(self._script(keys=[self.key, self.penalty_key], args=args))
         return wait_ms / 1000.0
 
-    def acquire(self, timeout: float | None = None) -> None:
-        """Block until a request may go (raises TimeoutError after ``timeout`` seconds)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while (wait := self.try_acquire()) > 0:
-            if deadline is not None and time.monotonic() + wait > deadline:
-                raise TimeoutError("the rate budget did not free up in time")
-            time.sleep(min(wait, 1.0))
-
     def penalize(self, seconds: float) -> None:
         """Pause every worker sharing this budget (Stripe answered 429)."""
         self.redis.set(self.penalty_key, "1", px=max(1, int(seconds * 1000)), nx=True)
         logger.warning("Stripe rate-limited us: every worker pauses %.1fs.", seconds)
 
 
-class LocalBudget:
-    """The same interface within one process, for sites without Redis (not shared)."""
+class LocalBudget(_Budget):
+    """The same interface within one process, for sites without Redis (not shared),
+    and the pacer of a pull (which is sequential)."""
 
     def __init__(self, rate: float) -> None:
         self.interval = 1.0 / rate
@@ -114,10 +126,6 @@ class LocalBudget:
                 self.next_at = max(self.next_at, now - self.interval) + self.interval
                 return 0.0
             return self.next_at - now
-
-    def acquire(self, timeout: float | None = None) -> None:
-        while (wait := self.try_acquire()) > 0:
-            time.sleep(wait)
 
     def penalize(self, seconds: float) -> None:
         with self.lock:

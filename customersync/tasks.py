@@ -1,7 +1,7 @@
-"""Celery tasks: thin wrappers that take a primary key and call ``sync``.
+"""Celery tasks: thin wrappers that take a primary key and call the module of their job.
 
-Both acknowledge late and are rejected (requeued) when the worker is lost,
-whatever the site's defaults: a push is only done when it ran.
+The push task acknowledges late and is rejected (requeued) when the worker is
+lost, whatever the site's defaults: a push is only done when it ran.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import random
 
 from celery import shared_task
 
-from . import sync
+from . import outbox, push
+from .exceptions import Busy, RetryLater
 
 
 def backoff(failed_attempts: int) -> float:
@@ -21,7 +22,7 @@ def backoff(failed_attempts: int) -> float:
 
 @shared_task(
     bind=True,
-    name="customersync.push_customer",
+    name=outbox.PUSH_TASK,
     acks_late=True,
     reject_on_worker_lost=True,
     max_retries=None,  # bounded by CUSTOMERSYNC["MAX_RETRIES"] on the outbox record
@@ -29,27 +30,24 @@ def backoff(failed_attempts: int) -> float:
 def push_customer(self, customer_pk: int) -> str:
     """Push one customer's pending changes to Stripe."""
     try:
-        return sync.push(customer_pk).outcome.value
-    except sync.Busy:
+        return push.push(customer_pk).outcome.value
+    except Busy:
         # Another worker is pushing this customer; its turn comes shortly.
         raise self.retry(countdown=random.uniform(0.2, 1.0)) from None
-    except sync.RetryLater as later:
+    except RetryLater as later:
         raise self.retry(countdown=backoff(later.attempts)) from None
 
 
-@shared_task(bind=True, name="customersync.drain", acks_late=True, ignore_result=True)
+@shared_task(bind=True, name=outbox.DRAIN_TASK, acks_late=True, ignore_result=True)
 def drain(self) -> int:
     """Publish pushes marked in bulk, a minute of the rate budget at a time, until none are left."""
-    from .conf import app_settings
-
-    published, left = sync.drain()
+    published, left = outbox.drain()
     if left:
-        rate = float(app_settings.RATE_LIMIT or 20)
-        self.apply_async(countdown=max(1.0, published / rate), **sync._queue_options())
+        self.apply_async(countdown=max(1.0, published / outbox.rate_per_second()), **outbox.queue_options())
     return published
 
 
-@shared_task(name="customersync.sweep", acks_late=True, ignore_result=True)
+@shared_task(name=outbox.SWEEP_TASK, acks_late=True, ignore_result=True)
 def sweep() -> int:
     """Queue again the pushes that waited too long (broker outage, lost message)."""
-    return sync.sweep()
+    return outbox.sweep()

@@ -14,9 +14,14 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.core.validators import EmailValidator
+from django.utils.translation import gettext as _
 
-from .params import BY_NAME, get_path
+from .diff import diff
+from .exceptions import ParamError
+from .merge import norm
+from .params import BY_NAME, PARAMS, STATE_PARAMS, Role, Shape, get_path
 
 INVOICE_PREFIX = re.compile(r"^[A-Z0-9]{3,12}$")
 METADATA_MAX_KEYS, METADATA_KEY_MAX, METADATA_VALUE_MAX = 50, 40, 500
@@ -142,3 +147,57 @@ def _leaves(data: Mapping[str, Any]) -> list[Any]:
     for value in data.values():
         out.extend(_leaves(value) if isinstance(value, Mapping) else [value])
     return out
+
+
+# Error keys of write-once values and options (nested ones): always new, always judged.
+_ONCE_ROOTS = tuple(dict.fromkeys(f"{p.field}[" for p in PARAMS if p.role is not Role.STATE and len(p.path) > 1))
+
+
+def _json_shapes() -> dict[str, tuple[tuple[type, ...], str]]:
+    """The Python type each JSON column of the customer must hold, from the table's shapes."""
+    shapes: dict[str, tuple[tuple[type, ...], str]] = {"pending_once": ((dict,), "an object")}
+    for param in STATE_PARAMS:
+        if len(param.path) > 1:
+            shapes[param.field] = ((dict,), "an object")
+        elif param.shape is Shape.MAP:
+            shapes[param.field] = ((dict,), "an object of keys and values")
+        elif param.shape is Shape.LIST:
+            shapes[param.field] = ((list,), "a list")
+        elif param.shape is Shape.OBJECT:
+            shapes[param.field] = ((dict, type(None)), "an object or null")
+    return shapes
+
+
+_JSON_SHAPES = _json_shapes()
+
+
+def check_edit(customer: Any) -> dict[str, Any] | None:
+    """``Customer.validate_for_stripe``: raise ``ValidationError`` keyed by Stripe param names,
+    or return the pending params computed on the way (None without a Stripe id)."""
+    errors: dict[str, list[str]] = {
+        name: [_("Expected %(kind)s in Stripe's shape.") % {"kind": kind}]
+        for name, (types, kind) in _JSON_SHAPES.items()
+        if not isinstance(getattr(customer, name), types)
+    }
+    if errors:
+        raise ValidationError(errors)
+    desired = customer.desired_state()
+    errors = validate(desired, customer.pending_once)
+    if errors and customer.stripe_data:
+        # Judge only what this edit changes: a value Stripe already holds
+        # must never block saving another field.
+        changed = {
+            p.field
+            for p in STATE_PARAMS
+            if norm(p, get_path(desired, p.path)) != norm(p, get_path(customer.stripe_data, p.path))
+        }
+        errors = {k: v for k, v in errors.items() if k.split("[", 1)[0] in changed or k.startswith(_ONCE_ROOTS)}
+    params = None
+    if not errors and customer.stripe_id:
+        try:
+            params = diff(customer.stripe_data or {}, desired, customer.pending_once)
+        except ParamError as err:
+            errors = {err.param: [err.message]}
+    if errors:
+        raise ValidationError(errors)
+    return params

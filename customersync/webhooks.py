@@ -14,17 +14,13 @@ import hmac
 import json
 import time
 
-from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from . import sync
 from .conf import app_settings
-
-
-class SignatureError(Exception):
-    """The Stripe-Signature header does not prove the payload came from Stripe."""
+from .exceptions import ConfigurationError, SignatureError
 
 
 def sign(payload: bytes, secret: str, timestamp: int) -> str:
@@ -58,7 +54,7 @@ def webhook(request: HttpRequest) -> HttpResponse:
     """Verify a Stripe event and apply customer events to the mirror (400 for a bad signature)."""
     secret = app_settings.get("WEBHOOK_SECRET")
     if not secret:
-        raise ImproperlyConfigured("Set CUSTOMERSYNC['WEBHOOK_SECRET'] to the webhook endpoint's signing secret.")
+        raise ConfigurationError("Set CUSTOMERSYNC['WEBHOOK_SECRET'] to the webhook endpoint's signing secret.")
     try:
         verify(
             request.body,

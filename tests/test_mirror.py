@@ -15,7 +15,10 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from customersync import sync
+from customersync.client import StripeClient
+from customersync.exceptions import APIConnectionError
 from customersync.models import Conflict, Customer, PendingPush, SyncStatus, WebhookEvent
+from customersync.pull import store_page
 from tests.support import push_in_thread
 
 pytestmark = pytest.mark.django_db
@@ -32,11 +35,11 @@ def queries_for_page(stripe, size):
         stripe.add_customer(email=f"c{i}@example.com", metadata={"i": str(i)})
     page = stripe.seed(0) or list(stripe.customers.values())
     with CaptureQueriesContext(connection) as new_rows:
-        sync._store_page(page, sync.PullStats())
+        store_page(page, sync.PullStats())
     for obj in page:
         obj["name"] = "renamed"
     with CaptureQueriesContext(connection) as updated_rows:
-        sync._store_page(page, sync.PullStats())
+        store_page(page, sync.PullStats())
     return len(new_rows), len(updated_rows)
 
 
@@ -44,7 +47,7 @@ def test_queries_per_page_do_not_grow_with_the_page(stripe, django_assert_max_nu
     small, large = queries_for_page(stripe, 10), queries_for_page(stripe, 100)
     assert small == large, (small, large)
     with django_assert_max_num_queries(4):
-        sync._store_page(list(stripe.customers.values()), sync.PullStats())
+        store_page(list(stripe.customers.values()), sync.PullStats())
 
 
 def test_pull_queries_are_linear_in_pages_not_customers(stripe):
@@ -83,20 +86,20 @@ def test_resume_after_an_interruption(stripe):
         stripe.add_customer(name=f"c{i}")
     calls = []
 
-    real = sync.StripeClient.list_customers
+    real = StripeClient.list_customers
 
     def failing_third_page(self, **kwargs):
         calls.append(kwargs.get("starting_after"))
         if len(calls) == 3:
-            raise sync.APIConnectionError("network down")
+            raise APIConnectionError("network down")
         return real(self, **kwargs)
 
-    sync.StripeClient.list_customers = failing_third_page
+    StripeClient.list_customers = failing_third_page
     try:
         with pytest.raises(CommandError, match="--resume"):
             call_command("customersync_pull", "--page-size=10")
     finally:
-        sync.StripeClient.list_customers = real
+        StripeClient.list_customers = real
     assert Customer.objects.count() == 20
     stripe.clear_requests()
     call_command("customersync_pull", "--page-size=10", "--resume")

@@ -1,0 +1,66 @@
+"""Stripe's webhook events for customers, applied to the mirror once each.
+
+The view (``webhooks.webhook``) verifies the signature; ``handle_event``
+records the event under its unique id (a redelivery is a no-op), ignores one
+older than the state the mirror holds, and writes the customer through the
+pull's ``store_page``. The echo of one of this app's own pushes (its
+idempotency key) refreshes the confirmed state and sends nothing back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from .models import Customer, PendingPush, WebhookEvent
+from .pull import PullStats, store_page
+
+logger = logging.getLogger("customersync")
+
+CUSTOMER_EVENTS = frozenset({"customer.created", "customer.updated", "customer.deleted"})
+
+
+def handle_event(event: dict[str, Any]) -> str:
+    """Apply a (verified) Stripe event to the mirror, once; returns what was done."""
+    obj = (event.get("data") or {}).get("object") or {}
+    created = dt.datetime.fromtimestamp(int(event.get("created") or 0), tz=dt.timezone.utc)
+    key = str((event.get("request") or {}).get("idempotency_key") or "")
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                record = WebhookEvent.objects.create(
+                    event_id=str(event.get("id")),
+                    type=str(event.get("type")),
+                    stripe_id=str(obj.get("id") or ""),
+                    created=created,
+                    outcome="received",
+                    idempotency_key=key,
+                )
+        except IntegrityError:
+            return "duplicate"
+        outcome = _apply_event(str(event.get("type")), obj, created, key)
+        WebhookEvent.objects.filter(pk=record.pk).update(outcome=outcome)
+    logger.info("Webhook %s %s for %s: %s", event.get("type"), event.get("id"), obj.get("id"), outcome)
+    return outcome
+
+
+def _apply_event(kind: str, obj: dict[str, Any], created: dt.datetime, key: str) -> str:
+    if kind not in CUSTOMER_EVENTS or obj.get("object") != "customer" or not obj.get("id"):
+        return "ignored"
+    customer = Customer.objects.select_for_update().filter(stripe_id=obj["id"]).first()
+    # Events carry whole seconds: only an event from an earlier second is stale.
+    if customer and customer.confirmed_at and created < customer.confirmed_at.replace(microsecond=0):
+        return "out of order"
+    if kind == "customer.deleted":
+        if customer is None:
+            return "ignored"
+        Customer.objects.filter(pk=customer.pk).mark_deleted(confirmed_at=created)
+        return "deleted"
+    stats = PullStats()
+    store_page([obj], stats, at=created, source="webhook")
+    if PendingPush.objects.for_idempotency_key(key).exists():
+        return "echo"  # our own push, seen by Stripe: confirmed state refreshed, nothing sent back
+    return "created" if stats.created else "applied"

@@ -1,0 +1,34 @@
+"""The local mirror of Stripe customers (``customer``) and the sync's own records (``records``)."""
+
+from .customer import STATE_FIELDS, SYNC_OWNED_FIELDS, Customer, CustomerQuerySet, SyncStatus, TaxExempt
+from .records import (
+    AttemptOutcome,
+    Conflict,
+    PendingPush,
+    PendingPushQuerySet,
+    PullCursor,
+    PushAttempt,
+    PushLease,
+    PushState,
+    Resolution,
+    WebhookEvent,
+)
+
+__all__ = [
+    "STATE_FIELDS",
+    "SYNC_OWNED_FIELDS",
+    "AttemptOutcome",
+    "Conflict",
+    "Customer",
+    "CustomerQuerySet",
+    "PendingPush",
+    "PendingPushQuerySet",
+    "PullCursor",
+    "PushAttempt",
+    "PushLease",
+    "PushState",
+    "Resolution",
+    "SyncStatus",
+    "TaxExempt",
+    "WebhookEvent",
+]

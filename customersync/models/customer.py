@@ -1,0 +1,273 @@
+"""The customer: the mirror of one Stripe customer, and its sync status."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.db import models, transaction
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from .. import signals
+from ..diff import diff
+from ..exceptions import ParamError
+from ..merge import Merge, merge
+from ..params import STATE_PARAMS, get_path, set_path
+
+# Top-level model fields that hold updatable customer state, in table order.
+STATE_FIELDS: tuple[str, ...] = tuple(dict.fromkeys(p.field for p in STATE_PARAMS))
+
+# Columns only the sync writes (under a row lock); an edit's save() never
+# writes them, so a form loaded before a push cannot roll back what Stripe
+# confirmed meanwhile.
+SYNC_OWNED_FIELDS = frozenset(
+    {"stripe_data", "confirmed_at", "last_pushed_at", "last_pulled_at", "created", "livemode", "currency", "delinquent"}
+)
+
+
+class SyncStatus(models.TextChoices):
+    IN_SYNC = "in_sync", _("In sync")
+    PENDING = "pending", _("Pending")
+    FAILED = "failed", _("Failed")
+    DELETED = "deleted", _("Deleted in Stripe")
+
+
+class TaxExempt(models.TextChoices):
+    NONE = "none", _("None")
+    EXEMPT = "exempt", _("Exempt")
+    REVERSE = "reverse", _("Reverse charge")
+
+
+class CustomerQuerySet(models.QuerySet):
+    """The sync status's transitions for many customers at once (one UPDATE each).
+
+    With the instance methods of ``Customer`` (``settle``, ``set_failed``),
+    these are the only places that write ``sync_status``.
+    """
+
+    def mark_pending(self) -> int:
+        """Something is queued for Stripe; a failure stays visible until a push settles it."""
+        return self.exclude(sync_status__in=[SyncStatus.FAILED, SyncStatus.PENDING]).update(
+            sync_status=SyncStatus.PENDING
+        )
+
+    def retry_failed(self) -> int:
+        """An operator asked to try failed customers again."""
+        return self.filter(sync_status=SyncStatus.FAILED).update(sync_status=SyncStatus.PENDING)
+
+    def mark_failed(self, error: dict[str, Any]) -> int:
+        return self.update(sync_status=SyncStatus.FAILED, sync_error=error)
+
+    def note_error(self, error: dict[str, Any]) -> int:
+        """A retryable error: shown, while the customer stays pending."""
+        return self.update(sync_error=error)
+
+    def mark_deleted(self, **fields: Any) -> int:
+        """Gone from Stripe (a 404, a whole pull that did not meet them, a deletion event)."""
+        return self.update(sync_status=SyncStatus.DELETED, **fields)
+
+    def mark_settled(self) -> int:
+        """A pending customer turned out to have nothing to send."""
+        return self.filter(sync_status=SyncStatus.PENDING).update(sync_status=SyncStatus.IN_SYNC, sync_error=None)
+
+
+class Customer(models.Model):
+    """One Stripe customer: the state operators want, and what Stripe last confirmed.
+
+    Updatable fields carry Stripe's own names; nested objects and lists are JSON
+    in Stripe's shape. ``stripe_data`` is the customer as Stripe last returned
+    it (a pull or a push response): the base every diff is computed against.
+    Saving a change to an updatable field marks the customer pending and, on
+    commit, queues a push of exactly the changed parameters.
+    """
+
+    stripe_id = models.CharField(_("Stripe id"), max_length=255, unique=True, null=True, blank=True)
+
+    # Contact
+    email = models.CharField(_("email"), max_length=512, blank=True)
+    name = models.CharField(_("name"), max_length=256, blank=True)
+    business_name = models.CharField(_("business name"), max_length=256, blank=True)
+    individual_name = models.CharField(_("individual name"), max_length=256, blank=True)
+    phone = models.CharField(_("phone"), max_length=64, blank=True)
+    description = models.TextField(_("description"), blank=True)
+    preferred_locales = models.JSONField(_("preferred locales"), default=list, blank=True)
+    metadata = models.JSONField(_("metadata"), default=dict, blank=True)
+
+    # Billing and invoices
+    # Nullable: the mirror holds what Stripe reported, and "not reported" is not 0.
+    balance = models.BigIntegerField(_("balance"), null=True, blank=True, help_text=_("In the smallest currency unit."))
+    invoice_prefix = models.CharField(_("invoice prefix"), max_length=12, blank=True)
+    next_invoice_sequence = models.PositiveIntegerField(_("next invoice sequence"), null=True, blank=True)
+    invoice_settings = models.JSONField(_("invoice settings"), default=dict, blank=True)
+
+    # Tax
+    tax_exempt = models.CharField(
+        _("tax exempt"), max_length=8, choices=TaxExempt.choices, default=TaxExempt.NONE, blank=True
+    )
+
+    # Address and shipping
+    address = models.JSONField(_("address"), null=True, blank=True)
+    shipping = models.JSONField(_("shipping"), null=True, blank=True)
+
+    # Payment source
+    default_source = models.CharField(_("default source"), max_length=255, blank=True)
+
+    # Write-once values and request options for the next push (source, card,
+    # bank_account tokens, tax[ip_address], cash_balance settings, expand...):
+    # sent once, never mirrored, cleared after a successful push.
+    pending_once = models.JSONField(_("write-once parameters"), default=dict, blank=True)
+
+    # Owned by Stripe, shown read-only.
+    created = models.DateTimeField(_("created in Stripe"), null=True, blank=True)
+    livemode = models.BooleanField(_("live mode"), default=False)
+    currency = models.CharField(_("currency"), max_length=3, blank=True)
+    delinquent = models.BooleanField(_("delinquent"), null=True, blank=True)
+
+    # Sync bookkeeping.
+    stripe_data = models.JSONField(_("last confirmed by Stripe"), null=True, blank=True, editable=False)
+    # When that state was current (a pull, a push's answer, an event's time):
+    # webhook events older than this are out of order and ignored.
+    confirmed_at = models.DateTimeField(_("confirmed at"), null=True, blank=True, editable=False)
+    sync_status = models.CharField(
+        _("sync status"), max_length=8, choices=SyncStatus.choices, default=SyncStatus.IN_SYNC, db_index=True
+    )
+    sync_error = models.JSONField(_("last sync error"), null=True, blank=True, editable=False)
+    last_pushed_at = models.DateTimeField(_("last pushed"), null=True, blank=True, editable=False)
+    last_pulled_at = models.DateTimeField(_("last pulled"), null=True, blank=True, editable=False)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    objects = CustomerQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("customer")
+        verbose_name_plural = _("customers")
+        ordering = ("-id",)
+        permissions = [
+            ("push_customer", _("Can push customers to Stripe")),
+            ("pull_customer", _("Can refresh customers from Stripe")),
+        ]
+
+    def __str__(self) -> str:
+        return self.name or self.email or self.stripe_id or f"customer #{self.pk}"
+
+    # -- state -------------------------------------------------------------
+
+    def desired_state(self) -> dict[str, Any]:
+        """The updatable state as operators want it, in Stripe's shape."""
+        values = {name: getattr(self, name) for name in STATE_FIELDS}
+        state: dict[str, Any] = {}
+        for param in STATE_PARAMS:
+            set_path(state, param.path, get_path(values, param.path))
+        return state
+
+    def pending_params(self) -> dict[str, Any]:
+        """The exact params the next push will send (``{}``: nothing to send)."""
+        return diff(self.stripe_data or {}, self.desired_state(), self.pending_once)
+
+    def needs_push(self) -> bool:
+        """Whether Stripe is owed something: the one answer every caller uses.
+
+        A customer without a Stripe id is owed its creation; one whose desired
+        state the endpoint cannot express is owed a push that records the error.
+        """
+        if self.sync_status == SyncStatus.DELETED:
+            return False
+        if not self.stripe_id:
+            return True
+        try:
+            return bool(self.pending_params())
+        except ParamError:
+            return True
+
+    def merge_remote(
+        self,
+        remote: dict[str, Any],
+        base: dict[str, Any] | None,
+        *,
+        remote_wins: bool = False,
+        at: dt.datetime | None = None,
+    ) -> Merge:
+        """Take Stripe's ``remote`` object, keeping local edits not yet in Stripe (see ``merge.merge``).
+
+        Also sets ``stripe_data``, ``confirmed_at`` (``at``, default now) and
+        the fields Stripe owns.
+        """
+        result = merge(self.desired_state(), remote, base, remote_wins=remote_wins)
+        for name in STATE_FIELDS:
+            setattr(self, name, result.state[name])
+        self.stripe_id = remote.get("id") or self.stripe_id
+        created = remote.get("created")
+        self.created = dt.datetime.fromtimestamp(created, tz=dt.timezone.utc) if created else None
+        self.livemode = bool(remote.get("livemode"))
+        self.currency = remote.get("currency") or ""
+        self.delinquent = remote.get("delinquent")
+        self.stripe_data = remote
+        self.confirmed_at = at or timezone.now()
+        return result
+
+    # -- the sync status: its transitions on one customer ---------------------
+
+    def settle(self, pending: bool, *, keep_failure: bool = False, clear_error: bool = False) -> None:
+        """Pending when Stripe is owed something, else in sync (and no error).
+
+        ``keep_failure``: a failed customer stays failed while its edit is
+        still unsent (a pull does not hide a refusal). ``clear_error``: Stripe
+        just accepted a push, so the last error is history.
+        """
+        if clear_error:
+            self.sync_error = None
+        if not pending:
+            self.sync_status, self.sync_error = SyncStatus.IN_SYNC, None
+        elif not (keep_failure and self.sync_status == SyncStatus.FAILED):
+            self.sync_status = SyncStatus.PENDING
+
+    def revive(self) -> None:
+        """Stripe has this customer after all (it was marked deleted)."""
+        if self.sync_status == SyncStatus.DELETED:
+            self.sync_status, self.sync_error = SyncStatus.IN_SYNC, None
+
+    def clean(self) -> None:
+        super().clean()
+        self.validate_for_stripe()
+
+    def validate_for_stripe(self) -> dict[str, Any] | None:
+        """Raise ``ValidationError`` keyed by Stripe param names when a value breaks Stripe's rules.
+
+        Run by ``clean()`` (forms) and by ``save()``, so a bad value never reaches the outbox.
+        Returns the pending params it computed on the way (None without a Stripe id).
+        """
+        from ..validation import check_edit
+
+        return check_edit(self)
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """Save an edit. When it changes what Stripe has, the same transaction
+        writes an outbox record, and a push is queued when it commits.
+
+        The model only announces the change (``signals.customer_changed``); the
+        outbox, connected in ``AppConfig.ready()``, records and publishes it.
+        """
+        if not self._state.adding and self.pk is not None:
+            # Validate and diff against what Stripe confirmed as stored now, not
+            # a copy loaded before a push confirmed something newer.
+            self.stripe_data = type(self)._base_manager.filter(pk=self.pk).values_list("stripe_data", flat=True).first()
+            if kwargs.get("update_fields") is None:
+                kwargs["update_fields"] = [
+                    f.name for f in self._meta.concrete_fields if not f.primary_key and f.name not in SYNC_OWNED_FIELDS
+                ]
+        params = self.validate_for_stripe()  # computes the diff once, for the status too
+        needs_push = self.sync_status != SyncStatus.DELETED and (not self.stripe_id or bool(params))
+        if self.sync_status != SyncStatus.DELETED:
+            self.settle(needs_push)
+        if kwargs.get("update_fields") is not None:
+            kwargs["update_fields"] = {*kwargs["update_fields"], "sync_status", "sync_error"}
+        # No savepoint: inside a caller's transaction this adds no round trips.
+        with transaction.atomic(using=kwargs.get("using"), savepoint=False):
+            super().save(*args, **kwargs)
+            if needs_push:
+                signals.customer_changed.send(sender=Customer, customer=self)
+
+    def save_synced(self) -> None:
+        """Write every column, outbox untouched: for the sync, under the row lock."""
+        super().save()

@@ -1,0 +1,182 @@
+"""The sync's records: the outbox, the sync log, the lease, conflicts, webhook events, the pull cursor."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from ..client import IDEMPOTENCY_PREFIX
+from .customer import Customer
+
+
+class PushState(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    SENDING = "sending", _("Sending")
+    SENT = "sent", _("Sent")
+    NOTHING = "nothing", _("Nothing to send")
+    SUPERSEDED = "superseded", _("Joined a later push")
+    FAILED = "failed", _("Failed")
+
+
+class PendingPushQuerySet(models.QuerySet):
+    def for_idempotency_key(self, key: str) -> PendingPushQuerySet:
+        """The record whose pushes were sent under ``key`` (none for a key not of this app)."""
+        if not key.startswith(IDEMPOTENCY_PREFIX):
+            return self.none()
+        try:
+            record_key = uuid.UUID(key.removeprefix(IDEMPOTENCY_PREFIX))
+        except ValueError:
+            return self.none()
+        return self.filter(key=record_key)
+
+
+class PendingPush(models.Model):
+    """The outbox: one row per save that changed an updatable field.
+
+    Written in the same transaction as the customer row, so a committed edit
+    always leaves a record even if the broker never sees the task; the sweeper
+    re-enqueues records that wait too long. When a push takes a record, the
+    params it sends are frozen on it with an idempotency key derived from the
+    record, so every retry of that change sends the same params under the same
+    key, and a new change gets a new key.
+    """
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="pushes")
+    state = models.CharField(_("state"), max_length=10, choices=PushState.choices, default=PushState.PENDING)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    enqueued_at = models.DateTimeField(_("last enqueued"), null=True, blank=True)
+    key = models.UUIDField(_("record key"), default=uuid.uuid4, unique=True, editable=False)
+    # Frozen when the push takes this record (SENDING), tokens included: the
+    # exact body is kept as text because a retry must resend the same bytes
+    # (a jsonb column does not keep key order).
+    params = models.JSONField(_("params"), null=True, blank=True)
+    body = models.TextField(_("request body"), blank=True)
+    sent_state = models.JSONField(null=True, blank=True)
+    sent_once = models.JSONField(null=True, blank=True)
+    frozen_at = models.DateTimeField(_("frozen"), null=True, blank=True)
+    attempts = models.PositiveIntegerField(_("failed attempts"), default=0)
+    # "create" (POST /v1/customers) for a customer not yet in Stripe, else "update".
+    operation = models.CharField(_("operation"), max_length=6, default="update")
+    completed_at = models.DateTimeField(_("completed"), null=True, blank=True)
+    superseded_by = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    objects = PendingPushQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("pending push")
+        verbose_name_plural = _("pending pushes")
+        indexes = [models.Index(fields=["state", "enqueued_at"], name="customersync_push_sweep")]
+
+    def __str__(self) -> str:
+        return f"push #{self.pk} of {self.customer_id} ({self.state})"
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{IDEMPOTENCY_PREFIX}{self.key}"
+
+
+class AttemptOutcome(models.TextChoices):
+    IN_FLIGHT = "in_flight", _("In flight (or the worker died)")
+    SUCCEEDED = "succeeded", _("Succeeded")
+    RETRY = "retry", _("Will retry")
+    FAILED = "failed", _("Failed")
+    DELETED = "deleted", _("Deleted in Stripe")
+
+
+class PushAttempt(models.Model):
+    """The sync log: one row per request sent (token values redacted, never the key)."""
+
+    push = models.ForeignKey(PendingPush, on_delete=models.CASCADE, related_name="attempts_log")
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="sync_log")
+    started_at = models.DateTimeField(_("started"), auto_now_add=True)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+    params = models.JSONField(_("params sent"), default=dict)
+    idempotency_key = models.CharField(_("idempotency key"), max_length=64)
+    outcome = models.CharField(
+        _("outcome"), max_length=10, choices=AttemptOutcome.choices, default=AttemptOutcome.IN_FLIGHT
+    )
+    http_status = models.PositiveSmallIntegerField(_("HTTP status"), null=True, blank=True)
+    request_id = models.CharField(_("Stripe request id"), max_length=255, blank=True)
+    error_type = models.CharField(_("error type"), max_length=64, blank=True)
+    error_code = models.CharField(_("error code"), max_length=64, blank=True)
+    error_param = models.CharField(_("error param"), max_length=255, blank=True)
+    error_message = models.TextField(_("error message"), blank=True)
+
+    class Meta:
+        verbose_name = _("push attempt")
+        verbose_name_plural = _("sync log")
+        ordering = ("-started_at", "-id")
+
+    def __str__(self) -> str:
+        return f"attempt #{self.pk} of {self.customer_id}: {self.outcome}"
+
+
+class PushLease(models.Model):
+    """Who may send requests for a customer right now: at most one holder.
+
+    Taken with a conditional UPDATE (works on every database), held across
+    freeze, request and confirmation, and released after. A holder that died
+    without releasing is replaced once the lease expires, or at once when it
+    was a process on this host that no longer exists.
+    """
+
+    customer = models.OneToOneField(Customer, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    owner = models.CharField(max_length=255, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+
+class Resolution(models.TextChoices):
+    LOCAL_WINS = "local_wins", _("Local edit kept (pushed over Stripe's value)")
+    REMOTE_WINS = "remote_wins", _("Stripe's value taken (local edit dropped)")
+
+
+class Conflict(models.Model):
+    """Stripe changed a field that an operator had also changed here and not yet pushed."""
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="conflicts")
+    detected_at = models.DateTimeField(_("detected"), auto_now_add=True)
+    param = models.CharField(_("parameter"), max_length=255)
+    local_value = models.JSONField(_("local value"), null=True, blank=True)
+    remote_value = models.JSONField(_("value in Stripe"), null=True, blank=True)
+    source = models.CharField(_("seen in"), max_length=16)  # pull, webhook
+    resolution = models.CharField(_("resolution"), max_length=12, choices=Resolution.choices)
+
+    class Meta:
+        verbose_name = _("conflict")
+        verbose_name_plural = _("conflicts")
+        ordering = ("-detected_at", "-id")
+
+    def __str__(self) -> str:
+        return f"{self.param} of {self.customer_id}: {self.resolution}"
+
+
+class WebhookEvent(models.Model):
+    """A Stripe event received by the webhook view, handled once."""
+
+    event_id = models.CharField(_("event id"), max_length=255, unique=True)
+    type = models.CharField(_("type"), max_length=64)
+    stripe_id = models.CharField(_("customer"), max_length=255, blank=True, db_index=True)
+    created = models.DateTimeField(_("created in Stripe"))
+    received_at = models.DateTimeField(_("received"), auto_now_add=True)
+    outcome = models.CharField(_("outcome"), max_length=32)
+    idempotency_key = models.CharField(_("request idempotency key"), max_length=255, blank=True)
+
+    class Meta:
+        verbose_name = _("webhook event")
+        verbose_name_plural = _("webhook events")
+        ordering = ("-received_at", "-id")
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.event_id}: {self.outcome}"
+
+
+class PullCursor(models.Model):
+    """Where an interrupted ``customersync_pull`` resumes."""
+
+    name = models.CharField(max_length=64, primary_key=True)
+    starting_after = models.CharField(max_length=255, blank=True)
+    started_at = models.DateTimeField()
+    complete_walk = models.BooleanField(default=False)
+    pulled = models.PositiveIntegerField(default=0)

@@ -1,0 +1,149 @@
+"""The pull: import or refresh the mirror from Stripe, a page at a time.
+
+Each page is written in a constant number of queries (``store_page``), which
+the webhook events reuse for one customer. Stripe's object is merged into the
+mirror three ways (``merge.merge``): a field edited here and not yet pushed
+is kept, and a conflict is recorded when Stripe changed it too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from .client import StripeClient
+from .conf import app_settings, stripe_client
+from .models import Conflict, Customer, PullCursor, Resolution, SyncStatus
+from .ratelimit import LocalBudget
+
+
+@dataclass
+class PullStats:
+    created: int = 0
+    updated: int = 0
+    kept_local: int = 0
+    conflicts: int = 0
+    deleted: int = 0
+    pages: int = 0
+
+    @property
+    def pulled(self) -> int:
+        return self.created + self.updated
+
+
+def pull(
+    *,
+    client: StripeClient | None = None,
+    page_size: int | None = None,
+    progress: Callable[[PullStats], None] | None = None,
+    since: dt.datetime | None = None,
+    limit: int | None = None,
+    resume: bool = False,
+    cursor: str = "customersync_pull",
+) -> PullStats:
+    """Import or refresh customers of the account, page by page, resumably.
+
+    A walk of the whole account (no ``since``, no ``limit``) also marks local
+    customers it did not meet as deleted in Stripe.
+    """
+    client = client or stripe_client()
+    stats = PullStats()
+    state = PullCursor.objects.filter(name=cursor).first() if resume else None
+    if state is None:
+        state = PullCursor(name=cursor, started_at=timezone.now(), complete_walk=since is None and limit is None)
+        state.save()
+    # A pull is sequential: this process's own pacer keeps it within PULL_RATE.
+    pacer = LocalBudget(app_settings.PULL_RATE) if app_settings.PULL_RATE else None
+    pages = client.iter_customers(
+        limit=page_size or app_settings.PAGE_SIZE,
+        starting_after=state.starting_after or None,
+        created={"gte": int(since.timestamp())} if since else None,
+        max_items=limit,
+        before_page=pacer.acquire if pacer else None,
+    )
+    for data in pages:
+        store_page(data, stats)
+        PullCursor.objects.filter(name=cursor).update(starting_after=data[-1]["id"], pulled=F("pulled") + len(data))
+        stats.pages += 1
+        if progress:
+            progress(stats)
+    if state.complete_walk and limit is None:
+        # Not met in a whole walk: gone from Stripe. Customers confirmed after
+        # the walk began (a create pushed meanwhile) may not be listed yet.
+        stats.deleted = (
+            Customer.objects.exclude(stripe_id=None)
+            .exclude(sync_status=SyncStatus.DELETED)
+            .filter(Q(last_pulled_at__lt=state.started_at) | Q(last_pulled_at=None))
+            .exclude(confirmed_at__gte=state.started_at)
+            .mark_deleted()
+        )
+    PullCursor.objects.filter(name=cursor).delete()
+    return stats
+
+
+def pull_one(stripe_id: str, *, client: StripeClient | None = None) -> Customer:
+    """Refresh one customer from Stripe."""
+    client = client or stripe_client()
+    store_page([client.retrieve_customer(stripe_id)], PullStats())
+    return Customer.objects.get(stripe_id=stripe_id)
+
+
+_BULK_FIELDS = [f.name for f in Customer._meta.concrete_fields if not f.primary_key]
+
+
+def store_page(
+    objects: Iterable[dict[str, Any]], stats: PullStats, *, at: dt.datetime | None = None, source: str = "pull"
+) -> None:
+    """Write customers from Stripe in a constant number of queries, keeping local edits."""
+    now = timezone.now()
+    objects = list(objects)
+    remote_wins = app_settings.CONFLICT_POLICY == "remote_wins"
+    resolution = Resolution.REMOTE_WINS if remote_wins else Resolution.LOCAL_WINS
+    with transaction.atomic():
+        existing = {
+            c.stripe_id: c
+            for c in Customer.objects.select_for_update().filter(stripe_id__in=[o["id"] for o in objects])
+        }
+        new: list[Customer] = []
+        changed: list[Customer] = []
+        conflicts: list[Conflict] = []
+        gone: list[int] = []
+        for obj in objects:
+            customer = existing.get(obj["id"])
+            if obj.get("deleted"):
+                if customer is not None:
+                    gone.append(customer.pk)
+                continue
+            if customer is None:
+                customer = Customer()
+                new.append(customer)
+            else:
+                changed.append(customer)
+            merge = customer.merge_remote(obj, base=customer.stripe_data, remote_wins=remote_wins, at=at or now)
+            stats.kept_local += bool(merge.kept)
+            conflicts += [
+                Conflict(customer=customer, param=param, local_value=mine, remote_value=theirs, source=source,
+                         resolution=resolution)
+                for param, mine, theirs in merge.conflicts
+            ]  # fmt: skip
+            customer.last_pulled_at = now
+            if customer.pk:
+                customer.revive()  # it exists after all
+            customer.settle(customer.needs_push(), keep_failure=True)
+        if new:
+            Customer.objects.bulk_create(new)
+        if changed:
+            Customer.objects.bulk_update(changed, _BULK_FIELDS)
+        if conflicts:
+            Conflict.objects.bulk_create(conflicts)
+        if gone:
+            Customer.objects.filter(pk__in=gone).mark_deleted(last_pulled_at=now)
+    stats.created += len(new)
+    stats.updated += len(changed) + len(gone)
+    stats.conflicts += len(conflicts)

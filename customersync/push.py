@@ -1,0 +1,276 @@
+"""The push, for one customer.
+
+1. ``push`` takes the customer's lease (``lease.Lease``): at most one request
+   per customer is in flight, across every worker process;
+2. ``_take`` takes the pending work: a record frozen by an earlier attempt
+   that did not finish (resent as it is, under the same idempotency key), or
+   else the diff of the customer's current state against the last state
+   Stripe confirmed, frozen on the newest outbox record (older ones join it);
+3. ``_send`` sends it, logging one ``PushAttempt`` per request;
+4. ``_confirm`` stores Stripe's answer as the confirmed state, keeping edits
+   made while the request was in flight (they have their own outbox record
+   and task); ``_failed`` records a refusal.
+
+Retryable failures (network, 409, 429, 5xx, ``Stripe-Should-Retry: true``)
+raise ``RetryLater``; the caller retries with backoff and the record keeps
+its frozen params and key. Others mark the customer failed or deleted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote_plus
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from . import ratelimit, signals
+from .client import StripeClient
+from .conf import app_settings, stripe_client
+from .exceptions import (
+    APIConnectionError,
+    APIError,
+    AuthenticationError,
+    IdempotencyError,
+    ParamError,
+    PermissionDeniedError,
+    RateLimitError,
+    RetryLater,
+    StripeError,
+)
+from .lease import Lease
+from .models import AttemptOutcome, Customer, PendingPush, PushAttempt, PushState, SyncStatus
+from .outbox import record_change
+from .params import SECRET_ROOTS
+from .wire import encode, flatten
+
+logger = logging.getLogger("customersync")
+
+# Rounds of push within one lease: picks up edits made during the previous request.
+_MAX_ROUNDS = 3
+REDACTED = "[redacted]"
+
+
+class Outcome(str, enum.Enum):
+    PUSHED = "pushed"
+    NOTHING = "nothing to send"
+    FAILED = "failed"
+    DELETED = "deleted in Stripe"
+    SKIPPED = "skipped"
+
+
+@dataclass
+class PushResult:
+    outcome: Outcome
+    params: dict[str, Any] = field(default_factory=dict)
+    error: dict[str, Any] | None = None
+
+
+def is_retryable(err: StripeError) -> bool:
+    """Stripe's rules: obey Stripe-Should-Retry, else retry network, 409, 429 and 5xx."""
+    if err.should_retry is not None:
+        return err.should_retry
+    if isinstance(err, (APIConnectionError, RateLimitError)):
+        return True
+    if isinstance(err, IdempotencyError) and err.http_status == 409:
+        return True
+    # 5xx, and a 2xx whose body was cut off: resending under the same key
+    # replays Stripe's answer, so it is safe.
+    status = err.http_status
+    return isinstance(err, APIError) and (status is None or status >= 500 or status < 300)
+
+
+def redact(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with secret values (card and bank tokens) replaced, for logs and the sync log."""
+    return {key: REDACTED if key in SECRET_ROOTS else value for key, value in params.items()}
+
+
+def loggable(params: dict[str, Any]) -> str:
+    """The exact request body for ``params``, with secret values redacted."""
+    return "&".join(
+        f"{quote_plus(key, safe='[]')}="
+        + (REDACTED if key.split("[", 1)[0] in SECRET_ROOTS else quote_plus(value, safe=""))
+        for key, value in flatten(params)
+    )
+
+
+def push(customer_pk: int, *, client: StripeClient | None = None) -> PushResult:
+    """Send the customer's pending changes to Stripe and record what happened.
+
+    Raises ``Busy`` when another worker is pushing this customer and
+    ``RetryLater`` after a retryable error.
+    """
+    if not Customer.objects.filter(pk=customer_pk).exists():
+        return PushResult(Outcome.SKIPPED)
+    lease = Lease(customer_pk).acquire()
+    try:
+        result = PushResult(Outcome.NOTHING)
+        for _ in range(_MAX_ROUNDS):
+            record, early = _take(customer_pk)
+            if record is None:
+                # A later round with nothing left does not hide what was pushed.
+                return result if result.outcome is Outcome.PUSHED else (early or result)
+            client = client or stripe_client()
+            result = _send(record, client)
+            if result.outcome is not Outcome.PUSHED:
+                return result
+        return result
+    finally:
+        lease.release()
+
+
+def _take(customer_pk: int) -> tuple[PendingPush | None, PushResult | None]:
+    """The record to send now, frozen; or None and the result when there is nothing to send."""
+    now = timezone.now()
+    with transaction.atomic():
+        customer = Customer.objects.select_for_update().filter(pk=customer_pk).first()
+        if customer is None:
+            return None, PushResult(Outcome.SKIPPED)
+        records = PendingPush.objects.filter(customer_id=customer_pk)
+        inflight = records.filter(state=PushState.SENDING).order_by("id").first()
+        if inflight is not None:
+            horizon = now - dt.timedelta(seconds=app_settings.RETRY_HORIZON)
+            if inflight.frozen_at and inflight.frozen_at > horizon:
+                return inflight, None
+            # Too old to resend under its key (Stripe keeps keys 24 hours): recompute.
+            records.filter(pk=inflight.pk).update(state=PushState.FAILED, completed_at=now)
+        pending = list(records.filter(state=PushState.PENDING).order_by("id"))
+        if customer.sync_status == SyncStatus.DELETED:
+            records.filter(state=PushState.PENDING).update(state=PushState.NOTHING, completed_at=now)
+            return None, PushResult(Outcome.SKIPPED)
+        creating = not customer.stripe_id
+        try:
+            params = customer.pending_params()
+        except ParamError as err:
+            error = {"type": "local_error", "param": err.param, "message": err.message}
+            records.filter(state=PushState.PENDING).update(state=PushState.FAILED, completed_at=now)
+            Customer.objects.filter(pk=customer_pk).mark_failed(error)
+            return None, PushResult(Outcome.FAILED, error=error)
+        if not params and not creating:
+            records.filter(state=PushState.PENDING).update(state=PushState.NOTHING, completed_at=now)
+            Customer.objects.filter(pk=customer_pk).mark_settled()
+            return None, PushResult(Outcome.NOTHING)
+        record = pending[-1] if pending else PendingPush.objects.create(customer=customer, enqueued_at=now)
+        records.filter(state=PushState.PENDING).exclude(pk=record.pk).update(
+            state=PushState.SUPERSEDED, superseded_by=record, completed_at=now
+        )
+        record.state = PushState.SENDING
+        record.operation = "create" if creating else "update"
+        record.params = params
+        record.body = encode(params)
+        record.sent_state = customer.desired_state()
+        record.sent_once = dict(customer.pending_once or {})
+        record.frozen_at = now
+        record.save(update_fields=["state", "operation", "params", "body", "sent_state", "sent_once", "frozen_at"])
+    return record, None
+
+
+def _send(record: PendingPush, client: StripeClient) -> PushResult:
+    stripe_id = Customer.objects.filter(pk=record.customer_id).values_list("stripe_id", flat=True).get()
+    params = record.params or {}
+    attempt = PushAttempt.objects.create(
+        push=record, customer_id=record.customer_id, params=redact(params), idempotency_key=record.idempotency_key
+    )
+    limiter = ratelimit.budget()
+    if limiter is not None:
+        limiter.acquire()  # the fleet's budget: blocks until this request may go
+    try:
+        if record.operation == "create":
+            # Its own key, from the record: a retried create never makes two customers.
+            logger.info("Creating %s: POST /v1/customers %s", record.customer_id, loggable(params))
+            response = client.create_customer(body=record.body, idempotency_key=record.idempotency_key)
+            stripe_id = response.get("id")
+        else:
+            logger.info("Pushing %s: POST /v1/customers/%s %s", record.customer_id, stripe_id, loggable(params))
+            response = client.update_customer(stripe_id, body=record.body, idempotency_key=record.idempotency_key)
+    except StripeError as err:
+        if limiter is not None and isinstance(err, RateLimitError) and err.code != "lock_timeout":
+            limiter.penalize(app_settings.RATE_LIMIT_PAUSE)  # slow the whole fleet, not just this worker
+        return _failed(record, attempt, err)
+    _finish(attempt, AttemptOutcome.SUCCEEDED, http_status=200, request_id=response.request_id or "")
+    _confirm(record, response)
+    logger.info("Pushed %s (%s): Stripe confirmed.", record.customer_id, stripe_id)
+    signals.customer_pushed.send(sender=Customer, customer_pk=record.customer_id, params=params)
+    return PushResult(Outcome.PUSHED, params=params)
+
+
+def _finish(attempt: PushAttempt, outcome: str, *, err: StripeError | None = None, **fields: Any) -> None:
+    if err is not None:
+        fields.update(
+            http_status=err.http_status,
+            request_id=err.request_id or "",
+            error_type=err.type or type(err).__name__,
+            error_code=err.code or "",
+            error_param=err.param or "",
+            error_message=err.message,
+        )
+    PushAttempt.objects.filter(pk=attempt.pk).update(outcome=outcome, finished_at=timezone.now(), **fields)
+
+
+def _failed(record: PendingPush, attempt: PushAttempt, err: StripeError) -> PushResult:
+    error = err.as_dict()
+    customer_pk = record.customer_id
+    now = timezone.now()
+    if _in_progress(err):
+        # Our own earlier request under this key is still running at Stripe
+        # (a worker died waiting for it): wait for it, it is not a failure.
+        _finish(attempt, AttemptOutcome.RETRY, err=err)
+        raise RetryLater(err, max(record.attempts, 1))
+    if is_retryable(err):
+        PendingPush.objects.filter(pk=record.pk).update(attempts=F("attempts") + 1)
+        attempts = record.attempts + 1
+        if attempts <= app_settings.MAX_RETRIES:
+            _finish(attempt, AttemptOutcome.RETRY, err=err)
+            Customer.objects.filter(pk=customer_pk).note_error(error)
+            logger.warning("Push of %s will be retried (attempt %s): %s", customer_pk, attempts, err)
+            raise RetryLater(err, attempts)
+        logger.warning("Push of %s failed after %s attempts: %s", customer_pk, attempts, err)
+    _finish(attempt, AttemptOutcome.DELETED if _is_missing(err) else AttemptOutcome.FAILED, err=err)
+    PendingPush.objects.filter(pk=record.pk).update(state=PushState.FAILED, completed_at=now)
+    customers = Customer.objects.filter(pk=customer_pk)
+    if _is_missing(err):
+        logger.warning("Customer %s no longer exists in Stripe.", customer_pk)
+        customers.mark_deleted(sync_error=error)
+        outcome = Outcome.DELETED
+    else:
+        if isinstance(err, (AuthenticationError, PermissionDeniedError)):
+            logger.error("Stripe refused the API key configured in CUSTOMERSYNC['API_KEY']: %s", err)
+        elif not is_retryable(err):
+            logger.warning("Push of %s failed: %s", customer_pk, err)
+        customers.mark_failed(error)
+        outcome = Outcome.FAILED
+    signals.push_failed.send(sender=Customer, customer_pk=customer_pk, error=error)
+    return PushResult(outcome, params=record.params or {}, error=error)
+
+
+def _in_progress(err: StripeError) -> bool:
+    return isinstance(err, IdempotencyError) and err.http_status == 409
+
+
+def _is_missing(err: StripeError) -> bool:
+    return err.http_status == 404 and err.code == "resource_missing"
+
+
+def _confirm(record: PendingPush, response: dict[str, Any]) -> None:
+    """Store Stripe's answer as the confirmed state, keeping edits made meanwhile."""
+    now = timezone.now()
+    with transaction.atomic():
+        customer = Customer.objects.select_for_update().get(pk=record.customer_id)
+        customer.merge_remote(response, base=record.sent_state, at=now)
+        sent_once = record.sent_once or {}
+        customer.pending_once = {
+            k: v for k, v in (customer.pending_once or {}).items() if k not in sent_once or sent_once[k] != v
+        }
+        customer.last_pushed_at = now
+        customer.revive()  # Stripe just answered for it: it exists
+        still_pending = customer.needs_push()
+        customer.settle(still_pending, clear_error=True)
+        customer.save_synced()
+        PendingPush.objects.filter(pk=record.pk).update(state=PushState.SENT, completed_at=now)
+        if still_pending:
+            record_change(customer)  # joins the queued push an in-flight edit already made, if any
