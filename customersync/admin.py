@@ -17,8 +17,9 @@ from django.views.decorators.http import require_POST
 from . import sync
 from .diff import describe
 from .exceptions import ParamError, StripeError
-from .forms import WRITE_ONCE_FIELDS, CustomerForm
+from .forms import CustomerForm, form_fields, model_params
 from .models import Conflict, Customer, PushAttempt, SyncStatus, WebhookEvent
+from .params import SECTIONS, TABLE
 from .sync import loggable
 
 _BADGE_COLOURS = {
@@ -69,6 +70,18 @@ class WebhookEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
     search_fields = ("event_id", "stripe_id")
 
 
+SECTION_TITLES = {
+    "contact": _("Contact"),
+    "billing": _("Billing and invoices"),
+    "tax": _("Tax"),
+    "address": _("Address"),
+    "shipping": _("Shipping"),
+    "payment": _("Payment source"),
+    "advanced": _("Advanced"),
+}
+SECTION_OPTIONS = {"advanced": {"classes": ("collapse",)}}
+
+
 @admin.register(Customer)
 class CustomerAdmin(admin.ModelAdmin):
     form = CustomerForm
@@ -95,52 +108,28 @@ class CustomerAdmin(admin.ModelAdmin):
         "sync_history",
         "conflicts_list",
     )
-    fieldsets = (
-        (
-            _("Sync"),
-            {"fields": ("sync_badge", "pending_changes", "sync_error_details", "conflicts_list", "last_pushed_at")},
-        ),
-        (
-            _("Contact"),
-            {
-                "fields": (
-                    "name",
-                    "email",
-                    "phone",
-                    "description",
-                    "business_name",
-                    "individual_name",
-                    "preferred_locales",
-                    "metadata",
-                )
-            },
-        ),
-        (
-            _("Billing and invoices"),
-            {
-                "fields": (
-                    "balance",
-                    "invoice_prefix",
-                    "next_invoice_sequence",
-                    "invoice_footer",
-                    "invoice_default_payment_method",
-                    "invoice_custom_fields",
-                    "invoice_amount_tax_display",
-                    "invoice_template",
-                )
-            },
-        ),
-        (_("Tax"), {"fields": ("tax_exempt", "tax_ip_address", "tax_ip_address_clear", "tax_validate_location")}),
-        (_("Address"), {"fields": ("address",)}),
-        (_("Shipping"), {"fields": ("shipping",)}),
-        (
-            _("Payment source"),
-            {"fields": ("default_source", *WRITE_ONCE_FIELDS)},
-        ),
-        (_("Advanced"), {"fields": ("cash_balance_reconciliation_mode",), "classes": ("collapse",)}),
-        (_("Stripe"), {"fields": ("stripe_id", "created", "livemode", "currency", "delinquent", "last_pulled_at")}),
-        (_("Sync history"), {"fields": ("sync_history",)}),
-    )
+
+    def get_form(self, request: HttpRequest, obj: Customer | None = None, change: bool = False, **kwargs):
+        # Only the model's fields go to the form factory; the form makes the rest from the table.
+        kwargs["fields"] = [p.name for p in model_params()]
+        return super().get_form(request, obj, change, **kwargs)
+
+    def get_fieldsets(self, request: HttpRequest, obj: Customer | None = None) -> list:
+        """The sync panel, one fieldset per section of the parameter table, Stripe's fields, the history."""
+        sections = [
+            (SECTION_TITLES[section], {"fields": fields, **SECTION_OPTIONS.get(section, {})})
+            for section in SECTIONS
+            if (fields := [name for p in TABLE.params if p.section == section for name in form_fields(p)])
+        ]
+        return [
+            (
+                _("Sync"),
+                {"fields": ("sync_badge", "pending_changes", "sync_error_details", "conflicts_list", "last_pushed_at")},
+            ),
+            *sections,
+            (_("Stripe"), {"fields": ("stripe_id", "created", "livemode", "currency", "delinquent", "last_pulled_at")}),
+            (_("Sync history"), {"fields": ("sync_history",)}),
+        ]
 
     # -- permissions, actions and buttons -----------------------------------
 

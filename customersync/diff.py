@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .exceptions import ParamError
-from .params import PARAMS, STATE_PARAMS, Param, Role, Shape, set_path
+from .params import TABLE, Param, Role, Shape, set_path
 
 __all__ = ["diff", "normalize", "MISSING"]
 
@@ -148,7 +148,7 @@ def diff(
     given; request options only ride along with a change.
     """
     params: dict[str, Any] = {}
-    for param in STATE_PARAMS:
+    for param in TABLE.state:
         wanted = _lookup(desired, param.path)
         if wanted is MISSING:
             continue
@@ -160,7 +160,7 @@ def diff(
     if not once:
         return params
     options: list[tuple[Param, Any]] = []
-    for param in PARAMS:
+    for param in TABLE.params:
         if param.role is Role.STATE:
             continue
         value = _lookup(once, param.path)

@@ -16,7 +16,7 @@ from typing import Any
 
 from .diff import normalize
 from .exceptions import ParamError
-from .params import STATE_PARAMS, Param, Shape, get_path, set_path
+from .params import TABLE, Param, Shape, get_path, set_path
 
 __all__ = ["Merge", "merge", "norm", "to_local"]
 
@@ -44,7 +44,7 @@ def merge(
     values that differ from Stripe's are kept, and nothing is a conflict.
     """
     result = Merge()
-    for param in STATE_PARAMS:
+    for param in TABLE.state:
         mine = get_path(local, param.path)
         theirs = get_path(remote, param.path)
         before = norm(param, get_path(base, param.path))

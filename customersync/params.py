@@ -1,7 +1,11 @@
 """Every parameter of ``POST /v1/customers/{customer}``, in one declarative table.
 
-Pure data, no Django. The diff (``diff.py``), the model, the admin and the
-tests all read this table; nothing else lists parameters.
+Pure data, no Django. Everything that needs a list of parameters reads it
+from ``TABLE`` at use: the diff and the merge, the model's state, the
+validation, redaction (``secret``), the admin form's fields and where its
+errors go (``section``, ``form_name``, ``label``) and the admin's fieldsets.
+Adding a parameter is one row here (and, for a new top-level state field, a
+model field); a widget of its own is one entry in ``forms.py``.
 
 Each parameter has a *shape* (how a change is sent) and a *role*:
 
@@ -25,7 +29,8 @@ Shapes:
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +42,9 @@ __all__ = [
     "BY_NAME",
     "STATE_PARAMS",
     "SECRET_ROOTS",
+    "SECTIONS",
+    "TABLE",
+    "Table",
     "ADDRESS_FIELDS",
     "get_path",
     "set_path",
@@ -77,6 +85,12 @@ class Param:
     unset_value: Any = None
     # A secret value (a card or bank token): redacted in logs and the sync log.
     secret: bool = False
+    # The admin form's section for it (one of SECTIONS); None: set from code only.
+    section: str | None = None
+    # The form field's name when it is not the path joined by "_" (names in use stay).
+    form_name: str | None = None
+    # The form field's label ("" : Django's default from the model field or the name).
+    label: str = field(default="", compare=False)
     help: str = field(default="", compare=False)
 
     @property
@@ -90,68 +104,175 @@ class Param:
         """The top-level key (and model field) this parameter lives under."""
         return self.path[0]
 
+    @property
+    def form_field(self) -> str | None:
+        """The admin form field that edits it, None when there is none."""
+        if self.section is None:
+            return None
+        return self.form_name or "_".join(self.path)
+
+
+# The admin form's sections, in order.
+SECTIONS: tuple[str, ...] = ("contact", "billing", "tax", "address", "shipping", "payment", "advanced")
+
 
 _ADDRESS = {name: None for name in ADDRESS_FIELDS}
 
 PARAMS: tuple[Param, ...] = (
     # Contact
-    Param(("email",), help="Up to 512 characters."),
-    Param(("name",)),
-    Param(("business_name",)),
-    Param(("individual_name",)),
-    Param(("phone",)),
-    Param(("description",)),
+    Param(("email",), help="Up to 512 characters.", section="contact"),
+    Param(("name",), section="contact"),
+    Param(("business_name",), section="contact"),
+    Param(("individual_name",), section="contact"),
+    Param(("phone",), section="contact"),
+    Param(("description",), section="contact"),
     Param(
         ("preferred_locales",),
         Shape.LIST,
         clearable=False,
         help="Ordered by preference. Cannot be emptied: the form encoding has no empty list.",
+        section="contact",
     ),
-    Param(("metadata",), Shape.MAP),
+    Param(("metadata",), Shape.MAP, section="contact"),
     # Billing and invoices
-    Param(("balance",), type=int, clearable=False),
-    Param(("invoice_prefix",), clearable=False, help="3-12 uppercase letters or digits."),
-    Param(("next_invoice_sequence",), type=int, clearable=False),
-    Param(("invoice_settings", "custom_fields"), Shape.LIST, item_keys=("name", "value")),
-    Param(("invoice_settings", "default_payment_method"), clearable=False),
-    Param(("invoice_settings", "footer")),
+    Param(("balance",), type=int, clearable=False, section="billing"),
+    Param(("invoice_prefix",), clearable=False, help="3-12 uppercase letters or digits.", section="billing"),
+    Param(("next_invoice_sequence",), type=int, clearable=False, section="billing"),
+    Param(
+        ("invoice_settings", "custom_fields"),
+        Shape.LIST,
+        item_keys=("name", "value"),
+        section="billing",
+        form_name="invoice_custom_fields",
+        label="Invoice custom fields",
+    ),
+    Param(
+        ("invoice_settings", "default_payment_method"),
+        clearable=False,
+        section="billing",
+        form_name="invoice_default_payment_method",
+        label="Default payment method",
+        help="A PaymentMethod id (pm_...).",
+    ),
+    Param(("invoice_settings", "footer"), section="billing", form_name="invoice_footer", label="Invoice footer"),
     Param(
         ("invoice_settings", "rendering_options"),
         Shape.OBJECT,
         children={"amount_tax_display": None, "template": None},
         enum=("exclude_tax", "include_inclusive_tax"),
         help="enum applies to amount_tax_display, which may also be ''.",
+        section="billing",
+        form_name="invoice_amount_tax_display",
     ),
     # Tax
-    Param(("tax_exempt",), enum=("none", "exempt", "reverse"), unset_value="none"),
-    Param(("tax", "ip_address"), role=Role.WRITE_ONCE),
-    Param(("tax", "validate_location"), role=Role.OPTION, enum=("auto", "deferred", "immediately")),
+    Param(("tax_exempt",), enum=("none", "exempt", "reverse"), unset_value="none", section="tax"),
+    Param(("tax", "ip_address"), role=Role.WRITE_ONCE, section="tax", label="Tax IP address"),
+    Param(
+        ("tax", "validate_location"),
+        role=Role.OPTION,
+        enum=("auto", "deferred", "immediately"),
+        section="tax",
+        label="Validate location",
+    ),
     # Address and shipping
-    Param(("address",), Shape.OBJECT, children=_ADDRESS),
-    Param(("shipping",), Shape.OBJECT, children={"address": _ADDRESS, "name": None, "phone": None}),
+    Param(("address",), Shape.OBJECT, children=_ADDRESS, section="address"),
+    Param(
+        ("shipping",),
+        Shape.OBJECT,
+        children={"address": _ADDRESS, "name": None, "phone": None},
+        section="shipping",
+        help="Needs a recipient name and an address line.",
+    ),
     # Payment source
-    Param(("default_source",), clearable=False),
-    Param(("source",), role=Role.WRITE_ONCE, clearable=False, secret=True),
-    Param(("card",), role=Role.WRITE_ONCE, clearable=False, secret=True),
-    Param(("bank_account",), role=Role.WRITE_ONCE, clearable=False, secret=True),
-    Param(("default_card",), role=Role.WRITE_ONCE, clearable=False),
-    Param(("default_bank_account",), role=Role.WRITE_ONCE, clearable=False),
-    Param(("default_alipay_account",), role=Role.WRITE_ONCE, clearable=False),
+    Param(("default_source",), clearable=False, section="payment"),
+    Param(
+        ("source",),
+        role=Role.WRITE_ONCE,
+        clearable=False,
+        secret=True,
+        section="payment",
+        label="New source (token)",
+        help="tok_..., sent once.",
+    ),
+    Param(
+        ("card",),
+        role=Role.WRITE_ONCE,
+        clearable=False,
+        secret=True,
+        section="payment",
+        label="New card (token)",
+        help="Legacy; tok_..., sent once.",
+    ),
+    Param(
+        ("bank_account",),
+        role=Role.WRITE_ONCE,
+        clearable=False,
+        secret=True,
+        section="payment",
+        label="New bank account (token)",
+        help="btok_..., sent once.",
+    ),
+    Param(("default_card",), role=Role.WRITE_ONCE, clearable=False, section="payment", label="Default card (legacy)"),
+    Param(
+        ("default_bank_account",),
+        role=Role.WRITE_ONCE,
+        clearable=False,
+        section="payment",
+        label="Default bank account (legacy)",
+    ),
+    Param(
+        ("default_alipay_account",),
+        role=Role.WRITE_ONCE,
+        clearable=False,
+        section="payment",
+        label="Default Alipay account (legacy)",
+    ),
     # Advanced
     Param(
         ("cash_balance", "settings", "reconciliation_mode"),
         role=Role.WRITE_ONCE,
         clearable=False,
         enum=("automatic", "manual", "merchant_default"),
+        section="advanced",
+        form_name="cash_balance_reconciliation_mode",
+        label="Cash balance reconciliation",
     ),
     Param(("expand",), Shape.LIST, role=Role.OPTION),
     Param(("validate",), role=Role.OPTION, type=bool),
 )
 
-BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}
-STATE_PARAMS: tuple[Param, ...] = tuple(p for p in PARAMS if p.role is Role.STATE)
-# Top-level names whose values are never logged as they are.
-SECRET_ROOTS: frozenset[str] = frozenset(p.field for p in PARAMS if p.secret)
+
+class Table:
+    """The table and the views every consumer reads at use (so a row added in a test counts everywhere)."""
+
+    def __init__(self, rows: tuple[Param, ...]) -> None:
+        self._load(rows)
+
+    def _load(self, rows: tuple[Param, ...]) -> None:
+        self.params = rows
+        self.by_name: dict[str, Param] = {p.name: p for p in rows}
+        self.state: tuple[Param, ...] = tuple(p for p in rows if p.role is Role.STATE)
+        # Top-level keys of the updatable state: the model fields that hold it.
+        self.state_fields: tuple[str, ...] = tuple(dict.fromkeys(p.field for p in self.state))
+        # Top-level names whose values are never logged as they are.
+        self.secret_roots: frozenset[str] = frozenset(p.field for p in rows if p.secret)
+
+    @contextmanager
+    def extended(self, *rows: Param) -> Iterator[Table]:
+        """The table with ``rows`` added, for the length of a ``with`` (tests)."""
+        saved = self.params
+        self._load(saved + rows)
+        try:
+            yield self
+        finally:
+            self._load(saved)
+
+
+TABLE = Table(PARAMS)
+# Views of the table as shipped, for code that reads it once.
+BY_NAME: dict[str, Param] = TABLE.by_name
+STATE_PARAMS: tuple[Param, ...] = TABLE.state
+SECRET_ROOTS: frozenset[str] = TABLE.secret_roots
 
 
 def get_path(data: Mapping[str, Any] | None, path: tuple[str, ...]) -> Any:

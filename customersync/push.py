@@ -46,7 +46,7 @@ from .exceptions import (
 from .lease import Lease
 from .models import AttemptOutcome, Customer, PendingPush, PushAttempt, PushState, SyncStatus
 from .outbox import record_change
-from .params import SECRET_ROOTS
+from .params import TABLE
 from .wire import encode, flatten
 
 logger = logging.getLogger("customersync")
@@ -87,14 +87,14 @@ def is_retryable(err: StripeError) -> bool:
 
 def redact(params: dict[str, Any]) -> dict[str, Any]:
     """``params`` with secret values (card and bank tokens) replaced, for logs and the sync log."""
-    return {key: REDACTED if key in SECRET_ROOTS else value for key, value in params.items()}
+    return {key: REDACTED if key in TABLE.secret_roots else value for key, value in params.items()}
 
 
 def loggable(params: dict[str, Any]) -> str:
     """The exact request body for ``params``, with secret values redacted."""
     return "&".join(
         f"{quote_plus(key, safe='[]')}="
-        + (REDACTED if key.split("[", 1)[0] in SECRET_ROOTS else quote_plus(value, safe=""))
+        + (REDACTED if key.split("[", 1)[0] in TABLE.secret_roots else quote_plus(value, safe=""))
         for key, value in flatten(params)
     )
 

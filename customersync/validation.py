@@ -21,7 +21,7 @@ from django.utils.translation import gettext as _
 from .diff import diff
 from .exceptions import ParamError
 from .merge import norm
-from .params import BY_NAME, PARAMS, STATE_PARAMS, Role, Shape, get_path
+from .params import TABLE, Role, Shape, get_path
 
 INVOICE_PREFIX = re.compile(r"^[A-Z0-9]{3,12}$")
 METADATA_MAX_KEYS, METADATA_KEY_MAX, METADATA_VALUE_MAX = 50, 40, 500
@@ -135,9 +135,9 @@ def validate(state: Mapping[str, Any], once: Mapping[str, Any] | None = None) ->
 def _enum(errors: dict[str, list[str]], name: str, value: Any) -> None:
     if _blank(value):
         return
-    allowed = BY_NAME[name].enum if name in BY_NAME else None
+    allowed = TABLE.by_name[name].enum if name in TABLE.by_name else None
     if allowed is None and name.startswith("invoice_settings[rendering_options]"):
-        allowed = BY_NAME["invoice_settings[rendering_options]"].enum
+        allowed = TABLE.by_name["invoice_settings[rendering_options]"].enum
     if allowed and value not in allowed:
         errors[name].append(f"Choose one of: {', '.join(allowed)}.")
 
@@ -149,14 +149,15 @@ def _leaves(data: Mapping[str, Any]) -> list[Any]:
     return out
 
 
-# Error keys of write-once values and options (nested ones): always new, always judged.
-_ONCE_ROOTS = tuple(dict.fromkeys(f"{p.field}[" for p in PARAMS if p.role is not Role.STATE and len(p.path) > 1))
+def _once_roots() -> tuple[str, ...]:
+    """Error keys of nested write-once values and options: always new, always judged."""
+    return tuple(dict.fromkeys(f"{p.field}[" for p in TABLE.params if p.role is not Role.STATE and len(p.path) > 1))
 
 
 def _json_shapes() -> dict[str, tuple[tuple[type, ...], str]]:
     """The Python type each JSON column of the customer must hold, from the table's shapes."""
     shapes: dict[str, tuple[tuple[type, ...], str]] = {"pending_once": ((dict,), "an object")}
-    for param in STATE_PARAMS:
+    for param in TABLE.state:
         if len(param.path) > 1:
             shapes[param.field] = ((dict,), "an object")
         elif param.shape is Shape.MAP:
@@ -168,15 +169,12 @@ def _json_shapes() -> dict[str, tuple[tuple[type, ...], str]]:
     return shapes
 
 
-_JSON_SHAPES = _json_shapes()
-
-
 def check_edit(customer: Any) -> dict[str, Any] | None:
     """``Customer.validate_for_stripe``: raise ``ValidationError`` keyed by Stripe param names,
     or return the pending params computed on the way (None without a Stripe id)."""
     errors: dict[str, list[str]] = {
         name: [_("Expected %(kind)s in Stripe's shape.") % {"kind": kind}]
-        for name, (types, kind) in _JSON_SHAPES.items()
+        for name, (types, kind) in _json_shapes().items()
         if not isinstance(getattr(customer, name), types)
     }
     if errors:
@@ -188,10 +186,10 @@ def check_edit(customer: Any) -> dict[str, Any] | None:
         # must never block saving another field.
         changed = {
             p.field
-            for p in STATE_PARAMS
+            for p in TABLE.state
             if norm(p, get_path(desired, p.path)) != norm(p, get_path(customer.stripe_data, p.path))
         }
-        errors = {k: v for k, v in errors.items() if k.split("[", 1)[0] in changed or k.startswith(_ONCE_ROOTS)}
+        errors = {k: v for k, v in errors.items() if k.split("[", 1)[0] in changed or k.startswith(_once_roots())}
     params = None
     if not errors and customer.stripe_id:
         try:

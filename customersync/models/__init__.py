@@ -1,6 +1,6 @@
 """The local mirror of Stripe customers (``customer``) and the sync's own records (``records``)."""
 
-from .customer import STATE_FIELDS, SYNC_OWNED_FIELDS, Customer, CustomerQuerySet, SyncStatus, TaxExempt
+from .customer import SYNC_OWNED_FIELDS, Customer, CustomerQuerySet, SyncStatus, TaxExempt
 from .records import (
     AttemptOutcome,
     Conflict,
@@ -15,7 +15,6 @@ from .records import (
 )
 
 __all__ = [
-    "STATE_FIELDS",
     "SYNC_OWNED_FIELDS",
     "AttemptOutcome",
     "Conflict",

@@ -13,10 +13,7 @@ from .. import signals
 from ..diff import diff
 from ..exceptions import ParamError
 from ..merge import Merge, merge
-from ..params import STATE_PARAMS, get_path, set_path
-
-# Top-level model fields that hold updatable customer state, in table order.
-STATE_FIELDS: tuple[str, ...] = tuple(dict.fromkeys(p.field for p in STATE_PARAMS))
+from ..params import TABLE, get_path, set_path
 
 # Columns only the sync writes (under a row lock); an edit's save() never
 # writes them, so a form loaded before a push cannot roll back what Stripe
@@ -155,9 +152,9 @@ class Customer(models.Model):
 
     def desired_state(self) -> dict[str, Any]:
         """The updatable state as operators want it, in Stripe's shape."""
-        values = {name: getattr(self, name) for name in STATE_FIELDS}
+        values = {name: getattr(self, name) for name in TABLE.state_fields}
         state: dict[str, Any] = {}
-        for param in STATE_PARAMS:
+        for param in TABLE.state:
             set_path(state, param.path, get_path(values, param.path))
         return state
 
@@ -194,7 +191,7 @@ class Customer(models.Model):
         the fields Stripe owns.
         """
         result = merge(self.desired_state(), remote, base, remote_wins=remote_wins)
-        for name in STATE_FIELDS:
+        for name in TABLE.state_fields:
             setattr(self, name, result.state[name])
         self.stripe_id = remote.get("id") or self.stripe_id
         created = remote.get("created")
