@@ -17,7 +17,7 @@ from email.parser import Parser
 from trove_classifiers import classifiers as KNOWN_CLASSIFIERS
 
 # What a site installs with the app, and nothing else (the rest are dependency groups).
-RUNTIME = {"django", "celery", "requests"}
+RUNTIME = {"django", "celery", "kombu", "requests"}
 OPTIONAL = {"redis": {"celery"}}
 
 
