@@ -33,7 +33,9 @@ class Spec:
     """How a parameter is edited: its form fields, the value shown in them, and the value they give."""
 
     make: Callable[[], dict[str, forms.Field]]
+    # The stored value -> initial values of the fields; spec() fills in the default (one field shows it).
     shown: Callable[[Any], dict[str, Any]] | None = None
+    # The cleaned data -> the value to store; spec() fills in the default (the field's value, None if empty).
     given: Callable[[dict[str, Any]], Any] | None = None
     # Sub-parameter -> the form field that shows errors about it.
     parts: dict[str, str] = field(default_factory=dict)
@@ -110,15 +112,17 @@ SPECIAL: dict[str, Callable[[], Spec]] = {
 }
 
 
+# What an enum's empty choice means, by role.
+_BLANK_CHOICE = {Role.STATE: "—", Role.WRITE_ONCE: "— (leave as is)", Role.OPTION: "— (don't ask)"}
+
+
 def _plain(param: Param) -> Spec:
     """One field made from the row: a choice for an enum, a number for an integer, else text."""
     name = param.form_field or param.name
     label = param.label or name.replace("_", " ").capitalize()
     options: dict[str, Any] = {"label": label, "required": False, "help_text": param.help}
     if param.enum:
-        blank = "— (leave as is)" if param.role is not Role.STATE else "—"
-        if param.role is Role.OPTION:
-            blank = "— (don't ask)"
+        blank = _BLANK_CHOICE[param.role]
         return Spec(make=lambda: {name: forms.ChoiceField(choices=enum_choices(param.name, blank), **options)})
     if param.type is int:
         return Spec(make=lambda: {name: forms.IntegerField(**options)})
@@ -192,7 +196,6 @@ class CustomerForm(forms.ModelForm):
             self.fields.update(made.make())
             home = instance.pending_once if param.role is not Role.STATE else getattr(instance, param.field)
             path = param.path if param.role is not Role.STATE else param.path[1:]
-            assert made.shown is not None
             for name, value in made.shown(get_path(home or {}, path)).items():
                 self.initial.setdefault(name, value)
         locales = self.fields["preferred_locales"]
@@ -219,9 +222,7 @@ class CustomerForm(forms.ModelForm):
         roots: dict[str, dict[str, Any]] = {}
         once: dict[str, Any] = {}
         for param in extra_params():
-            given = spec(param).given
-            assert given is not None
-            value = given(data)
+            value = spec(param).given(data)
             if param.role is Role.STATE:
                 root = roots.setdefault(param.field, dict(getattr(instance, param.field) or {}))
                 set_path(root, param.path[1:], value)
