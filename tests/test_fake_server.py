@@ -605,6 +605,32 @@ def test_command_serves_and_prints_requests() -> None:
         assert process.wait(timeout=5) == 0
 
 
+def test_command_injects_faults_for_a_demo() -> None:
+    command = [sys.executable, "-m", "customersync.testing", "--port", "0", "--seed", "1", "--fault", "500x2"]
+    command += ["--fault", "400"]
+    with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        try:
+            assert process.stdout is not None
+            url = re.fullmatch(r"fake-stripe: listening on (\S+)\n", process.stdout.readline()).group(1)
+            headers = {"Authorization": f"Bearer {KEY}"}
+            cid = requests.get(f"{url}/v1/customers", headers=headers, timeout=5).json()["data"][0]["id"]
+            statuses = [
+                requests.post(f"{url}/v1/customers/{cid}", data="name=A", headers={**headers, **FORM}, timeout=5)
+                for _ in range(4)
+            ]
+            assert [r.status_code for r in statuses] == [500, 500, 400, 200]
+            assert statuses[2].json()["error"]["type"] == "invalid_request_error"
+        finally:
+            process.terminate()
+        assert process.wait(timeout=5) == 0
+
+
+def test_command_refuses_a_malformed_fault() -> None:
+    command = [sys.executable, "-m", "customersync.testing", "--port", "0", "--fault", "200"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=10)
+    assert result.returncode == 2 and "STATUS[xN]" in result.stderr
+
+
 def test_command_refuses_a_non_loopback_host() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "customersync.testing", "--host", "0.0.0.0", "--port", "0"],

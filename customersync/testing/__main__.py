@@ -24,6 +24,13 @@ def _print_request(record: RecordedRequest) -> None:
     print(f"{line} {body}" if body else line, flush=True)
 
 
+def _fault(text: str) -> tuple[int, int]:
+    status, _, times = text.partition("x")
+    if not status.isdigit() or not 400 <= int(status) <= 599 or (times and not times.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected STATUS[xN] with a 4xx or 5xx STATUS, e.g. 400 or 500x2: {text!r}")
+    return int(status), int(times or 1)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m customersync.testing",
@@ -34,6 +41,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, metavar="N", help="start with N plausible customers")
     parser.add_argument("--api-key", help="accept only this key (default: any sk_test_ key)")
     parser.add_argument("--quiet", action="store_true", help="do not print a line per request")
+    parser.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        type=_fault,
+        metavar="STATUS[xN]",
+        help="answer the next N (default 1) customer updates or creates with STATUS and a Stripe error, "
+        "e.g. 400 (a refusal) or 500x2 (retried, then let through); repeat for several",
+    )
     args = parser.parse_args(argv)
 
     if not is_loopback_host(args.host):
@@ -49,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if args.seed:
         server.seed(args.seed)
+    for status, times in args.fault:
+        server.inject(status=status, times=times, method="POST", path_prefix="/v1/customers")
     # SIGTERM (e.g. from a test harness) stops as cleanly as Ctrl-C.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     print(f"fake-stripe: listening on {server.url}", flush=True)
