@@ -21,7 +21,7 @@ from django.utils.translation import gettext as _
 from .diff import diff
 from .exceptions import ParamError
 from .merge import norm
-from .params import TABLE, Role, Shape, get_path
+from .params import TABLE, get_path
 
 INVOICE_PREFIX = re.compile(r"^[A-Z0-9]{3,12}$")
 METADATA_MAX_KEYS, METADATA_KEY_MAX, METADATA_VALUE_MAX = 50, 40, 500
@@ -149,32 +149,12 @@ def _leaves(data: Mapping[str, Any]) -> list[Any]:
     return out
 
 
-def _once_roots() -> tuple[str, ...]:
-    """Error keys of nested write-once values and options: always new, always judged."""
-    return tuple(dict.fromkeys(f"{p.field}[" for p in TABLE.params if p.role is not Role.STATE and len(p.path) > 1))
-
-
-def _json_shapes() -> dict[str, tuple[tuple[type, ...], str]]:
-    """The Python type each JSON column of the customer must hold, from the table's shapes."""
-    shapes: dict[str, tuple[tuple[type, ...], str]] = {"pending_once": ((dict,), "an object")}
-    for param in TABLE.state:
-        if len(param.path) > 1:
-            shapes[param.field] = ((dict,), "an object")
-        elif param.shape is Shape.MAP:
-            shapes[param.field] = ((dict,), "an object of keys and values")
-        elif param.shape is Shape.LIST:
-            shapes[param.field] = ((list,), "a list")
-        elif param.shape is Shape.OBJECT:
-            shapes[param.field] = ((dict, type(None)), "an object or null")
-    return shapes
-
-
 def check_edit(customer: Any) -> dict[str, Any] | None:
     """``Customer.validate_for_stripe``: raise ``ValidationError`` keyed by Stripe param names,
     or return the pending params computed on the way (None without a Stripe id)."""
     errors: dict[str, list[str]] = {
         name: [_("Expected %(kind)s in Stripe's shape.") % {"kind": kind}]
-        for name, (types, kind) in _json_shapes().items()
+        for name, (types, kind) in {**TABLE.json_shapes, "pending_once": ((dict,), "an object")}.items()
         if not isinstance(getattr(customer, name), types)
     }
     if errors:
@@ -189,7 +169,7 @@ def check_edit(customer: Any) -> dict[str, Any] | None:
             for p in TABLE.state
             if norm(p, get_path(desired, p.path)) != norm(p, get_path(customer.stripe_data, p.path))
         }
-        errors = {k: v for k, v in errors.items() if k.split("[", 1)[0] in changed or k.startswith(_once_roots())}
+        errors = {k: v for k, v in errors.items() if k.split("[", 1)[0] in changed or k.startswith(TABLE.once_roots)}
     params = None
     if not errors and customer.stripe_id:
         try:

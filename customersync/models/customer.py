@@ -162,16 +162,19 @@ class Customer(models.Model):
         """The exact params the next push will send (``{}``: nothing to send)."""
         return diff(self.stripe_data or {}, self.desired_state(), self.pending_once)
 
-    def needs_push(self) -> bool:
+    def needs_push(self, params: dict[str, Any] | None = None) -> bool:
         """Whether Stripe is owed something: the one answer every caller uses.
 
         A customer without a Stripe id is owed its creation; one whose desired
         state the endpoint cannot express is owed a push that records the error.
+        ``params``: the pending params when the caller computed them already.
         """
         if self.sync_status == SyncStatus.DELETED:
             return False
         if not self.stripe_id:
             return True
+        if params is not None:
+            return bool(params)
         try:
             return bool(self.pending_params())
         except ParamError:
@@ -254,7 +257,7 @@ class Customer(models.Model):
                     f.name for f in self._meta.concrete_fields if not f.primary_key and f.name not in SYNC_OWNED_FIELDS
                 ]
         params = self.validate_for_stripe()  # computes the diff once, for the status too
-        needs_push = self.sync_status != SyncStatus.DELETED and (not self.stripe_id or bool(params))
+        needs_push = self.needs_push(params)
         if self.sync_status != SyncStatus.DELETED:
             self.settle(needs_push)
         if kwargs.get("update_fields") is not None:
