@@ -70,6 +70,18 @@ DEFAULTS: dict[str, Any] = {
     "WEBHOOK_TOLERANCE": 300,
     # Delete the customer in Stripe when it is deleted here.
     "DELETE_IN_STRIPE": False,
+    # The site's model that owns customers ("accounts.Organization", or
+    # AUTH_USER_MODEL's value): Customer gets a foreign key to it. Choose it
+    # before the first migrate; None: no link.
+    "OWNER_MODEL": None,
+    # Which customer parameters come from which owner attributes:
+    # {"email": "billing_email", "address[city]": "city", "metadata[org_id]": "pk",
+    #  "name": "get_full_name", "description": callable}. See owners.py.
+    "OWNER_FIELDS": {},
+    # Mapped parameters Stripe may change too (the Billing Portal, the dashboard):
+    # written back to the owner when a webhook or pull brings them ("address"
+    # covers every mapped address[...] key).
+    "OWNER_BOTH_WAYS": (),
 }
 
 REQUIRED = ("API_KEY",)
@@ -126,6 +138,12 @@ def _reload(*, setting: str, **kwargs: Any) -> None:
 
 
 setting_changed.connect(_reload, dispatch_uid="customersync.conf.reload")
+
+
+def owner_model_label() -> str | None:
+    """``CUSTOMERSYNC['OWNER_MODEL']``, read when the models are defined (not refreshed by override_settings)."""
+    value = (getattr(settings, "CUSTOMERSYNC", None) or {}).get("OWNER_MODEL")
+    return str(value) if value else None
 
 
 def stripe_client() -> StripeClient:

@@ -9,6 +9,11 @@ The suite runs on real services, found through the environment:
 Worker processes started by the end-to-end tests load these settings too, with
 ``CUSTOMERSYNC_TEST_DB_NAME`` and ``CUSTOMERSYNC_TEST_API_BASE`` pointing them at
 the test database and the fake Stripe server of the running test session.
+
+``CUSTOMERSYNC_TEST_OWNER`` picks the site's owner model: ``organization`` (the
+default: ``tests.ownerapp.Organization``), ``user`` (a custom user model,
+``tests.useraccounts.User``) or ``none`` (no owner link, as a site without the
+setting has it).
 """
 
 import os
@@ -30,6 +35,12 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "customersync",
 ]
+OWNER = os.environ.get("CUSTOMERSYNC_TEST_OWNER", "organization")
+if OWNER == "user":
+    INSTALLED_APPS.insert(0, "tests.useraccounts")
+    AUTH_USER_MODEL = "useraccounts.User"
+elif OWNER == "organization":
+    INSTALLED_APPS.insert(0, "tests.ownerapp")
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -81,6 +92,30 @@ CUSTOMERSYNC = {
     # Tests wait on events, not on a coalescing window (bench measures that).
     "COALESCE_SECONDS": float(os.environ.get("CUSTOMERSYNC_TEST_COALESCE", "0")),
 }
+_ADDRESS = {"address[line1]": "street", "address[city]": "city", "address[postal_code]": "postal_code",
+            "address[country]": "country"}  # fmt: skip
+if OWNER == "organization":
+    CUSTOMERSYNC["OWNER_MODEL"] = "ownerapp.Organization"
+    CUSTOMERSYNC["OWNER_FIELDS"] = {
+        "name": "name",
+        "email": "billing_email",
+        "phone": "phone",
+        "description": "customer_description",
+        **_ADDRESS,
+        "metadata[org_id]": "pk",
+    }
+    CUSTOMERSYNC["OWNER_BOTH_WAYS"] = ["address", "phone"]
+elif OWNER == "user":
+    CUSTOMERSYNC["OWNER_MODEL"] = AUTH_USER_MODEL
+    CUSTOMERSYNC["OWNER_FIELDS"] = {
+        "name": "get_full_name",
+        "email": "billing_email",
+        "phone": "phone",
+        "description": "customer_description",
+        **_ADDRESS,
+        "metadata[user_id]": "pk",
+    }
+    CUSTOMERSYNC["OWNER_BOTH_WAYS"] = ["address", "phone"]
 
 CELERY_BROKER_URL = os.environ.get("CUSTOMERSYNC_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 # Results are kept so tests can wait for a task to finish (an event, not a sleep).

@@ -10,6 +10,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from .. import signals
+from ..conf import owner_model_label
 from ..diff import diff
 from ..exceptions import ParamError
 from ..merge import Merge, merge
@@ -18,6 +19,8 @@ from ..params import TABLE, get_path, set_path
 # Columns only the sync writes (under a row lock); an edit's save() never
 # writes them, so a form loaded before a push cannot roll back what Stripe
 # confirmed meanwhile.
+OWNER_MODEL = owner_model_label()
+
 SYNC_OWNED_FIELDS = frozenset(
     {"stripe_data", "confirmed_at", "last_pushed_at", "last_pulled_at", "created", "livemode", "currency", "delinquent"}
 )
@@ -80,6 +83,21 @@ class Customer(models.Model):
     """
 
     stripe_id = models.CharField(_("Stripe id"), max_length=255, unique=True, null=True, blank=True)
+
+    if OWNER_MODEL:
+        # The site's object this customer belongs to (CUSTOMERSYNC["OWNER_MODEL"]);
+        # deleting it unlinks the customer, never deletes it (nor in Stripe).
+        owner = models.ForeignKey(
+            OWNER_MODEL,
+            verbose_name=_("owner"),
+            null=True,
+            blank=True,
+            on_delete=models.SET_NULL,
+            related_name="customersync_customers",
+        )
+    # The owner's mapped values as last applied here (owners.py): an owner save
+    # sends only those that changed since, never undoes a change made in Stripe.
+    owner_values = models.JSONField(_("values from the owner"), default=dict, blank=True, editable=False)
 
     # Contact
     email = models.CharField(_("email"), max_length=512, blank=True)
@@ -144,6 +162,9 @@ class Customer(models.Model):
             ("push_customer", _("Can push customers to Stripe")),
             ("pull_customer", _("Can refresh customers from Stripe")),
         ]
+        if OWNER_MODEL:
+            # One customer per owner (NULLs, unlinked customers, do not collide).
+            constraints = [models.UniqueConstraint(fields=["owner"], name="customersync_one_customer_per_owner")]
 
     def __str__(self) -> str:
         return self.name or self.email or self.stripe_id or f"customer #{self.pk}"
