@@ -131,6 +131,14 @@ class StripeClient:
                 return
             starting_after = data[-1]["id"]
 
+    def search_customers(self, query: str, *, limit: int = 10) -> StripeObject:
+        """Customers matching a search query (``metadata['k']:'v'``): ``{"data": [...]}``.
+
+        Stripe's search index lags writes by up to a minute: fine for finding
+        what an earlier run created, not a lock against a concurrent create.
+        """
+        return self._request("GET", "/v1/customers/search", query={"query": query, "limit": limit})
+
     def update_customer(
         self,
         customer_id: str,

@@ -42,6 +42,8 @@ def _route(store: _CustomerStore, record: RecordedRequest) -> _Response:
     try:
         if path == "/v1/customers" and method == "GET":
             payload = store.list_page(params)
+        elif path == "/v1/customers/search" and method == "GET":
+            payload = store.search(params)
         elif path == "/v1/customers" and method == "POST":
             payload = store.create(params)
         elif path == "/v1/account" and method == "GET":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import re
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -15,6 +16,10 @@ from typing import Any
 from .customer import _CUSTOMER_FIELDS, _Customer, _new_customer, _random_id
 from .errors import _invalid, _no_such_customer
 from .rules import _INTEGER, _apply, _expand, _normalize_field, _reject_unknown_top, _string
+
+_SEARCH_CLAUSE = re.compile(
+    r"(?P<field>email|name|phone|metadata)(?:\['(?P<key>[^']+)'\])?:'(?P<value>(?:[^'\\]|\\')*)'"
+)
 
 # Plausible, deterministic data for seed().
 _FIRST_NAMES = ("Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Margaret", "Ken", "Frances", "Tim")
@@ -108,6 +113,35 @@ class _CustomerStore:
             "data": [customer.render() for customer in page],
             "has_more": len(candidates) > limit,
             "url": "/v1/customers",
+        }
+
+    def search(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """``GET /v1/customers/search``: exact matches on email, name, phone and
+        ``metadata['key']``, joined with AND (Stripe's index lag is not modelled)."""
+        _reject_unknown_top(params, ("query", "limit", "page", "expand"))
+        query = _string(params.get("query", ""), "query")
+        wanted: list[tuple[str | None, str, str]] = []
+        for clause in re.split(r"\s+AND\s+", query.strip()):
+            match = _SEARCH_CLAUSE.fullmatch(clause.strip())
+            if match is None:
+                raise _invalid(f"Invalid search query: {query!r}", "query", "search_query_invalid")
+            field, key, value = match.group("field"), match.group("key"), match.group("value")
+            wanted.append((key, field, value.replace("\\'", "'")))
+
+        def matches(obj: dict[str, Any]) -> bool:
+            for key, field, value in wanted:
+                actual = (obj.get("metadata") or {}).get(key) if field == "metadata" else obj.get(field)
+                if actual != value:
+                    return False
+            return True
+
+        found = [c.render() for c in reversed(self.customers.values()) if not c.deleted and matches(c.obj)]
+        return {
+            "object": "search_result",
+            "data": found[: int(params.get("limit") or 10)],
+            "has_more": False,
+            "next_page": None,
+            "url": "/v1/customers/search",
         }
 
     def retrieve(self, customer_id: str, params: Mapping[str, Any]) -> dict[str, Any]:
