@@ -144,3 +144,11 @@ class RetryLater(CustomerSyncError):
         self.error = error
         self.attempts = attempts
         super().__init__(str(error))
+
+
+class CreateFailed(CustomerSyncError):
+    """Stripe refused to create an owner's customer; ``error`` holds its message, code and param."""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        self.error = error
+        super().__init__(error.get("message") or "Stripe refused to create the customer.")

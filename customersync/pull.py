@@ -17,6 +17,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from . import owners, signals
 from .client import StripeClient
 from .conf import app_settings, stripe_client
 from .models import Conflict, Customer, PullCursor, Resolution, SyncStatus
@@ -136,12 +137,14 @@ def store_page(
             if customer.pk:
                 customer.revive()  # it exists after all
             customer.settle(customer.needs_push(), keep_failure=True)
+        owners.write_back(changed)  # both-ways values Stripe changed go to the site's owners
         if new:
             Customer.objects.bulk_create(new)
         if changed:
             Customer.objects.bulk_update(changed, _BULK_FIELDS)
         if conflicts:
             Conflict.objects.bulk_create(conflicts)
+            signals.conflict_recorded.send(sender=Customer, conflicts=conflicts)
         if gone:
             Customer.objects.filter(pk__in=gone).mark_deleted(last_pulled_at=now)
     stats.created += len(new)

@@ -29,7 +29,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import ratelimit, signals
+from . import owners, ratelimit, signals
 from .client import StripeClient
 from .conf import app_settings, stripe_client
 from .exceptions import (
@@ -159,6 +159,15 @@ def _take(customer_pk: int) -> tuple[PendingPush | None, PushResult | None]:
         records.filter(state=PushState.PENDING).exclude(pk=record.pk).update(
             state=PushState.SUPERSEDED, superseded_by=record, completed_at=now
         )
+        fields = ["state", "operation", "params", "body", "sent_state", "sent_once", "frozen_at"]
+        owner_id = getattr(customer, "owner_id", None)
+        mapping = owners.mapping() if creating and owner_id is not None else None
+        if mapping is not None:
+            # An owner's create goes under a key from the owner, the same from
+            # every process; a new key only after an earlier create was given up.
+            given_up = records.filter(operation="create", frozen_at__isnull=False).exclude(pk=record.pk).count()
+            record.key = mapping.create_key(owner_id, given_up)
+            fields.append("key")
         record.state = PushState.SENDING
         record.operation = "create" if creating else "update"
         record.params = params
@@ -166,7 +175,7 @@ def _take(customer_pk: int) -> tuple[PendingPush | None, PushResult | None]:
         record.sent_state = customer.desired_state()
         record.sent_once = dict(customer.pending_once or {})
         record.frozen_at = now
-        record.save(update_fields=["state", "operation", "params", "body", "sent_state", "sent_once", "frozen_at"])
+        record.save(update_fields=fields)
     return record, None
 
 
@@ -179,8 +188,13 @@ def _send(record: PendingPush, client: StripeClient) -> PushResult:
     limiter = ratelimit.budget()
     if limiter is not None:
         limiter.acquire()  # the fleet's budget: blocks until this request may go
+    adopted = False
     try:
-        if record.operation == "create":
+        if record.operation == "create" and (existing := _owners_customer_in_stripe(record, client)) is not None:
+            # An earlier run created this owner's customer: take it, and push the difference.
+            logger.info("Found %s's customer in Stripe: %s", record.customer_id, existing.get("id"))
+            response, adopted, stripe_id = existing, True, existing.get("id")
+        elif record.operation == "create":
             # Its own key, from the record: a retried create never makes two customers.
             logger.info("Creating %s: POST /v1/customers %s", record.customer_id, loggable(params))
             response = client.create_customer(body=record.body, idempotency_key=record.idempotency_key)
@@ -192,11 +206,31 @@ def _send(record: PendingPush, client: StripeClient) -> PushResult:
         if limiter is not None and isinstance(err, RateLimitError) and err.code != "lock_timeout":
             limiter.penalize(app_settings.RATE_LIMIT_PAUSE)  # slow the whole fleet, not just this worker
         return _failed(record, attempt, err)
-    _finish(attempt, AttemptOutcome.SUCCEEDED, http_status=200, request_id=response.request_id or "")
-    _confirm(record, response)
+    _finish(attempt, AttemptOutcome.SUCCEEDED, http_status=200, request_id=getattr(response, "request_id", "") or "")
+    customer = _confirm(record, response, adopted=adopted)
     logger.info("Pushed %s (%s): Stripe confirmed.", record.customer_id, stripe_id)
+    if record.operation == "create" and signals.customer_created.has_listeners(Customer):
+        owner = getattr(customer, "owner", None) if owners.mapping() is not None else None
+        signals.customer_created.send(
+            sender=Customer, customer_pk=record.customer_id, stripe_id=stripe_id, owner=owner, found=adopted
+        )
     signals.customer_pushed.send(sender=Customer, customer_pk=record.customer_id, params=params)
     return PushResult(Outcome.PUSHED, params=params)
+
+
+def _owners_customer_in_stripe(record: PendingPush, client: StripeClient) -> dict[str, Any] | None:
+    """The Stripe customer an earlier run created for this customer's owner (by its metadata), if any."""
+    mapping = owners.mapping()
+    if mapping is None:
+        return None
+    owner_id = Customer.objects.filter(pk=record.customer_id).values_list("owner_id", flat=True).get()
+    if owner_id is None:
+        return None
+    identity = mapping.identity(owner_id)
+    found = client.search_customers(f"metadata['{owners.OWNER_METADATA_KEY}']:'{identity}'").get("data") or []
+    if len(found) > 1:
+        logger.warning("Stripe holds %s customers for %s; taking the oldest.", len(found), identity)
+    return min(found, key=lambda c: (c.get("created") or 0, c.get("id") or "")) if found else None
 
 
 def _finish(attempt: PushAttempt, outcome: str, *, err: StripeError | None = None, **fields: Any) -> None:
@@ -256,12 +290,18 @@ def _is_missing(err: StripeError) -> bool:
     return err.http_status == 404 and err.code == "resource_missing"
 
 
-def _confirm(record: PendingPush, response: dict[str, Any]) -> None:
-    """Store Stripe's answer as the confirmed state, keeping edits made meanwhile."""
+def _confirm(record: PendingPush, response: dict[str, Any], *, adopted: bool = False) -> Customer:
+    """Store Stripe's answer as the confirmed state, keeping edits made meanwhile.
+
+    ``adopted``: ``response`` is a customer found in Stripe, not the answer to
+    what was sent: it is taken, except the owner's mapped values, pushed next.
+    """
     now = timezone.now()
     with transaction.atomic():
         customer = Customer.objects.select_for_update().get(pk=record.customer_id)
         customer.merge_remote(response, base=record.sent_state, at=now)
+        if adopted and (mapping := owners.mapping()) is not None:
+            mapping.apply(customer, customer.owner_values or {})  # the owner's values stay, to be pushed
         sent_once = record.sent_once or {}
         customer.pending_once = {
             k: v for k, v in (customer.pending_once or {}).items() if k not in sent_once or sent_once[k] != v
@@ -270,7 +310,9 @@ def _confirm(record: PendingPush, response: dict[str, Any]) -> None:
         customer.revive()  # Stripe just answered for it: it exists
         still_pending = customer.needs_push()
         customer.settle(still_pending, clear_error=True)
+        owners.write_back([customer])  # both-ways values Stripe's answer changed
         customer.save_synced()
         PendingPush.objects.filter(pk=record.pk).update(state=PushState.SENT, completed_at=now)
         if still_pending:
             record_change(customer)  # joins the queued push an in-flight edit already made, if any
+    return customer

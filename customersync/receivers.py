@@ -10,13 +10,14 @@ import logging
 from typing import Any
 
 from django.db import transaction
-from django.db.models.signals import post_delete
+from django.db.models.signals import post_delete, post_save, pre_save
 
 from . import signals
-from .conf import app_settings, stripe_client
+from .conf import app_settings, owner_model_label, stripe_client
 from .exceptions import StripeError
 from .models import Customer
 from .outbox import record_change
+from .owner_sync import owner_post_save, owner_pre_save
 
 logger = logging.getLogger("customersync")
 
@@ -40,3 +41,9 @@ def delete_in_stripe(sender: type, instance: Customer, **kwargs: Any) -> None:
 def connect() -> None:
     signals.customer_changed.connect(record_change, sender=Customer, dispatch_uid="customersync.record_change")
     post_delete.connect(delete_in_stripe, sender=Customer, dispatch_uid="customersync.delete_in_stripe")
+    owner = owner_model_label()
+    if owner:
+        # The owner's saves keep its customer in step (owner_sync); a lazy
+        # "app_label.Model" sender, resolved once the site's app is loaded.
+        pre_save.connect(owner_pre_save, sender=owner, dispatch_uid="customersync.owner_pre_save")
+        post_save.connect(owner_post_save, sender=owner, dispatch_uid="customersync.owner_post_save")

@@ -6,7 +6,8 @@ Each lives in the module of its job (the layout in the README):
 - ``lease``: one request per customer in flight;
 - ``push``: send a customer's pending changes and record what Stripe said;
 - ``pull``: import or refresh the mirror from Stripe;
-- ``events``: apply Stripe's webhook events.
+- ``events``: apply Stripe's webhook events;
+- ``owner_sync``: customers owned by the site's model (``CUSTOMERSYNC['OWNER_MODEL']``).
 """
 
 from __future__ import annotations
@@ -14,16 +15,21 @@ from __future__ import annotations
 from .events import handle_event
 from .exceptions import Busy, RetryLater
 from .outbox import drain, mark_for_push, publisher, record_change, request_push, sweep
+from .owner_sync import OwnerSyncResult, check_owner, for_owner, get_or_create_for, sync_from_owners
 from .pull import PullStats, pull, pull_one
 from .push import Outcome, PushResult, loggable, push, redact
 
 __all__ = [
     "Busy",
     "Outcome",
+    "OwnerSyncResult",
     "PullStats",
     "PushResult",
     "RetryLater",
+    "check_owner",
     "drain",
+    "for_owner",
+    "get_or_create_for",
     "handle_event",
     "loggable",
     "mark_for_push",
@@ -35,4 +41,5 @@ __all__ = [
     "redact",
     "request_push",
     "sweep",
+    "sync_from_owners",
 ]
