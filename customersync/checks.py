@@ -104,3 +104,80 @@ def check_celery(app_configs: Any = None, **kwargs: Any) -> list:
             )
         )
     return messages
+
+
+@register()
+def check_owner(app_configs: Any = None, **kwargs: Any) -> list:
+    """The owner link's settings: a model that exists, and a mapping that parses and can be written back."""
+    from django.apps import apps
+
+    from .exceptions import ConfigurationError
+    from .owners import Mapping, parse_key
+
+    try:
+        label = app_settings.get("OWNER_MODEL")
+        fields = app_settings.get("OWNER_FIELDS") or {}
+        both = app_settings.get("OWNER_BOTH_WAYS") or ()
+    except ConfigurationError:
+        return []  # reported by check_settings
+    if not label:
+        if fields or both:
+            return [
+                Error(
+                    "CUSTOMERSYNC['OWNER_FIELDS'] or ['OWNER_BOTH_WAYS'] is set without ['OWNER_MODEL'].",
+                    hint="Name the model that owns customers in CUSTOMERSYNC['OWNER_MODEL'].",
+                    id="customersync.E020",
+                )
+            ]
+        return []
+    try:
+        model = apps.get_model(label)
+    except (LookupError, ValueError):
+        return [
+            Error(
+                f"CUSTOMERSYNC['OWNER_MODEL'] is {label!r}, which is not an installed model.",
+                hint="Use 'app_label.ModelName' of a model in INSTALLED_APPS.",
+                id="customersync.E021",
+            )
+        ]
+    messages: list = []
+    for key, attr in fields.items():
+        try:
+            parse_key(key)
+        except ValueError:
+            messages.append(Error(f"CUSTOMERSYNC['OWNER_FIELDS'] has a malformed key {key!r}.",
+                                  hint="Use a parameter name, or one key of it: 'email', 'address[city]', "
+                                  "'metadata[org_id]'.", id="customersync.E022"))  # fmt: skip
+            continue
+        if not callable(attr) and not isinstance(attr, str):
+            messages.append(Error(f"CUSTOMERSYNC['OWNER_FIELDS'][{key!r}] must be an attribute name, a dotted "
+                                  "path or a callable.", id="customersync.E023"))  # fmt: skip
+        elif isinstance(attr, str) and attr.split(".", 1)[0] != "pk" and not _has_attribute(model, attr):
+            messages.append(Error(f"CUSTOMERSYNC['OWNER_FIELDS'][{key!r}] is {attr!r}, but {label} has no "
+                                  f"attribute {attr.split('.', 1)[0]!r}.", id="customersync.E023"))  # fmt: skip
+    if messages:
+        return messages
+    try:
+        mapping = Mapping(model, dict(fields), both)
+    except ConfigurationError as err:
+        return [Error(str(err), hint="Map parameters the customer object mirrors (see params.py).",
+                      id="customersync.E022")]  # fmt: skip
+    keys = {s.key for s in mapping.sources} | {s.path[0] for s in mapping.sources}
+    for name in both:
+        if name not in keys:
+            messages.append(Error(f"CUSTOMERSYNC['OWNER_BOTH_WAYS'] names {name!r}, which OWNER_FIELDS does not map.",
+                                  id="customersync.E024"))  # fmt: skip
+    for source in mapping.both_ways:
+        if source.field is None:
+            messages.append(Error(f"{source.key!r} is both ways, but comes from {source.attr!r}, not a field of "
+                                  f"{label}: Stripe's changes could not be written back.",
+                                  hint="Map it from a plain field, or leave it out of OWNER_BOTH_WAYS.",
+                                  id="customersync.E025"))  # fmt: skip
+    return messages
+
+
+def _has_attribute(model: type, path: str) -> bool:
+    head = path.split(".", 1)[0]
+    if hasattr(model, head):
+        return True
+    return any(f.name == head or getattr(f, "attname", None) == head for f in model._meta.get_fields())

@@ -56,9 +56,9 @@ _CREATE_NAMESPACE = uuid.UUID("5c7e3b7e-8f21-4a4e-9d7f-3a0c8f2f4c11")
 
 def parse_key(key: str) -> tuple[str, ...]:
     """``"address[city]"`` -> ``("address", "city")``."""
-    head, _, rest = key.partition("[")
+    head, bracket, rest = key.partition("[")
     parts = [head]
-    if rest:
+    if bracket:
         if not rest.endswith("]"):
             raise ValueError(key)
         parts += rest[:-1].split("][")

@@ -22,6 +22,7 @@ from pathlib import Path
 import dj_database_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+OWNER = os.environ.get("CUSTOMERSYNC_TEST_OWNER", "organization")
 SECRET_KEY = "tests-only"
 DEBUG = False
 ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
@@ -35,7 +36,6 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "customersync",
 ]
-OWNER = os.environ.get("CUSTOMERSYNC_TEST_OWNER", "organization")
 if OWNER == "user":
     INSTALLED_APPS.insert(0, "tests.useraccounts")
     AUTH_USER_MODEL = "useraccounts.User"
@@ -65,9 +65,12 @@ TEMPLATES = [
 
 DATABASE_URL = os.environ.get("CUSTOMERSYNC_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL)}
+if OWNER != "organization" and not DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # Another owner setup has other tables: a test database of its own.
+    DATABASES["default"]["NAME"] += f"_{OWNER}"
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # A file, not memory, so worker processes can share the test database.
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".pytest-db.sqlite3")}
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / f".pytest-db-{OWNER}.sqlite3")}
 if os.environ.get("CUSTOMERSYNC_TEST_DB_NAME"):
     DATABASES["default"]["NAME"] = os.environ["CUSTOMERSYNC_TEST_DB_NAME"]
 
