@@ -73,9 +73,10 @@ def test_by_column_links_the_customer_the_owner_names(stripe):
     gone = make_owner("Gone", **{COLUMN: "cus_not_mirrored"})
     stripe.clear_requests()
 
-    out = run("--field", COLUMN)
+    out = run("--field", COLUMN, verbosity=2)
 
     assert owner_of(x) == a.pk and owner_of(y) == b.pk
+    assert listed(a, f"linked to {x.stripe_id} ({COLUMN} {x.stripe_id!r})") in out
     assert Customer.objects.get(pk=x.pk).owner_values == mapping().values(a)
     assert listed(empty, f"no match: no {COLUMN}") in out
     assert listed(gone, f"no match: no customer with {COLUMN} 'cus_not_mirrored'") in out
@@ -219,17 +220,18 @@ def test_dry_run_writes_nothing_and_says_so(stripe):
     x = mirrored(stripe, email="x@acme.test")
     mirrored(stripe, email="dup@acme.test")
     mirrored(stripe, email="dup@acme.test")
-    make_owner("Acme", **{field("email"): "x@acme.test"})
+    acme = make_owner("Acme", **{field("email"): "x@acme.test"})
     dup = make_owner("Dup", **{field("email"): "dup@acme.test"})
     stripe.clear_requests()
 
     with CaptureQueriesContext(connection) as queries:
-        out = run("--email", "--dry-run")
+        out = run("--email", "--dry-run", verbosity=2)
 
     writes = [q["sql"] for q in queries if q["sql"].split()[0].upper() in ("UPDATE", "INSERT", "DELETE")]
     assert writes == []
     assert not Customer.objects.filter(owner__isnull=False).exists()
     assert Customer.objects.get(pk=x.pk).owner_values == {}
+    assert listed(acme, f"would be linked to {x.stripe_id} (email 'x@acme.test')") in out
     assert listed(dup, "ambiguous") in out
     assert out.strip().endswith(summary(linked=1, ambiguous=1, dry_run=True))
     assert_nothing_pushed(stripe)

@@ -21,7 +21,8 @@ class Command(BaseCommand):
         "matched on one key: --field NAME (an owner column holding the Stripe customer id), --email (the owner's "
         "mapped email, case-insensitive) or --metadata KEY (the customer's metadata[KEY] holds the owner's pk). "
         "Ambiguous matches and owners without a match are listed, never guessed; owners already linked are "
-        "skipped. Nothing is sent to Stripe: later owner saves send what changes after the link."
+        "skipped; -v 2 lists the owners linked too. Nothing is sent to Stripe: later owner saves send what "
+        "changes after the link."
     )
 
     def add_arguments(self, parser: Any) -> None:
@@ -45,7 +46,8 @@ class Command(BaseCommand):
             line = f"owner {outcome.owner_pk} {outcome.owner!r}: "
             if outcome.kind == link.LINKED:
                 if verbosity >= 2:
-                    self.stdout.write(line + f"{outcome.stripe_ids[0]} ({outcome.reason})")
+                    done = "would be linked to" if options["dry_run"] else "linked to"
+                    self.stdout.write(line + f"{done} {outcome.stripe_ids[0]} ({outcome.reason})")
             elif verbosity >= 1:
                 self.stdout.write(self.style.WARNING(line + f"{LISTED[outcome.kind]}: {outcome.reason}"))
 
