@@ -356,3 +356,17 @@ def test_admin_shows_the_owner_on_the_customer_page(linked, admin_client):
     owner, customer = linked
     page = admin_client.get(reverse("admin:customersync_customer_change", args=[customer.pk])).content.decode()
     assert str(owner) in page
+
+
+def test_save_with_update_fields_naming_no_mapped_field_does_not_look_for_the_customer(
+    linked, settings, django_assert_num_queries
+):
+    owner, _ = linked
+    fields_only = {k: v for k, v in settings.CUSTOMERSYNC["OWNER_FIELDS"].items() if k != "name" and k != "description"}
+    with override_settings(CUSTOMERSYNC={**settings.CUSTOMERSYNC, "OWNER_FIELDS": fields_only}):
+        owner.plan_note = "x"
+        with django_assert_num_queries(1):  # the owner's UPDATE only
+            owner.save(update_fields=["plan_note"])
+        setattr(owner, field("email"), "changed@acme.test")
+        owner.save(update_fields=[field("email")])
+    assert sync.for_owner(owner).email == "changed@acme.test"

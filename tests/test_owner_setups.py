@@ -23,6 +23,7 @@ OWNER_TESTS = [
     "tests/test_owner.py",
     "tests/test_owner_e2e.py",
     "tests/test_owner_checks.py",
+    "tests/test_link.py",
 ]
 
 
