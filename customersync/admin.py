@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponseRedirect
@@ -14,20 +12,13 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from django.views.decorators.http import require_POST
 
-from . import sync
-from .diff import describe
-from .exceptions import ParamError, StripeError
+from . import admin_display, sync
+from .admin_display import shown
+from .exceptions import StripeError
 from .forms import CustomerForm, form_fields, model_params
 from .models import Conflict, Customer, PushAttempt, SyncStatus, WebhookEvent
 from .params import SECTIONS, TABLE
 from .sync import loggable
-
-_BADGE_COLOURS = {
-    SyncStatus.IN_SYNC: "#2e7d32",
-    SyncStatus.PENDING: "#b26a00",
-    SyncStatus.FAILED: "#c62828",
-    SyncStatus.DELETED: "#616161",
-}
 
 
 class ReadOnlyMixin:
@@ -223,71 +214,20 @@ class CustomerAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("sync status"), ordering="sync_status")
     def sync_badge(self, obj: Customer) -> str:
-        colour = _BADGE_COLOURS.get(obj.sync_status, "#616161")
-        return format_html(
-            '<span class="customersync-badge customersync-{}" style="color:#fff;background:{};'
-            'padding:1px 6px;border-radius:8px">{}</span>',
-            obj.sync_status,
-            colour,
-            obj.get_sync_status_display(),
-        )
+        return admin_display.badge(obj)
 
     @admin.display(description=_("last error"))
     def sync_error_summary(self, obj: Customer) -> str:
-        error = obj.sync_error or {}
-        if not error:
-            return "-"
-        param = f" ({error['param']})" if error.get("param") else ""
-        return f"{error.get('message', '')}{param}"
+        return admin_display.error_summary(obj.sync_error)
 
     @admin.display(description=_("last sync error"))
     def sync_error_details(self, obj: Customer) -> str:
-        error = obj.sync_error or {}
-        if not error:
-            return "-"
-        labels = (
-            ("message", _("Message")),
-            ("param", _("Param")),
-            ("code", _("Code")),
-            ("type", _("Type")),
-            ("http_status", _("HTTP status")),
-            ("request_id", _("Request id")),
-        )
-        return format_html(
-            '<dl class="customersync-error">{}</dl>',
-            format_html_join(
-                "",
-                "<dt>{}</dt><dd>{}</dd>",
-                ((label, error[key]) for key, label in labels if error.get(key) not in (None, "")),
-            ),
-        )
+        return admin_display.error_details(obj.sync_error)
 
     @admin.display(description=_("pending changes"))
     def pending_changes(self, obj: Customer) -> str:
         """What the next push will send, computed by the function the worker uses."""
-        if obj.pk is None:
-            return "-"
-        try:
-            params = obj.pending_params()
-        except ParamError as err:
-            return str(err)
-        if not params:
-            return _("Nothing to send.")
-        rows = format_html_join(
-            "",
-            "<tr><td><code>{}</code></td><td>{}</td><td>&rarr;</td><td>{}</td></tr>",
-            (
-                (param, _shown(old, _("(empty)")), _shown(new, _("(unset)")))
-                for param, old, new in describe(obj.stripe_data, params)
-            ),
-        )
-        return format_html(
-            '<table class="customersync-pending"><tr><th>{}</th><th>{}</th><th></th><th>{}</th></tr>{}</table>',
-            _("parameter"),
-            _("in Stripe"),
-            _("will be sent"),
-            rows,
-        )
+        return admin_display.pending_changes(obj)
 
     @admin.display(description=_("latest attempts"))
     def sync_history(self, obj: Customer) -> str:
@@ -338,8 +278,8 @@ class CustomerAdmin(admin.ModelAdmin):
             "",
             "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
             (
-                (c.detected_at.strftime("%Y-%m-%d %H:%M:%S"), c.param, _shown(c.local_value, "-"),
-                 _shown(c.remote_value, "-"), c.get_resolution_display())
+                (c.detected_at.strftime("%Y-%m-%d %H:%M:%S"), c.param, shown(c.local_value, "-"),
+                 shown(c.remote_value, "-"), c.get_resolution_display())
                 for c in conflicts
             ),
         )  # fmt: skip
@@ -353,11 +293,3 @@ class CustomerAdmin(admin.ModelAdmin):
             _("resolution"),
             rows,
         )
-
-
-def _shown(value, empty):
-    if value is None or value == "":
-        return empty
-    if isinstance(value, (dict, list)):  # metadata, an address, locales: as Stripe's JSON
-        return json.dumps(value, ensure_ascii=False, sort_keys=True)
-    return str(value)
