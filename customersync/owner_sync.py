@@ -72,7 +72,7 @@ def owner_post_save(sender: type, instance: Any, raw: bool = False, using: str |
 def check_owner(owner: Any) -> None:
     """Raise ``ValidationError`` keyed by the owner's fields if saving it would send a value Stripe refuses.
 
-    For forms (``admin.OwnerFormMixin``); a save runs the same check itself.
+    For forms (``owner_admin.OwnerFormMixin``); a save runs the same check itself.
     """
     found = _require()
     if owner.pk is None:
