@@ -61,6 +61,9 @@ class WebhookEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
     search_fields = ("event_id", "stripe_id")
 
 
+# The customer's owner, read-only, first on the page (with CUSTOMERSYNC["OWNER_MODEL"]).
+_OWNER_ROW = ("owner_link",) if any(f.name == "owner" for f in Customer._meta.get_fields()) else ()
+
 SECTION_TITLES = {
     "contact": _("Contact"),
     "billing": _("Billing and invoices"),
@@ -98,6 +101,7 @@ class CustomerAdmin(admin.ModelAdmin):
         "last_pulled_at",
         "sync_history",
         "conflicts_list",
+        "owner_link",
     )
 
     def get_form(self, request: HttpRequest, obj: Customer | None = None, change: bool = False, **kwargs):
@@ -115,7 +119,16 @@ class CustomerAdmin(admin.ModelAdmin):
         return [
             (
                 _("Sync"),
-                {"fields": ("sync_badge", "pending_changes", "sync_error_details", "conflicts_list", "last_pushed_at")},
+                {
+                    "fields": (
+                        *_OWNER_ROW,
+                        "sync_badge",
+                        "pending_changes",
+                        "sync_error_details",
+                        "conflicts_list",
+                        "last_pushed_at",
+                    )
+                },  # fmt: skip
             ),
             *sections,
             (_("Stripe"), {"fields": ("stripe_id", "created", "livemode", "currency", "delinquent", "last_pulled_at")}),
@@ -211,6 +224,11 @@ class CustomerAdmin(admin.ModelAdmin):
             "can_pull": self.has_pull_permission(request),
         }
         return super().change_view(request, object_id, form_url, extra_context)
+
+    @admin.display(description=_("owner"))
+    def owner_link(self, obj: Customer) -> str:
+        """The site's object the customer belongs to, linked to its page when this admin site registers it."""
+        return admin_display.admin_link(getattr(obj, "owner", None), self.admin_site)
 
     @admin.display(description=_("sync status"), ordering="sync_status")
     def sync_badge(self, obj: Customer) -> str:
