@@ -12,6 +12,7 @@ class _FormParser(HTMLParser):
         super().__init__(convert_charrefs=True)
         self.form_id, self.inside, self.data = form_id, False, {}
         self._textarea = self._select = None
+        self._multiple = False
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
@@ -31,10 +32,13 @@ class _FormParser(HTMLParser):
             self._textarea = name
             self.data[name] = ""
         elif tag == "select" and name:
-            self._select = name
-            self.data.setdefault(name, "")
+            self._select, self._multiple = name, "multiple" in attrs
+            self.data.setdefault(name, [] if self._multiple else "")
         elif tag == "option" and self._select and "selected" in attrs:
-            self.data[self._select] = attrs.get("value", "")
+            if self._multiple:
+                self.data[self._select].append(attrs.get("value", ""))
+            else:
+                self.data[self._select] = attrs.get("value", "")
 
     def handle_data(self, data):
         if self._textarea:
@@ -44,7 +48,9 @@ class _FormParser(HTMLParser):
         if tag == "textarea":
             self._textarea = None
         elif tag == "select":
-            self._select = None
+            if self._multiple and not self.data[self._select]:
+                del self.data[self._select]  # a browser sends nothing for an empty multiple select
+            self._select, self._multiple = None, False
         elif tag == "form" and self.inside:
             self.inside = False
 
@@ -55,8 +61,13 @@ def change_url(customer) -> str:
 
 def form_data(client, customer) -> dict[str, str]:
     """The change form's fields as the page renders them."""
-    page = client.get(change_url(customer)).content.decode()
-    parser = _FormParser("customer_form")
+    return form_data_at(client, change_url(customer), "customer_form")
+
+
+def form_data_at(client, url: str, form_id: str) -> dict:
+    """The fields of the form ``form_id`` on the page at ``url``, as a browser would send them."""
+    page = client.get(url).content.decode()
+    parser = _FormParser(form_id)
     parser.feed(page)
     return parser.data
 
