@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 from django.conf import settings
 from django.test import override_settings
 
 from customersync.testing import FakeStripeServer
 from project.celery import app as celery_app
-from tests.support import Worker, wait_for_tasks  # noqa: F401  (wait_for_tasks: for the tests)
+from tests.support import REPO, Worker, wait_for_tasks  # noqa: F401  (wait_for_tasks: for the tests)
 
 
 @pytest.fixture(scope="session")
@@ -82,6 +85,54 @@ def start_worker(stripe, transactional_db, purge_broker, request):
     if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
         for worker in workers:
             print(f"--- worker log ---\n{worker.log}")
+
+
+# -- the browser tests: Playwright driving Debian's Chromium, never a downloaded browser --------
+
+CHROMIUM = os.environ.get("CUSTOMERSYNC_TEST_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = REPO / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"The browser tests need Chromium at {CHROMIUM} (Debian: apt-get install chromium).")
+    # Playwright's sync API runs an event loop in this thread; Django must still
+    # let the test thread use the database.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run"],
+        )  # fmt: skip
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(chromium, live_server, admin_user, request):
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    page.goto(f"{live_server.url}/admin/login/")
+    page.fill("input[name=username]", "admin")
+    page.fill("input[name=password]", "password")
+    page.click("input[type=submit]")
+    page.wait_for_selector("#user-tools")
+    page.shots = []
+
+    def shot(name: str) -> None:
+        ARTIFACTS.mkdir(exist_ok=True)
+        path = ARTIFACTS / f"{request.node.name}-{len(page.shots) + 1}-{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        page.shots.append(path)
+
+    page.shot = shot
+    yield page
+    context.close()
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -1,68 +1,22 @@
 """The admin flows in a real browser: Playwright driving Debian's Chromium.
 
 The site is pytest-django's live server; a real worker pushes to the fake
-Stripe server. A screenshot of each page is kept in ``test-artifacts/``.
+Stripe server. A screenshot of each page is kept in ``test-artifacts/``
+(the ``page`` fixture, in conftest.py).
 """
 
 from __future__ import annotations
-
-import os
-from pathlib import Path
 
 import pytest
 
 from customersync import sync
 from customersync.models import PendingPush, SyncStatus
-from tests.support import REPO, wait_for_tasks
+from tests.support import wait_for_tasks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM = os.environ.get("CUSTOMERSYNC_TEST_CHROMIUM", "/usr/bin/chromium")
-ARTIFACTS = REPO / "test-artifacts"
 ADDRESS = {"city": "Paris", "country": "FR", "line1": "1 rue de Rivoli", "line2": None, "postal_code": "75001",
            "state": None}  # fmt: skip
-
-
-@pytest.fixture(scope="session")
-def chromium():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"The browser tests need Chromium at {CHROMIUM} (Debian: apt-get install chromium).")
-    # Playwright's sync API runs an event loop in this thread; Django must still
-    # let the test thread use the database.
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"],
-        )  # fmt: skip
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(chromium, live_server, admin_user, request):
-    context = chromium.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    page.goto(f"{live_server.url}/admin/login/")
-    page.fill("input[name=username]", "admin")
-    page.fill("input[name=password]", "password")
-    page.click("input[type=submit]")
-    page.wait_for_selector("#user-tools")
-    page.shots = []
-
-    def shot(name: str) -> None:
-        ARTIFACTS.mkdir(exist_ok=True)
-        path = ARTIFACTS / f"{request.node.name}-{len(page.shots) + 1}-{name}.png"
-        page.screenshot(path=str(path), full_page=True)
-        page.shots.append(path)
-
-    page.shot = shot
-    yield page
-    context.close()
 
 
 def open_change_page(page, live_server, customer):
