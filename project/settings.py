@@ -28,6 +28,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "customersync",
+    # The site's own model that owns customers (CUSTOMERSYNC["OWNER_MODEL"]).
+    "project.organizations",
 ]
 
 MIDDLEWARE = [
@@ -72,6 +74,21 @@ CUSTOMERSYNC = {
     # A queue of its own, so pushes never wait behind the site's other tasks.
     "QUEUE": "customersync",
     "WEBHOOK_SECRET": os.environ.get("STRIPE_WEBHOOK_SECRET", "whsec_demo"),
+    # Each organization is one Stripe customer; its save sends what changed.
+    "OWNER_MODEL": "organizations.Organization",
+    "OWNER_FIELDS": {
+        "name": "name",
+        "email": "billing_email",
+        "phone": "phone",
+        "address[line1]": "street",
+        "address[city]": "city",
+        "address[postal_code]": "postal_code",
+        "address[country]": "country",
+        "metadata[org_id]": "pk",
+    },
+    # A customer may change its address in Stripe's Billing Portal: a webhook
+    # or pull writes it back to the organization (and nothing is pushed back).
+    "OWNER_BOTH_WAYS": ["address"],
 }
 
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
