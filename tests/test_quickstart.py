@@ -6,11 +6,15 @@ README's settings and Celery app as written (read from the README, so the two
 cannot drift), and then: ``check`` is clean, ``migrate`` works,
 ``customersync_pull`` imports from the bundled fake server, and one saved
 change reaches that server as exactly the changed parameter through a real
-worker. Needs the package index (for the fresh virtualenv) and Redis.
+worker. The same site has an ``accounts`` app whose ``Organization`` owns its
+customer ("Link customers to your own model": the README gives the settings
+and the code, the test writes the model). Needs the package index (for the
+fresh virtualenv) and Redis.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -18,6 +22,7 @@ import socket
 import subprocess
 import sys
 import threading
+import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -41,7 +46,25 @@ def readme_blocks() -> dict[str, str]:
 
 
 def test_readme_has_every_quickstart_block():
-    assert set(readme_blocks()) == {"install", "settings", "celery", "init", "run", "fake-stripe"}
+    assert set(readme_blocks()) == {
+        *("install", "settings", "celery", "init", "run", "fake-stripe"),
+        *("owner-settings", "owner-code"),
+    }
+
+
+# The site's own model, as the README describes it (the README gives only its fields).
+ORGANIZATION_MODEL = """\
+from django.db import models
+
+
+class Organization(models.Model):
+    name = models.CharField(max_length=200)
+    billing_email = models.EmailField(blank=True)
+    street = models.CharField(max_length=200, blank=True)
+    city = models.CharField(max_length=100, blank=True)
+    postal_code = models.CharField(max_length=20, blank=True)
+    country = models.CharField(max_length=2, blank=True)
+"""
 
 
 def _free_port() -> int:
@@ -171,6 +194,15 @@ def test_quickstart_as_written(site):
     (package / "celery.py").write_text(blocks["celery"])
     (package / "__init__.py").write_text(blocks["init"])
 
+    # The site's accounts app and its Organization, linked as "Link customers to
+    # your own model" says: before the first migrate.
+    site.run("python manage.py startapp accounts", cwd=project)
+    (project / "accounts" / "models.py").write_text(ORGANIZATION_MODEL)
+    with open(package / "settings.py", "a") as settings_file:
+        settings_file.write('\nINSTALLED_APPS += ["accounts"]\n' + blocks["owner-settings"])
+    output = site.run("python manage.py makemigrations accounts", cwd=project)
+    assert "Create model Organization" in output and "Migrations for 'customersync'" not in output, output
+
     # The bundled fake Stripe server, as "Try it without a Stripe account" says,
     # on a free port rather than 12111.
     port = str(_free_port())
@@ -193,9 +225,11 @@ def test_quickstart_as_written(site):
     assert "WARNING" not in output and "customersync." not in output, output
 
     # 4. Migrate, pull, worker and beat.
+    worker = None
     for line in blocks["run"].splitlines():
         if line.startswith("celery "):
-            site.start(line, cwd=project)
+            started = site.start(line, cwd=project)
+            worker = worker or started
         elif line.strip():
             site.run(line, cwd=project)
     server.wait_for(r"fake-stripe: GET /v1/customers\?\S*limit=100\S* 200", timeout=5)
@@ -213,3 +247,28 @@ def test_quickstart_as_written(site):
     stripe_id = re.search(r"edited (cus_\w+)", output).group(1)
     match = server.wait_for(rf"fake-stripe: POST /v1/customers/{stripe_id} (\d+)(?: (.*))?$", timeout=60)
     assert match.groups() == ("200", "email=changed%2B1%40example.com")
+
+    owner_quickstart(site, project, blocks, worker, port)
+
+
+def owner_quickstart(site: Site, project: Path, blocks: dict[str, str], worker: Lines, port: str):
+    """The README's owner code, as written: the organization's customer is created, then its save pushes."""
+    code = blocks["owner-code"] + "print('owned', customer.pk, customer.stripe_id)\n"
+    output = site.run(f"python manage.py shell -c {shlex.quote(code)}", cwd=project)
+    pk, stripe_id = re.search(r"owned (\d+) (cus_\w+)", output).groups()
+    # The worker sends the new billing email, and nothing else.
+    worker.wait_for(rf"Pushed {pk} \({stripe_id}\): Stripe confirmed", timeout=60)
+    check = (
+        "from customersync.models import Customer, PendingPush; "
+        f"customer = Customer.objects.get(pk={pk}); "
+        "print('state', customer.sync_status, customer.owner.billing_email, "
+        "PendingPush.objects.filter(customer=customer, state='pending').count())"
+    )
+    output = site.run(f"python manage.py shell -c {shlex.quote(check)}", cwd=project)
+    assert "state in_sync accounts@acme.example 0" in output, output  # nothing more to send
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/_fake/requests", timeout=10) as answer:
+        received = json.load(answer)
+    (create,) = [r for r in received if (r["method"], r["path"]) == ("POST", "/v1/customers")]
+    assert "email=billing%40acme.example" in create["body"].split("&"), create
+    updates = [r for r in received if (r["method"], r["path"]) == ("POST", f"/v1/customers/{stripe_id}")]
+    assert [(r["status"], r["body"]) for r in updates] == [(200, "email=accounts%40acme.example")]
