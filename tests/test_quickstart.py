@@ -8,8 +8,9 @@ cannot drift), and then: ``check`` is clean, ``migrate`` works,
 change reaches that server as exactly the changed parameter through a real
 worker. The same site has an ``accounts`` app whose ``Organization`` owns its
 customer ("Link customers to your own model": the README gives the settings
-and the code, the test writes the model). Needs the package index (for the
-fresh virtualenv) and Redis.
+and the code, the test writes the model), and runs the README's own test of
+it ("Using the fake Stripe server in your own tests") with pytest. Needs the
+package index (for the fresh virtualenv) and Redis.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def readme_blocks() -> dict[str, str]:
 def test_readme_has_every_quickstart_block():
     assert set(readme_blocks()) == {
         *("install", "settings", "celery", "init", "run", "fake-stripe"),
-        *("owner-settings", "owner-code"),
+        *("owner-settings", "owner-code", "site-test"),
     }
 
 
@@ -249,6 +250,7 @@ def test_quickstart_as_written(site):
     assert match.groups() == ("200", "email=changed%2B1%40example.com")
 
     owner_quickstart(site, project, blocks, worker, port)
+    site_test(site, project, blocks)
 
 
 def owner_quickstart(site: Site, project: Path, blocks: dict[str, str], worker: Lines, port: str):
@@ -272,3 +274,12 @@ def owner_quickstart(site: Site, project: Path, blocks: dict[str, str], worker: 
     assert "email=billing%40acme.example" in create["body"].split("&"), create
     updates = [r for r in received if (r["method"], r["path"]) == ("POST", f"/v1/customers/{stripe_id}")]
     assert [(r["status"], r["body"]) for r in updates] == [(200, "email=accounts%40acme.example")]
+
+
+def site_test(site: Site, project: Path, blocks: dict[str, str]):
+    """The README's test with the fake_stripe fixture, run by pytest in the site (pytest-django configured)."""
+    site.run('python -m pip install "pytest>=8,<10" "pytest-django>=4.9,<5"')
+    (project / "pytest.ini").write_text("[pytest]\nDJANGO_SETTINGS_MODULE = mysite.settings\n")
+    (project / "accounts" / "test_billing.py").write_text(blocks["site-test"])
+    output = site.run("python -m pytest -q -p no:cacheprovider accounts/test_billing.py", cwd=project)
+    assert re.search(r"^1 passed", output, re.M), output
