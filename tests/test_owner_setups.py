@@ -24,6 +24,7 @@ OWNER_TESTS = [
     "tests/test_owner_e2e.py",
     "tests/test_owner_checks.py",
     "tests/test_link.py",
+    "tests/test_owner_admin.py",
 ]
 
 

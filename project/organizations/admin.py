@@ -1,10 +1,12 @@
 from django.contrib import admin
 
+from customersync.owner_admin import OwnerAdminMixin
+
 from .models import Organization
 
 
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin):  # TODO owner_admin
+class OrganizationAdmin(OwnerAdminMixin, admin.ModelAdmin):
     list_display = ("name", "billing_email", "city", "country")
     search_fields = ("name", "billing_email")
     fieldsets = [
