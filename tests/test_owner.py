@@ -370,3 +370,18 @@ def test_save_with_update_fields_naming_no_mapped_field_does_not_look_for_the_cu
         setattr(owner, field("email"), "changed@acme.test")
         owner.save(update_fields=[field("email")])
     assert sync.for_owner(owner).email == "changed@acme.test"
+
+
+def test_owner_edit_of_a_mapped_metadata_key_sends_that_key_alone(stripe, settings):
+    mapping = {**settings.CUSTOMERSYNC["OWNER_FIELDS"], "metadata[plan]": "plan_note"}
+    with override_settings(CUSTOMERSYNC={**settings.CUSTOMERSYNC, "OWNER_FIELDS": mapping}):
+        owner = make_owner(plan_note="silver")
+        customer = sync.get_or_create_for(owner, wait=True)
+        stripe.clear_requests()
+        owner.plan_note = "gold"
+        owner.save()
+        push_now(customer)
+    (request,) = posts(stripe)
+    assert request.body == b"metadata[plan]=gold"
+    assert stripe.get_customer(customer.stripe_id)["metadata"]["plan"] == "gold"
+    assert stripe.get_customer(customer.stripe_id)["metadata"]["customersync_owner"] == identity(owner)
