@@ -47,6 +47,10 @@ class Busy(CustomerSyncError):
     """Another worker holds this customer's lease; try again shortly."""
 
 
+class LeaseLost(Busy):
+    """This worker's lease on a customer expired or was taken over: it sends and writes nothing more."""
+
+
 class ParamError(CustomerSyncError, ValueError):
     """A desired value that the update endpoint cannot express (names the param)."""
 

@@ -1,10 +1,26 @@
 """The per-customer lease: at most one request per customer in flight, across every worker.
 
-Taken with a conditional UPDATE (atomic on every database Django supports),
-held across freeze, request and confirmation, released after. A holder that
-died without releasing is replaced once the lease expires, or, when it was a
-process on this host that no longer exists, once its request would have
-timed out at Stripe.
+Fenced, and on the database's clock, never a worker's:
+
+- taken with a conditional UPDATE when free or expired by the database's
+  ``now()`` (a worker whose clock runs ahead cannot take a live lease; one
+  whose clock runs behind is not delayed);
+- renewed by ``hold()``, the first statement of every transaction its holder
+  writes in (freeze, attempt, confirm, failure): the UPDATE succeeds only
+  while the lease is still this holder's and unexpired, and locks the lease
+  row until that transaction commits, so no one takes it over in between;
+  a holder that lost it gets ``LeaseLost`` and writes and sends nothing more;
+- renewed right before each request, for ``LEASE_SECONDS``, which the system
+  checks keep well above a request's total deadline: a lease expires only
+  after its holder's last request has ended, and a new holder resends the
+  same frozen body under the same key, never a new diff;
+- released after. A holder that died without releasing is replaced once the
+  lease expires, or, when it was a process on this host that no longer
+  exists, once its last request's deadline has passed.
+
+A task retried after the database went away passes its lease's ``owner`` on
+(``Lease(pk, owner=...)``), so the retry resumes the lease instead of
+waiting for it to expire.
 """
 
 from __future__ import annotations
@@ -15,49 +31,77 @@ import os
 import socket
 import uuid
 
-from django.db import IntegrityError, transaction
-from django.db.models import Q
-from django.utils import timezone
+from django.db import DatabaseError, IntegrityError, transaction
+from django.db.models import DateTimeField, ExpressionWrapper, Q
+from django.db.models.functions import Now
 
 from .conf import app_settings
-from .exceptions import Busy
+from .exceptions import Busy, LeaseLost
 from .models import PushLease
 
 logger = logging.getLogger("customersync")
 
 
+def db_now_plus(seconds: float) -> ExpressionWrapper:
+    """The database's ``now()`` plus ``seconds``, as an expression."""
+    return ExpressionWrapper(Now() + dt.timedelta(seconds=seconds), output_field=DateTimeField())
+
+
+def request_deadline() -> float:
+    """How long one request to Stripe may last, at most (connect and the whole answer)."""
+    deadline = getattr(app_settings, "REQUEST_DEADLINE", None)
+    return float(deadline if deadline is not None else app_settings.TIMEOUT)
+
+
 class Lease:
     """Exclusive right to send requests for one customer (see ``PushLease``)."""
 
-    def __init__(self, customer_pk: int) -> None:
+    def __init__(self, customer_pk: int, owner: str | None = None) -> None:
         self.customer_pk = customer_pk
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+    def _fields(self) -> dict[str, object]:
+        return {"owner": self.owner, "expires_at": db_now_plus(app_settings.LEASE_SECONDS), "renewed_at": Now()}
 
     def acquire(self) -> Lease:
-        now = timezone.now()
-        until = now + dt.timedelta(seconds=app_settings.LEASE_SECONDS)
         leases = PushLease.objects.filter(customer_id=self.customer_pk)
-        taken = leases.filter(Q(owner="") | Q(expires_at__lt=now)).update(owner=self.owner, expires_at=until)
+        free = Q(owner="") | Q(expires_at__lt=Now()) | Q(owner=self.owner)
+        taken = leases.filter(free).update(**self._fields())
         if not taken:
             try:
                 with transaction.atomic():
-                    PushLease.objects.create(customer_id=self.customer_pk, owner=self.owner, expires_at=until)
+                    PushLease.objects.create(customer_id=self.customer_pk, **self._fields())
                 taken = 1
             except IntegrityError:
-                holder, expires = leases.values_list("owner", "expires_at").first() or ("", None)
-                # A dead holder's request may still be running at Stripe until
-                # its client timeout; only then is it safe to send again.
-                taken_at = expires - dt.timedelta(seconds=app_settings.LEASE_SECONDS) if expires else now
-                timed_out = now >= taken_at + dt.timedelta(seconds=app_settings.TIMEOUT)
-                if holder and timed_out and _holder_is_dead(holder):
-                    logger.warning("Taking over the lease of customer %s from a dead worker.", self.customer_pk)
-                    taken = leases.filter(owner=holder).update(owner=self.owner, expires_at=until)
+                holder = leases.values_list("owner", flat=True).first() or ""
+                if holder and _holder_is_dead(holder):
+                    # Its last request may still be running at Stripe until its deadline.
+                    quiet = Q(renewed_at__isnull=True) | Q(renewed_at__lt=db_now_plus(-request_deadline()))
+                    taken = leases.filter(quiet, owner=holder).update(**self._fields())
+                    if taken:
+                        logger.warning("Took over the lease of customer %s from a dead worker.", self.customer_pk)
         if not taken:
             raise Busy(self.customer_pk)
         return self
 
+    def hold(self) -> None:
+        """Renew the lease, or raise ``LeaseLost``: the first statement of each of the holder's transactions."""
+        held = (
+            PushLease.objects.filter(customer_id=self.customer_pk, owner=self.owner, expires_at__gt=Now())
+            .update(expires_at=db_now_plus(app_settings.LEASE_SECONDS), renewed_at=Now())
+        )  # fmt: skip
+        if not held:
+            logger.warning("Lost the lease of customer %s: stopping without sending.", self.customer_pk)
+            raise LeaseLost(self.customer_pk)
+
     def release(self) -> None:
-        PushLease.objects.filter(customer_id=self.customer_pk, owner=self.owner).update(owner="", expires_at=None)
+        try:
+            PushLease.objects.filter(customer_id=self.customer_pk, owner=self.owner).update(
+                owner="", expires_at=None, renewed_at=None
+            )
+        except DatabaseError:
+            # The database is away: the lease expires by itself, or a retry resumes it.
+            logger.warning("Could not release the lease of customer %s (database error).", self.customer_pk)
 
 
 def _holder_is_dead(owner: str) -> bool:

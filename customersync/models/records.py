@@ -116,15 +116,19 @@ class PushAttempt(models.Model):
 class PushLease(models.Model):
     """Who may send requests for a customer right now: at most one holder.
 
-    Taken with a conditional UPDATE (works on every database), held across
-    freeze, request and confirmation, and released after. A holder that died
-    without releasing is replaced once the lease expires, or at once when it
-    was a process on this host that no longer exists.
+    Taken with a conditional UPDATE (works on every database), renewed by
+    every write its holder makes (freeze, attempt, confirm: each conditional
+    on still holding it) and right before each request, released after. A
+    holder that died without releasing is replaced once the lease expires, or
+    when it was a process on this host that no longer exists, once its last
+    request's deadline has passed.
     """
 
     customer = models.OneToOneField(Customer, on_delete=models.CASCADE, primary_key=True, related_name="+")
     owner = models.CharField(max_length=255, blank=True)
+    # Both on the database's clock, never a worker's.
     expires_at = models.DateTimeField(null=True, blank=True)
+    renewed_at = models.DateTimeField(null=True, blank=True)
 
 
 class Resolution(models.TextChoices):
