@@ -21,11 +21,12 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote_plus
 
-from django.db import transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -53,6 +54,7 @@ logger = logging.getLogger("customersync")
 
 # Rounds of push within one lease: picks up edits made during the previous request.
 _MAX_ROUNDS = 3
+_OPEN = (PushState.PENDING, PushState.SENDING)
 REDACTED = "[redacted]"
 
 
@@ -99,35 +101,49 @@ def loggable(params: dict[str, Any]) -> str:
     )
 
 
-def push(customer_pk: int, *, client: StripeClient | None = None) -> PushResult:
+def push(customer_pk: int, *, client: StripeClient | None = None, resume: str | None = None) -> PushResult:
     """Send the customer's pending changes to Stripe and record what happened.
 
-    Raises ``Busy`` when another worker is pushing this customer and
-    ``RetryLater`` after a retryable error.
+    Raises ``Busy`` when another worker is pushing this customer (``LeaseLost``
+    when this one stopped holding its lease), ``RetryLater`` after a retryable
+    error, and ``DatabaseError`` with the lease's owner in ``.customersync_lease``
+    when the database stayed away: pass it back as ``resume`` to take up the
+    lease again at once.
     """
     if not Customer.objects.filter(pk=customer_pk).exists():
         return PushResult(Outcome.SKIPPED)
-    lease = Lease(customer_pk).acquire()
+    lease = Lease(customer_pk, owner=resume).acquire()
+    limiter = ratelimit.budget()
     try:
         result = PushResult(Outcome.NOTHING)
-        for _ in range(_MAX_ROUNDS):
-            record, early = _take(customer_pk)
+        for round_ in range(_MAX_ROUNDS):
+            if round_ and not PendingPush.objects.filter(customer_id=customer_pk, state__in=_OPEN).exists():
+                break  # nothing was saved while the last request was in flight
+            if limiter is not None:
+                # The fleet's budget, waited for before anything is frozen, so
+                # what is sent is never a snapshot older than the wait.
+                limiter.acquire()
+            record, early = _take(customer_pk, lease)
             if record is None:
                 # A later round with nothing left does not hide what was pushed.
                 return result if result.outcome is Outcome.PUSHED else (early or result)
             client = client or stripe_client()
-            result = _send(record, client)
+            result = _send(record, client, lease)
             if result.outcome is not Outcome.PUSHED:
                 return result
         return result
+    except DatabaseError as err:
+        err.customersync_lease = lease.owner  # type: ignore[attr-defined]
+        raise
     finally:
         lease.release()
 
 
-def _take(customer_pk: int) -> tuple[PendingPush | None, PushResult | None]:
+def _take(customer_pk: int, lease: Lease) -> tuple[PendingPush | None, PushResult | None]:
     """The record to send now, frozen; or None and the result when there is nothing to send."""
     now = timezone.now()
     with transaction.atomic():
+        lease.hold()
         customer = Customer.objects.select_for_update().filter(pk=customer_pk).first()
         if customer is None:
             return None, PushResult(Outcome.SKIPPED)
@@ -179,15 +195,15 @@ def _take(customer_pk: int) -> tuple[PendingPush | None, PushResult | None]:
     return record, None
 
 
-def _send(record: PendingPush, client: StripeClient) -> PushResult:
+def _send(record: PendingPush, client: StripeClient, lease: Lease) -> PushResult:
     stripe_id = Customer.objects.filter(pk=record.customer_id).values_list("stripe_id", flat=True).get()
     params = record.params or {}
-    attempt = PushAttempt.objects.create(
-        push=record, customer_id=record.customer_id, params=redact(params), idempotency_key=record.idempotency_key
-    )
+    with transaction.atomic():
+        lease.hold()  # renewed for a whole request, right before it
+        attempt = PushAttempt.objects.create(
+            push=record, customer_id=record.customer_id, params=redact(params), idempotency_key=record.idempotency_key
+        )
     limiter = ratelimit.budget()
-    if limiter is not None:
-        limiter.acquire()  # the fleet's budget: blocks until this request may go
     adopted = False
     try:
         if record.operation == "create" and (existing := _owners_customer_in_stripe(record, client)) is not None:
@@ -205,9 +221,11 @@ def _send(record: PendingPush, client: StripeClient) -> PushResult:
     except StripeError as err:
         if limiter is not None and isinstance(err, RateLimitError) and err.code != "lock_timeout":
             limiter.penalize(app_settings.RATE_LIMIT_PAUSE)  # slow the whole fleet, not just this worker
-        return _failed(record, attempt, err)
+        return _failed(record, attempt, err, lease)
     _finish(attempt, AttemptOutcome.SUCCEEDED, http_status=200, request_id=getattr(response, "request_id", "") or "")
-    customer = _confirm(record, response, adopted=adopted)
+    customer = _confirm_until_stored(record, response, lease, adopted=adopted)
+    if customer is None:
+        return PushResult(Outcome.SKIPPED)  # a late answer for a record no longer in flight
     logger.info("Pushed %s (%s): Stripe confirmed.", record.customer_id, stripe_id)
     if record.operation == "create" and signals.customer_created.has_listeners(Customer):
         owner = getattr(customer, "owner", None) if owners.mapping() is not None else None
@@ -246,7 +264,16 @@ def _finish(attempt: PushAttempt, outcome: str, *, err: StripeError | None = Non
     PushAttempt.objects.filter(pk=attempt.pk).update(outcome=outcome, finished_at=timezone.now(), **fields)
 
 
-def _failed(record: PendingPush, attempt: PushAttempt, err: StripeError) -> PushResult:
+def _failed(record: PendingPush, attempt: PushAttempt, err: StripeError, lease: Lease) -> PushResult:
+    with transaction.atomic():
+        lease.hold()  # only the holder records what happened
+        outcome = _record_failure(record, attempt, err)
+    if isinstance(outcome, RetryLater):
+        raise outcome  # once what happened is stored
+    return outcome
+
+
+def _record_failure(record: PendingPush, attempt: PushAttempt, err: StripeError) -> PushResult | RetryLater:
     error = err.as_dict()
     customer_pk = record.customer_id
     now = timezone.now()
@@ -254,7 +281,7 @@ def _failed(record: PendingPush, attempt: PushAttempt, err: StripeError) -> Push
         # Our own earlier request under this key is still running at Stripe
         # (a worker died waiting for it): wait for it, it is not a failure.
         _finish(attempt, AttemptOutcome.RETRY, err=err)
-        raise RetryLater(err, max(record.attempts, 1))
+        return RetryLater(err, max(record.attempts, 1))
     if is_retryable(err):
         PendingPush.objects.filter(pk=record.pk).update(attempts=F("attempts") + 1)
         attempts = record.attempts + 1
@@ -262,7 +289,7 @@ def _failed(record: PendingPush, attempt: PushAttempt, err: StripeError) -> Push
             _finish(attempt, AttemptOutcome.RETRY, err=err)
             Customer.objects.filter(pk=customer_pk).note_error(error)
             logger.warning("Push of %s will be retried (attempt %s): %s", customer_pk, attempts, err)
-            raise RetryLater(err, attempts)
+            return RetryLater(err, attempts)
         logger.warning("Push of %s failed after %s attempts: %s", customer_pk, attempts, err)
     _finish(attempt, AttemptOutcome.DELETED if _is_missing(err) else AttemptOutcome.FAILED, err=err)
     PendingPush.objects.filter(pk=record.pk).update(state=PushState.FAILED, completed_at=now)
@@ -278,7 +305,7 @@ def _failed(record: PendingPush, attempt: PushAttempt, err: StripeError) -> Push
             logger.warning("Push of %s failed: %s", customer_pk, err)
         customers.mark_failed(error)
         outcome = Outcome.FAILED
-    signals.push_failed.send(sender=Customer, customer_pk=customer_pk, error=error)
+    transaction.on_commit(lambda: signals.push_failed.send(sender=Customer, customer_pk=customer_pk, error=error))
     return PushResult(outcome, params=record.params or {}, error=error)
 
 
@@ -290,14 +317,45 @@ def _is_missing(err: StripeError) -> bool:
     return err.http_status == 404 and err.code == "resource_missing"
 
 
-def _confirm(record: PendingPush, response: dict[str, Any], *, adopted: bool = False) -> Customer:
+def _confirm_until_stored(
+    record: PendingPush, response: dict[str, Any], lease: Lease, *, adopted: bool = False
+) -> Customer | None:
+    """``_confirm``, retried while the database is away: Stripe's answer is known, so it is
+    not asked again; for at most half the lease, then ``DatabaseError`` (the task retries,
+    resuming the lease, and resends the frozen body under its key: Stripe replays its answer)."""
+    give_up = time.monotonic() + app_settings.LEASE_SECONDS / 2
+    delay = 0.2
+    while True:
+        try:
+            return _confirm(record, response, lease, adopted=adopted)
+        except (OperationalError, InterfaceError) as err:
+            if time.monotonic() + delay > give_up:
+                raise
+            logger.warning(
+                "Stripe confirmed %s but the database is unavailable; storing its answer again in %.1f s: %s",
+                record.customer_id, delay, type(err).__name__,
+            )  # fmt: skip
+            connection.close()  # a fresh connection for the next try
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def _confirm(record: PendingPush, response: dict[str, Any], lease: Lease, *, adopted: bool = False) -> Customer | None:
     """Store Stripe's answer as the confirmed state, keeping edits made meanwhile.
 
+    Only for the record in flight under this lease: a late answer for a record
+    already confirmed or given up is ignored, so it never rolls back a newer state.
     ``adopted``: ``response`` is a customer found in Stripe, not the answer to
     what was sent: it is taken, except the owner's mapped values, pushed next.
     """
     now = timezone.now()
     with transaction.atomic():
+        lease.hold()
+        if not PendingPush.objects.select_for_update().filter(pk=record.pk, state=PushState.SENDING).exists():
+            logger.warning(
+                "Ignored a late answer for push %s of %s: no longer in flight.", record.pk, record.customer_id
+            )
+            return None
         customer = Customer.objects.select_for_update().get(pk=record.customer_id)
         customer.merge_remote(response, base=record.sent_state, at=now)
         if adopted and (mapping := owners.mapping()) is not None:

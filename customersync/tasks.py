@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 
 from celery import shared_task
+from django.db import DatabaseError
 
 from . import outbox, push
 from .exceptions import Busy, RetryLater
@@ -27,15 +28,23 @@ def backoff(failed_attempts: int) -> float:
     reject_on_worker_lost=True,
     max_retries=None,  # bounded by CUSTOMERSYNC["MAX_RETRIES"] on the outbox record
 )
-def push_customer(self, customer_pk: int) -> str:
-    """Push one customer's pending changes to Stripe."""
+def push_customer(self, customer_pk: int, resume: str | None = None) -> str:
+    """Push one customer's pending changes to Stripe.
+
+    ``resume``: the lease a run that lost the database held, taken up again at once.
+    """
     try:
-        return push.push(customer_pk).outcome.value
+        return push.push(customer_pk, resume=resume).outcome.value
     except Busy:
         # Another worker is pushing this customer; its turn comes shortly.
         raise self.retry(countdown=random.uniform(0.2, 1.0)) from None
     except RetryLater as later:
         raise self.retry(countdown=backoff(later.attempts)) from None
+    except DatabaseError as err:
+        # Not acknowledged as done: retried (resuming the lease) once the database is back,
+        # without waiting for the sweeper.
+        resumed = {"resume": getattr(err, "customersync_lease", None)}
+        raise self.retry(countdown=backoff(self.request.retries + 1), args=[customer_pk], kwargs=resumed) from None
 
 
 @shared_task(bind=True, name=outbox.DRAIN_TASK, acks_late=True, ignore_result=True)

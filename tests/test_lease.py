@@ -1,0 +1,175 @@
+"""Issue 12: a fenced lease on the database's clock.
+
+Threads with their own database connections stand in for workers; the fake
+server holds requests to make them outlast a lease. Time that must pass (a
+lease expiring) is made to pass by moving the lease's expiry in the
+database, never by sleeping; a worker's wrong clock is faked in-process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from unittest import mock
+
+import pytest
+from django.db.models.functions import Now
+from django.utils import timezone
+
+from customersync import sync
+from customersync.exceptions import Busy, LeaseLost, RetryLater
+from customersync.lease import Lease, db_now_plus
+from customersync.models import Customer, PendingPush, PushLease, PushState, SyncStatus
+from tests.support import push_in_thread
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def mirrored(stripe, **fields):
+    return sync.pull_one(stripe.add_customer(**fields)["id"])
+
+
+def path_of(customer):
+    return f"/v1/customers/{customer.stripe_id}"
+
+
+def posts(stripe, customer):
+    """The customer's POSTs, in the order they arrived."""
+    return sorted(
+        (r for r in stripe.requests if r.method == "POST" and r.path == path_of(customer)), key=lambda r: r.time
+    )
+
+
+def expire(customer):
+    """Let the lease's time run out, as the database's clock sees it."""
+    PushLease.objects.filter(customer_id=customer.pk).update(expires_at=db_now_plus(-1))
+
+
+def skewed(seconds):
+    """This process's clock ``seconds`` off (the database's is right)."""
+    real = timezone.now
+    return mock.patch("django.utils.timezone.now", lambda: real() + dt.timedelta(seconds=seconds))
+
+
+# -- the database's clock, not the worker's ------------------------------------------------
+
+
+def test_a_worker_clock_200_s_ahead_cannot_take_a_live_lease(stripe):
+    customer = mirrored(stripe, name="Ann")
+    holder = Lease(customer.pk).acquire()
+    with skewed(200), pytest.raises(Busy):
+        Lease(customer.pk).acquire()
+    holder.hold()  # still the holder's
+
+
+def test_a_worker_clock_30_s_behind_is_not_delayed_by_an_expired_lease(stripe):
+    customer = mirrored(stripe, name="Ann")
+    Lease(customer.pk).acquire()
+    expire(customer)  # the holder died; its lease ran out by the database's clock
+    customer.name = "Bea"
+    customer.save()
+    with skewed(-30):
+        result = sync.push(customer.pk)
+    assert result.outcome is sync.Outcome.PUSHED
+    assert [r.body for r in posts(stripe, customer)] == [b"name=Bea"]
+
+
+def test_a_200_s_ahead_worker_sends_nothing_while_a_request_is_in_flight(stripe):
+    customer = mirrored(stripe, email="a@example.com")
+    customer.email = "b@example.com"
+    customer.save()
+    stripe.inject(delay=1.5, path_prefix=path_of(customer))
+    thread, results = push_in_thread(customer.pk)
+    stripe.wait_for_arrivals(1, method="POST", path_prefix=path_of(customer))
+    with skewed(200), pytest.raises(Busy):
+        sync.push(customer.pk)
+    thread.join()
+    assert [r.status for r in posts(stripe, customer)] == [200]  # one request, never a second beside it
+
+
+def test_lease_times_are_the_databases():
+    lease_row = PushLease(customer=Customer.objects.create(name="x"), owner="w", expires_at=None)
+    lease_row.save()
+    with skewed(3600):
+        Lease(lease_row.customer_id, owner="w").acquire()
+    row = PushLease.objects.filter(customer_id=lease_row.customer_id).annotate(db_now=Now()).get()
+    assert abs((row.renewed_at - row.db_now).total_seconds()) < 60
+    assert row.expires_at > row.renewed_at
+
+
+# -- a request that outlasts the lease ------------------------------------------------------
+
+
+def test_request_outlasting_the_lease_new_holder_resends_the_same_body_and_old_holder_stops(stripe):
+    customer = mirrored(stripe, email="a@example.com")
+    customer.email = "b@example.com"
+    customer.save()
+    stripe.inject(delay=1.5, path_prefix=path_of(customer))
+    thread, results = push_in_thread(customer.pk)  # worker A
+    stripe.wait_for_arrivals(1, method="POST", path_prefix=path_of(customer))
+    expire(customer)  # A's request outlasts its lease
+
+    # Worker B takes the lease and resends A's frozen body under A's key: Stripe
+    # answers 409 while A's request runs, never applies a second copy.
+    with pytest.raises(RetryLater):
+        sync.push(customer.pk)
+    thread.join()
+    assert isinstance(results[0], LeaseLost)  # A wrote nothing after losing it
+    first, second = posts(stripe, customer)
+    assert first.body == second.body and first.idempotency_key == second.idempotency_key
+    assert (first.status, second.status) == (200, 409)
+    record = PendingPush.objects.get(customer=customer)
+    assert record.state == PushState.SENDING  # not confirmed by A, which lost the lease
+
+    # B's retry gets Stripe's stored answer and confirms it.
+    assert sync.push(customer.pk).outcome is sync.Outcome.PUSHED
+    third = posts(stripe, customer)[2]
+    assert third.idempotency_key == first.idempotency_key and third.replayed
+    customer.refresh_from_db()
+    assert customer.sync_status == SyncStatus.IN_SYNC and customer.stripe_data["email"] == "b@example.com"
+    applied = [r for r in posts(stripe, customer) if r.status == 200 and not r.replayed]
+    assert len(applied) == 1
+
+
+def test_worker_that_lost_its_lease_does_not_send(stripe):
+    customer = mirrored(stripe, name="Ann")
+    lease = Lease(customer.pk).acquire()
+    PushLease.objects.filter(customer_id=customer.pk).update(owner="someone-else")
+    customer.name = "Bea"
+    customer.save()
+    from customersync import push as push_module
+
+    with pytest.raises(LeaseLost):
+        push_module._take(customer.pk, lease)
+    assert PendingPush.objects.get(customer=customer).state == PushState.PENDING  # nothing frozen
+    assert posts(stripe, customer) == []
+
+
+# -- a confirm that cannot roll back --------------------------------------------------------
+
+
+def test_old_records_replayed_answer_after_a_newer_confirm_changes_nothing(stripe):
+    from customersync import push as push_module
+
+    customer = mirrored(stripe, email="a@example.com")
+    customer.email = "b@example.com"
+    customer.save()
+    sync.push(customer.pk)
+    old = PendingPush.objects.get(customer=customer, state=PushState.SENT)
+    old_answer = {**stripe.get_customer(customer.stripe_id)}
+    customer.refresh_from_db()
+    customer.email = "c@example.com"
+    customer.save()
+    sync.push(customer.pk)
+    customer.refresh_from_db()
+    assert customer.stripe_data["email"] == "c@example.com"
+
+    # The first record's answer arrives late (a replay under its key).
+    lease = Lease(customer.pk).acquire()
+    try:
+        assert push_module._confirm(old, old_answer, lease) is None
+    finally:
+        lease.release()
+    customer.refresh_from_db()
+    assert customer.stripe_data["email"] == "c@example.com" and customer.email == "c@example.com"
+    assert customer.sync_status == SyncStatus.IN_SYNC
+    assert not PendingPush.objects.filter(customer=customer, state=PushState.PENDING).exists()
