@@ -1,14 +1,15 @@
 """All HTTP to Stripe goes through ``StripeClient``: one ``requests.Session``.
 
 Every call carries ``Authorization: Bearer``, the pinned ``Stripe-Version``, a
-User-Agent naming this app and a timeout; every POST carries an
-``Idempotency-Key``. The client does not retry: retrying is the caller's
+User-Agent naming this app, a timeout per connect and read, and a total
+deadline (``transport``); every POST carries an ``Idempotency-Key``. The client does not retry: retrying is the caller's
 decision (the Celery task), so nothing is hidden here. Errors become
 ``StripeError`` subclasses that never contain the key.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -16,8 +17,9 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
+from urllib3.exceptions import HTTPError as TransportError
 
-from . import __version__
+from . import __version__, transport
 from .exceptions import (
     APIConnectionError,
     APIError,
@@ -29,6 +31,7 @@ from .exceptions import (
     RateLimitError,
     StripeError,
 )
+from .transport import DeadlineAdapter, ResponseTooLarge, Watchdog
 from .wire import encode
 
 logger = logging.getLogger(__name__)
@@ -72,15 +75,23 @@ class StripeClient:
         api_base: str = DEFAULT_API_BASE,
         api_version: str = DEFAULT_API_VERSION,
         timeout: float = 20.0,
+        deadline: float = 30.0,
         session: requests.Session | None = None,
     ) -> None:
+        """``timeout`` bounds the connect and each read; ``deadline`` the whole request, answer
+        included (seconds). A ``session`` passed in gets the adapter that enforces the deadline
+        mounted for ``api_base``."""
         if not api_key:
             raise ConfigurationError("StripeClient needs an API key (CUSTOMERSYNC['API_KEY']).")
+        if not deadline > 0:
+            raise ConfigurationError(f"The request deadline must be a positive number of seconds, not {deadline!r}.")
         self._api_key = api_key
         self.api_base = api_base.rstrip("/")
         self.api_version = api_version
         self.timeout = timeout
+        self.deadline = deadline
         self.session = session or requests.Session()
+        self.session.mount(self.api_base + "/", DeadlineAdapter())
 
     def __repr__(self) -> str:  # never show the key
         return f"<StripeClient {self.api_base} version={self.api_version}>"
@@ -189,27 +200,61 @@ class StripeClient:
             headers["Idempotency-Key"] = idempotency_key or f"{IDEMPOTENCY_PREFIX}{uuid.uuid4()}"
             data = (body if body is not None else encode(params or {})).encode("ascii")
         url = self.api_base + path
+        response, content = self._send(method, path, url, params=query, data=data, headers=headers)
+        return self._interpret(response, content, method, path)
+
+    def _send(self, method: str, path: str, url: str, **kwargs: Any) -> tuple[requests.Response, bytes]:
+        """The response and its whole body, read within the deadline and the size cap."""
+        watchdog = Watchdog(self.deadline)
         try:
-            response = self.session.request(method, url, params=query, data=data, headers=headers, timeout=self.timeout)
-        except requests.Timeout as err:
-            raise APIConnectionError(f"Timed out talking to Stripe ({method} {path}): {type(err).__name__}.") from err
-        except requests.RequestException as err:
+            with watchdog:
+                # The per-read timeout never outlasts the deadline either.
+                wait = min(self.timeout, watchdog.remaining())
+                response = self.session.request(method, url, timeout=wait, stream=True, **kwargs)
+                with response:
+                    content = transport.read_body(response, transport.MAX_RESPONSE_BYTES)
+        except ResponseTooLarge as err:
+            raise APIError(
+                f"Stripe's answer to {method} {path} is larger than {err.limit} bytes "
+                f"({err.limit / 2**20:g} MiB), the most this client reads.",
+                http_status=response.status_code,
+                request_id=response.headers.get("Request-Id"),
+            ) from None
+        except (requests.RequestException, TransportError, OSError) as err:
+            if watchdog.cut or watchdog.remaining() == 0:
+                raise self._deadline_passed(method, path) from err
+            if isinstance(err, requests.Timeout):
+                raise APIConnectionError(
+                    f"Timed out talking to Stripe ({method} {path}): {type(err).__name__}."
+                ) from err
             raise APIConnectionError(f"Could not talk to Stripe ({method} {path}): {type(err).__name__}.") from err
-        return self._interpret(response, method, path)
+        if watchdog.cut:  # the answer looked complete, but only because its connection was cut
+            raise self._deadline_passed(method, path)
+        return response, content
+
+    def _deadline_passed(self, method: str, path: str) -> APIConnectionError:
+        return APIConnectionError(
+            f"The {self.deadline:g} s deadline passed before Stripe's answer to {method} {path} was complete "
+            "(CUSTOMERSYNC['REQUEST_DEADLINE']); the request may have been applied."
+        )
 
     @staticmethod
-    def _interpret(response: requests.Response, method: str, path: str) -> StripeObject:
+    def _interpret(response: requests.Response, content: bytes, method: str, path: str) -> StripeObject:
         request_id = response.headers.get("Request-Id")
         should_retry_header = response.headers.get("Stripe-Should-Retry")
         should_retry = None if should_retry_header is None else should_retry_header.lower() == "true"
+        problem = ""
         try:
-            payload = response.json()
-        except (ValueError, requests.exceptions.RequestException):
+            payload = json.loads(content)
+        except ValueError:
             payload = None
+        except RecursionError:  # nested deeper than the parser's recursion limit
+            payload, problem = None, " (nested too deep to parse)"
         if 200 <= response.status_code < 300:
             if not isinstance(payload, dict):
                 raise APIError(
-                    f"Stripe answered {method} {path} with HTTP {response.status_code} but the body is not JSON.",
+                    f"Stripe answered {method} {path} with HTTP {response.status_code} but the body is not "
+                    f"JSON{problem}.",
                     http_status=response.status_code,
                     request_id=request_id,
                     should_retry=should_retry,
@@ -219,7 +264,7 @@ class StripeClient:
         if not isinstance(error, dict):
             raise APIError(
                 f"Stripe answered {method} {path} with HTTP {response.status_code} and a body that is not "
-                "a Stripe error.",
+                f"a Stripe error{problem}.",
                 http_status=response.status_code,
                 request_id=request_id,
                 should_retry=should_retry,

@@ -23,6 +23,11 @@ DEFAULTS: dict[str, Any] = {
     "API_VERSION": DEFAULT_API_VERSION,
     # Seconds to wait for a connection and for each read, on every request.
     "TIMEOUT": 20.0,
+    # Seconds a whole request may take: connecting, sending, and Stripe's entire
+    # answer (headers and body). Past it the request is cut and retried like a
+    # network error, so a server that answers a byte at a time cannot hold a
+    # customer's lease; keep LEASE_SECONDS at least 2 * this + 10 (check E030).
+    "REQUEST_DEADLINE": 30.0,
     # Celery queue for push tasks; None uses the site's default routing.
     "QUEUE": None,
     # Enqueue a push on commit when a save changes a synced field.
@@ -153,4 +158,5 @@ def stripe_client() -> StripeClient:
         api_base=app_settings.API_BASE,
         api_version=app_settings.API_VERSION,
         timeout=app_settings.TIMEOUT,
+        deadline=app_settings.REQUEST_DEADLINE,
     )
