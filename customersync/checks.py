@@ -46,7 +46,33 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
                 id="customersync.W002",
             )
         )
-    return messages
+    return messages + _check_deadline()
+
+
+def _check_deadline() -> list:
+    """The lease must outlast the requests made under it, with room to spare."""
+    lease, deadline = app_settings.get("LEASE_SECONDS"), app_settings.get("REQUEST_DEADLINE")
+    if not _is_positive_number(deadline):
+        return [Error(f"CUSTOMERSYNC['REQUEST_DEADLINE'] is {deadline!r}, not a positive number of seconds.",
+                      hint=f"The default is {DEFAULTS['REQUEST_DEADLINE']!r}.", id="customersync.E031")]  # fmt: skip
+    least = 2 * deadline + 10
+    if not _is_positive_number(lease) or lease < least:
+        return [
+            Error(
+                f"CUSTOMERSYNC['LEASE_SECONDS'] ({lease!r}) is not comfortably above the request deadline "
+                f"({deadline:g} s): a customer's lease could expire while its push is still talking to Stripe, "
+                "and a second worker would push the same customer at the same time.",
+                hint=f"Keep CUSTOMERSYNC['LEASE_SECONDS'] >= 2 * CUSTOMERSYNC['REQUEST_DEADLINE'] + 10: with "
+                f"REQUEST_DEADLINE = {deadline:g}, set LEASE_SECONDS to at least {least:g} (it is {lease!r}), "
+                "or lower REQUEST_DEADLINE.",
+                id="customersync.E030",
+            )
+        ]
+    return []
+
+
+def _is_positive_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
 @register()
@@ -58,7 +84,7 @@ def check_celery(app_configs: Any = None, **kwargs: Any) -> list:
     from . import tasks  # noqa: F401  (registers the shared tasks with the site's app)
 
     try:
-        lease, timeout = app_settings.get("LEASE_SECONDS"), app_settings.get("TIMEOUT")
+        lease, deadline = app_settings.get("LEASE_SECONDS"), app_settings.get("REQUEST_DEADLINE")
     except ImproperlyConfigured:
         return []  # reported by check_settings
     conf = current_app.conf
@@ -93,8 +119,9 @@ def check_celery(app_configs: Any = None, **kwargs: Any) -> list:
                 )
             )
     visibility = (conf.broker_transport_options or {}).get("visibility_timeout")
-    longest = lease + timeout + 10
-    if visibility is not None and visibility < longest:
+    # Held lease, plus a last request still running when it expired.
+    longest = lease + deadline + 10 if _is_positive_number(lease) and _is_positive_number(deadline) else None
+    if visibility is not None and longest is not None and visibility < longest:
         messages.append(
             Warning(
                 f"The broker's visibility_timeout ({visibility}s) is shorter than a push can take "

@@ -86,6 +86,8 @@ CUSTOMERSYNC = {
     # Nothing listens on port 9: a test that forgets the fake server fails loudly.
     "API_BASE": os.environ.get("CUSTOMERSYNC_TEST_API_BASE", "http://127.0.0.1:9"),
     "TIMEOUT": 2.0,
+    # Within LEASE_SECONDS' margin (2 * 5 + 10 <= 30: check E030).
+    "REQUEST_DEADLINE": 5.0,
     "MAX_RETRIES": int(os.environ.get("CUSTOMERSYNC_TEST_MAX_RETRIES", "2")),
     "LEASE_SECONDS": 30,
     "WEBHOOK_SECRET": "whsec_test_secret",
