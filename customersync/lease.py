@@ -49,8 +49,7 @@ def db_now_plus(seconds: float) -> ExpressionWrapper:
 
 def request_deadline() -> float:
     """How long one request to Stripe may last, at most (connect and the whole answer)."""
-    deadline = getattr(app_settings, "REQUEST_DEADLINE", None)
-    return float(deadline if deadline is not None else app_settings.TIMEOUT)
+    return float(app_settings.REQUEST_DEADLINE)
 
 
 class Lease:
