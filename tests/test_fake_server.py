@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -491,6 +493,100 @@ def test_fault_drop_after_applies_and_retry_replays(
     assert retry.status_code == 200 and retry.headers["Idempotent-Replayed"] == "true"
     assert retry.json()["balance"] == 100
     assert server.get_customer(customer["id"])["balance"] == 7
+
+
+def _send_raw(server: FakeStripeServer, path: str, body: bytes, **headers: str) -> socket.socket:
+    """A POST written on a socket of its own, so a test sees the answer's bytes as they arrive."""
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    lines = [f"POST {path} HTTP/1.1", f"Host: {host}", f"Authorization: Bearer {KEY}",
+             "Content-Type: application/x-www-form-urlencoded", f"Content-Length: {len(body)}",
+             *(f"{name}: {value}" for name, value in headers.items())]  # fmt: skip
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+    return sock
+
+
+def _receive(sock: socket.socket, count: int) -> bytes:
+    """Exactly ``count`` bytes (fewer only at end of stream)."""
+    data = b""
+    while len(data) < count and (more := sock.recv(count - len(data))):
+        data += more
+    return data
+
+
+@pytest.mark.parametrize("action", ["trickle", "trickle_headers"])
+def test_fault_trickle_applies_then_answers_a_byte_per_interval_and_stop_ends_it(
+    server: FakeStripeServer, customer: dict[str, Any], action: str
+) -> None:
+    server.inject(action=action, trickle=0.3)
+    started = time.monotonic()
+    sock = _send_raw(server, f"/v1/customers/{customer['id']}", b"name=Slow")
+    with sock:
+        first = sock.recv(4096)
+        # Applied before a byte of the answer left: it is only the answer that is slow.
+        assert server.get_customer(customer["id"])["name"] == "Slow"
+        if action == "trickle":
+            assert first.startswith(b"HTTP/1.1 200 OK\r\n") and b"\r\n\r\n" in first  # the head at once
+            received = first.partition(b"\r\n\r\n")[2]
+        else:
+            received = first
+        received += _receive(sock, 3 - len(received))
+        # Three bytes of the trickled part: at least two intervals apart.
+        assert time.monotonic() - started >= 0.6
+        assert received == (b"{\n " if action == "trickle" else b"HTT")
+        stopping = time.monotonic()
+        server.stop()
+        assert _receive(sock, 100_000) == b""  # cut at once, not a byte per 0.3 s for the rest
+        assert time.monotonic() - stopping < 3.0
+
+
+@pytest.mark.parametrize("action", ["trickle", "trickle_headers"])
+def test_fault_trickle_delivers_the_whole_answer(
+    server: FakeStripeServer, http: requests.Session, customer: dict[str, Any], action: str
+) -> None:
+    server.inject(action=action, trickle=0)
+    response = update(http, server, customer["id"], "name=Whole")
+    assert response.status_code == 200 and response.json() == server.get_customer(customer["id"])
+    assert response.json()["name"] == "Whole"
+
+
+def test_fault_trickle_releases_the_key_so_a_retry_replays(
+    server: FakeStripeServer, http: requests.Session, customer: dict[str, Any]
+) -> None:
+    server.inject(action="trickle", trickle=60)
+    with _send_raw(server, f"/v1/customers/{customer['id']}", b"balance=100", **{"Idempotency-Key": "slow-1"}) as sock:
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200 OK")
+        # The client gives up on the slow answer and retries under the same key.
+        retry = update(http, server, customer["id"], "balance=100", **{"Idempotency-Key": "slow-1"})
+    assert retry.status_code == 200 and retry.headers["Idempotent-Replayed"] == "true"
+    assert retry.json()["balance"] == 100
+
+
+def test_fault_endless_body_never_ends(
+    server: FakeStripeServer, http: requests.Session, customer: dict[str, Any]
+) -> None:
+    server.inject(action="endless")
+    with http.post(f"{server.url}/v1/customers/{customer['id']}", data="name=E", headers=FORM, stream=True) as answer:
+        assert answer.status_code == 200 and answer.headers["Transfer-Encoding"] == "chunked"
+        assert "Content-Length" not in answer.headers
+        received = bytearray()
+        for chunk in answer.iter_content(65536):
+            received += chunk
+            if len(received) > 4 * 2**20:
+                break
+    answer_json, _, filler = bytes(received).partition(b"\n}")
+    assert json.loads(answer_json + b"\n}")["name"] == "E"
+    assert len(filler) > 4 * 2**20 - len(answer_json) - 2 and not filler.strip()
+    assert server.get_customer(customer["id"])["name"] == "E"
+
+
+def test_trickle_needs_a_trickle_action(server: FakeStripeServer) -> None:
+    with pytest.raises(ValueError, match="trickle"):
+        server.inject(trickle=1.0)
+    with pytest.raises(ValueError, match="trickle"):
+        server.inject(action="drop", trickle=1.0)
+    with pytest.raises(ValueError, match="negative"):
+        server.inject(action="trickle", trickle=-1)
 
 
 # --------------------------------------------------------------------------

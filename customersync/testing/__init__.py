@@ -10,8 +10,9 @@ It keeps customers in memory with Stripe's update semantics (``''`` unsets,
 metadata per-key unsets, whole-object replacement of addresses, ...), answers
 Stripe-shaped errors naming the bad ``param``, honours ``Idempotency-Key``,
 records every request byte for byte, and can inject faults (error statuses,
-garbage bodies, delays, dropped or reset connections). A small control API
-under ``/_fake/`` lets another process drive it over HTTP.
+garbage bodies, delays, dropped or reset connections, answers trickled a byte
+at a time or never ending). A small control API under ``/_fake/`` lets another
+process drive it over HTTP.
 
 It does not use the app's ``customersync.params``: it is the independent check
 on the app, so only ``customersync.wire`` (form encoding) is shared.

@@ -1,4 +1,5 @@
-"""Injected faults: error statuses, garbage bodies, delays, dropped or reset connections.
+"""Injected faults: error statuses, garbage bodies, delays, dropped or reset connections,
+answers trickled a byte at a time or never ending.
 
 ``FakeStripeServer.inject`` queues them; each API request takes the first
 matching fault, first-in first-out, until its ``times`` are used up.
@@ -10,9 +11,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .messages import _json_bytes, _Response
+from .messages import _json_bytes, _merge_headers, _Response
 
-_FAULT_ACTIONS = (None, "drop", "drop_after", "reset")
+# Apply the request, then deliver its answer slowly ("trickle": the body;
+# "trickle_headers": status line and headers too) or endlessly.
+_DELIVERIES = ("trickle", "trickle_headers", "endless")
+_FAULT_ACTIONS = (None, "drop", "drop_after", "reset", *_DELIVERIES)
 
 
 def _default_fault_error(status: int) -> dict[str, Any]:
@@ -38,6 +42,7 @@ class _Fault:
     remaining: int
     method: str | None
     path_prefix: str
+    trickle: float = 1.0  # seconds between bytes of a trickled answer
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method is None or self.method == method) and path.startswith(self.path_prefix)
@@ -48,6 +53,13 @@ class _Fault:
         if body is None:
             body = _json_bytes({"error": self.error or _default_fault_error(self.status)})
         return _Response(self.status, body)
+
+    def shape(self, response: _Response) -> _Response:
+        """The executed request's ``response`` as this fault delivers it: its headers added, slowly or endlessly."""
+        response.headers = _merge_headers(response.headers, self.headers)
+        if self.action in _DELIVERIES:
+            response.delivery, response.interval = self.action, self.trickle
+        return response
 
 
 def _make_fault(
@@ -61,6 +73,7 @@ def _make_fault(
     times: int,
     method: str | None,
     path_prefix: str,
+    trickle: float | None = None,
 ) -> _Fault:
     """A fault from ``FakeStripeServer.inject``'s arguments, checked (ValueError if inconsistent)."""
     if action not in _FAULT_ACTIONS:
@@ -73,6 +86,10 @@ def _make_fault(
         raise ValueError(f"status must be an HTTP status code, not {status!r}")
     if int(times) < 1 or float(delay) < 0:
         raise ValueError("times must be at least 1 and delay not negative")
+    if trickle is not None and action not in ("trickle", "trickle_headers"):
+        raise ValueError("trickle (seconds between bytes) needs action='trickle' or action='trickle_headers'")
+    if trickle is not None and float(trickle) < 0:
+        raise ValueError("trickle must not be negative")
     if isinstance(body, str):
         body = body.encode()
     return _Fault(
@@ -85,6 +102,7 @@ def _make_fault(
         remaining=int(times),
         method=method.upper() if method else None,
         path_prefix=path_prefix,
+        trickle=1.0 if trickle is None else float(trickle),
     )
 
 

@@ -64,6 +64,8 @@ class _HTTPServer(ThreadingHTTPServer):
         self.backend = backend
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
+        # Set when the fake stops: answers being trickled or streamed end at once.
+        self.closing = threading.Event()
         super().__init__(address, _Handler)
 
     def server_bind(self) -> None:
@@ -80,7 +82,8 @@ class _HTTPServer(ThreadingHTTPServer):
             self._connections.discard(connection)
 
     def shutdown_connections(self) -> None:
-        """Shut down the connections still open, such as idle keep-alive ones."""
+        """Shut down the connections still open, such as idle keep-alive ones, and end slow answers."""
+        self.closing.set()
         with self._connections_lock:
             connections = list(self._connections)
         for connection in connections:
@@ -123,8 +126,12 @@ class _Handler(BaseHTTPRequestHandler):
         with backend.handle(record, params_ok) as outcome:
             if isinstance(outcome, _Abort):
                 self._abort(reset=outcome.reset)
-            else:
+            elif outcome.delivery is None:
                 self._write(outcome)
+        if isinstance(outcome, _Response) and outcome.delivery is not None:
+            # Delivered once the exchange is complete: the request was applied
+            # and its Idempotency-Key answers a retry; only the answer is slow.
+            self._deliver(outcome)
 
     do_POST = do_DELETE = do_PUT = do_PATCH = do_GET
 
@@ -172,6 +179,36 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:  # the client gave up (e.g. its timeout fired during a delay)
             self.close_connection = True
 
+    def _deliver(self, response: _Response) -> None:
+        """Write ``response`` a byte at a time, or with a body that never ends (see ``_Response``)."""
+        self.close_connection = True
+        endless = response.delivery == "endless"
+        head = self._head(response, chunked=endless)
+        try:
+            if endless:
+                self.wfile.write(head + (_chunk(response.body) if response.body else b""))
+                filler = _chunk(b" " * 65536)
+                while not self.server.closing.is_set():
+                    self.wfile.write(filler)  # until the client hangs up, or stop()
+                return
+            data = head + response.body
+            start = 0 if response.delivery == "trickle_headers" else len(head)
+            self.wfile.write(data[:start])
+            for i in range(start, len(data)):
+                if i > start and self.server.closing.wait(response.interval):
+                    return
+                self.wfile.write(data[i : i + 1])
+        except OSError:
+            pass  # the client gave up (its deadline passed)
+
+    def _head(self, response: _Response, *, chunked: bool) -> bytes:
+        """The status line and headers ``_write`` would send, as bytes."""
+        reason = self.responses.get(response.status, ("",))[0]
+        lines = [f"{self.protocol_version} {response.status} {reason}", f"Server: {self.version_string()}",
+                 f"Date: {self.date_time_string()}", *(f"{k}: {v}" for k, v in response.headers.items()),
+                 "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(response.body)}"]  # fmt: skip
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
     def _abort(self, *, reset: bool) -> None:
         """Close the connection without a response: FIN, or RST when ``reset``."""
         self.close_connection = True
@@ -179,6 +216,11 @@ class _Handler(BaseHTTPRequestHandler):
             # Linger 0 makes close() send RST instead of FIN.
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.connection.close()
+
+
+def _chunk(data: bytes) -> bytes:
+    """``data`` as one chunk of a chunked body."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
 
 
 def _request_params(raw: bytes | str) -> dict[str, Any]:

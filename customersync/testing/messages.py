@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -98,11 +98,20 @@ class RecordedRequest:
 
 @dataclass
 class _Response:
-    """An answer to write: status, body and headers."""
+    """An answer to write: status, body and headers, and how to deliver them.
+
+    ``delivery`` None writes it at once; ``"trickle"`` writes the status line and
+    headers at once, then the body a byte every ``interval`` seconds;
+    ``"trickle_headers"`` writes everything a byte at a time; ``"endless"`` sends
+    a chunked body that never ends (the body, then spaces, until the client
+    hangs up or the server stops).
+    """
 
     status: int
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
+    delivery: str | None = None
+    interval: float = 0.0
 
 
 @dataclass
@@ -138,7 +147,7 @@ def _with_api_headers(record: RecordedRequest, response: _Response) -> _Response
         },
         response.headers,
     )
-    return _Response(response.status, response.body, headers)
+    return replace(response, headers=headers)
 
 
 def _bearer_key(headers: Headers) -> str | None:

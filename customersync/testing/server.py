@@ -256,14 +256,18 @@ class FakeStripeServer:
         times: int = 1,
         method: str | None = "POST",
         path_prefix: str = "/v1/customers",
+        trickle: float | None = None,
     ) -> None:
         """Queue a fault for the next ``times`` requests matching method and path prefix.
 
         ``status`` answers that status with ``body`` (raw) or an error object
         (``error`` or a default); ``headers`` are added to whatever is answered;
         ``delay`` waits first; ``action`` is ``"drop"`` (close, nothing applied),
-        ``"drop_after"`` (apply, then close) or ``"reset"`` (TCP RST). Faults
-        are consumed first-in first-out; ``method=None`` matches any method.
+        ``"drop_after"`` (apply, then close), ``"reset"`` (TCP RST), or applies
+        the request and then sends its answer ``"trickle"`` (the body one byte
+        every ``trickle`` seconds, default 1), ``"trickle_headers"`` (status
+        line and headers too) or ``"endless"`` (a chunked body that never ends).
+        Faults are consumed first-in first-out; ``method=None`` matches any method.
         """
         fault = _make_fault(
             status=status,
@@ -275,6 +279,7 @@ class FakeStripeServer:
             times=times,
             method=method,
             path_prefix=path_prefix,
+            trickle=trickle,
         )
         with self._lock:
             self._faults.add(fault)
@@ -344,9 +349,7 @@ class FakeStripeServer:
         response = self._execute(record, params_ok)
         if fault is not None and fault.action == "drop_after":
             return _Abort(reset=False)  # applied (and cached), never answered
-        if fault is not None:
-            response.headers = _merge_headers(response.headers, fault.headers)
-        return response
+        return response if fault is None else fault.shape(response)
 
     def _decided(self, record: RecordedRequest, outcome: _Response | _Abort) -> _Response | _Abort:
         """Log the outcome, before it is delivered, so a client never outruns the log."""
