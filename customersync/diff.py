@@ -7,7 +7,9 @@ means "unset".
 
 ``diff`` returns ``{}`` when nothing needs sending; values set back to what
 Stripe already has send nothing. A change the endpoint cannot express (say,
-clearing ``invoice_prefix``) raises ``ParamError`` naming the parameter.
+clearing ``invoice_prefix``), a desired value of the wrong type or a key that
+is no parameter (``shapes.check``) raises ``ParamError`` naming the parameter:
+nothing is ever sent as a Python repr, turned into an unset, or dropped.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from . import shapes
 from .exceptions import ParamError
 from .params import TABLE, Param, Role, Shape, set_path
 
@@ -147,6 +150,10 @@ def diff(
     ``tax[ip_address]``, ``expand``...). Write-once values are always sent when
     given; request options only ride along with a change.
     """
+    problems = shapes.check(desired, once, confirmed)
+    if problems:
+        name, messages = next(iter(problems.items()))
+        raise ParamError(name, messages[0])
     params: dict[str, Any] = {}
     for param in TABLE.state:
         wanted = _lookup(desired, param.path)

@@ -213,7 +213,23 @@ CASES = [
         "",
     ),
     ("default_source-clear", BASE, {"default_source": ""}, ParamError("default_source", "")),
-]
+    # a value of the wrong type is refused naming its param: never sent as a repr, unset or dropped
+    ("name-object", BASE, {"name": {"nested": 1}}, ParamError("name", "")),
+    ("footer-object", BASE, inv(footer={"nested": 1}), ParamError("invoice_settings[footer]", "")),
+    ("address-line1-object", EMPTY, {"address": {"line1": {"nested": 1}}}, ParamError("address[line1]", "")),
+    ("address-unknown-key", EMPTY, {"address": {"line3": "x"}}, ParamError("address[line3]", "")),
+    ("address-not-an-object", BASE, {"address": "1 rue"}, ParamError("address", "")),
+    ("metadata-not-a-map", BASE, {"metadata": "a=1"}, ParamError("metadata", "")),
+    ("metadata-value-object", BASE, {"metadata": {"a": {"x": 1}}}, ParamError("metadata[a]", "")),
+    ("locales-not-text", BASE, {"preferred_locales": ["fr", 5]}, ParamError("preferred_locales", "")),
+    ("custom_fields-item-text", BASE, inv(custom_fields=["PO"]), ParamError("invoice_settings[custom_fields]", "")),
+    ("balance-float", BASE, {"balance": 12.5}, ParamError("balance", "")),
+    # a key Stripe reported itself (read-only, never sent) is no error while it is unchanged
+    ("shipping-stripes-own-keys", BASE, {"shipping": {**BASE["shipping"], "name": "Bo"}},
+     "shipping[address]" + ADDRESS_WIRE.format(p="shipping[address]") + "&shipping[name]=Bo&shipping[phone]=%2B331"),
+    ("shipping-stripes-own-key-changed", BASE, {"shipping": {**BASE["shipping"], "carrier": "UPS"}},
+     ParamError("shipping[carrier]", "")),
+]  # fmt: skip
 
 ONCE_CASES = [
     # write-once values: sent when given, never compared with the mirror
@@ -252,6 +268,23 @@ def test_diff_body(confirmed, desired, expected):
 @pytest.mark.parametrize("once, expected", [c[1:] for c in ONCE_CASES], ids=[c[0] for c in ONCE_CASES])
 def test_write_once_and_options(once, expected):
     assert encode(diff(BASE, {"email": BASE["email"]}, once)) == expected
+
+
+@pytest.mark.parametrize(
+    "once, param",
+    [
+        ({"foo": "x"}, "pending_once[foo]"),
+        ({"email": "a@b.c"}, "pending_once[email]"),
+        ({"tax": {"ip": "1.2.3.4"}}, "pending_once[tax][ip]"),
+        ({"source": {"id": "tok_visa"}}, "source"),
+        ({"expand": "default_source"}, "expand"),
+        ({"validate": "yes"}, "validate"),
+    ],
+)
+def test_write_once_values_of_the_wrong_type_or_unknown_are_refused(once, param):
+    with pytest.raises(ParamError) as info:
+        diff(BASE, {"email": "new@example.com"}, once)
+    assert info.value.param == param
 
 
 def test_options_ride_along_with_a_change():
