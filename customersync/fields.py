@@ -14,9 +14,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from .params import ADDRESS_FIELDS, TABLE
-from .validation import CUSTOM_FIELDS_MAX, LOCALES
+from .validation import CUSTOM_FIELDS_MAX, LOCALES, MAX_LOCALES
 
-MAX_LOCALES = 5
 _ADDRESS_LABELS = {
     "line1": _("Address line 1"),
     "line2": _("Address line 2"),

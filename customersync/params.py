@@ -136,7 +136,7 @@ PARAMS: tuple[Param, ...] = (
     Param(("metadata",), Shape.MAP, section="contact"),
     # Billing and invoices
     Param(("balance",), type=int, clearable=False, section="billing"),
-    Param(("invoice_prefix",), clearable=False, help="3-12 uppercase letters or digits.", section="billing"),
+    Param(("invoice_prefix",), clearable=False, help="1-12 uppercase letters or digits.", section="billing"),
     Param(("next_invoice_sequence",), type=int, clearable=False, section="billing"),
     Param(
         ("invoice_settings", "custom_fields"),

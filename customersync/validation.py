@@ -23,10 +23,13 @@ from .exceptions import ParamError
 from .merge import norm
 from .params import TABLE, get_path
 
-INVOICE_PREFIX = re.compile(r"^[A-Z0-9]{3,12}$")
+INVOICE_PREFIX = re.compile(r"[A-Z0-9]{1,12}")  # used with fullmatch: "$" would let a trailing newline in
 METADATA_MAX_KEYS, METADATA_KEY_MAX, METADATA_VALUE_MAX = 50, 40, 500
 CUSTOM_FIELDS_MAX, CUSTOM_FIELD_NAME_MAX, CUSTOM_FIELD_VALUE_MAX = 4, 40, 140
 EMAIL_MAX = 512
+# Stripe's limits on text the model's columns would hold longer.
+TEXT_MAX = {"business_name": 150, "individual_name": 150}
+MAX_LOCALES = 5
 
 # The locales Stripe accepts in preferred_locales (its invoice and email languages).
 LOCALES: tuple[str, ...] = (
@@ -34,6 +37,16 @@ LOCALES: tuple[str, ...] = (
     "he", "hr", "hu", "id", "it", "ja", "ko", "lt", "lv", "ms", "mt", "nb", "nl", "pl", "pt", "pt-BR",
     "ro", "ru", "sk", "sl", "sv", "th", "tr", "vi", "zh", "zh-HK", "zh-TW",
 )  # fmt: skip
+
+# A regional variant of one of those languages (en-US, de-CH): Stripe keeps what browsers send.
+_REGIONAL = re.compile(r"([a-z]{2,3})-(?:[A-Z]{2}|[0-9]{3})")
+
+
+def locale_ok(value: str) -> bool:
+    """A locale Stripe takes in ``preferred_locales``."""
+    regional = _REGIONAL.fullmatch(value)
+    return value in LOCALES or bool(regional and regional.group(1) in LOCALES)
+
 
 _email = EmailValidator()
 
@@ -59,9 +72,25 @@ def validate(state: Mapping[str, Any], once: Mapping[str, Any] | None = None) ->
         elif not _valid_email(email):
             errors["email"].append("Enter a valid email address, like ann@example.com.")
 
+    for name, limit in TEXT_MAX.items():
+        text = state.get(name)
+        if isinstance(text, str) and len(text) > limit:
+            errors[name].append(f"Use at most {limit} characters (this has {len(text)}).")
+
     prefix = state.get("invoice_prefix")
-    if not _blank(prefix) and not INVOICE_PREFIX.match(str(prefix)):
-        errors["invoice_prefix"].append("Use 3 to 12 uppercase letters or digits, like ACME01.")
+    if not _blank(prefix) and not INVOICE_PREFIX.fullmatch(str(prefix)):
+        errors["invoice_prefix"].append("Use 1 to 12 uppercase letters or digits, like ACME01.")
+
+    locales = state.get("preferred_locales")
+    if isinstance(locales, list):
+        if len(locales) > MAX_LOCALES:
+            errors["preferred_locales"].append(f"Use at most {MAX_LOCALES} locales (this has {len(locales)}).")
+        for locale in locales:
+            if isinstance(locale, str) and not locale_ok(locale):
+                errors["preferred_locales"].append(
+                    f"{locale!r} is not a locale Stripe takes: use one of {', '.join(LOCALES)},"
+                    " or a regional variant such as en-US."
+                )
 
     for name in ("balance", "next_invoice_sequence"):
         value = state.get(name)

@@ -199,7 +199,7 @@ def long_email(length: int) -> str:
 
 RULES = [
     ("invoice_prefix-lowercase", {"invoice_prefix": "acme"}, "invoice_prefix", {"invoice_prefix": "ACME"}),
-    ("invoice_prefix-short", {"invoice_prefix": "AB"}, "invoice_prefix", {"invoice_prefix": "ABC"}),
+    ("invoice_prefix-inner-space", {"invoice_prefix": "AC ME"}, "invoice_prefix", {"invoice_prefix": "A"}),
     ("invoice_prefix-long", {"invoice_prefix": "ABCDEFGHIJKLM"}, "invoice_prefix", {"invoice_prefix": "ABCDEFGHIJKL"}),
     ("email-invalid", {"email": "not-an-email"}, "email", {"email": "ann@example.com"}),
     ("email-too-long", {"email": long_email(513)}, "email", {"email": long_email(512)}),

@@ -21,7 +21,7 @@ from typing import Any
 from .customer import _ADDRESS_KEYS, _Customer, _new_customer, _random_id
 from .errors import _cannot_unset, _invalid, _missing_param, _unknown_param
 
-_INVOICE_PREFIX = re.compile(r"[A-Z0-9]{3,12}")
+_INVOICE_PREFIX = re.compile(r"[A-Z0-9]{1,12}")
 _INTEGER = re.compile(r"[+-]?\d+")
 
 _TAX_EXEMPT = ("none", "exempt", "reverse")
@@ -121,7 +121,9 @@ def _set_plain_string(customer: _Customer, name: str, value: Any) -> None:
     if name == "email" and len(text) > 512:
         raise _invalid("Invalid email: must be at most 512 characters", name)
     if name == "invoice_prefix" and text and not _INVOICE_PREFIX.fullmatch(text):
-        raise _invalid("Invalid invoice_prefix: must be 3 to 12 uppercase letters or digits", name)
+        raise _invalid("Invalid invoice_prefix: must be 1 to 12 uppercase letters or digits", name)
+    if name in ("business_name", "individual_name") and len(text) > 150:
+        raise _invalid(f"Invalid {name}: must be at most 150 characters", name)
     customer.obj[name] = text or None
 
 
