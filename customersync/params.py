@@ -242,13 +242,6 @@ PARAMS: tuple[Param, ...] = (
 )
 
 
-_CONTAINERS: dict[Shape, tuple[tuple[type, ...], str]] = {
-    Shape.MAP: ((dict,), "an object of keys and values"),
-    Shape.LIST: ((list,), "a list"),
-    Shape.OBJECT: ((dict, type(None)), "an object or null"),
-}
-
-
 class Table:
     """The table and the views every consumer reads at use (so a row added in a test counts everywhere)."""
 
@@ -267,13 +260,6 @@ class Table:
         self.once_roots: tuple[str, ...] = tuple(
             dict.fromkeys(f"{p.field}[" for p in rows if p.role is not Role.STATE and len(p.path) > 1)
         )
-        # The Python types each non-scalar state field must hold, and how to say it.
-        self.json_shapes: dict[str, tuple[tuple[type, ...], str]] = {}
-        for p in self.state:
-            if len(p.path) > 1:
-                self.json_shapes[p.field] = ((dict,), "an object")
-            elif p.shape is not Shape.SCALAR:
-                self.json_shapes[p.field] = _CONTAINERS[p.shape]
 
     @contextmanager
     def extended(self, *rows: Param) -> Iterator[Table]:

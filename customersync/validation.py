@@ -4,6 +4,12 @@
 bracket names (``email``, ``shipping[name]``, ``metadata[plan]``...), so the
 model can refuse a save and the admin form can put each message on the
 field it concerns. Messages are written for operators.
+
+The rules are never stricter than Stripe: where this app's own limits are
+tighter (a column's length or range), ``values.column_errors`` says so.
+``check_edit`` (``Customer.validate_for_stripe``) runs, in order: the types
+and keys (``shapes.check``), Stripe's rules on what the edit changes, the
+columns, then the diff.
 """
 
 from __future__ import annotations
@@ -16,12 +22,13 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.validators import EmailValidator
-from django.utils.translation import gettext as _
 
+from . import shapes
 from .diff import diff
 from .exceptions import ParamError
 from .merge import norm
 from .params import TABLE, get_path
+from .values import column_errors
 
 INVOICE_PREFIX = re.compile(r"[A-Z0-9]{1,12}")  # used with fullmatch: "$" would let a trailing newline in
 METADATA_MAX_KEYS, METADATA_KEY_MAX, METADATA_VALUE_MAX = 50, 40, 500
@@ -181,13 +188,9 @@ def _leaves(data: Mapping[str, Any]) -> list[Any]:
 def check_edit(customer: Any) -> dict[str, Any] | None:
     """``Customer.validate_for_stripe``: raise ``ValidationError`` keyed by Stripe param names,
     or return the pending params computed on the way (None without a Stripe id)."""
-    errors: dict[str, list[str]] = {
-        name: [_("Expected %(kind)s in Stripe's shape.") % {"kind": kind}]
-        for name, (types, kind) in {**TABLE.json_shapes, "pending_once": ((dict,), "an object")}.items()
-        if not isinstance(getattr(customer, name), types)
-    }
-    if errors:
-        raise ValidationError(errors)
+    wrong = refused_values(customer)
+    if wrong:
+        raise ValidationError(wrong)
     desired = customer.desired_state()
     errors = validate(desired, customer.pending_once)
     if errors and customer.stripe_data:
@@ -199,6 +202,8 @@ def check_edit(customer: Any) -> dict[str, Any] | None:
             if norm(p, get_path(desired, p.path)) != norm(p, get_path(customer.stripe_data, p.path))
         }
         errors = {k: v for k, v in errors.items() if k.split("[", 1)[0] in changed or k.startswith(TABLE.once_roots)}
+    # Whatever Stripe thinks, a value its column cannot hold is never written.
+    errors = _joined(errors, column_errors(customer))
     params = None
     if not errors and customer.stripe_id:
         try:
@@ -208,3 +213,30 @@ def check_edit(customer: Any) -> dict[str, Any] | None:
     if errors:
         raise ValidationError(errors)
     return params
+
+
+def refused_values(customer: Any) -> dict[str, list[str]]:
+    """Values of the wrong type and keys that are no parameter, with the columns' own refusals."""
+    wrong = _wrong_types(customer)
+    return _joined(wrong, column_errors(customer)) if wrong else {}
+
+
+def refused_fields(customer: Any) -> set[str]:
+    """The model fields holding a value of the wrong type, or one its column cannot hold."""
+    names = {f.name for f in customer._meta.concrete_fields}
+    heads = {key.split("[", 1)[0] for key in (*_wrong_types(customer), *column_errors(customer))}
+    return {head if head in names else "pending_once" for head in heads}
+
+
+def _wrong_types(customer: Any) -> dict[str, list[str]]:
+    fields = {name: getattr(customer, name) for name in TABLE.state_fields}
+    return shapes.check(fields, customer.pending_once, customer.stripe_data)
+
+
+def _joined(first: dict[str, list[str]], more: dict[str, list[str]]) -> dict[str, list[str]]:
+    """``first``, and the errors of ``more`` about values it says nothing of (itself or a parent)."""
+    out = dict(first)
+    for key, messages in more.items():
+        if not any(key == named or key.startswith(named + "[") for named in first):
+            out[key] = messages
+    return out

@@ -248,6 +248,14 @@ class Customer(models.Model):
         if self.sync_status == SyncStatus.DELETED:
             self.sync_status, self.sync_error = SyncStatus.IN_SYNC, None
 
+    def clean_fields(self, exclude: Any = None) -> None:
+        """Django's checks of each field, except those holding a value ``validate_for_stripe``
+        refuses: ``clean()`` reports them by their Stripe names, and Django would first turn
+        a dict given for a text field into its repr."""
+        from ..validation import refused_fields
+
+        super().clean_fields(exclude={*(exclude or ()), *refused_fields(self)})
+
     def clean(self) -> None:
         super().clean()
         self.validate_for_stripe()
