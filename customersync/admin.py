@@ -14,7 +14,7 @@ from django.views.decorators.http import require_POST
 
 from . import admin_display, sync
 from .admin_display import shown
-from .exceptions import StripeError
+from .exceptions import StripeError, Unstorable
 from .forms import CustomerForm, form_fields, model_params
 from .models import Conflict, Customer, PushAttempt, SyncStatus, WebhookEvent
 from .params import SECTIONS, TABLE
@@ -178,7 +178,7 @@ class CustomerAdmin(admin.ModelAdmin):
             try:
                 sync.pull_one(customer.stripe_id)
                 done += 1
-            except StripeError as err:
+            except (StripeError, Unstorable) as err:
                 failed.append(f"{customer.stripe_id}: {err.message}")
         self.message_user(
             request,

@@ -61,6 +61,8 @@ def _apply_event(kind: str, obj: dict[str, Any], created: dt.datetime, key: str)
         return "deleted"
     stats = PullStats()
     store_page([obj], stats, at=created, source="webhook")
+    if stats.skipped:
+        return "skipped: does not fit"  # logged by store_page, with the fields
     if PendingPush.objects.for_idempotency_key(key).exists():
         return "echo"  # our own push, seen by Stripe: confirmed state refreshed, nothing sent back
     return "created" if stats.created else "applied"

@@ -20,6 +20,7 @@ __all__ = [
     "Busy",
     "RetryLater",
     "ParamError",
+    "Unstorable",
     "StripeError",
     "APIConnectionError",
     "InvalidRequestError",
@@ -58,6 +59,19 @@ class ParamError(CustomerSyncError, ValueError):
         self.param = param
         self.message = message
         super().__init__(f"{param}: {message}")
+
+
+class Unstorable(CustomerSyncError, ValueError):
+    """A customer from Stripe holds a value the mirror's columns cannot (a name past the
+    column's length, a NUL character): it was skipped, nothing written. ``errors`` names each field."""
+
+    def __init__(self, stripe_id: str, errors: dict[str, list[str]]) -> None:
+        self.stripe_id = stripe_id
+        self.errors = errors
+        self.message = "not stored, a value does not fit here: " + "; ".join(
+            f"{name}: {' '.join(messages)}" for name, messages in errors.items()
+        )
+        super().__init__(f"{stripe_id}: {self.message}")
 
 
 class StripeError(CustomerSyncError):

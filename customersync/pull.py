@@ -4,13 +4,20 @@ Each page is written in a constant number of queries (``store_page``), which
 the webhook events reuse for one customer. Stripe's object is merged into the
 mirror three ways (``merge.merge``): a field edited here and not yet pushed
 is kept, and a conflict is recorded when Stripe changed it too.
+
+A customer holding a value its columns cannot (``values.column_errors``: a
+name longer than the column, a NUL character) is skipped, with a warning
+naming its id and fields, and counted in ``PullStats.skipped``: the rest of
+its page is stored, and the mirror keeps that customer as it was. Storing it
+cut down would be worse: the next save would push the cut value to Stripe.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
@@ -20,8 +27,12 @@ from django.utils import timezone
 from . import owners, signals
 from .client import StripeClient
 from .conf import app_settings, stripe_client
+from .exceptions import Unstorable
 from .models import Conflict, Customer, PullCursor, Resolution, SyncStatus
 from .ratelimit import LocalBudget
+from .values import column_errors
+
+logger = logging.getLogger("customersync")
 
 
 @dataclass
@@ -32,6 +43,12 @@ class PullStats:
     conflicts: int = 0
     deleted: int = 0
     pages: int = 0
+    # Customers not stored because a value does not fit its column: Stripe id -> errors by field.
+    unstorable: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+
+    @property
+    def skipped(self) -> int:
+        return len(self.unstorable)
 
     @property
     def pulled(self) -> int:
@@ -91,7 +108,10 @@ def pull(
 def pull_one(stripe_id: str, *, client: StripeClient | None = None) -> Customer:
     """Refresh one customer from Stripe."""
     client = client or stripe_client()
-    store_page([client.retrieve_customer(stripe_id)], PullStats())
+    stats = PullStats()
+    store_page([client.retrieve_customer(stripe_id)], stats)
+    if stripe_id in stats.unstorable:
+        raise Unstorable(stripe_id, stats.unstorable[stripe_id])
     return Customer.objects.get(stripe_id=stripe_id)
 
 
@@ -115,25 +135,30 @@ def store_page(
         changed: list[Customer] = []
         conflicts: list[Conflict] = []
         gone: list[int] = []
+        met: list[int] = []
         for obj in objects:
             customer = existing.get(obj["id"])
             if obj.get("deleted"):
                 if customer is not None:
                     gone.append(customer.pk)
                 continue
-            if customer is None:
-                customer = Customer()
-                new.append(customer)
-            else:
-                changed.append(customer)
+            fresh = customer is None
+            customer = customer or Customer()
             merge = customer.merge_remote(obj, base=customer.stripe_data, remote_wins=remote_wins, at=at or now)
+            customer.last_pulled_at = now
+            problems = column_errors(customer)
+            if problems:
+                _skip(obj["id"], problems, source, stats)
+                if not fresh:
+                    met.append(customer.pk)  # still in Stripe: a whole walk must not mark it deleted
+                continue
+            (new if fresh else changed).append(customer)
             stats.kept_local += bool(merge.kept)
             conflicts += [
                 Conflict(customer=customer, param=param, local_value=mine, remote_value=theirs, source=source,
                          resolution=resolution)
                 for param, mine, theirs in merge.conflicts
             ]  # fmt: skip
-            customer.last_pulled_at = now
             if customer.pk:
                 customer.revive()  # it exists after all
             customer.settle(customer.needs_push(), keep_failure=True)
@@ -147,6 +172,19 @@ def store_page(
             signals.conflict_recorded.send(sender=Customer, conflicts=conflicts)
         if gone:
             Customer.objects.filter(pk__in=gone).mark_deleted(last_pulled_at=now)
+        if met:
+            Customer.objects.filter(pk__in=met).update(last_pulled_at=now)
     stats.created += len(new)
     stats.updated += len(changed) + len(gone)
     stats.conflicts += len(conflicts)
+
+
+def _skip(stripe_id: str, problems: dict[str, list[str]], source: str, stats: PullStats) -> None:
+    """Leave out a customer the mirror cannot hold, saying which fields and why (never their values)."""
+    stats.unstorable[stripe_id] = problems
+    logger.warning(
+        "Skipped Stripe customer %s from a %s: a value does not fit the mirror (%s)",
+        stripe_id,
+        source,
+        "; ".join(f"{name}: {' '.join(messages)}" for name, messages in problems.items()),
+    )

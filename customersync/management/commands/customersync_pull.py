@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils.dateparse import parse_date, parse_datetime
 
 from customersync import sync
-from customersync.exceptions import StripeError
+from customersync.exceptions import StripeError, Unstorable
 
 
 def _since(value: str) -> dt.datetime:
@@ -50,9 +50,16 @@ class Command(BaseCommand):
 
         try:
             if stripe_ids:
+                unstorable = []
                 for stripe_id in stripe_ids:
-                    sync.pull_one(stripe_id)
+                    try:
+                        sync.pull_one(stripe_id)
+                    except Unstorable as err:
+                        unstorable.append(str(err))
+                        continue
                     self.stdout.write(f"{stripe_id}: refreshed")
+                if unstorable:
+                    raise CommandError("\n".join(unstorable))
                 return
             stats = sync.pull(
                 page_size=options["page_size"],
@@ -75,3 +82,10 @@ class Command(BaseCommand):
                 f"{stats.conflicts} conflicts, {stats.deleted} gone from Stripe."
             )
         )
+        if stats.skipped:
+            ids = list(stats.unstorable)
+            self.stderr.write(
+                f"Skipped {stats.skipped} customers holding a value the mirror cannot store "
+                f"(a warning in the log names each one and its fields): {', '.join(ids[:20])}"
+                + (" ..." if len(ids) > 20 else "")
+            )
