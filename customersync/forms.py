@@ -182,7 +182,7 @@ class CustomerForm(forms.ModelForm):
         help_text=_("Up to 50 keys. Clear a key or its value to remove it; fill a blank row to add one."),
     )
     address = AddressField(label=_("Address"))
-    shipping = ShippingField(label=_("Shipping"), help_text=_("Needs a recipient name and an address line."))
+    shipping = ShippingField(label=_("Shipping"), help_text=_("Needs a recipient name and an address."))
 
     class Meta:
         model = Customer

@@ -181,7 +181,7 @@ PARAMS: tuple[Param, ...] = (
         Shape.OBJECT,
         children={"address": _ADDRESS, "name": None, "phone": None},
         section="shipping",
-        help="Needs a recipient name and an address line.",
+        help="Needs a recipient name and an address.",
     ),
     # Payment source
     Param(("default_source",), clearable=False, section="payment"),

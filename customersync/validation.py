@@ -152,8 +152,9 @@ def validate(state: Mapping[str, Any], once: Mapping[str, Any] | None = None) ->
     if isinstance(shipping, Mapping) and any(not _blank(v) for v in _leaves(shipping)):
         if _blank(shipping.get("name")):
             errors["shipping[name]"].append("Shipping needs the recipient's name.")
-        if _blank(get_path(shipping, ("address", "line1"))):
-            errors["shipping[address][line1]"].append("Shipping needs an address line.")
+        address = shipping.get("address")
+        if not (isinstance(address, Mapping) and any(not _blank(v) for v in _leaves(address))):
+            errors["shipping[address]"].append("Shipping needs an address.")  # any part: Stripe requires none
 
     once = once or {}
     ip = get_path(once, ("tax", "ip_address"))

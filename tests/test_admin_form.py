@@ -232,8 +232,8 @@ RULES = [
     ("tax_ip_address-v6", {"tax_ip_address": "2001:db8::zz"}, "tax_ip_address", {"tax_ip_address": "2001:db8::1"}),
     ("shipping-needs-name", {"shipping": {"line1": "1 rue"}}, "shipping",
      {"shipping": {"line1": "1 rue", "name": "Bo"}}),
-    ("shipping-needs-line", {"shipping": {"name": "Bo"}}, "shipping",
-     {"shipping": {"line1": "1 rue", "name": "Bo"}}),
+    ("shipping-needs-an-address", {"shipping": {"name": "Bo"}}, "shipping",
+     {"shipping": {"city": "Lyon", "name": "Bo"}}),
 ]  # fmt: skip
 
 

@@ -159,6 +159,8 @@ ACCEPTED = [
     ("balance-int64-max", {"balance": 2**63 - 1}, b"balance=9223372036854775807"),
     ("next_invoice_sequence-max", {"next_invoice_sequence": 2**31 - 1}, b"next_invoice_sequence=2147483647"),
     ("name-256", {"name": "n" * 256}, b"name=" + b"n" * 256),
+    ("shipping-without-line1", {"shipping": {"name": "Bo", "address": {"city": "Lyon"}}},
+     b"shipping[address][city]=Lyon&shipping[name]=Bo"),
 ]  # fmt: skip
 
 
