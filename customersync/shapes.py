@@ -166,7 +166,7 @@ def check(
     state = _tree(TABLE.state)
     for field, node in state.items():
         if field in fields:
-            walk.node(field, node, fields[field], get(confirmed, field), top=True)
+            walk.node(field, node, fields[field], _get(confirmed, field), top=True)
     if once is None:
         return walk.errors
     if not isinstance(once, Mapping):
@@ -194,5 +194,5 @@ def _once(walk: _Walk, path: tuple[str, ...], allowed: Mapping[str, Any], once: 
             _once(walk, (*path, key), node, value, state)
 
 
-def get(data: Any, key: str) -> Any:
+def _get(data: Any, key: str) -> Any:
     return data.get(key) if isinstance(data, Mapping) else None
