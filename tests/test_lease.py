@@ -173,3 +173,21 @@ def test_old_records_replayed_answer_after_a_newer_confirm_changes_nothing(strip
     assert customer.stripe_data["email"] == "c@example.com" and customer.email == "c@example.com"
     assert customer.sync_status == SyncStatus.IN_SYNC
     assert not PendingPush.objects.filter(customer=customer, state=PushState.PENDING).exists()
+
+
+def test_trickling_answer_is_cut_at_the_deadline_and_resent_under_its_key(stripe, settings):
+    from django.test import override_settings
+
+    customer = mirrored(stripe, email="a@example.com")
+    customer.email = "b@example.com"
+    customer.save()
+    stripe.inject(action="trickle", trickle=0.2, path_prefix=path_of(customer))  # a minute of answer
+    with override_settings(CUSTOMERSYNC={**settings.CUSTOMERSYNC, "REQUEST_DEADLINE": 1.0}):
+        with pytest.raises(RetryLater) as info:
+            sync.push(customer.pk)
+        assert "deadline" in str(info.value)
+        assert sync.push(customer.pk).outcome is sync.Outcome.PUSHED
+    first, second = posts(stripe, customer)
+    assert first.idempotency_key == second.idempotency_key and second.replayed
+    customer.refresh_from_db()
+    assert customer.sync_status == SyncStatus.IN_SYNC and customer.stripe_data["email"] == "b@example.com"
