@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import time
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
@@ -22,6 +23,12 @@ from . import sync
 from .conf import app_settings
 from .exceptions import ConfigurationError, SignatureError
 
+# Stripe's header is ``t=<seconds>,v1=<hex>[,v1=<hex>...][,v0=...]``: a few hundred characters.
+MAX_HEADER = 4096
+# ASCII digits only (``str.isdigit`` takes "²" and every script's digits); 12 reach the year 33658.
+TIMESTAMP = re.compile(r"[0-9]{1,12}")
+SIGNATURE = re.compile(r"[0-9a-f]{64}")  # a SHA-256 HMAC, lowercase hex
+
 
 def sign(payload: bytes, secret: str, timestamp: int) -> str:
     """The ``v1`` signature Stripe computes: HMAC-SHA256 of ``"{t}.{payload}"`` with the secret."""
@@ -31,21 +38,35 @@ def sign(payload: bytes, secret: str, timestamp: int) -> str:
 
 def verify(payload: bytes, header: str, secret: str, *, tolerance: float = 300, now: float | None = None) -> None:
     """Raise ``SignatureError`` unless one ``v1`` signature of ``header`` matches and is recent."""
-    timestamp, signatures = None, []
-    for item in (header or "").split(","):
-        name, _, value = item.strip().partition("=")
-        if name == "t" and value.isdigit():
-            timestamp = int(value)
-        elif name == "v1" and value:
-            signatures.append(value)
-    if timestamp is None or not signatures:
-        raise SignatureError("No timestamp or no v1 signature in the Stripe-Signature header.")
+    timestamp, signatures = _parse_header(header or "")
     expected = sign(payload, secret, timestamp)
     # compare_digest against each: constant time, whichever of several secrets signed it.
     if not any(hmac.compare_digest(expected, candidate) for candidate in signatures):
         raise SignatureError("No signature matches the payload.")
     if timestamp < (time.time() if now is None else now) - tolerance:
         raise SignatureError("The signature's timestamp is outside the tolerance.")
+
+
+def _parse_header(header: str) -> tuple[int, list[str]]:
+    """The timestamp and the ``v1`` signatures of a Stripe-Signature header (other schemes are skipped)."""
+    if len(header) > MAX_HEADER:
+        raise SignatureError(f"Bad signature header: longer than {MAX_HEADER} characters.")
+    timestamps, signatures = [], []
+    for item in header.split(","):
+        name, _, value = item.strip().partition("=")
+        if name == "t":
+            if not TIMESTAMP.fullmatch(value):
+                raise SignatureError("Bad signature header: t must be 1 to 12 ASCII digits.")
+            timestamps.append(int(value))
+        elif name == "v1":
+            if not SIGNATURE.fullmatch(value):
+                raise SignatureError("Bad signature header: each v1 must be 64 lowercase hexadecimal digits.")
+            signatures.append(value)
+    if len(timestamps) > 1:
+        raise SignatureError("Bad signature header: more than one t.")
+    if not timestamps or not signatures:
+        raise SignatureError("No timestamp or no v1 signature in the Stripe-Signature header.")
+    return timestamps[0], signatures
 
 
 @csrf_exempt
