@@ -1,7 +1,9 @@
 """Stripe's webhook events for customers, applied to the mirror once each.
 
 The view (``webhooks.webhook``) verifies the signature; ``handle_event``
-records the event under its unique id (a redelivery is a no-op), ignores one
+refuses an event of a shape the mirror cannot hold (``eventcheck``: an
+``EventError``, before anything is written), records the event under its
+unique id (a redelivery is a no-op), ignores one
 older than the state the mirror holds, and writes the customer through the
 pull's ``store_page``. The echo of one of this app's own pushes (its
 idempotency key) refreshes the confirmed state and sends nothing back.
@@ -15,6 +17,7 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
+from .eventcheck import check_event
 from .models import Customer, PendingPush, WebhookEvent
 from .pull import PullStats, store_page
 
@@ -24,31 +27,36 @@ CUSTOMER_EVENTS = frozenset({"customer.created", "customer.updated", "customer.d
 
 
 def handle_event(event: dict[str, Any]) -> str:
-    """Apply a (verified) Stripe event to the mirror, once; returns what was done."""
-    obj = (event.get("data") or {}).get("object") or {}
-    created = dt.datetime.fromtimestamp(int(event.get("created") or 0), tz=dt.timezone.utc)
-    key = str((event.get("request") or {}).get("idempotency_key") or "")
+    """Apply a (verified) Stripe event to the mirror, once; returns what was done.
+
+    Raises ``EventError`` (a ``ValueError``), writing nothing, for an event it cannot use.
+    """
+    check_event(event)
+    obj = event["data"]["object"]
+    created = dt.datetime.fromtimestamp(event["created"], tz=dt.timezone.utc)
+    request = event.get("request")
+    key = (request.get("idempotency_key") if isinstance(request, dict) else None) or ""
     with transaction.atomic():
         try:
             with transaction.atomic():
                 record = WebhookEvent.objects.create(
-                    event_id=str(event.get("id")),
-                    type=str(event.get("type")),
-                    stripe_id=str(obj.get("id") or ""),
+                    event_id=event["id"],
+                    type=event["type"],
+                    stripe_id=obj["id"],
                     created=created,
                     outcome="received",
                     idempotency_key=key,
                 )
         except IntegrityError:
             return "duplicate"
-        outcome = _apply_event(str(event.get("type")), obj, created, key)
+        outcome = _apply_event(event["type"], obj, created, key)
         WebhookEvent.objects.filter(pk=record.pk).update(outcome=outcome)
-    logger.info("Webhook %s %s for %s: %s", event.get("type"), event.get("id"), obj.get("id"), outcome)
+    logger.info("Webhook %s %s for %s: %s", event["type"], event["id"], obj["id"], outcome)
     return outcome
 
 
 def _apply_event(kind: str, obj: dict[str, Any], created: dt.datetime, key: str) -> str:
-    if kind not in CUSTOMER_EVENTS or obj.get("object") != "customer" or not obj.get("id"):
+    if kind not in CUSTOMER_EVENTS or obj.get("object") != "customer":
         return "ignored"
     customer = Customer.objects.select_for_update().filter(stripe_id=obj["id"]).first()
     # Events carry whole seconds: only an event from an earlier second is stale.

@@ -17,6 +17,7 @@ __all__ = [
     "CustomerSyncError",
     "ConfigurationError",
     "SignatureError",
+    "EventError",
     "Busy",
     "RetryLater",
     "ParamError",
@@ -42,6 +43,10 @@ class ConfigurationError(CustomerSyncError, ImproperlyConfigured):
 
 class SignatureError(CustomerSyncError, SuspiciousOperation):
     """The Stripe-Signature header does not prove the payload came from Stripe."""
+
+
+class EventError(CustomerSyncError, ValueError):
+    """A (signed) webhook payload that is not a Stripe event the mirror can use; the message says why."""
 
 
 class Busy(CustomerSyncError):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 import time
 
@@ -21,7 +20,8 @@ from django.views.decorators.http import require_POST
 
 from . import sync
 from .conf import app_settings
-from .exceptions import ConfigurationError, SignatureError
+from .eventcheck import parse_payload
+from .exceptions import ConfigurationError, EventError, SignatureError
 
 # Stripe's header is ``t=<seconds>,v1=<hex>[,v1=<hex>...][,v0=...]``: a few hundred characters.
 MAX_HEADER = 4096
@@ -72,7 +72,11 @@ def _parse_header(header: str) -> tuple[int, list[str]]:
 @csrf_exempt
 @require_POST
 def webhook(request: HttpRequest) -> HttpResponse:
-    """Verify a Stripe event and apply customer events to the mirror (400 for a bad signature)."""
+    """Verify a Stripe event and apply customer events to the mirror.
+
+    400, with what is wrong, for a bad signature or a signed payload that is
+    not a usable Stripe event; nothing is written then.
+    """
     secret = app_settings.get("WEBHOOK_SECRET")
     if not secret:
         raise ConfigurationError("Set CUSTOMERSYNC['WEBHOOK_SECRET'] to the webhook endpoint's signing secret.")
@@ -83,9 +87,7 @@ def webhook(request: HttpRequest) -> HttpResponse:
             secret,
             tolerance=app_settings.WEBHOOK_TOLERANCE,
         )
-        event = json.loads(request.body)
-    except (SignatureError, ValueError) as err:
-        return HttpResponseBadRequest(str(err) if isinstance(err, SignatureError) else "The payload is not JSON.")
-    if not isinstance(event, dict) or "id" not in event:
-        return HttpResponseBadRequest("The payload is not a Stripe event.")
-    return JsonResponse({"outcome": sync.handle_event(event)})
+        outcome = sync.handle_event(parse_payload(request.body))
+    except (SignatureError, EventError) as err:
+        return HttpResponseBadRequest(str(err))
+    return JsonResponse({"outcome": outcome})

@@ -1,4 +1,4 @@
-"""Bad Stripe-Signature headers on webhook deliveries.
+"""Signed webhook payloads the mirror cannot use, and bad signature headers.
 
 Each refusal is a 400 that says what is wrong, and writes nothing: no
 ``WebhookEvent``, no new or changed ``Customer``.
@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from customersync.models import Customer, WebhookEvent
+from customersync import sync
+from customersync.models import Customer, PendingPush, WebhookEvent
 from customersync.pull import PullStats, store_page
 from tests.test_mirror import deliver, event, signed
 
@@ -44,8 +45,136 @@ def snapshot() -> list[dict[str, Any]]:
     return list(Customer.objects.order_by("pk").values())
 
 
+def with_customer(**changes: Any) -> dict[str, Any]:
+    return event({**KNOWN, "name": "Changed", **changes})
+
+
 def with_event(**changes: Any) -> dict[str, Any]:
     return {**event({**KNOWN, "name": "Changed"}), **changes}
+
+
+def without(key: str) -> dict[str, Any]:
+    payload = event({**KNOWN, "name": "Changed"})
+    del payload[key]
+    return payload
+
+
+def nested(levels: int) -> dict[str, Any]:
+    value: Any = "deep"
+    for _ in range(levels):
+        value = {"k": value}
+    return value
+
+
+BAD_ID = "Unusable Stripe event: id must be a string evt_..."
+BAD_OBJECT_ID = "Unusable Stripe event: data.object.id must be a string"
+BAD_CREATED = "Unusable Stripe event: created must be an integer number of seconds from 0 to 4102444800."
+TOO_DEEP = "nested more than 32 levels deep."
+
+# (payload: an event dict, or the raw body; the message the 400 carries)
+UNUSABLE = {
+    # The event itself
+    "created-a-word": (with_event(created="yesterday"), BAD_CREATED),
+    "created-a-float": (with_event(created=NOW + 0.5), BAD_CREATED),
+    "created-true": (with_event(created=True), BAD_CREATED),
+    "created-negative": (with_event(created=-1), BAD_CREATED),
+    "created-past-2100": (with_event(created=10**20), BAD_CREATED),
+    "created-missing": (without("created"), BAD_CREATED),
+    "id-a-list": (with_event(id=["evt_1"]), BAD_ID),
+    "id-an-int": (with_event(id=12345), BAD_ID),
+    "id-not-evt": (with_event(id="12345"), BAD_ID),
+    "id-with-punctuation": (with_event(id="evt_1'; --"), BAD_ID),
+    "id-past-its-column": (with_event(id="evt_" + "a" * 252), BAD_ID),
+    "type-missing": (without("type"), "Unusable Stripe event: type must be a string of 1 to 64 characters."),
+    "type-an-int": (with_event(type=5), "type must be a string of 1 to 64 characters."),
+    "type-past-its-column": (with_event(type="customer." + "x" * 60), "type must be a string of 1 to 64"),
+    "data-missing": (without("data"), "Unusable Stripe event: data.object must be an object."),
+    "data-a-list": (with_event(data=[KNOWN]), "data.object must be an object."),
+    "object-a-list": (with_event(data={"object": [KNOWN]}), "data.object must be an object."),
+    "object-a-string": (with_event(data={"object": "cus_known"}), "data.object must be an object."),
+    "object-id-an-int": (with_customer(id=12345), BAD_OBJECT_ID),
+    "object-id-a-list": (with_customer(id=["cus_known"]), BAD_OBJECT_ID),
+    "object-id-missing": (event({"object": "customer", "name": "No id"}), BAD_OBJECT_ID),
+    "object-id-past-its-column": (with_customer(id="cus_" + "a" * 252), BAD_OBJECT_ID),
+    "object-id-a-path": (with_customer(id="../charges"), BAD_OBJECT_ID),
+    "idempotency-key-a-list": (
+        with_event(request={"id": "req_1", "idempotency_key": ["k"]}),
+        "request.idempotency_key must be null or a string of at most 255",
+    ),
+    "idempotency-key-past-its-column": (
+        with_event(request={"id": "req_1", "idempotency_key": "k" * 256}),
+        "request.idempotency_key must be null or a string of at most 255",
+    ),
+    # Anywhere in the payload
+    "nested-too-deep": (with_customer(metadata={"plan": nested(40)}), TOO_DEEP),
+    "nested-past-the-parser": (b'{"id": "evt_1", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", TOO_DEEP),
+    "nul-in-text": (with_customer(name="Ann\x00"), "text in data.object.name holds a NUL character."),
+    "nul-in-a-key": (with_customer(metadata={"a\x00": "1"}), "text in data.object.metadata holds a NUL"),
+    "lone-surrogate": (b'{"id": "evt_1", "type": "x", "note": "\\ud800"}', "text in note is not valid Unicode."),
+    "nan": (b'{"id": "evt_1", "type": "x", "amount": NaN}', "amount is NaN or infinite"),
+    "not-json": (b"{not json", "The payload is not JSON."),
+    "not-utf8": (b'{"id": "evt_\xff"}', "The payload is not JSON."),
+    "a-huge-integer": (b'{"id": "evt_1", "created": ' + b"9" * 5000 + b"}", "The payload is not JSON."),
+    "not-an-object": (b'["evt_1"]', "The payload is not a Stripe event."),
+    "no-id": (b'{"type": "customer.updated"}', "The payload is not a Stripe event."),
+    # The customer's fields, against the columns that hold them
+    "email-past-its-column": (with_customer(email="a" * 600 + "@example.com"), "data.object.email must be null or"),
+    "name-a-list": (with_customer(name=["Ann"]), "data.object.name must be null or a string of at most 256"),
+    "phone-past-its-column": (with_customer(phone="1" * 65), "data.object.phone must be null or a string of at most"),
+    "currency-past-its-column": (with_customer(currency="euro"), "data.object.currency must be null or a string of at"),
+    "invoice-prefix-past-its-column": (with_customer(invoice_prefix="A" * 13), "data.object.invoice_prefix must"),
+    "tax-exempt-past-its-column": (with_customer(tax_exempt="exemptish"), "data.object.tax_exempt must be null"),
+    "expanded-source-id-too-long": (
+        with_customer(default_source={"id": "card_" + "x" * 300, "object": "card"}),
+        "data.object.default_source must be null or a string of at most 255 characters.",
+    ),
+    "description-a-number": (with_customer(description=5), "data.object.description must be a string."),
+    "balance-a-word": (with_customer(balance="lots"), "data.object.balance must be null or an integer from"),
+    "balance-past-64-bits": (with_customer(balance=2**70), "data.object.balance must be null or an integer from"),
+    "balance-true": (with_customer(balance=True), "data.object.balance must be null or an integer from"),
+    "invoice-sequence-negative": (with_customer(next_invoice_sequence=-1), "next_invoice_sequence must be null or"),
+    "metadata-a-string": (with_customer(metadata="plan=pro"), "data.object.metadata must be an object of keys"),
+    "address-a-list": (with_customer(address=["1 Main St"]), "data.object.address must be an object or null."),
+    "locales-a-string": (with_customer(preferred_locales="fr"), "data.object.preferred_locales must be a list."),
+    "delinquent-a-word": (with_customer(delinquent="yes"), "data.object.delinquent must be null, true or false."),
+    "customer-created-a-word": (with_customer(created="yesterday"), "data.object.created must be null or an integer"),
+}
+
+
+@pytest.mark.parametrize(("payload", "message"), UNUSABLE.values(), ids=UNUSABLE.keys())
+def test_a_signed_event_the_mirror_cannot_use_is_a_400_and_writes_nothing(client, known, payload, message):
+    before = snapshot()
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    response = deliver(client, body, signed(body))
+    assert response.status_code == 400, response.content
+    assert message in response.content.decode(errors="replace")
+    assert snapshot() == before
+    assert not WebhookEvent.objects.exists() and not PendingPush.objects.exists()
+
+
+def test_the_same_event_well_formed_is_applied(client, known):
+    """The rows above differ from a usable event only where they say."""
+    body = json.dumps(with_customer(default_source={"id": "card_1", "object": "card"})).encode()
+    response = deliver(client, body, signed(body))
+    assert response.status_code == 200 and response.json() == {"outcome": "applied"}
+    known.refresh_from_db()
+    assert (known.name, known.default_source) == ("Changed", "card_1")
+
+
+def test_an_event_from_an_old_api_version_with_a_request_string_is_applied(client, known):
+    body = json.dumps(with_event(request="req_old")).encode()
+    assert deliver(client, body, signed(body)).json() == {"outcome": "applied"}
+    assert WebhookEvent.objects.get().idempotency_key == ""
+
+
+def test_handle_event_called_directly_refuses_too(known):
+    from customersync.exceptions import EventError
+
+    with pytest.raises(EventError, match="created must be an integer"):
+        sync.handle_event(with_event(created="yesterday"))
+    with pytest.raises(ValueError, match="data.object.id must be"):  # an EventError is a ValueError
+        sync.handle_event(with_customer(id=12345))
+    assert not WebhookEvent.objects.exists() and not Customer.objects.filter(stripe_id="12345").exists()
 
 
 # -- the Stripe-Signature header ---------------------------------------------------------------
