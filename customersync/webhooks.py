@@ -9,13 +9,16 @@ and set ``CUSTOMERSYNC["WEBHOOK_SECRET"]`` to the endpoint's signing secret.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
 import time
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.views.debug import get_default_exception_reporter_filter
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_POST
 
 from . import sync
@@ -30,12 +33,14 @@ TIMESTAMP = re.compile(r"[0-9]{1,12}")
 SIGNATURE = re.compile(r"[0-9a-f]{64}")  # a SHA-256 HMAC, lowercase hex
 
 
+@sensitive_variables()
 def sign(payload: bytes, secret: str, timestamp: int) -> str:
     """The ``v1`` signature Stripe computes: HMAC-SHA256 of ``"{t}.{payload}"`` with the secret."""
     signed = f"{timestamp}.".encode() + payload
     return hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
 
 
+@sensitive_variables()
 def verify(payload: bytes, header: str, secret: str, *, tolerance: float = 300, now: float | None = None) -> None:
     """Raise ``SignatureError`` unless one ``v1`` signature of ``header`` matches and is recent."""
     timestamp, signatures = _parse_header(header or "")
@@ -69,24 +74,34 @@ def _parse_header(header: str) -> tuple[int, list[str]]:
     return timestamps[0], signatures
 
 
+@functools.cache
+def _always_active(base: type) -> type:
+    """The site's exception reporter filter class, made to apply with DEBUG on too.
+
+    Django skips ``sensitive_variables`` while DEBUG is on, so its debug page
+    would show the webhook secret and the signature; this view's never does.
+    """
+    return type(f"AlwaysActive{base.__name__}", (base,), {"is_active": lambda self, request: True})
+
+
 @csrf_exempt
 @require_POST
+@sensitive_post_parameters()
+@sensitive_variables("secret", "header")
 def webhook(request: HttpRequest) -> HttpResponse:
     """Verify a Stripe event and apply customer events to the mirror.
 
     400, with what is wrong, for a bad signature or a signed payload that is
     not a usable Stripe event; nothing is written then.
     """
+    reporter_filter = _always_active(type(get_default_exception_reporter_filter()))()
+    request.exception_reporter_filter = reporter_filter  # type: ignore[attr-defined]
     secret = app_settings.get("WEBHOOK_SECRET")
     if not secret:
         raise ConfigurationError("Set CUSTOMERSYNC['WEBHOOK_SECRET'] to the webhook endpoint's signing secret.")
+    header = request.headers.get("Stripe-Signature", "")
     try:
-        verify(
-            request.body,
-            request.headers.get("Stripe-Signature", ""),
-            secret,
-            tolerance=app_settings.WEBHOOK_TOLERANCE,
-        )
+        verify(request.body, header, secret, tolerance=app_settings.WEBHOOK_TOLERANCE)
         outcome = sync.handle_event(parse_payload(request.body))
     except (SignatureError, EventError) as err:
         return HttpResponseBadRequest(str(err))

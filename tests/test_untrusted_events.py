@@ -1,7 +1,9 @@
-"""Signed webhook payloads the mirror cannot use, and bad signature headers.
+"""Signed webhook payloads the mirror cannot use, bad signature headers, and Django's debug page.
 
 Each refusal is a 400 that says what is wrong, and writes nothing: no
-``WebhookEvent``, no new or changed ``Customer``.
+``WebhookEvent``, no new or changed ``Customer``. With DEBUG on, Django's
+debug page for an error in the webhook view shows neither the signing secret
+nor the signature (nor the API key).
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ import time
 from typing import Any
 
 import pytest
+from django.db import OperationalError
+from django.test import Client
 
 from customersync import sync
 from customersync.models import Customer, PendingPush, WebhookEvent
 from customersync.pull import PullStats, store_page
-from tests.test_mirror import deliver, event, signed
+from tests.test_mirror import SECRET, deliver, event, signed
 
 pytestmark = pytest.mark.django_db
 
@@ -212,3 +216,43 @@ def test_a_bad_signature_header_is_a_400_saying_so(client, known, header, messag
     assert response.status_code == 400, response.content
     assert response.content.decode() == message
     assert snapshot() == before and not WebhookEvent.objects.exists()
+
+
+# -- Django's debug page -------------------------------------------------------------------------
+
+
+def database_outage(monkeypatch, settings):
+    def outage(event):
+        raise OperationalError("the database went away")
+
+    monkeypatch.setattr(sync, "handle_event", outage)
+
+
+def secret_as_bytes(monkeypatch, settings):
+    # A misconfiguration that fails inside the signature check itself.
+    settings.CUSTOMERSYNC = {**settings.CUSTOMERSYNC, "WEBHOOK_SECRET": SECRET.encode()}
+
+
+@pytest.mark.parametrize("failure", [database_outage, secret_as_bytes], ids=lambda f: f.__name__)
+def test_the_debug_page_shows_neither_the_secret_nor_the_signature(monkeypatch, settings, known, failure):
+    settings.DEBUG = True
+    failure(monkeypatch, settings)
+    body = json.dumps(with_event()).encode()
+    header = signed(body)
+    response = deliver(Client(raise_request_exception=False), body, header)
+    assert response.status_code == 500
+    page = response.content.decode()
+    assert "Traceback" in page and "customersync/webhooks.py" in page  # Django's technical 500 page
+    for name in ("secret", "header"):  # the view's locals, shown cleansed
+        assert re.search(rf"<td>{name}</td>\s*<td class=\"code\"><pre>&#x27;\*+&#x27;</pre></td>", page), name
+    for value in (SECRET, re.search(r"v1=(\w+)", header).group(1), settings.CUSTOMERSYNC["API_KEY"]):
+        assert value not in page
+    assert not WebhookEvent.objects.exists()
+
+
+def test_the_row_four_event_is_a_400_without_the_secret_in_debug(settings, client, known):
+    settings.DEBUG = True
+    body = json.dumps(with_event(created="yesterday")).encode()
+    response = deliver(client, body, signed(body))
+    assert response.status_code == 400 and response.content.decode() == BAD_CREATED
+    assert SECRET not in response.content.decode()
