@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
+from django.http import Http404, HttpRequest, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
@@ -211,7 +211,10 @@ class CustomerAdmin(admin.ModelAdmin):
         def view(request: HttpRequest, object_id: str):
             if not getattr(self, f"has_{permission}_permission")(request):
                 raise PermissionDenied
-            customer = get_object_or_404(Customer, pk=object_id)
+            # The admin's own lookup: a pk that is not a number, or no customer, is a 404 (not a 500).
+            customer = self.get_object(request, unquote(object_id))
+            if customer is None:
+                raise Http404(_("No customer with this id."))
             action(request, Customer.objects.filter(pk=customer.pk))
             return HttpResponseRedirect(reverse("admin:customersync_customer_change", args=[customer.pk]))
 

@@ -1,4 +1,4 @@
-"""Signed webhook payloads the mirror cannot use, bad signature headers, and Django's debug page.
+"""Signed webhook payloads the mirror cannot use, bad signature headers, and the admin's buttons on bad ids.
 
 Each refusal is a 400 that says what is wrong, and writes nothing: no
 ``WebhookEvent``, no new or changed ``Customer``. With DEBUG on, Django's
@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from django.db import OperationalError
 from django.test import Client
+from django.urls import reverse
 
 from customersync import sync
 from customersync.models import Customer, PendingPush, WebhookEvent
@@ -256,3 +257,17 @@ def test_the_row_four_event_is_a_400_without_the_secret_in_debug(settings, clien
     response = deliver(client, body, signed(body))
     assert response.status_code == 400 and response.content.decode() == BAD_CREATED
     assert SECRET not in response.content.decode()
+
+
+# -- the admin's buttons -------------------------------------------------------------------------
+
+BUTTON_IDS = {"not-a-number": "abc", "no-such-customer": "999999", "a-path": "1/2", "quoted-junk": "_5B_5D"}
+
+
+@pytest.mark.parametrize("button", ["push", "retry", "refresh"])
+@pytest.mark.parametrize("object_id", BUTTON_IDS.values(), ids=BUTTON_IDS.keys())
+def test_an_admin_button_on_a_bad_id_is_a_404(admin_client, known, button, object_id):
+    before = snapshot()
+    url = reverse(f"admin:customersync_customer_{button}", args=[object_id])
+    assert admin_client.post(url).status_code == 404
+    assert snapshot() == before and not PendingPush.objects.exists()
