@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import requests
 
-from customersync.testing import FakeStripeServer, RecordedRequest
+from customersync.testing import FakeStripeServer, RecordedRequest, control_headers
 from customersync.wire import encode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -658,22 +658,24 @@ def test_wait_for_requests_times_out_with_a_summary(
 
 def test_control_api(server: FakeStripeServer, http: requests.Session) -> None:
     control = server.url + "/_fake"
-    created = requests.post(f"{control}/customers", json={"id": "cus_ctl", "email": "c@example.com"}, timeout=5)
-    assert created.status_code == 200 and created.json()["email"] == "c@example.com"
-    seeded = requests.post(f"{control}/seed", json={"n": 2}, timeout=5).json()
-    assert len(seeded) == 2 and all(c["email"].endswith("@example.com") for c in seeded)
-    assert list(server.customers) == ["cus_ctl"] + [c["id"] for c in seeded]
+    with requests.Session() as ctl:
+        ctl.headers.update(control_headers(KEY))
+        created = ctl.post(f"{control}/customers", json={"id": "cus_ctl", "email": "c@example.com"}, timeout=5)
+        assert created.status_code == 200 and created.json()["email"] == "c@example.com"
+        seeded = ctl.post(f"{control}/seed", json={"n": 2}, timeout=5).json()
+        assert len(seeded) == 2 and all(c["email"].endswith("@example.com") for c in seeded)
+        assert list(server.customers) == ["cus_ctl"] + [c["id"] for c in seeded]
 
-    assert requests.post(f"{control}/faults", json={"status": 503}, timeout=5).status_code == 200
-    assert update(http, server, "cus_ctl", "name=X").status_code == 503
-    assert requests.post(f"{control}/faults", json={"action": "explode"}, timeout=5).status_code == 400
+        assert ctl.post(f"{control}/faults", json={"status": 503}, timeout=5).status_code == 200
+        assert update(http, server, "cus_ctl", "name=X").status_code == 503
+        assert ctl.post(f"{control}/faults", json={"action": "explode"}, timeout=5).status_code == 400
 
-    logged = requests.get(f"{control}/requests", timeout=5).json()
-    summary = [(r["method"], r["path"], r["status"], r["body"]) for r in logged]
-    assert summary == [("POST", "/v1/customers/cus_ctl", 503, "name=X")]
+        logged = ctl.get(f"{control}/requests", timeout=5).json()
+        summary = [(r["method"], r["path"], r["status"], r["body"]) for r in logged]
+        assert summary == [("POST", "/v1/customers/cus_ctl", 503, "name=X")]
 
-    assert requests.post(f"{control}/reset", timeout=5).json() == {"ok": True}
-    assert server.customers == {} and server.requests == []
+        assert ctl.post(f"{control}/reset", timeout=5).json() == {"ok": True}
+        assert server.customers == {} and server.requests == []
 
 
 def test_seed_is_deterministic() -> None:

@@ -268,7 +268,10 @@ def owner_quickstart(site: Site, project: Path, blocks: dict[str, str], worker: 
     )
     output = site.run(f"python manage.py shell -c {shlex.quote(check)}", cwd=project)
     assert "state in_sync accounts@acme.example 0" in output, output  # nothing more to send
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/_fake/requests", timeout=10) as answer:
+    # The control API takes the key the server takes (any sk_test_ key here) and its own header.
+    url = f"http://127.0.0.1:{port}/_fake/requests"
+    headers = {"Authorization": f"Bearer {site.env['STRIPE_API_KEY']}", "X-Fake-Stripe-Control": "1"}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as answer:
         received = json.load(answer)
     (create,) = [r for r in received if (r["method"], r["path"]) == ("POST", "/v1/customers")]
     assert "email=billing%40acme.example" in create["body"].split("&"), create

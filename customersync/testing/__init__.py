@@ -12,7 +12,8 @@ Stripe-shaped errors naming the bad ``param``, honours ``Idempotency-Key``,
 records every request byte for byte, and can inject faults (error statuses,
 garbage bodies, delays, dropped or reset connections, answers trickled a byte
 at a time or never ending). A small control API under ``/_fake/`` lets another
-process drive it over HTTP.
+process drive it over HTTP, with the server's API key and the
+``X-Fake-Stripe-Control: 1`` header (``control_headers``).
 
 It does not use the app's ``customersync.params``: it is the independent check
 on the app, so only ``customersync.wire`` (form encoding) is shared.
@@ -33,13 +34,16 @@ Modules:
 - ``errors``: ``FakeStripeAPIError`` and the errors the API answers
 """
 
+from .control import CONTROL_HEADER, control_headers
 from .messages import DEFAULT_API_VERSION, Headers, RecordedRequest
 from .server import FakeStripeServer, is_loopback_host
 
 __all__ = [
+    "CONTROL_HEADER",
     "DEFAULT_API_VERSION",
     "FakeStripeServer",
     "Headers",
     "RecordedRequest",
+    "control_headers",
     "is_loopback_host",
 ]

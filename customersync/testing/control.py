@@ -1,7 +1,15 @@
 """The ``/_fake/`` control API: lets another process drive the fake over HTTP.
 
-JSON in, JSON out, no auth, not logged. Each route calls one public method of
+JSON in, JSON out, not logged. Each route calls one public method of
 ``FakeStripeServer``, so the control API can do nothing the Python API cannot.
+
+Every control request carries the key the server's API takes (its
+``api_key``, or any ``sk_test_`` key when it takes any) as
+``Authorization: Bearer <key>``, and the header ``X-Fake-Stripe-Control: 1``
+(``control_headers(key)`` gives both). A web page the developer happens to
+open can send neither: a custom header needs a CORS preflight, which this
+server never grants, so no page can reset the fake or inject faults. The
+request log it serves shows ``Authorization`` as ``Bearer [redacted]``.
 """
 
 from __future__ import annotations
@@ -11,14 +19,34 @@ import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-from .messages import _json_bytes, _Response
+from .messages import Headers, _json_bytes, _Response
 
 if TYPE_CHECKING:
     from .server import FakeStripeServer
 
+CONTROL_HEADER = "X-Fake-Stripe-Control"
+# Customers one seed request may add: a few seconds' work, tens of MB.
+MAX_SEED = 100_000
+MAX_PREFIX = 200
 
-def _control(fake: FakeStripeServer, method: str, path: str, body: bytes) -> _Response:
-    """Answer a control request to ``fake``."""
+
+def control_headers(api_key: str) -> dict[str, str]:
+    """The headers a control request needs, for a server that takes ``api_key``."""
+    return {"Authorization": f"Bearer {api_key}", CONTROL_HEADER: "1"}
+
+
+def _control(fake: FakeStripeServer, method: str, path: str, body: bytes, headers: Headers) -> _Response:
+    """Answer a control request to ``fake``: 401 or 403 unless it carries the key and the control header."""
+    scheme, _, credential = (headers.get("Authorization") or "").strip().partition(" ")
+    keyed = scheme.lower() == "bearer" and fake._authorized(credential.strip() or None)
+    if not keyed or headers.get(CONTROL_HEADER) != "1":
+        message = (
+            "The control API needs the key the server takes, as Authorization: Bearer sk_test_..., "
+            f"and the header {CONTROL_HEADER}: 1."
+        )
+        error = {"error": {"type": "invalid_request_error", "message": message}}
+        extra = {} if keyed else {"WWW-Authenticate": 'Bearer realm="fake-stripe control"'}
+        return _Response(403 if keyed else 401, _json_bytes(error), {"Content-Type": "application/json", **extra})
     status, payload = _dispatch(fake, method, path, body)
     return _Response(status, _json_bytes(payload), {"Content-Type": "application/json"})
 
@@ -36,7 +64,7 @@ def _dispatch(fake: FakeStripeServer, method: str, path: str, body: bytes) -> tu
         if route == ("GET", "/_fake/customers"):
             return 200, list(fake.customers.values())
         if route == ("POST", "/_fake/seed"):
-            return 200, fake.seed(**_json_object(data))
+            return 200, fake.seed(**_seed_arguments(_json_object(data)))
         if route == ("GET", "/_fake/requests"):
             return 200, [record.to_dict() for record in fake.requests]
         if route == ("DELETE", "/_fake/requests"):
@@ -53,6 +81,16 @@ def _dispatch(fake: FakeStripeServer, method: str, path: str, body: bytes) -> tu
     except (TypeError, ValueError) as exc:
         return 400, {"error": {"type": "invalid_request_error", "message": str(exc)}}
     return 404, {"error": {"type": "invalid_request_error", "message": f"Unknown control route {method} {path}"}}
+
+
+def _seed_arguments(data: dict[str, Any]) -> dict[str, Any]:
+    """``n`` a whole number up to MAX_SEED, ``prefix`` short text: one request cannot fill the memory."""
+    n, prefix = data.get("n"), data.get("prefix", "Customer")
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_SEED:
+        raise ValueError(f"n must be a whole number from 0 to {MAX_SEED}")
+    if not isinstance(prefix, str) or len(prefix) > MAX_PREFIX:
+        raise ValueError(f"prefix must be text of at most {MAX_PREFIX} characters")
+    return data
 
 
 def _json_object(data: Any) -> dict[str, Any]:

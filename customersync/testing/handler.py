@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from ..wire import decode
-from .messages import RecordedRequest, _Abort, _parse_headers, _Response
+from .messages import Headers, RecordedRequest, _Abort, _parse_headers, _Response
 
 
 @dataclass(frozen=True)
@@ -38,12 +38,12 @@ class _Backend:
         without answering), and logs the request, so a client never outruns the
         log; the handler delivers the outcome inside the ``with``. Leaving it
         completes the exchange (releases the Idempotency-Key, calls ``on_request``).
-    ``control(method, path, body)``
+    ``control(method, path, body, headers)``
         A ``/_fake/`` control request; returns the ``_Response`` to write.
     """
 
     handle: Callable[[RecordedRequest, bool], AbstractContextManager[_Response | _Abort]]
-    control: Callable[[str, str, bytes], _Response]
+    control: Callable[[str, str, bytes, Headers], _Response]
 
 
 def is_loopback_host(host: str) -> bool:
@@ -120,7 +120,7 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         backend = self.server.backend
         if url.path.startswith("/_fake/"):
-            self._write(backend.control(self.command, url.path, body))
+            self._write(backend.control(self.command, url.path, body, _parse_headers(self.headers.items())))
             return
         record, params_ok = self._parse(url.path, url.query, body, received)
         with backend.handle(record, params_ok) as outcome:

@@ -80,12 +80,12 @@ class RecordedRequest:
         return f"{self.method} {self.path}{query} {self.status if self.status is not None else 'dropped'}"
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly form, as served by ``GET /_fake/requests``."""
+        """JSON-friendly form, as served by ``GET /_fake/requests`` (``Authorization`` redacted)."""
         return {
             "method": self.method,
             "path": self.path,
             "query": self.query,
-            "headers": dict(self.headers),
+            "headers": {name: _redacted(name, value) for name, value in self.headers.items()},
             "body": self.body.decode("utf-8", "replace"),
             "params": self.params,
             "status": self.status,
@@ -94,6 +94,14 @@ class RecordedRequest:
             "idempotency_key": self.idempotency_key,
             "replayed": self.replayed,
         }
+
+
+def _redacted(name: str, value: str) -> str:
+    """A header as the control API shows it: never the API key (``Bearer [redacted]``)."""
+    if name.lower() != "authorization":
+        return value
+    scheme = value.strip().partition(" ")[0]
+    return f"{scheme} [redacted]" if scheme.lower() in ("bearer", "basic") else "[redacted]"
 
 
 @dataclass
