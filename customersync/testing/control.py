@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from .server import FakeStripeServer
 
 CONTROL_HEADER = "X-Fake-Stripe-Control"
-# Customers one seed request may add: a few seconds' work, tens of MB.
+# Customers one seed request may add: a typo's n=10**9 is refused; at the bound
+# the fake works a minute or two and holds some 400 MB (the Python API has no bound).
 MAX_SEED = 100_000
 MAX_PREFIX = 200
 
