@@ -3,8 +3,8 @@
 Plain pytest, no Django, like ``test_fake_server.py``. A web page open in the
 developer's browser must not be able to reset the fake or inject faults (a
 ``text/plain`` POST needs no preflight; a custom header does, and the server
-grants none), the request log it serves never shows an API key, and one
-request cannot seed without bound.
+grants none), the request log it serves never shows an API key, one request
+cannot seed without bound, and the server binds only loopback addresses.
 """
 
 from __future__ import annotations
@@ -166,3 +166,24 @@ def test_seed_within_the_bound(server: FakeStripeServer) -> None:
     body = {"n": 3, "prefix": "Acme"}
     response = requests.post(server.url + "/_fake/seed", json=body, headers=control_headers(KEY), timeout=5)
     assert response.status_code == 200 and [c["description"] for c in response.json()] == ["Acme 1", "Acme 2", "Acme 3"]
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "", "::", "10.0.0.1", "192.168.1.10", "example.com"])
+def test_the_server_refuses_a_host_that_is_not_loopback(host: str) -> None:
+    with pytest.raises(ValueError, match="binds only loopback addresses"):
+        FakeStripeServer(host)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "localhost", "::1"])
+def test_the_server_binds_a_loopback_host(host: str) -> None:
+    try:
+        server = FakeStripeServer(host)
+    except OSError as exc:  # a machine without IPv6 on loopback
+        pytest.skip(f"cannot bind {host}: {exc}")
+    with server:
+        assert requests.get(server.url + "/_fake/customers", headers=control_headers(KEY), timeout=5).ok
+
+
+def test_the_default_host_is_loopback() -> None:
+    with FakeStripeServer() as server:
+        assert server.url.startswith("http://127.0.0.1:")

@@ -13,7 +13,8 @@ records every request byte for byte, and can inject faults (error statuses,
 garbage bodies, delays, dropped or reset connections, answers trickled a byte
 at a time or never ending). A small control API under ``/_fake/`` lets another
 process drive it over HTTP, with the server's API key and the
-``X-Fake-Stripe-Control: 1`` header (``control_headers``).
+``X-Fake-Stripe-Control: 1`` header (``control_headers``). It binds only
+loopback addresses unless told otherwise.
 
 It does not use the app's ``customersync.params``: it is the independent check
 on the app, so only ``customersync.wire`` (form encoding) is shared.

@@ -56,6 +56,15 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+def _require_loopback(host: str) -> None:
+    """Raise ValueError unless ``host`` is a loopback address."""
+    if not is_loopback_host(host):
+        raise ValueError(
+            f"refusing to listen on {host!r}: this test server binds only loopback addresses "
+            "(127.0.0.0/8, ::1 or localhost); pass allow_non_loopback=True to bind another"
+        )
+
+
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
 

@@ -25,7 +25,7 @@ from .control import _control
 from .customer import _Customer
 from .errors import FakeStripeAPIError, _invalid
 from .faults import _Fault, _FaultQueue, _make_fault
-from .handler import _Backend, _HTTPServer, is_loopback_host
+from .handler import _Backend, _HTTPServer, _require_loopback, is_loopback_host
 from .idempotency import _IdempotencyKeys, _in_progress
 from .messages import (
     DEFAULT_API_VERSION,
@@ -60,6 +60,7 @@ class FakeStripeServer:
     Use it as a context manager (``with FakeStripeServer() as server:``) or
     call ``start()``/``stop()``; ``url`` is valid from construction, since the
     port is bound there. ``api_key=None`` accepts any ``sk_test_`` key.
+    It binds only loopback addresses unless ``allow_non_loopback=True``.
     """
 
     def __init__(
@@ -69,7 +70,10 @@ class FakeStripeServer:
         api_key: str | None = None,
         *,
         on_request: Callable[[RecordedRequest], None] | None = None,
+        allow_non_loopback: bool = False,
     ) -> None:
+        if not allow_non_loopback:
+            _require_loopback(host)  # a fake that takes any test key stays off reachable interfaces
         self._api_key = api_key
         self._on_request = on_request
         self._lock = threading.RLock()
