@@ -1,23 +1,38 @@
-"""Settings for the demo site. Everything that varies comes from the environment:
+"""Settings for the demo site (``scripts/demo``), and only for it: never copy them into a site.
+
+Everything that varies comes from the environment:
 
 - ``DATABASE_URL`` (default: SQLite in ``var/``)
 - ``CELERY_BROKER_URL`` (default: kombu's ``filesystem://`` transport in ``var/broker``,
   a broker that needs no server)
 - ``STRIPE_API_KEY`` (default: a test key the bundled fake server accepts)
 - ``STRIPE_API_BASE`` (default: the bundled fake server on 127.0.0.1:12111)
+- ``DJANGO_DEBUG``, ``DJANGO_SECRET_KEY``, ``STRIPE_WEBHOOK_SECRET``
+
+The defaults let the demo run with nothing set, on 127.0.0.1, and are unsafe
+anywhere else: DEBUG on (its error pages show code and settings), a
+``SECRET_KEY`` anyone can read here (sessions and CSRF tokens forgeable), and
+a webhook secret anyone can sign events with. With ``DJANGO_DEBUG=0`` the site
+refuses to start until ``DJANGO_SECRET_KEY`` and ``STRIPE_WEBHOOK_SECRET`` are
+set to values of your own.
 """
 
 import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("DEMO_VAR_DIR", BASE_DIR / "var"))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "demo-only-not-secret")
-DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
+# Demo only: public values, refused below once DEBUG is off.
+DEMO_SECRET_KEY = "demo-only-not-secret"
+DEMO_WEBHOOK_SECRET = "whsec_demo"
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", DEMO_SECRET_KEY)
+DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"  # demo only: on unless DJANGO_DEBUG=0
 ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
 
 INSTALLED_APPS = [
@@ -73,7 +88,7 @@ CUSTOMERSYNC = {
     "API_BASE": os.environ.get("STRIPE_API_BASE", "http://127.0.0.1:12111"),
     # A queue of its own, so pushes never wait behind the site's other tasks.
     "QUEUE": "customersync",
-    "WEBHOOK_SECRET": os.environ.get("STRIPE_WEBHOOK_SECRET", "whsec_demo"),
+    "WEBHOOK_SECRET": os.environ.get("STRIPE_WEBHOOK_SECRET", DEMO_WEBHOOK_SECRET),
     # Each organization is one Stripe customer; its save sends what changed.
     "OWNER_MODEL": "organizations.Organization",
     "OWNER_FIELDS": {
@@ -121,3 +136,14 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"customersync": {"handlers": ["console"], "level": "INFO", "propagate": False}},
 }
+
+# Off the demo's path (DEBUG off), its public secrets are refused rather than used.
+if not DEBUG and SECRET_KEY == DEMO_SECRET_KEY:
+    raise ImproperlyConfigured(
+        "DEBUG is off and SECRET_KEY is the demo's public one: set DJANGO_SECRET_KEY to a secret of your own."
+    )
+if not DEBUG and CUSTOMERSYNC["WEBHOOK_SECRET"] == DEMO_WEBHOOK_SECRET:
+    raise ImproperlyConfigured(
+        "DEBUG is off and the webhook secret is the demo's public one: set STRIPE_WEBHOOK_SECRET to your "
+        "endpoint's signing secret (whsec_...)."
+    )
