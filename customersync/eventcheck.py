@@ -29,9 +29,9 @@ from .params import TABLE
 MAX_DEPTH = 32
 # Unix seconds, from 1970 up to 2100-01-01: what datetime and every database hold.
 CREATED_MAX = 4_102_444_800
-# Stripe's ids: a prefix, an underscore, letters and digits.
+# Stripe's own ids: a prefix, an underscore, letters and digits.
 EVENT_ID = re.compile(r"evt_[A-Za-z0-9_]+")
-OBJECT_ID = re.compile(r"[A-Za-z0-9_]+")
+CUSTOMER_ID = re.compile(r"cus_[A-Za-z0-9_]+")
 # The customer's fields that Stripe owns and the mirror copies (besides the updatable state).
 STRIPE_OWNED = ("created", "livemode", "currency", "delinquent")
 
@@ -68,8 +68,12 @@ def check_event(event: Any) -> None:
     if not isinstance(obj, dict):
         raise _unusable("data.object", "an object")
     object_id, id_max = obj.get("id"), min(_max(Customer, "stripe_id"), _max(WebhookEvent, "stripe_id"))
-    if not (isinstance(object_id, str) and OBJECT_ID.fullmatch(object_id)) or len(object_id) > id_max:
-        raise _unusable("data.object.id", f"a string of letters, digits and _, at most {id_max} characters")
+    if obj.get("object") == "customer":
+        if not (isinstance(object_id, str) and CUSTOMER_ID.fullmatch(object_id)) or len(object_id) > id_max:
+            raise _unusable("data.object.id", f"a customer id cus_... of letters, digits and _, at most {id_max}")
+    elif object_id is not None and not (isinstance(object_id, str) and 0 < len(object_id) <= id_max):
+        # Other objects may have none (a balance, an upcoming invoice) or one of the account's choosing (a plan).
+        raise _unusable("data.object.id", f"null or a string of 1 to {id_max} characters")
     request = event.get("request")
     # Since API version 2017-05-25 an object; before, the request id as a string.
     key = request.get("idempotency_key") if isinstance(request, dict) else None

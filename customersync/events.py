@@ -42,7 +42,7 @@ def handle_event(event: dict[str, Any]) -> str:
                 record = WebhookEvent.objects.create(
                     event_id=event["id"],
                     type=event["type"],
-                    stripe_id=obj["id"],
+                    stripe_id=obj.get("id") or "",
                     created=created,
                     outcome="received",
                     idempotency_key=key,
@@ -51,7 +51,7 @@ def handle_event(event: dict[str, Any]) -> str:
             return "duplicate"
         outcome = _apply_event(event["type"], obj, created, key)
         WebhookEvent.objects.filter(pk=record.pk).update(outcome=outcome)
-    logger.info("Webhook %s %s for %s: %s", event["type"], event["id"], obj["id"], outcome)
+    logger.info("Webhook %s %s for %s: %s", event["type"], event["id"], obj.get("id"), outcome)
     return outcome
 
 

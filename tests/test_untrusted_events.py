@@ -72,7 +72,8 @@ def nested(levels: int) -> dict[str, Any]:
 
 
 BAD_ID = "Unusable Stripe event: id must be a string evt_..."
-BAD_OBJECT_ID = "Unusable Stripe event: data.object.id must be a string"
+BAD_OBJECT_ID = "Unusable Stripe event: data.object.id must be a customer id cus_... of letters, digits and _"
+BAD_OTHER_ID = "Unusable Stripe event: data.object.id must be null or a string of 1 to 255 characters."
 BAD_CREATED = "Unusable Stripe event: created must be an integer number of seconds from 0 to 4102444800."
 TOO_DEEP = "nested more than 32 levels deep."
 
@@ -102,6 +103,10 @@ UNUSABLE = {
     "object-id-missing": (event({"object": "customer", "name": "No id"}), BAD_OBJECT_ID),
     "object-id-past-its-column": (with_customer(id="cus_" + "a" * 252), BAD_OBJECT_ID),
     "object-id-a-path": (with_customer(id="../charges"), BAD_OBJECT_ID),
+    "object-id-not-a-customers": (with_customer(id="12345"), BAD_OBJECT_ID),
+    "other-object-id-an-int": (event({"object": "plan", "id": 12345}, kind="plan.created"), BAD_OTHER_ID),
+    "other-object-id-empty": (event({"object": "plan", "id": ""}, kind="plan.created"), BAD_OTHER_ID),
+    "other-object-id-past-its-column": (event({"object": "plan", "id": "p" * 256}, kind="plan.created"), BAD_OTHER_ID),
     "idempotency-key-a-list": (
         with_event(request={"id": "req_1", "idempotency_key": ["k"]}),
         "request.idempotency_key must be null or a string of at most 255",
@@ -164,6 +169,21 @@ def test_the_same_event_well_formed_is_applied(client, known):
     assert response.status_code == 200 and response.json() == {"outcome": "applied"}
     known.refresh_from_db()
     assert (known.name, known.default_source) == ("Changed", "card_1")
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {"object": "balance", "available": [{"amount": 0, "currency": "eur"}]},  # balance.available: no id
+        {"object": "plan", "id": "gold-monthly 2024"},  # an id the account chose
+    ],
+    ids=["no-id", "an-account-chosen-id"],
+)
+def test_other_stripe_events_are_recorded_and_ignored(client, known, obj):
+    body = json.dumps(event(obj, kind=f"{obj['object']}.updated")).encode()
+    response = deliver(client, body, signed(body))
+    assert response.status_code == 200 and response.json() == {"outcome": "ignored"}
+    assert WebhookEvent.objects.get().stripe_id == obj.get("id", "")
 
 
 def test_an_event_from_an_old_api_version_with_a_request_string_is_applied(client, known):
