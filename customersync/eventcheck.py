@@ -44,7 +44,7 @@ def parse_payload(body: bytes) -> Any:
     """The JSON in ``body`` (for ``check_event``); ``EventError`` when there is none."""
     try:
         return json.loads(body)
-    except RecursionError:  # the parser's own stack, long before MAX_DEPTH matters
+    except RecursionError:  # so deep that the parser's own stack gives out, far past MAX_DEPTH
         raise EventError(f"The payload is nested more than {MAX_DEPTH} levels deep.") from None
     except ValueError:  # not UTF-8, not JSON, or an integer of thousands of digits
         raise EventError("The payload is not JSON.") from None
