@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
-from urllib.parse import quote
 
 import requests
 from urllib3.exceptions import HTTPError as TransportError
@@ -65,6 +65,16 @@ class StripeObject(dict[str, Any]):
         self.request_id = request_id
 
 
+_STRIPE_ID = re.compile(r"[A-Za-z0-9_-]{1,255}")
+
+
+def _path_id(customer_id: str) -> str:
+    """A Stripe id as a path segment; anything else (``.``, ``..``, ``a/b``, '') is refused before a request."""
+    if not isinstance(customer_id, str) or not _STRIPE_ID.fullmatch(customer_id):
+        raise InvalidRequestError(f"Not a Stripe customer id: {customer_id!r}.", param="customer")
+    return customer_id
+
+
 class StripeClient:
     """A small client for the customer endpoints."""
 
@@ -99,7 +109,7 @@ class StripeClient:
     # -- the calls ---------------------------------------------------------
 
     def retrieve_customer(self, customer_id: str) -> StripeObject:
-        return self._request("GET", f"/v1/customers/{quote(customer_id, safe='')}")
+        return self._request("GET", f"/v1/customers/{_path_id(customer_id)}")
 
     def list_customers(
         self, *, limit: int = 100, starting_after: str | None = None, created: Mapping[str, int] | None = None
@@ -128,12 +138,23 @@ class StripeClient:
         ``has_more`` is false, or until ``max_items`` were listed. ``before_page`` runs before
         each request (a pull paces itself with it)."""
         remaining = max_items
+        seen: set[str] = set()
         while remaining is None or remaining > 0:
             if before_page is not None:
                 before_page()
             size = limit if remaining is None else min(limit, remaining)
             page = self.list_customers(limit=size, starting_after=starting_after, created=created)
             data = page.get("data") or []
+            if not isinstance(data, list) or not all(
+                isinstance(c, dict) and isinstance(c.get("id"), str) for c in data
+            ):
+                raise APIError("Stripe's customer list is not a list of customers with ids.", http_status=200)
+            if data and (data[-1]["id"] == starting_after or data[-1]["id"] in seen):
+                # A server repeating a page would make the walk endless.
+                raise APIError(
+                    f"Stripe's customer list repeated itself after {starting_after}: stopped.", http_status=200
+                )
+            seen.update(c["id"] for c in data)
             if data:
                 yield data
             if remaining is not None:
@@ -162,7 +183,7 @@ class StripeClient:
         (a retry resends the exact bytes it sent under the same key)."""
         return self._request(
             "POST",
-            f"/v1/customers/{quote(customer_id, safe='')}",
+            f"/v1/customers/{_path_id(customer_id)}",
             params=params,
             body=body,
             idempotency_key=idempotency_key,
@@ -174,7 +195,7 @@ class StripeClient:
         return self._request("POST", "/v1/customers", params=params, body=body, idempotency_key=idempotency_key)
 
     def delete_customer(self, customer_id: str) -> StripeObject:
-        return self._request("DELETE", f"/v1/customers/{quote(customer_id, safe='')}")
+        return self._request("DELETE", f"/v1/customers/{_path_id(customer_id)}")
 
     # -- plumbing ----------------------------------------------------------
 

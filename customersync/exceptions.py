@@ -79,6 +79,18 @@ class Unstorable(CustomerSyncError, ValueError):
         super().__init__(f"{stripe_id}: {self.message}")
 
 
+# The columns that keep Stripe's error fields (PushAttempt): longer values are cut, marked with "…".
+FIELD_MAX, PARAM_MAX, MESSAGE_MAX = 64, 255, 5000
+
+
+def _cut(value: object, limit: int) -> str | None:
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else str(value)
+    text = text.replace("\x00", "")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class StripeError(CustomerSyncError):
     """Stripe answered, or could not be reached. Never carries the API key."""
 
@@ -93,12 +105,14 @@ class StripeError(CustomerSyncError):
         request_id: str | None = None,
         should_retry: bool | None = None,
     ) -> None:
-        self.message = message
-        self.http_status = http_status
-        self.type = type
-        self.code = code
-        self.param = param
-        self.request_id = request_id
+        # What Stripe (or something pretending to be it) sent is cut to what the
+        # sync log and the customer store: an oversized field is never a DataError.
+        self.message = _cut(message, MESSAGE_MAX) or ""
+        self.http_status = http_status if isinstance(http_status, int) and 0 <= http_status < 1000 else None
+        self.type = _cut(type, FIELD_MAX)
+        self.code = _cut(code, FIELD_MAX)
+        self.param = _cut(param, PARAM_MAX)
+        self.request_id = _cut(request_id, PARAM_MAX)
         # Stripe-Should-Retry, when the response carried it.
         self.should_retry = should_retry
         super().__init__(message)
