@@ -9,6 +9,11 @@ The suite runs on real services, found through the environment:
 Worker processes started by the end-to-end tests load these settings too, with
 ``CUSTOMERSYNC_TEST_DB_NAME`` and ``CUSTOMERSYNC_TEST_API_BASE`` pointing them at
 the test database and the fake Stripe server of the running test session.
+The outage tests and the soak bench give some workers other values through
+``CUSTOMERSYNC_TEST_LEASE_SECONDS``, ``CUSTOMERSYNC_TEST_TIMEOUT``,
+``CUSTOMERSYNC_TEST_RATE_LIMIT`` and ``CUSTOMERSYNC_TEST_CLOCK_SKEW`` (seconds
+this process's ``django.utils.timezone.now`` runs ahead, or behind when negative,
+as on a machine whose clock is wrong).
 
 ``CUSTOMERSYNC_TEST_OWNER`` picks the site's owner model: ``organization`` (the
 default: ``tests.ownerapp.Organization``), ``user`` (a custom user model,
@@ -16,10 +21,12 @@ default: ``tests.ownerapp.Organization``), ``user`` (a custom user model,
 setting has it).
 """
 
+import datetime
 import os
 from pathlib import Path
 
 import dj_database_url
+from django.utils import timezone
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 OWNER = os.environ.get("CUSTOMERSYNC_TEST_OWNER", "organization")
@@ -85,11 +92,11 @@ CUSTOMERSYNC = {
     "API_KEY": TEST_API_KEY,
     # Nothing listens on port 9: a test that forgets the fake server fails loudly.
     "API_BASE": os.environ.get("CUSTOMERSYNC_TEST_API_BASE", "http://127.0.0.1:9"),
-    "TIMEOUT": 2.0,
+    "TIMEOUT": float(os.environ.get("CUSTOMERSYNC_TEST_TIMEOUT", "2.0")),
     # Within LEASE_SECONDS' margin (2 * 5 + 10 <= 30: check E030).
-    "REQUEST_DEADLINE": 5.0,
+    "REQUEST_DEADLINE": float(os.environ.get("CUSTOMERSYNC_TEST_REQUEST_DEADLINE", "5.0")),
     "MAX_RETRIES": int(os.environ.get("CUSTOMERSYNC_TEST_MAX_RETRIES", "2")),
-    "LEASE_SECONDS": 30,
+    "LEASE_SECONDS": float(os.environ.get("CUSTOMERSYNC_TEST_LEASE_SECONDS", "30")),
     "WEBHOOK_SECRET": "whsec_test_secret",
     "PULL_RATE": 0,  # tests pull as fast as the fake server answers
     "RATE_LIMIT": float(os.environ.get("CUSTOMERSYNC_TEST_RATE_LIMIT", "50")),
@@ -143,3 +150,13 @@ LOGGING = {
         }
     },
 }
+
+CLOCK_SKEW = float(os.environ.get("CUSTOMERSYNC_TEST_CLOCK_SKEW", "0") or 0)
+if CLOCK_SKEW:
+    # Patched before any app module is imported, so model defaults pick it up too.
+    _true_now = timezone.now
+
+    def _skewed_now(skew=datetime.timedelta(seconds=CLOCK_SKEW)):
+        return _true_now() + skew
+
+    timezone.now = _skewed_now

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,7 +31,9 @@ class Worker:
             "PYTHONUNBUFFERED": "1",
         }
         self.lines: list[str] = []
+        self.times: list[float] = []  # time.monotonic() at which each line was read
         self.ready = threading.Event()
+        self._more = threading.Condition()
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -61,10 +66,32 @@ class Worker:
     def _read(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
-            self.lines.append(line)
+            with self._more:
+                self.lines.append(line)
+                self.times.append(time.monotonic())
+                self._more.notify_all()
             if " ready." in line:
                 self.ready.set()
         self.ready.set()  # the process ended: stop waiting either way
+        with self._more:
+            self._more.notify_all()
+
+    def wait_for_line(self, pattern: str, count: int = 1, timeout: float = 30.0, since: int = 0) -> float:
+        """Block until ``count`` log lines from line ``since`` on match ``pattern`` (a regular
+        expression); returns when the last of them was read (``time.monotonic()``)."""
+        regex = re.compile(pattern)
+
+        def matches() -> list[float]:
+            return [t for line, t in zip(self.lines[since:], self.times[since:], strict=True) if regex.search(line)]
+
+        with self._more:
+            found = self._more.wait_for(
+                lambda: len(matches()) >= count or self.process.poll() is not None, timeout=timeout
+            )
+            hits = matches()
+        if not found or len(hits) < count:
+            raise TimeoutError(f"{len(hits)} of {count} lines matching {pattern!r} in the worker's log:\n{self.log}")
+        return hits[count - 1]
 
     @property
     def log(self) -> str:
@@ -89,6 +116,21 @@ class Worker:
                 self.process.kill()
                 self.process.wait()
         self._reader.join(timeout=5)
+
+
+def run_django(code: str, env: dict[str, str], timeout: float = 120) -> object:
+    """Run ``code`` in a fresh Python process set up with the test settings and ``env`` (say, another
+    database's CUSTOMERSYNC_TEST_DATABASE_URL); returns what it printed last, parsed as JSON."""
+    # The site's Celery app (configured from the settings), as the worker has it.
+    prelude = "import django, json\ndjango.setup()\nimport project.celery\n"
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(REPO), **env}
+    result = subprocess.run(
+        [sys.executable, "-c", prelude + code], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"helper process failed ({result.returncode}):\n{result.stdout}{result.stderr}")
+    lines = result.stdout.strip().splitlines()
+    return json.loads(lines[-1]) if lines else None
 
 
 def current_app():
