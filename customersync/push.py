@@ -222,8 +222,7 @@ def _send(record: PendingPush, client: StripeClient, lease: Lease) -> PushResult
         if limiter is not None and isinstance(err, RateLimitError) and err.code != "lock_timeout":
             limiter.penalize(app_settings.RATE_LIMIT_PAUSE)  # slow the whole fleet, not just this worker
         return _failed(record, attempt, err, lease)
-    _finish(attempt, AttemptOutcome.SUCCEEDED, http_status=200, request_id=getattr(response, "request_id", "") or "")
-    customer = _confirm_until_stored(record, response, lease, adopted=adopted)
+    customer = _confirm_until_stored(record, response, lease, attempt=attempt, adopted=adopted)
     if customer is None:
         return PushResult(Outcome.SKIPPED)  # a late answer for a record no longer in flight
     logger.info("Pushed %s (%s): Stripe confirmed.", record.customer_id, stripe_id)
@@ -318,15 +317,19 @@ def _is_missing(err: StripeError) -> bool:
 
 
 def _confirm_until_stored(
-    record: PendingPush, response: dict[str, Any], lease: Lease, *, adopted: bool = False
+    record: PendingPush, response: dict[str, Any], lease: Lease, *, attempt: PushAttempt, adopted: bool = False
 ) -> Customer | None:
-    """``_confirm``, retried while the database is away: Stripe's answer is known, so it is
-    not asked again; for at most half the lease, then ``DatabaseError`` (the task retries,
-    resuming the lease, and resends the frozen body under its key: Stripe replays its answer)."""
+    """The attempt's success and ``_confirm``, retried while the database is away: Stripe's
+    answer is known, so it is not asked again; for at most half the lease, then
+    ``DatabaseError`` (the task retries, resuming the lease, and resends the frozen body
+    under its key: Stripe replays its answer)."""
     give_up = time.monotonic() + app_settings.LEASE_SECONDS / 2
     delay = 0.2
+    request_id = getattr(response, "request_id", "") or ""
     while True:
         try:
+            # The first write after the answer: the database may be gone already.
+            _finish(attempt, AttemptOutcome.SUCCEEDED, http_status=200, request_id=request_id)
             return _confirm(record, response, lease, adopted=adopted)
         except (OperationalError, InterfaceError) as err:
             if time.monotonic() + delay > give_up:

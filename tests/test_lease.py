@@ -191,3 +191,30 @@ def test_trickling_answer_is_cut_at_the_deadline_and_resent_under_its_key(stripe
     assert first.idempotency_key == second.idempotency_key and second.replayed
     customer.refresh_from_db()
     assert customer.sync_status == SyncStatus.IN_SYNC and customer.stripe_data["email"] == "b@example.com"
+
+
+# -- the database away when Stripe's answer arrives ----------------------------------------
+
+
+def test_database_gone_at_the_first_write_after_the_answer_stripe_is_not_asked_again(stripe):
+    from django.db import OperationalError
+
+    from customersync import push as push_module
+
+    customer = mirrored(stripe, name="Ann")
+    customer.name = "Bea"
+    customer.save()
+    real_finish, failures = push_module._finish, []
+
+    def finish(attempt, outcome, **fields):
+        if outcome == "succeeded" and not failures:
+            failures.append(outcome)  # the database is away for the first write after the 200
+            raise OperationalError("server closed the connection unexpectedly")
+        return real_finish(attempt, outcome, **fields)
+
+    with mock.patch.object(push_module, "_finish", finish), mock.patch.object(push_module.time, "sleep"):
+        assert sync.push(customer.pk).outcome is sync.Outcome.PUSHED
+    assert failures and [r.body for r in posts(stripe, customer)] == [b"name=Bea"]  # one request
+    customer.refresh_from_db()
+    assert customer.sync_status == SyncStatus.IN_SYNC
+    assert PendingPush.objects.get(customer=customer).state == PushState.SENT
