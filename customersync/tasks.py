@@ -42,8 +42,9 @@ def push_customer(self, customer_pk: int, resume: str | None = None) -> str:
         raise self.retry(countdown=backoff(later.attempts)) from None
     except DatabaseError as err:
         # Not acknowledged as done: retried (resuming the lease) once the database is back,
-        # without waiting for the sweeper.
-        resumed = {"resume": getattr(err, "customersync_lease", None)}
+        # without waiting for the sweeper. A run that failed before taking the lease up
+        # again (the database still away) passes on the lease it was given.
+        resumed = {"resume": getattr(err, "customersync_lease", None) or resume}
         raise self.retry(countdown=backoff(self.request.retries + 1), args=[customer_pk], kwargs=resumed) from None
 
 

@@ -218,3 +218,27 @@ def test_database_gone_at_the_first_write_after_the_answer_stripe_is_not_asked_a
     customer.refresh_from_db()
     assert customer.sync_status == SyncStatus.IN_SYNC
     assert PendingPush.objects.get(customer=customer).state == PushState.SENT
+
+
+def test_a_retry_that_finds_the_database_still_away_keeps_the_lease_to_resume(stripe):
+    from django.db import OperationalError
+
+    from customersync import push as push_module
+    from customersync.tasks import push_customer
+
+    class Retried(Exception):
+        pass
+
+    retries = []
+
+    def retry(**options):
+        retries.append(options)
+        return Retried()
+
+    with (
+        mock.patch.object(push_module, "push", side_effect=OperationalError("connection refused")),
+        mock.patch.object(push_customer, "retry", retry),
+        pytest.raises(Retried),
+    ):
+        push_customer(7, resume="host:1:lease-owner")  # fails before taking the lease up again
+    assert retries[0]["kwargs"] == {"resume": "host:1:lease-owner"}
