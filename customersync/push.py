@@ -113,16 +113,11 @@ def push(customer_pk: int, *, client: StripeClient | None = None, resume: str | 
     if not Customer.objects.filter(pk=customer_pk).exists():
         return PushResult(Outcome.SKIPPED)
     lease = Lease(customer_pk, owner=resume).acquire()
-    limiter = ratelimit.budget()
     try:
         result = PushResult(Outcome.NOTHING)
         for round_ in range(_MAX_ROUNDS):
             if round_ and not PendingPush.objects.filter(customer_id=customer_pk, state__in=_OPEN).exists():
                 break  # nothing was saved while the last request was in flight
-            if limiter is not None:
-                # The fleet's budget, waited for before anything is frozen, so
-                # what is sent is never a snapshot older than the wait.
-                limiter.acquire()
             record, early = _take(customer_pk, lease)
             if record is None:
                 # A later round with nothing left does not hide what was pushed.
@@ -198,12 +193,18 @@ def _take(customer_pk: int, lease: Lease) -> tuple[PendingPush | None, PushResul
 def _send(record: PendingPush, client: StripeClient, lease: Lease) -> PushResult:
     stripe_id = Customer.objects.filter(pk=record.customer_id).values_list("stripe_id", flat=True).get()
     params = record.params or {}
+    limiter = ratelimit.budget()
+    if limiter is not None:
+        # The fleet's budget, right before the request: a grant followed by a slow freeze
+        # (a row an operator's save holds, a loaded database) would reach Stripe late, in the
+        # same second as later grants. A frozen change waiting here is safe: only this lease's
+        # holder sends or confirms it, and the hold below stops it if the lease ran out.
+        limiter.acquire()
     with transaction.atomic():
         lease.hold()  # renewed for a whole request, right before it
         attempt = PushAttempt.objects.create(
             push=record, customer_id=record.customer_id, params=redact(params), idempotency_key=record.idempotency_key
         )
-    limiter = ratelimit.budget()
     adopted = False
     try:
         if record.operation == "create" and (existing := _owners_customer_in_stripe(record, client)) is not None:

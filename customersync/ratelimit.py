@@ -75,11 +75,14 @@ class _Budget:
 
     def acquire(self, timeout: float | None = None) -> None:
         """Block until a request may go (raises TimeoutError after ``timeout`` seconds)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = None if timeout is None else started + timeout
         while (wait := self.try_acquire()) > 0:
             if deadline is not None and time.monotonic() + wait > deadline:
                 raise TimeoutError("the rate budget did not free up in time")
             time.sleep(min(wait, 1.0))
+        if (waited := time.monotonic() - started) > 0.01:
+            logger.debug("Waited %.2fs for the rate budget.", waited)
 
 
 class RateBudget(_Budget):

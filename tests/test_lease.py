@@ -242,3 +242,29 @@ def test_a_retry_that_finds_the_database_still_away_keeps_the_lease_to_resume(st
     ):
         push_customer(7, resume="host:1:lease-owner")  # fails before taking the lease up again
     assert retries[0]["kwargs"] == {"resume": "host:1:lease-owner"}
+
+
+def test_a_rate_budget_wait_that_outlasts_the_lease_sends_nothing(stripe):
+    from customersync import ratelimit
+
+    customer = mirrored(stripe, email="a@example.com")
+    customer.email = "b@example.com"
+    customer.save()
+    waits: list = []
+    others: list = []
+
+    def acquire(timeout=None):
+        if not waits:  # worker A waits for its grant past its lease; worker B pushes meanwhile
+            waits.append("A")
+            expire(customer)
+            thread, results = push_in_thread(customer.pk)
+            thread.join()
+            others.extend(results)
+
+    budget = mock.Mock(acquire=acquire)
+    with mock.patch.object(ratelimit, "budget", return_value=budget), pytest.raises(LeaseLost):
+        sync.push(customer.pk)  # A: its change was frozen before the wait, then the lease was gone
+    assert [r.outcome for r in others] == [sync.Outcome.PUSHED]
+    assert [r.body for r in posts(stripe, customer)] == [b"email=b%40example.com"]  # B's, once
+    customer.refresh_from_db()
+    assert customer.sync_status == SyncStatus.IN_SYNC

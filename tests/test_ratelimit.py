@@ -118,3 +118,45 @@ def test_mark_for_push_after_queryset_update(stripe, django_capture_on_commit_ca
     for pk in Customer.objects.filter(description="bulk edited").values_list("pk", flat=True):
         sync.push(pk)
     assert sorted(r.body for r in stripe.requests if r.method == "POST") == [b"description=bulk+edited"] * 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_grant_is_taken_right_before_the_request_not_before_a_slow_freeze(stripe):
+    """An operator's save holds the customer's row while the push freezes its change: the
+    request must still leave within the budget's slack of its grant, or grants 1.1 s apart
+    become more than ``rate`` arrivals in one second at Stripe."""
+    import threading
+    import time
+    from unittest import mock
+
+    from django.db import connection, transaction
+
+    from customersync import ratelimit
+    from customersync.ratelimit import WINDOW_SLACK
+
+    customer = sync.pull_one(stripe.add_customer(name="Ann")["id"])
+    customer.name = "Bea"
+    customer.save()
+    grants: list[float] = []
+    budget = mock.Mock(acquire=lambda timeout=None: grants.append(time.monotonic()))
+    locked, release = threading.Event(), threading.Event()
+
+    def operator() -> None:
+        try:
+            with transaction.atomic():
+                Customer.objects.select_for_update().get(pk=customer.pk)
+                locked.set()
+                release.wait(5)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=operator)
+    thread.start()
+    locked.wait(5)
+    threading.Timer(0.3, release.set).start()  # the save commits 0.3 s into the push
+    with mock.patch.object(ratelimit, "budget", return_value=budget):
+        assert sync.push(customer.pk).outcome is sync.Outcome.PUSHED
+    thread.join()
+    (request,) = [r for r in stripe.requests if r.method == "POST"]
+    assert len(grants) == 1
+    assert request.time - grants[0] < WINDOW_SLACK, f"sent {request.time - grants[0]:.2f}s after its grant"
