@@ -30,7 +30,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from django.db.models import F
 from django.utils import timezone
 
-from . import owners, ratelimit, signals
+from . import answers, owners, ratelimit, signals
 from .client import StripeClient
 from .conf import app_settings, stripe_client
 from .exceptions import (
@@ -43,11 +43,13 @@ from .exceptions import (
     RateLimitError,
     RetryLater,
     StripeError,
+    Unstorable,
 )
 from .lease import Lease
 from .models import AttemptOutcome, Customer, PendingPush, PushAttempt, PushState, SyncStatus
 from .outbox import record_change
 from .params import TABLE
+from .values import column_errors
 from .wire import encode, flatten
 
 logger = logging.getLogger("customersync")
@@ -207,7 +209,7 @@ def _send(record: PendingPush, client: StripeClient, lease: Lease) -> PushResult
         )
     adopted = False
     try:
-        if record.operation == "create" and (existing := _owners_customer_in_stripe(record, client)) is not None:
+        if record.operation == "create" and (existing := answers.owners_customer_in_stripe(record, client)) is not None:
             # An earlier run created this owner's customer: take it, and push the difference.
             logger.info("Found %s's customer in Stripe: %s", record.customer_id, existing.get("id"))
             response, adopted, stripe_id = existing, True, existing.get("id")
@@ -223,7 +225,17 @@ def _send(record: PendingPush, client: StripeClient, lease: Lease) -> PushResult
         if limiter is not None and isinstance(err, RateLimitError) and err.code != "lock_timeout":
             limiter.penalize(app_settings.RATE_LIMIT_PAUSE)  # slow the whole fleet, not just this worker
         return _failed(record, attempt, err, lease)
-    customer = _confirm_until_stored(record, response, lease, attempt=attempt, adopted=adopted)
+    problem = answers.problem(record, response, stripe_id)
+    if problem is None:
+        try:
+            customer = _confirm_until_stored(record, response, lease, attempt=attempt, adopted=adopted)
+        except Unstorable as err:
+            problem = f"Stripe's answer holds values this mirror cannot store ({err.message})."
+    if problem is not None:
+        # Not Stripe's answer for this customer, or not one to keep: nothing of it is stored.
+        request_id = getattr(response, "request_id", None)
+        bad = APIError(problem, http_status=200, request_id=request_id, should_retry=False)
+        return _failed(record, attempt, bad, lease)
     if customer is None:
         return PushResult(Outcome.SKIPPED)  # a late answer for a record no longer in flight
     logger.info("Pushed %s (%s): Stripe confirmed.", record.customer_id, stripe_id)
@@ -234,21 +246,6 @@ def _send(record: PendingPush, client: StripeClient, lease: Lease) -> PushResult
         )
     signals.customer_pushed.send(sender=Customer, customer_pk=record.customer_id, params=params)
     return PushResult(Outcome.PUSHED, params=params)
-
-
-def _owners_customer_in_stripe(record: PendingPush, client: StripeClient) -> dict[str, Any] | None:
-    """The Stripe customer an earlier run created for this customer's owner (by its metadata), if any."""
-    mapping = owners.mapping()
-    if mapping is None:
-        return None
-    owner_id = Customer.objects.filter(pk=record.customer_id).values_list("owner_id", flat=True).get()
-    if owner_id is None:
-        return None
-    identity = mapping.identity(owner_id)
-    found = client.search_customers(f"metadata['{owners.OWNER_METADATA_KEY}']:'{identity}'").get("data") or []
-    if len(found) > 1:
-        logger.warning("Stripe holds %s customers for %s; taking the oldest.", len(found), identity)
-    return min(found, key=lambda c: (c.get("created") or 0, c.get("id") or "")) if found else None
 
 
 def _finish(attempt: PushAttempt, outcome: str, *, err: StripeError | None = None, **fields: Any) -> None:
@@ -372,6 +369,8 @@ def _confirm(record: PendingPush, response: dict[str, Any], lease: Lease, *, ado
         customer.revive()  # Stripe just answered for it: it exists
         still_pending = customer.needs_push()
         customer.settle(still_pending, clear_error=True)
+        if errors := column_errors(customer):
+            raise Unstorable(customer.stripe_id or "", errors)  # rolled back: nothing of the answer kept
         owners.write_back([customer])  # both-ways values Stripe's answer changed
         customer.save_synced()
         PendingPush.objects.filter(pk=record.pk).update(state=PushState.SENT, completed_at=now)

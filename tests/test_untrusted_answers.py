@@ -119,3 +119,58 @@ def test_a_dropped_answer_leaves_the_record_to_resend_not_stuck(stripe):
         sync.push(customer.pk)
     assert PendingPush.objects.get(customer=customer).state == PushState.SENDING
     assert sync.push(customer.pk).outcome is sync.Outcome.PUSHED
+
+
+# -- row 1: a 200 for another customer ------------------------------------------------------------
+
+
+def other_customer(stripe, **fields):
+    return json.dumps({**stripe.add_customer(**fields), "object": "customer"})
+
+
+def test_an_update_answered_with_another_customers_id_is_never_stored(stripe):
+    customer = mirrored(stripe, name="Ann", email="ann@example.com")
+    customer.name = "Bea"
+    customer.save()
+    stripe.inject(status=200, body=other_customer(stripe, name="Mallory", email="m@evil.example"))
+    assert sync.push(customer.pk).outcome is sync.Outcome.FAILED
+    customer.refresh_from_db()
+    assert customer.stripe_id != "" and customer.email == "ann@example.com" and customer.name == "Bea"
+    assert customer.stripe_data["name"] == "Ann"  # nothing of the answer kept
+    assert customer.sync_status == SyncStatus.FAILED
+    assert "another customer" in customer.sync_error["message"]
+    assert PendingPush.objects.get(customer=customer).state == PushState.FAILED
+
+
+def test_a_create_answered_with_an_id_another_local_customer_mirrors_is_never_stored(stripe):
+    known = mirrored(stripe, name="Known")
+    new = Customer.objects.create(name="New")
+    stripe.inject(status=200, body=json.dumps({**stripe.get_customer(known.stripe_id), "object": "customer"}))
+    assert sync.push(new.pk).outcome is sync.Outcome.FAILED
+    new.refresh_from_db()
+    assert new.stripe_id is None and "already mirrors" in new.sync_error["message"]
+    assert PendingPush.objects.get(customer=new).state == PushState.FAILED  # not stuck in sending
+
+
+@pytest.mark.parametrize("body", ['{"id": 5}', '{"id": "acct_1", "object": "account"}', '{"object": "customer"}'])
+def test_a_200_that_is_not_a_customer_is_never_stored(stripe, body):
+    customer = mirrored(stripe, name="Ann")
+    customer.name = "Bea"
+    customer.save()
+    stripe.inject(status=200, body=body)
+    assert sync.push(customer.pk).outcome is sync.Outcome.FAILED
+    customer.refresh_from_db()
+    assert customer.stripe_data["name"] == "Ann" and "not a customer" in customer.sync_error["message"]
+
+
+def test_an_answer_the_mirror_cannot_hold_fails_the_push_naming_the_field(stripe):
+    customer = mirrored(stripe, name="Ann")
+    customer.name = "Bea"
+    customer.save()
+    answer = {**stripe.get_customer(customer.stripe_id), "name": "Bea", "phone": "9" * 100}
+    stripe.inject(status=200, body=json.dumps(answer))
+    assert sync.push(customer.pk).outcome is sync.Outcome.FAILED
+    customer.refresh_from_db()
+    assert "cannot store" in customer.sync_error["message"] and "phone" in customer.sync_error["message"]
+    assert customer.stripe_data["name"] == "Ann"
+    assert PendingPush.objects.get(customer=customer).state == PushState.FAILED
