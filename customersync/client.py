@@ -15,8 +15,10 @@ import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
+import requests.auth
 from urllib3.exceptions import HTTPError as TransportError
 
 from . import __version__, transport
@@ -65,6 +67,20 @@ class StripeObject(dict[str, Any]):
         self.request_id = request_id
 
 
+class _BearerAuth(requests.auth.AuthBase):
+    """``Authorization: Bearer <key>``, added as the request is prepared; never shown by its repr."""
+
+    def __init__(self, api_key: str) -> None:
+        self._api_key = api_key
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self._api_key}"
+        return request
+
+    def __repr__(self) -> str:
+        return "<Bearer [redacted]>"
+
+
 _STRIPE_ID = re.compile(r"[A-Za-z0-9_-]{1,255}")
 
 
@@ -96,6 +112,7 @@ class StripeClient:
         if not deadline > 0:
             raise ConfigurationError(f"The request deadline must be a positive number of seconds, not {deadline!r}.")
         self._api_key = api_key
+        self._auth = _BearerAuth(api_key)
         self.api_base = api_base.rstrip("/")
         self.api_version = api_version
         self.timeout = timeout
@@ -210,7 +227,6 @@ class StripeClient:
         idempotency_key: str | None = None,
     ) -> StripeObject:
         headers = {
-            "Authorization": f"Bearer {self._api_key}",
             "Stripe-Version": self.api_version,
             "User-Agent": USER_AGENT,
             "Accept": "application/json",
@@ -231,7 +247,11 @@ class StripeClient:
             with watchdog:
                 # The per-read timeout never outlasts the deadline either.
                 wait = min(self.timeout, watchdog.remaining())
-                response = self.session.request(method, url, timeout=wait, stream=True, **kwargs)
+                # The key goes in by an auth object, so no dict a traceback shows holds it;
+                # redirects are never followed (the body and the key stay with api_base).
+                response = self.session.request(
+                    method, url, timeout=wait, stream=True, allow_redirects=False, auth=self._auth, **kwargs
+                )
                 with response:
                     content = transport.read_body(response, transport.MAX_RESPONSE_BYTES)
         except ResponseTooLarge as err:
@@ -243,12 +263,14 @@ class StripeClient:
             ) from None
         except (requests.RequestException, TransportError, OSError) as err:
             if watchdog.cut or watchdog.remaining() == 0:
-                raise self._deadline_passed(method, path) from err
+                raise self._deadline_passed(method, path) from None
             if isinstance(err, requests.Timeout):
                 raise APIConnectionError(
                     f"Timed out talking to Stripe ({method} {path}): {type(err).__name__}."
-                ) from err
-            raise APIConnectionError(f"Could not talk to Stripe ({method} {path}): {type(err).__name__}.") from err
+                ) from None
+            # Not chained: the transport's frames hold the prepared request's headers,
+            # which a debug page or an error e-mail would show.
+            raise APIConnectionError(f"Could not talk to Stripe ({method} {path}): {type(err).__name__}.") from None
         if watchdog.cut:  # the answer looked complete, but only because its connection was cut
             raise self._deadline_passed(method, path)
         return response, content
@@ -271,6 +293,15 @@ class StripeClient:
             payload = None
         except RecursionError:  # nested deeper than the parser's recursion limit
             payload, problem = None, " (nested too deep to parse)"
+        if 300 <= response.status_code < 400:
+            target = urlsplit(response.headers.get("Location") or "").netloc or "the same host"
+            raise APIError(
+                f"Stripe answered {method} {path} with a redirect (HTTP {response.status_code}) to {target}; "
+                "redirects are never followed, so nothing was sent there.",
+                http_status=response.status_code,
+                request_id=request_id,
+                should_retry=False,
+            )
         if 200 <= response.status_code < 300:
             if not isinstance(payload, dict):
                 raise APIError(

@@ -7,6 +7,7 @@ the bytes of each row (``inject(status=..., body=..., headers=...)``).
 from __future__ import annotations
 
 import json
+import secrets
 
 import pytest
 
@@ -174,3 +175,63 @@ def test_an_answer_the_mirror_cannot_hold_fails_the_push_naming_the_field(stripe
     assert "cannot store" in customer.sync_error["message"] and "phone" in customer.sync_error["message"]
     assert customer.stripe_data["name"] == "Ann"
     assert PendingPush.objects.get(customer=customer).state == PushState.FAILED
+
+
+# -- row 5: redirects ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+@pytest.mark.parametrize("location", ["http://127.0.0.1:9/v1/customers/cus_x", "/v1/charges"])
+def test_a_redirect_is_never_followed(stripe, status, location):
+    customer = mirrored(stripe, name="Ann")
+    customer.pending_once = {"source": "tok_visa"}
+    customer.name = "Bea"
+    customer.save()
+    stripe.clear_requests()
+    stripe.inject(status=status, body="", headers={"Location": location})
+    assert sync.push(customer.pk).outcome is sync.Outcome.FAILED
+    assert [(r.method, r.path) for r in stripe.requests] == [("POST", f"/v1/customers/{customer.stripe_id}")]
+    customer.refresh_from_db()
+    assert "redirect" in customer.sync_error["message"] and "never followed" in customer.sync_error["message"]
+    assert customer.stripe_data["name"] == "Ann"
+
+
+# -- row 4: the debug page of an error from the client -----------------------------------------------
+
+
+# Made at run time, so the page's source excerpts cannot contain it.
+SENTINEL = "sk_test_" + secrets.token_hex(16)
+
+
+def debug_page(err):
+    from django.test import RequestFactory, override_settings
+    from django.views.debug import technical_500_response
+
+    with override_settings(DEBUG=True):
+        response = technical_500_response(RequestFactory().get("/admin/"), type(err), err, err.__traceback__)
+    return response.content.decode()
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        None,  # connection refused
+        dict(status=200, body="[" * 200_000 + "]" * 200_000),  # JSON too deep to parse
+        dict(action="reset"),
+        dict(status=307, body="", headers={"Location": "https://elsewhere.example/"}),
+    ],
+    ids=["refused", "deep-json", "reset", "redirect"],
+)
+def test_the_debug_page_of_a_client_error_never_shows_the_key(stripe, fault):
+    from customersync.exceptions import StripeError
+
+    base = "http://127.0.0.1:9" if fault is None else stripe.url
+    if fault is not None:
+        stripe.set_api_key(SENTINEL)
+        stripe.inject(method="GET", path_prefix="/v1/customers", **fault)
+    client = StripeClient(SENTINEL, api_base=base, timeout=2.0, deadline=5.0)
+    with pytest.raises(StripeError) as info:
+        client.retrieve_customer("cus_123")
+    page = debug_page(info.value)
+    assert "retrieve_customer" in page  # the page shows the frames
+    assert SENTINEL not in page and SENTINEL.removeprefix("sk_test_") not in page
