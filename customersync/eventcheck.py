@@ -22,7 +22,7 @@ from django.db.models import BooleanField, CharField, DateTimeField, IntegerFiel
 
 from .exceptions import EventError
 from .models import Customer, WebhookEvent
-from .params import TABLE
+from .params import TABLE, Shape
 
 # Containers inside containers: an event is 1, its data 2, the object 3. Stripe's
 # deepest customer events (an expanded source's owner address) stay under 10.
@@ -128,6 +128,24 @@ def _where(path: tuple[str, ...]) -> str:
     return ".".join(path) or "the event"
 
 
+def _json_shape(name: str) -> tuple[tuple[type, ...], str]:
+    """The Python types a JSON column of the mirror holds, and how to say it."""
+    containers: dict[Shape, tuple[tuple[type, ...], str]] = {
+        Shape.MAP: ((dict,), "an object of keys and values"),
+        Shape.LIST: ((list,), "a list"),
+        Shape.OBJECT: ((dict, type(None)), "an object or null"),
+    }
+    shape: tuple[tuple[type, ...], str] = ((dict, list), "an object or a list")
+    for p in TABLE.state:
+        if p.field != name:
+            continue
+        if len(p.path) > 1:
+            shape = ((dict,), "an object")
+        elif p.shape is not Shape.SCALAR:
+            shape = containers[p.shape]
+    return shape
+
+
 def _check_customer(obj: dict[str, Any]) -> None:
     """Each customer field the mirror copies has the type and size its column holds."""
     ranges = BaseDatabaseOperations.integer_field_ranges
@@ -138,7 +156,7 @@ def _check_customer(obj: dict[str, Any]) -> None:
         field = Customer._meta.get_field(name)
         where = f"data.object.{name}"
         if isinstance(field, JSONField):
-            types, kind = TABLE.json_shapes.get(name, ((dict, list), "an object or a list"))
+            types, kind = _json_shape(name)
             if not isinstance(value, types):
                 raise _unusable(where, kind)
         elif isinstance(field, (CharField, TextField)):
