@@ -222,7 +222,7 @@ def debug_page(err):
     ],
     ids=["refused", "deep-json", "reset", "redirect"],
 )
-def test_the_debug_page_of_a_client_error_never_shows_the_key(stripe, fault):
+def test_the_debug_page_of_a_client_error_never_shows_the_key(stripe, fault, settings):
     from customersync.exceptions import StripeError
 
     base = "http://127.0.0.1:9" if fault is None else stripe.url
@@ -230,8 +230,11 @@ def test_the_debug_page_of_a_client_error_never_shows_the_key(stripe, fault):
         stripe.set_api_key(SENTINEL)
         stripe.inject(method="GET", path_prefix="/v1/customers", **fault)
     client = StripeClient(SENTINEL, api_base=base, timeout=2.0, deadline=5.0)
-    with pytest.raises(StripeError) as info:
-        client.retrieve_customer("cus_123")
+    try:
+        with pytest.raises(StripeError) as info:
+            client.retrieve_customer("cus_123")
+    finally:
+        stripe.set_api_key(settings.TEST_API_KEY)  # the session's server, for the tests after this one
     page = debug_page(info.value)
     assert "retrieve_customer" in page  # the page shows the frames
     assert SENTINEL not in page and SENTINEL.removeprefix("sk_test_") not in page
