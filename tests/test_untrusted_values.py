@@ -242,11 +242,15 @@ def test_an_update_that_does_not_fit_leaves_the_mirror_as_it_was(stripe, caplog)
         call_command("customersync_pull", obj["id"])
 
 
-def test_a_webhook_that_does_not_fit_is_skipped(stripe):
+def test_a_webhook_that_does_not_fit_is_refused_naming_the_field(stripe):
+    from customersync.exceptions import EventError
+
     obj = stripe.add_customer(name="Ann")
     customer = sync.pull_one(obj["id"])
     before = stored(customer)
     event = {"id": "evt_long", "type": "customer.updated", "created": 2_000_000_000,
              "data": {"object": {**stripe.get_customer(obj["id"]), "phone": "1" * 65}}}  # fmt: skip
-    assert sync.handle_event(event) == "skipped: does not fit"
+    with pytest.raises(EventError) as info:  # the view answers 400 with this message
+        sync.handle_event(event)
+    assert "data.object.phone" in str(info.value)
     assert stored(customer) == before
