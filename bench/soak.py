@@ -6,29 +6,40 @@ duplicate applications, idempotency errors, overlapping requests (and values
 of rolled-back edits that reached the server).
 
     python -m bench.soak [--edits 2000] [--customers 25] [--writers 4] [--workers 3] [--seconds 600]
+                         [--all-hazards | --lease-seconds 4 --clock-skew 200,-30 --rate-limit 2 --db-restarts 3]
+
+The hazards (``soak_hazards``): requests held at the server past the workers'
+lease, workers whose clocks are off, a rate budget that makes grants queue,
+and PostgreSQL restarted during the run; ``--all-hazards`` turns them all on
+with the values above (a flag given beside it wins).
 
 It uses the test settings (PostgreSQL and Redis as the test suite finds them,
 see the README), in a database of its own that it creates and drops, with
-Redis database 13 as the broker. ``run()`` is also called by the test suite
-for a smaller run.
+Redis database 13 as the broker (``CUSTOMERSYNC_SOAK_REDIS_URL`` chooses
+another; else ``CUSTOMERSYNC_TEST_REDIS_URL`` when set). With database
+restarts the database is a PostgreSQL of the bench's own
+(``tests.private_services``), never the shared one. ``run()`` is also called
+by the test suite for a smaller run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import os
 import random
-import re
 import sys
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
-# Every edit writes values tagged with its sequence number: "s<seq>".
-_TAG = re.compile(r"s(\d+)")
-FIELDS = ("email", "name", "phone", "description", "metadata", "address")
+from bench import soak_hazards as hazards
+from bench.soak_counters import MUST_BE_ZERO, change, counters
+
+__all__ = ["ALL_HAZARDS", "MUST_BE_ZERO", "SoakConfig", "main", "run"]
 
 
 @dataclass
@@ -44,41 +55,45 @@ class SoakConfig:
     seconds: float = 300.0  # hard bound on the whole run
     seed: int = 1
     think: float = 0.02  # seconds an operator pauses between edits, at most
+    # The hazards, each off unless set (soak_hazards):
+    lease_seconds: float = 0  # (a) the workers' LEASE_SECONDS; some requests held past it
+    long_request_share: float = 0.3  # (a) of the faults injected, the share that are such requests
+    clock_skews: tuple[float, ...] = ()  # (b) seconds the first workers' clocks are off
+    rate_limit: float = 0  # (c) the workers' RATE_LIMIT (requests per second, fleet-wide)
+    db_restarts: int = 0  # (d) PostgreSQL restarts while editing (run's ``restart_db`` does them)
+    db_down: tuple[float, float] = (0.5, 4.0)  # (d) seconds the database stays down each time
+
+
+ALL_HAZARDS = dict(lease_seconds=4.0, clock_skews=(200.0, -30.0), rate_limit=2.0, db_restarts=3)
 
 
 class _Rollback(Exception):
     pass
 
 
-def _faults(timeout: float) -> list[dict]:
-    return [
-        dict(status=500),
-        dict(status=503, headers={"Stripe-Should-Retry": "true"}),
-        dict(status=502, body="<html><h1>502 Bad Gateway</h1></html>"),
-        dict(status=429, error={"type": "invalid_request_error", "code": "lock_timeout", "message": "busy"}),
-        dict(status=429, error={"type": "invalid_request_error", "code": "rate_limit", "message": "slow down"}),
-        dict(action="drop"),
-        dict(action="drop_after"),
-        dict(action="reset"),
-        dict(delay=timeout + 0.5),
-    ]
-
-
-def run(config: SoakConfig, *, server, db_name: str, log=print) -> dict[str, int]:
+def run(
+    config: SoakConfig,
+    *,
+    server,
+    db_name: str,
+    log=print,
+    restart_db: Callable[[float, str], None] | None = None,
+) -> dict[str, object]:
     """Run the soak against ``server`` (a FakeStripeServer) and the configured database.
 
     Needs Django set up with the test settings and ``CUSTOMERSYNC['API_BASE']``
     pointing at ``server``; starts and stops its own worker processes.
+    ``restart_db(seconds_down, mode)`` stops and starts the database, for ``db_restarts``.
     """
-    from django.conf import settings
-    from django.db import connection, transaction
+    from django.db import InterfaceError, OperationalError, connection, transaction
 
     from customersync import sync
     from customersync.diff import diff
     from customersync.models import Customer, PendingPush, PushState
-    from customersync.wire import decode, flatten
     from tests.support import Worker
 
+    if config.db_restarts and restart_db is None:
+        raise ValueError("db_restarts needs restart_db")
     rng = random.Random(config.seed)
     deadline = time.monotonic() + config.seconds
     server.set_latency(*config.latency)
@@ -89,95 +104,115 @@ def run(config: SoakConfig, *, server, db_name: str, log=print) -> dict[str, int
     stripe_ids = dict(Customer.objects.filter(pk__in=pks).values_list("pk", "stripe_id"))
     server.clear_requests()
 
-    env = {"CUSTOMERSYNC_TEST_MAX_RETRIES": "1000", "CUSTOMERSYNC_TEST_API_BASE": server.url}
-    workers = [Worker(server.url, db_name, ("--pool=solo",), env) for _ in range(config.workers)]
+    def start_worker(index: int) -> Worker:
+        return Worker(server.url, db_name, ("--pool=solo",), hazards.worker_env(config, index, server.url))
+
+    workers = [start_worker(i) for i in range(config.workers)]
+    retired: list[Worker] = []  # killed, kept for their logs
     seq = itertools.count(1)
     seq_lock = threading.Lock()
-    counts = Counter()
+    counts: Counter = Counter()
     rolled_back: set[int] = set()
     remaining = itertools.count()
     progress = threading.Condition()
     editing = threading.Event()
     editing.set()
+    _stop = threading.Event()
 
     def writer(wid: int) -> None:
         wrng = random.Random(config.seed * 1000 + wid)
         try:
             while next(remaining) < config.edits and time.monotonic() < deadline:
-                pk = wrng.choice(pks)
-                rollback = wrng.random() < config.rollback_rate
-                try:
-                    with transaction.atomic():
-                        customer = Customer.objects.select_for_update().get(pk=pk)
-                        with seq_lock:
-                            n = next(seq)
-                        tag = f"s{n}"
-                        for field in wrng.sample(FIELDS, wrng.randint(1, 3)):
-                            if field == "metadata":
-                                meta = dict(customer.metadata)
-                                key = f"k{wrng.randint(0, 4)}"
-                                if key in meta and wrng.random() < 0.3:
-                                    del meta[key]
-                                else:
-                                    meta[key] = tag
-                                customer.metadata = meta
-                            elif field == "address":
-                                customer.address = {**(customer.address or {}), "city": tag, "country": "FR"}
-                            elif field == "email":
-                                customer.email = f"{tag}@soak.test"
-                            else:
-                                setattr(customer, field, tag)
-                        customer.save()
-                        if rollback:
-                            raise _Rollback
-                    with progress:
-                        counts["edits made"] += 1
-                        progress.notify_all()
-                    # An operator's think time, so edits spread over the run.
-                    time.sleep(wrng.uniform(0, config.think))
-                except _Rollback:
-                    rolled_back.add(n)
-                    counts["edits rolled back"] += 1
+                edit(wrng)
         finally:
             connection.close()
 
+    def edit(wrng: random.Random) -> None:
+        """One operator's edit; made again (as a new edit) while the database is away."""
+        pk = wrng.choice(pks)
+        rollback = wrng.random() < config.rollback_rate
+        while time.monotonic() < deadline:
+            n = None
+            try:
+                with transaction.atomic():
+                    customer = Customer.objects.select_for_update().get(pk=pk)
+                    with seq_lock:
+                        n = next(seq)
+                    change(customer, wrng, f"s{n}")
+                    customer.save()
+                    if rollback:
+                        raise _Rollback
+                with progress:
+                    counts["edits made"] += 1
+                    progress.notify_all()
+                # An operator's think time, so edits spread over the run.
+                time.sleep(wrng.uniform(0, config.think))
+            except _Rollback:
+                rolled_back.add(n)
+                counts["edits rolled back"] += 1
+            except (OperationalError, InterfaceError):
+                # The database went away mid-edit: committed or not, nobody knows (a COMMIT
+                # may have landed), so its values count neither as made nor as rolled back.
+                connection.close()
+                counts["edit tries cut by a restart"] += 1
+                time.sleep(0.2)
+                continue
+            return
+
     def faulter() -> None:
-        kinds = _faults(settings.CUSTOMERSYNC["TIMEOUT"])
         while editing.is_set() and time.monotonic() < deadline:
             if rng.random() < config.fault_rate:
-                fault = rng.choice(kinds)
+                fault = hazards.faults(config, rng)
                 server.inject(path_prefix=f"/v1/customers/{stripe_ids[rng.choice(pks)]}", **fault)
                 counts["faults injected"] += 1
+                counts["requests held past the lease"] += hazards.is_long(fault, config)
             if not editing.wait(0) or _stop.wait(0.1):
                 break
+
+    def reached(edits: int, while_editing: bool = False) -> bool:
+        """Wait until ``edits`` edits were made; False when the run ends first."""
+        with progress:
+            progress.wait_for(
+                lambda: counts["edits made"] >= edits or _stop.is_set() or (while_editing and not editing.is_set()),
+                timeout=max(deadline - time.monotonic(), 0),
+            )
+            return counts["edits made"] >= edits and not _stop.is_set()
 
     def killer() -> None:
         # Kill at evenly spread points of progress, while pushes are in flight.
         for k in range(1, config.kills + 1):
-            with progress:
-                reached = progress.wait_for(
-                    lambda k=k: counts["edits made"] >= k * config.edits // (config.kills + 1) or _stop.is_set(),
-                    timeout=max(deadline - time.monotonic(), 0),
-                )
-            if not reached or _stop.is_set():
+            if not reached(k * config.edits // (config.kills + 1)):
                 break
             index = rng.randrange(len(workers))
             workers[index].kill()
-            workers[index] = Worker(server.url, db_name, ("--pool=solo",), env)
+            retired.append(workers[index])
+            workers[index] = start_worker(index)
             counts["workers killed"] += 1
 
     def sweeper() -> None:
         try:
             while not _stop.wait(1.0):
-                sync.sweep(older_than=2)
+                hazards.tolerant(lambda: sync.sweep(older_than=2), _stop)
         finally:
             connection.close()
 
-    _stop = threading.Event()
+    helpers = [faulter, killer, sweeper]
+    if config.db_restarts:
+        assert restart_db is not None
+        helpers.append(
+            hazards.restarter(
+                config,
+                restart_db,
+                lambda n: reached(n, while_editing=True),
+                counts,
+                random.Random(rng.random()),
+                server,
+            )
+        )
     threads = [threading.Thread(target=writer, args=(i,)) for i in range(config.writers)]
-    helpers = [threading.Thread(target=f) for f in (faulter, killer, sweeper)]
+    helper_threads = [threading.Thread(target=f) for f in helpers]
     started = time.monotonic()
-    for thread in threads + helpers:
+    for thread in threads + helper_threads:
         thread.start()
     try:
         for thread in threads:
@@ -196,11 +231,11 @@ def run(config: SoakConfig, *, server, db_name: str, log=print) -> dict[str, int
                 not diff(remote[stripe_ids[c.pk]], c.desired_state()) for c in Customer.objects.filter(pk__in=pks)
             )
 
-        while not settled():
+        while not hazards.tolerant(settled):
             if time.monotonic() > deadline:
                 log("soak: time bound reached before settling")
                 break
-            sync.sweep(older_than=1)
+            hazards.tolerant(lambda: sync.sweep(older_than=1))
             seen = len(server.requests)
             try:
                 server.wait_for(lambda reqs, seen=seen: len(reqs) > seen, timeout=1.0, what="more requests")
@@ -211,7 +246,7 @@ def run(config: SoakConfig, *, server, db_name: str, log=print) -> dict[str, int
         editing.clear()
         with progress:
             progress.notify_all()
-        for thread in helpers:
+        for thread in helper_threads:
             thread.join()
         for worker in workers:
             worker.stop()
@@ -221,77 +256,48 @@ def run(config: SoakConfig, *, server, db_name: str, log=print) -> dict[str, int
         server.set_latency(0)
     elapsed = time.monotonic() - started
 
-    # -- the counters --------------------------------------------------------
-    path_to_pk = {f"/v1/customers/{sid}": pk for pk, sid in stripe_ids.items()}
-    posts = [r for r in server.requests if r.method == "POST" and r.path in path_to_pk]
-    remote = server.customers
-    lost = 0
-    for customer in Customer.objects.filter(pk__in=pks):
-        lost += len(list(flatten(diff(remote[stripe_ids[customer.pk]], customer.desired_state()))))
-
-    stale = duplicates = phantom = 0
-    applied_keys = Counter()
-    applied_values = Counter()
-    by_customer = defaultdict(list)
-    for r in posts:
-        by_customer[r.path].append(r)
-    for path, reqs in by_customer.items():
-        last: dict[str, int] = {}
-        for r in sorted((r for r in reqs if r.status == 200 and not r.replayed), key=lambda r: r.finished):
-            applied_keys[r.idempotency_key] += 1
-            for key, value in flatten(decode(r.body)):
-                match = _TAG.search(value)
-                if not match:
-                    continue
-                n = int(match.group(1))
-                phantom += n in rolled_back
-                applied_values[(path, key, n)] += 1
-                if n < last.get(key, 0):
-                    stale += 1
-                last[key] = max(last.get(key, 0), n)
-    duplicates = sum(c - 1 for c in applied_keys.values() if c > 1)
-    duplicates += sum(c - 1 for c in applied_values.values() if c > 1)
-
-    bodies_by_key = defaultdict(set)
-    for r in posts:
-        bodies_by_key[r.idempotency_key].add(r.body)
-    idempotency_errors = sum(len(b) - 1 for b in bodies_by_key.values())
-
-    overlaps = 0
-    for reqs in by_customer.values():
-        running_until = 0.0
-        for r in sorted((r for r in reqs if r.status != 409), key=lambda r: r.time):
-            if r.time < running_until:
-                overlaps += 1
-            running_until = max(running_until, r.finished or r.time)
-
-    return {
+    result: dict[str, object] = {
         "customers": config.customers,
         "writers": config.writers,
         "workers": config.workers,
         "edits made": counts["edits made"],
         "edits rolled back": counts["edits rolled back"],
+        "edit tries cut by a restart": counts["edit tries cut by a restart"],
         "faults injected": counts["faults injected"],
+        "requests held past the lease": counts["requests held past the lease"],
+        "lease seconds": config.lease_seconds or "default",
+        "clock skews": ", ".join(f"{s:+g}s" for s in config.clock_skews) or "none",
+        "rate limit": f"{config.rate_limit:g}/s" if config.rate_limit else "default",
+        "database restarts": counts["database restarts"],
         "workers killed": counts["workers killed"],
-        "requests sent": len(posts),
         "seconds": round(elapsed, 1),
-        "lost changes": lost,
-        "stale overwrites": stale,
-        "duplicate applications": duplicates,
-        "idempotency errors": idempotency_errors,
-        "overlapping requests": overlaps,
-        "rolled-back values sent": phantom,
+        **hazards.seen_in_logs(workers + retired),
     }
+    result.update(hazards.tolerant(lambda: counters(server, stripe_ids, rolled_back, log)))
+    return result
 
 
-MUST_BE_ZERO = (
-    "lost changes",
-    "stale overwrites",
-    "duplicate applications",
-    "idempotency errors",
-    "overlapping requests",
-    "rolled-back values sent",
-)
+def _config(args: argparse.Namespace) -> SoakConfig:
+    hazard = ALL_HAZARDS if args.all_hazards else {}
+    skews = args.clock_skew if args.clock_skew is not None else hazard.get("clock_skews", ())
+    return SoakConfig(
+        edits=args.edits,
+        customers=args.customers,
+        writers=args.writers,
+        workers=args.workers,
+        kills=args.kills,
+        fault_rate=args.fault_rate,
+        seconds=args.seconds,
+        seed=args.seed,
+        lease_seconds=args.lease_seconds if args.lease_seconds is not None else hazard.get("lease_seconds", 0),
+        clock_skews=tuple(skews),
+        rate_limit=args.rate_limit if args.rate_limit is not None else hazard.get("rate_limit", 0),
+        db_restarts=args.db_restarts if args.db_restarts is not None else hazard.get("db_restarts", 0),
+    )
+
+
+def _skews(text: str) -> tuple[float, ...]:
+    return tuple(float(s) for s in text.split(",") if s.strip())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -304,12 +310,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fault-rate", type=float, default=0.15)
     parser.add_argument("--seconds", type=float, default=600)
     parser.add_argument("--seed", type=int, default=1)
-    args = parser.parse_args(argv)
+    hazard = parser.add_argument_group("hazards (off unless given)")
+    hazard.add_argument("--all-hazards", action="store_true", help="every hazard, with the values shown above")
+    hazard.add_argument("--lease-seconds", type=float, help="(a) the workers' LEASE_SECONDS; requests held past it")
+    hazard.add_argument("--clock-skew", type=_skews, help="(b) seconds the first workers' clocks are off: 200,-30")
+    hazard.add_argument("--rate-limit", type=float, help="(c) the workers' fleet-wide RATE_LIMIT, per second")
+    hazard.add_argument("--db-restarts", type=int, help="(d) PostgreSQL restarts while editing (a private one)")
+    config = _config(parser.parse_args(argv))
 
-    sys.path.insert(0, str(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sys.path.insert(0, repo)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
-    broker = os.environ.setdefault("CUSTOMERSYNC_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
-    os.environ.setdefault("CUSTOMERSYNC_TEST_RESULT_URL", broker)
+    broker = os.environ.get("CUSTOMERSYNC_SOAK_REDIS_URL") or os.environ.setdefault(
+        "CUSTOMERSYNC_TEST_REDIS_URL", "redis://127.0.0.1:6379/13"
+    )
+    os.environ["CUSTOMERSYNC_TEST_REDIS_URL"] = os.environ["CUSTOMERSYNC_TEST_RESULT_URL"] = broker
+    with contextlib.ExitStack() as stack:
+        restart_db = None
+        if config.db_restarts:
+            from tests.private_services import PrivatePostgres
+
+            pg = stack.enter_context(PrivatePostgres())
+            os.environ["CUSTOMERSYNC_TEST_DATABASE_URL"] = pg.url  # for this process and its workers
+
+            def restart_db(down: float, mode: str) -> None:
+                pg.stop(mode)
+                time.sleep(down)  # the outage's length is the hazard's draw
+                pg.start()
+
+        result = _run_in_own_database(config, broker, restart_db)
+    width = max(len(k) for k in result)
+    for key, value in result.items():
+        flag = "  <- must be 0" if key in MUST_BE_ZERO and value else ""
+        print(f"{key:<{width}}  {value}{flag}")
+    return 1 if any(result[k] for k in MUST_BE_ZERO) else 0
+
+
+def _run_in_own_database(config: SoakConfig, broker: str, restart_db) -> dict[str, object]:
     import django
 
     django.setup()
@@ -325,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     if connection.vendor == "sqlite":
         test_settings["NAME"] = os.path.abspath(".soak-db.sqlite3")
     else:
-        test_settings["NAME"] = "customersync_soak"
+        test_settings["NAME"] = f"customersync_soak_{os.getpid()}"  # never another run's
     redis.Redis.from_url(broker).flushdb()
     old = setup_databases(verbosity=0, interactive=False, aliases={"default"})
     try:
@@ -333,25 +370,10 @@ def main(argv: list[str] | None = None) -> int:
             FakeStripeServer(api_key=settings.TEST_API_KEY) as server,
             override_settings(CUSTOMERSYNC={**settings.CUSTOMERSYNC, "API_BASE": server.url}),
         ):
-            config = SoakConfig(
-                edits=args.edits,
-                customers=args.customers,
-                writers=args.writers,
-                workers=args.workers,
-                kills=args.kills,
-                fault_rate=args.fault_rate,
-                seconds=args.seconds,
-                seed=args.seed,
-            )
-            result = run(config, server=server, db_name=connection.settings_dict["NAME"])
+            return run(config, server=server, db_name=connection.settings_dict["NAME"], restart_db=restart_db)
     finally:
         connection.close()
         teardown_databases(old, verbosity=0)
-    width = max(len(k) for k in result)
-    for key, value in result.items():
-        flag = "  <- must be 0" if key in MUST_BE_ZERO and value else ""
-        print(f"{key:<{width}}  {value}{flag}")
-    return 1 if any(result[k] for k in MUST_BE_ZERO) else 0
 
 
 if __name__ == "__main__":
