@@ -81,6 +81,8 @@ class _BearerAuth(requests.auth.AuthBase):
         return "<Bearer [redacted]>"
 
 
+# 64 openers in a row, whitespace between: JSON no Stripe object comes near.
+_DEEP = re.compile(rb"(?:[\[{]\s*){64}")
 _STRIPE_ID = re.compile(r"[A-Za-z0-9_-]{1,255}")
 
 
@@ -288,6 +290,9 @@ class StripeClient:
         should_retry = None if should_retry_header is None else should_retry_header.lower() == "true"
         problem = ""
         try:
+            if _DEEP.search(content):
+                # Refused before the parser recurses to its limit (Stripe's objects nest a few levels).
+                raise RecursionError
             payload = json.loads(content)
         except ValueError:
             payload = None
