@@ -8,20 +8,29 @@ Stripe's texts included, are escaped.
 
 from __future__ import annotations
 
-import json
+import datetime as dt
 from typing import Any
+from urllib.parse import quote as url_quote
 
 from django.contrib.admin import AdminSite
 from django.contrib.admin.utils import quote
 from django.db import models
 from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
 
-from .diff import describe
+from .admin_params import Row, change_rows, readable, sent_lines
 from .exceptions import ParamError
 from .models import Customer, SyncStatus
+from .params import Role
 from .push import redact
+
+DASHBOARD = "https://dashboard.stripe.com"
+
+# The "in Stripe" column of values Stripe does not keep on the customer.
+ONCE_LABELS = {Role.WRITE_ONCE: _("(sent once)"), Role.OPTION: _("(request option)")}
 
 BADGE_COLOURS = {
     SyncStatus.IN_SYNC: "#2e7d32",
@@ -53,11 +62,11 @@ def badge(customer: Customer) -> str:
 
 
 def error_summary(error: dict[str, Any] | None) -> str:
-    """One line: the message and, in brackets, the param."""
+    """One line: the message and, in brackets, the param; cut to the column, the whole text on hover."""
     if not error:
         return "-"
     param = f" ({error['param']})" if error.get("param") else ""
-    return f"{error.get('message', '')}{param}"
+    return truncated(f"{error.get('message', '')}{param}")
 
 
 def error_details(error: dict[str, Any] | None, keys: tuple[str, ...] | None = None) -> str:
@@ -81,6 +90,8 @@ def error_details(error: dict[str, Any] | None, keys: tuple[str, ...] | None = N
 def pending_changes(customer: Customer, *, redacted: bool = False) -> str:
     """What the next push will send, computed by the function the worker uses.
 
+    One row per parameter that changes (an object's changed parts, each; a
+    note says the object is sent whole and which parts go unchanged with it).
     ``redacted``: card and bank tokens shown as ``[redacted]``, for pages that
     are not the customer's own.
     """
@@ -94,21 +105,107 @@ def pending_changes(customer: Customer, *, redacted: bool = False) -> str:
         return str(_("Nothing to send."))
     if redacted:
         params = redact(params)
-    rows = format_html_join(
-        "",
-        "<tr><td><code>{}</code></td><td>{}</td><td>&rarr;</td><td>{}</td></tr>",
-        (
-            (param, shown(old, _("(empty)")), shown(new, _("(unset)")))
-            for param, old, new in describe(customer.stripe_data, params)
-        ),
-    )
+    rows = []
+    for row in change_rows(customer.stripe_data, params):
+        if row.whole is not None:
+            rows.append(format_html('<tr class="customersync-whole"><td colspan="4">{}</td></tr>', whole_note(row)))
+            continue
+        old = ONCE_LABELS.get(row.role) or shown(row.old, _("(empty)"))
+        rows.append(
+            format_html(
+                "<tr><td><code>{}</code></td><td>{}</td><td>&rarr;</td><td>{}</td></tr>",
+                row.param,
+                old,
+                shown(row.new, _("(unset)")),
+            )
+        )
     return format_html(
         '<table class="customersync-pending"><tr><th>{}</th><th>{}</th><th></th><th>{}</th></tr>{}</table>',
         _("parameter"),
         _("in Stripe"),
         _("will be sent"),
-        rows,
+        mark_safe("".join(rows)),  # each row built by format_html
     )
+
+
+def whole_note(row: Row) -> str:
+    """``address`` is sent whole, with its unchanged ``country`` and ``line1``."""
+    if not row.whole:
+        return format_html("<code>{}</code> {}", row.param, _("is sent whole."))
+    return format_html(
+        "<code>{}</code> {} {}.",
+        row.param,
+        _("is sent whole, with its unchanged"),
+        format_html_join(", ", "<code>{}</code>", ((part,) for part in row.whole)),
+    )
+
+
+def sent(params: dict[str, Any]) -> str:
+    """What a push sent, as the panel names it: a parameter and its value a line (tokens as stored: redacted)."""
+    if not params:
+        return "-"
+    return format_html(
+        '<ul class="customersync-sent">{}</ul>',
+        format_html_join(
+            "",
+            "<li><code>{}</code>{} {}</li>",
+            (
+                (name, format_html(' <span class="customersync-quiet">{}</span>', _("(whole)")) if whole else "",
+                 shown(value, _("(unset)")))
+                for name, value, whole in sent_lines(params)
+            ),
+        ),
+    )  # fmt: skip
+
+
+def when(value: dt.datetime | None, empty: str = "-") -> str:
+    """A moment, the one way the admin shows them: ``2026-11-25 21:26:52 UTC``, in the active time zone."""
+    if value is None:
+        return empty
+    if timezone.is_aware(value):
+        local = timezone.localtime(value)
+        zone = local.tzname() or local.strftime("%z")
+    else:
+        local, zone = value, timezone.get_current_timezone_name()
+    return format_html(
+        '<time class="customersync-time" datetime="{}">{} {}</time>',
+        value.isoformat(),
+        local.strftime("%Y-%m-%d %H:%M:%S"),
+        zone,
+    )
+
+
+def dashboard_url(customer: Customer) -> str | None:
+    """The customer's page in Stripe's dashboard, in its mode (test or live); None before it exists in Stripe."""
+    if not customer.stripe_id:
+        return None
+    mode = "" if customer.livemode else "test/"
+    return f"{DASHBOARD}/{mode}customers/{url_quote(customer.stripe_id, safe='')}"
+
+
+def stripe_link(customer: Customer, *, mode: bool = True) -> str:
+    """The Stripe id, linked to the customer in Stripe's dashboard; ``mode``: and the mode it lives in."""
+    url = dashboard_url(customer)
+    if url is None:
+        return str(_("Not in Stripe yet"))
+    kind, label = ("live", _("live mode")) if customer.livemode else ("test", _("test mode"))
+    link = format_html(
+        '<a class="customersync-dashboard" href="{}" target="_blank" rel="noopener noreferrer" title="{}">'
+        "<code>{}</code></a>",
+        url,
+        _("Open this customer in Stripe's dashboard (%(mode)s)") % {"mode": label},
+        customer.stripe_id,
+    )
+    if not mode:
+        return link
+    return format_html('{} <span class="customersync-mode customersync-mode-{}">{}</span>', link, kind, label)
+
+
+def truncated(text: Any, empty: str = "-", *, title: Any = None) -> str:
+    """One line cut to the column's width; the whole text (or ``title``) on hover."""
+    if text is None or text == "":
+        return empty
+    return format_html('<span class="customersync-truncate" title="{}">{}</span>', title or text, text)
 
 
 def admin_link(obj: models.Model | None, admin_site: AdminSite, text: Any = None) -> str:
@@ -130,8 +227,5 @@ def admin_link(obj: models.Model | None, admin_site: AdminSite, text: Any = None
 
 
 def shown(value: Any, empty: Any) -> Any:
-    if value is None or value == "":
-        return empty
-    if isinstance(value, (dict, list)):  # metadata, an address, locales: as Stripe's JSON
-        return json.dumps(value, ensure_ascii=False, sort_keys=True)
-    return str(value)
+    """A value as an operator reads it (lists and objects as text, never JSON)."""
+    return readable(value, empty)
