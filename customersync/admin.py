@@ -7,59 +7,16 @@ from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponseRedirect
 from django.urls import path, reverse
-from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from django.views.decorators.http import require_POST
 
-from . import admin_display, sync
+from . import admin_display, log_admin, sync
 from .admin_display import shown
 from .exceptions import StripeError, Unstorable
 from .forms import CustomerForm, form_fields, model_params
-from .models import Conflict, Customer, PushAttempt, SyncStatus, WebhookEvent
+from .models import Customer, SyncStatus
 from .params import SECTIONS, TABLE
-from .sync import loggable
-
-
-class ReadOnlyMixin:
-    """The sync log is written by the sync only."""
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-
-@admin.register(PushAttempt)
-class PushAttemptAdmin(ReadOnlyMixin, admin.ModelAdmin):
-    list_display = ("started_at", "customer", "outcome", "http_status", "request_id", "error_param", "error_message")
-    list_filter = ("outcome", "http_status")
-    search_fields = ("customer__stripe_id", "customer__email", "request_id", "idempotency_key")
-    list_select_related = ("customer",)
-    date_hierarchy = "started_at"
-
-    def has_view_permission(self, request, obj=None) -> bool:
-        return request.user.has_perm("customersync.view_customer") or super().has_view_permission(request, obj)
-
-
-@admin.register(Conflict)
-class ConflictAdmin(ReadOnlyMixin, admin.ModelAdmin):
-    list_display = ("detected_at", "customer", "param", "local_value", "remote_value", "source", "resolution")
-    list_filter = ("resolution", "source")
-    search_fields = ("customer__stripe_id", "customer__email", "param")
-    list_select_related = ("customer",)
-
-
-@admin.register(WebhookEvent)
-class WebhookEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
-    list_display = ("received_at", "type", "event_id", "stripe_id", "outcome", "created")
-    list_filter = ("type", "outcome")
-    search_fields = ("event_id", "stripe_id")
-
 
 # The customer's owner, read-only, first on the page (with CUSTOMERSYNC["OWNER_MODEL"]).
 _OWNER_ROW = ("owner_link",) if any(f.name == "owner" for f in Customer._meta.get_fields()) else ()
@@ -252,65 +209,8 @@ class CustomerAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("latest attempts"))
     def sync_history(self, obj: Customer) -> str:
-        if obj.pk is None:
-            return "-"
-        attempts = list(PushAttempt.objects.filter(customer=obj).order_by("-started_at", "-id")[:20])
-        if not attempts:
-            return _("No push yet.")
-        header = format_html_join(
-            "",
-            "<th>{}</th>",
-            (
-                (label,)
-                for label in (
-                    _("started"),
-                    _("outcome"),
-                    _("params sent"),
-                    _("HTTP status"),
-                    _("Stripe request id"),
-                    _("error"),
-                )
-            ),
-        )
-        rows = format_html_join(
-            "",
-            "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            (
-                (
-                    a.started_at.strftime("%Y-%m-%d %H:%M:%S"),
-                    a.get_outcome_display(),
-                    loggable(a.params),
-                    a.http_status or "",
-                    a.request_id,
-                    f"{a.error_message} ({a.error_param})" if a.error_param else a.error_message,
-                )
-                for a in attempts
-            ),
-        )
-        return format_html('<table class="customersync-history"><tr>{}</tr>{}</table>', header, rows)
+        return log_admin.history_table(obj, self.admin_site)
 
     @admin.display(description=_("Conflicts"))
     def conflicts_list(self, obj: Customer) -> str:
-        """Fields Stripe changed while an edit here was not yet pushed (latest 10)."""
-        conflicts = list(Conflict.objects.filter(customer=obj).order_by("-detected_at", "-id")[:10]) if obj.pk else []
-        if not conflicts:
-            return _("None.")
-        rows = format_html_join(
-            "",
-            "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            (
-                (c.detected_at.strftime("%Y-%m-%d %H:%M:%S"), c.param, shown(c.local_value, "-"),
-                 shown(c.remote_value, "-"), c.get_resolution_display())
-                for c in conflicts
-            ),
-        )  # fmt: skip
-        return format_html(
-            '<table class="customersync-conflicts"><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>'
-            "{}</table>",
-            _("detected"),
-            _("parameter"),
-            _("local edit"),
-            _("value in Stripe"),
-            _("resolution"),
-            rows,
-        )
+        return log_admin.conflicts_table(obj)

@@ -1,11 +1,82 @@
-"""The pending-changes panel's rows: the parts of an object that change, a note for the rest, lists in one row."""
+"""What the admin's pages say: what a push sent, how an attempt is titled, the pending panel's rows."""
 
 from __future__ import annotations
 
+import pytest
+from django.urls import reverse
+from django.utils.html import strip_tags
+
+from customersync import sync
 from customersync.admin_params import Row, change_rows, sent_lines
+from customersync.models import PushAttempt
 from customersync.params import Role
 
+pytestmark = pytest.mark.django_db
+
 ADDRESS = {"city": "Paris", "country": "FR", "line1": "1 rue de Rivoli", "postal_code": "75001"}
+
+
+@pytest.fixture
+def operator(admin_user, client):
+    client.force_login(admin_user)
+    return admin_user
+
+
+def change_page(client, customer) -> str:
+    return client.get(reverse("admin:customersync_customer_change", args=[customer.pk])).content.decode()
+
+
+def words(html: str) -> str:
+    return " ".join(strip_tags(html).split())
+
+
+def section(page: str, field: str) -> str:
+    """The rendered row of one field of the change page."""
+    start = page.index(f"field-{field}")
+    ends = [page.find(end, start) for end in ('<div class="form-row', "</fieldset>")]
+    return page[start : min(end for end in ends if end != -1)]
+
+
+# -- what a push sent, decoded ---------------------------------------------------------------
+
+
+def test_history_shows_params_decoded_and_tokens_redacted(stripe, client, operator):
+    customer = sync.pull_one(stripe.add_customer(email="a@example.com", address=ADDRESS)["id"])
+    customer.email = "zoe+billing@example.com"
+    customer.address = {**ADDRESS, "city": "Saint-Étienne"}
+    customer.metadata = {"plan": "gold & silver"}
+    customer.pending_once = {"source": "tok_visa"}
+    customer.save()
+    sync.push(customer.pk)
+    history = section(change_page(client, customer), "sync_history")
+    text = words(history)
+    assert "email zoe+billing@example.com" in text
+    assert "metadata[plan] gold &amp; silver" in text or "metadata[plan] gold & silver" in text
+    assert "address (whole) city: Saint-Étienne, country: FR, line1: 1 rue de Rivoli, postal_code: 75001" in text
+    assert "source [redacted]" in text and "tok_visa" not in history
+    for raw in ("%40", "%C3", "+billing%", "address[city]=", '{"', "&amp;metadata"):
+        assert raw not in history, raw
+    attempt = PushAttempt.objects.get(customer=customer)
+    page = client.get(reverse("admin:customersync_pushattempt_change", args=[attempt.pk])).content.decode()
+    sent = words(section(page, "sent_params"))
+    assert "address (whole) city: Saint-Étienne" in sent and "tok_visa" not in page and '{"' not in sent
+
+
+def test_attempt_page_is_titled_by_customer_and_attempt_number(stripe, client, operator):
+    customer = sync.pull_one(stripe.add_customer(name="Ann")["id"])
+    for name in ("Ann B", "Ann C"):
+        customer.name = name
+        customer.save()
+        sync.push(customer.pk)
+    second = PushAttempt.objects.filter(customer=customer).order_by("id").last()
+    page = client.get(reverse("admin:customersync_pushattempt_change", args=[second.pk])).content.decode()
+    title = f"Push attempt 2 for Ann C ({customer.stripe_id})"
+    assert f"<h2>{title}</h2>" in page
+    assert f"&rsaquo; {title}" in page  # the breadcrumb
+    assert f"of {customer.pk}" not in words(page)
+
+
+# -- the panel's rows ---------------------------------------------------------------------------
 
 
 def test_an_object_sent_whole_shows_the_parts_that_change_and_names_the_others():
