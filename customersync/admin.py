@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponseRedirect
 from django.urls import path, reverse
+from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from django.views.decorators.http import require_POST
 
 from . import admin_display, log_admin, sync
-from .admin_display import shown
+from .admin_display import truncated, when
 from .exceptions import StripeError, Unstorable
 from .forms import CustomerForm, form_fields, model_params
 from .models import Customer, SyncStatus
@@ -31,18 +34,49 @@ SECTION_TITLES = {
     "advanced": _("Advanced"),
 }
 SECTION_OPTIONS = {"advanced": {"classes": ("collapse",)}}
+# What each action and button does: the tooltip of its option and button, and the list's help line.
+ACTION_HELP = {
+    "push_now": _(
+        "Send the pending changes to Stripe now. Saving already queues a push: use this when one seems stuck "
+        "or the changes were made from code. Customers with nothing to send are skipped."
+    ),
+    "retry_failed": _(
+        "For customers whose last push failed: send their pending changes again, once the cause shown as the "
+        "last error is fixed. Others are skipped."
+    ),
+    "refresh_from_stripe": _(
+        "Reload from Stripe. Edits not yet pushed are kept, and a conflict is recorded when Stripe changed "
+        "the same field."
+    ),
+}
+
+
+class _TitledSelect(forms.Select):
+    """The action menu: each option says what its action does on hover."""
+
+    def create_option(self, name, value, label, selected, index, subindex=None, attrs=None):
+        option = super().create_option(name, value, label, selected, index, subindex, attrs)
+        if value in ACTION_HELP:
+            option["attrs"]["title"] = str(ACTION_HELP[value])
+        return option
+
+
+class CustomerActionForm(helpers.ActionForm):
+    action = forms.ChoiceField(label=_("Action:"), widget=_TitledSelect)
 
 
 @admin.register(Customer)
 class CustomerAdmin(admin.ModelAdmin):
     form = CustomerForm
+    action_form = CustomerActionForm
 
     class Media:
         css = {"all": ("customersync/admin.css",)}
 
     change_form_template = "admin/customersync/customer/change_form.html"
+    change_list_template = "admin/customersync/customer/change_list.html"
     actions = ("push_now", "retry_failed", "refresh_from_stripe")
-    list_display = ("__str__", "stripe_id", "email", "sync_badge", "last_pushed_at", "sync_error_summary")
+    list_display = ("customer", "stripe_id_link", "status", "last_pushed")
     list_filter = ("sync_status", "livemode")
     search_fields = ("email", "name", "stripe_id")
     readonly_fields = (
@@ -177,6 +211,20 @@ class CustomerAdmin(admin.ModelAdmin):
 
         return view
 
+    def get_actions(self, request: HttpRequest):
+        actions = super().get_actions(request)
+        if "retry_failed" in actions and not Customer.objects.filter(sync_status=SyncStatus.FAILED).exists():
+            del actions["retry_failed"]  # offered only when something failed
+        return actions
+
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        actions = self.get_actions(request)
+        extra_context = {
+            **(extra_context or {}),
+            "customersync_actions": [(actions[name][2], ACTION_HELP[name]) for name in ACTION_HELP if name in actions],
+        }
+        return super().changelist_view(request, extra_context)
+
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
         extra_context = {
             **(extra_context or {}),
@@ -194,10 +242,6 @@ class CustomerAdmin(admin.ModelAdmin):
     def sync_badge(self, obj: Customer) -> str:
         return admin_display.badge(obj)
 
-    @admin.display(description=_("last error"))
-    def sync_error_summary(self, obj: Customer) -> str:
-        return admin_display.error_summary(obj.sync_error)
-
     @admin.display(description=_("last sync error"))
     def sync_error_details(self, obj: Customer) -> str:
         return admin_display.error_details(obj.sync_error)
@@ -214,3 +258,32 @@ class CustomerAdmin(admin.ModelAdmin):
     @admin.display(description=_("Conflicts"))
     def conflicts_list(self, obj: Customer) -> str:
         return log_admin.conflicts_table(obj)
+
+    @admin.display(description=_("customer"), ordering="name")
+    def customer(self, obj: Customer) -> str:
+        """The name and, under it, the email: each cut to the column."""
+        name = str(obj)
+        if not obj.email or obj.email == name:
+            return truncated(name)
+        return format_html(
+            '{}<span class="customersync-quiet customersync-sub">{}</span>', truncated(name), truncated(obj.email)
+        )
+
+    @admin.display(description=_("Stripe id"), ordering="stripe_id")
+    def stripe_id_link(self, obj: Customer) -> str:
+        return admin_display.stripe_link(obj, mode=False)
+
+    @admin.display(description=_("sync status"), ordering="sync_status")
+    def status(self, obj: Customer) -> str:
+        """The badge and, under it, the last error cut to one line (the whole text on hover and on the page)."""
+        if not obj.sync_error:
+            return admin_display.badge(obj)
+        return format_html(
+            '{}<span class="customersync-error-line">{}</span>',
+            admin_display.badge(obj),
+            admin_display.error_summary(obj.sync_error),
+        )
+
+    @admin.display(description=_("last pushed"), ordering="last_pushed_at")
+    def last_pushed(self, obj: Customer) -> str:
+        return when(obj.last_pushed_at, _("never"))
