@@ -6,7 +6,9 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
+from django.contrib.admin.widgets import AdminTextareaWidget
 from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.http import Http404, HttpRequest, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -34,6 +36,10 @@ SECTION_TITLES = {
     "advanced": _("Advanced"),
 }
 SECTION_OPTIONS = {"advanced": {"classes": ("collapse",)}}
+# Legacy ways to attach a payment source: in a group of their own, collapsed
+# (it opens by itself when one of them has an error).
+LEGACY_PAYMENT = frozenset({"card", "bank_account", "default_card", "default_bank_account", "default_alipay_account"})
+
 # What each action and button does: the tooltip of its option and button, and the list's help line.
 ACTION_HELP = {
     "push_now": _(
@@ -73,6 +79,8 @@ class CustomerAdmin(admin.ModelAdmin):
     class Media:
         css = {"all": ("customersync/admin.css",)}
 
+    # A description of three lines, not ten: the page stays short.
+    formfield_overrides = {models.TextField: {"widget": AdminTextareaWidget(attrs={"rows": 3})}}
     change_form_template = "admin/customersync/customer/change_form.html"
     change_list_template = "admin/customersync/customer/change_list.html"
     actions = ("push_now", "retry_failed", "refresh_from_stripe")
@@ -80,16 +88,15 @@ class CustomerAdmin(admin.ModelAdmin):
     list_filter = ("sync_status", "livemode")
     search_fields = ("email", "name", "stripe_id")
     readonly_fields = (
-        "stripe_id",
-        "created",
-        "livemode",
+        "stripe_link",
+        "created_in_stripe",
         "currency",
         "delinquent",
         "sync_badge",
         "pending_changes",
         "sync_error_details",
-        "last_pushed_at",
-        "last_pulled_at",
+        "last_pushed",
+        "last_pulled",
         "sync_history",
         "conflicts_list",
         "owner_link",
@@ -101,29 +108,25 @@ class CustomerAdmin(admin.ModelAdmin):
         return super().get_form(request, obj, change, **kwargs)
 
     def get_fieldsets(self, request: HttpRequest, obj: Customer | None = None) -> list:
-        """The sync panel, one fieldset per section of the parameter table, Stripe's fields, the history."""
-        sections = [
-            (SECTION_TITLES[section], {"fields": fields, **SECTION_OPTIONS.get(section, {})})
-            for section in SECTIONS
-            if (fields := [name for p in TABLE.params if p.section == section for name in form_fields(p)])
-        ]
+        """Top-down: the status, what the next push sends, what happened, then the editable groups."""
+        sections = []
+        for section in SECTIONS:
+            params = [p for p in TABLE.params if p.section == section]
+            collapsed = {"classes": ("collapse",)}
+            for title, chosen, options in (
+                (SECTION_TITLES[section], [p for p in params if p.name not in LEGACY_PAYMENT], {}),
+                (_("Legacy payment sources"), [p for p in params if p.name in LEGACY_PAYMENT], collapsed),
+            ):
+                if section == "shipping" and not (obj and obj.shipping):
+                    options = collapsed  # most customers have none: opened to add one
+                if fields := [name for p in chosen for name in form_fields(p)]:
+                    sections.append((title, {"fields": fields, **options, **SECTION_OPTIONS.get(section, {})}))
         return [
-            (
-                _("Sync"),
-                {
-                    "fields": (
-                        *_OWNER_ROW,
-                        "sync_badge",
-                        "pending_changes",
-                        "sync_error_details",
-                        "conflicts_list",
-                        "last_pushed_at",
-                    )
-                },  # fmt: skip
-            ),
+            (_("Status"), {"fields": (*_OWNER_ROW, "sync_badge", "stripe_link", ("last_pushed", "last_pulled"))}),
+            (_("What the next push sends"), {"fields": ("pending_changes",)}),
+            (_("What happened"), {"fields": ("sync_error_details", "sync_history", "conflicts_list")}),
             *sections,
-            (_("Stripe"), {"fields": ("stripe_id", "created", "livemode", "currency", "delinquent", "last_pulled_at")}),
-            (_("Sync history"), {"fields": ("sync_history",)}),
+            (_("Stripe's own fields"), {"fields": ("created_in_stripe", "currency", "delinquent")}),
         ]
 
     # -- permissions, actions and buttons -----------------------------------
@@ -230,6 +233,7 @@ class CustomerAdmin(admin.ModelAdmin):
             **(extra_context or {}),
             "can_push": self.has_push_permission(request),
             "can_pull": self.has_pull_permission(request),
+            "customersync_help": ACTION_HELP,
         }
         return super().change_view(request, object_id, form_url, extra_context)
 
@@ -251,7 +255,7 @@ class CustomerAdmin(admin.ModelAdmin):
         """What the next push will send, computed by the function the worker uses."""
         return admin_display.pending_changes(obj)
 
-    @admin.display(description=_("latest attempts"))
+    @admin.display(description=_("Sync history"))
     def sync_history(self, obj: Customer) -> str:
         return log_admin.history_table(obj, self.admin_site)
 
@@ -273,6 +277,10 @@ class CustomerAdmin(admin.ModelAdmin):
     def stripe_id_link(self, obj: Customer) -> str:
         return admin_display.stripe_link(obj, mode=False)
 
+    @admin.display(description=_("Stripe id"))
+    def stripe_link(self, obj: Customer) -> str:
+        return admin_display.stripe_link(obj)
+
     @admin.display(description=_("sync status"), ordering="sync_status")
     def status(self, obj: Customer) -> str:
         """The badge and, under it, the last error cut to one line (the whole text on hover and on the page)."""
@@ -287,3 +295,11 @@ class CustomerAdmin(admin.ModelAdmin):
     @admin.display(description=_("last pushed"), ordering="last_pushed_at")
     def last_pushed(self, obj: Customer) -> str:
         return when(obj.last_pushed_at, _("never"))
+
+    @admin.display(description=_("last pulled"), ordering="last_pulled_at")
+    def last_pulled(self, obj: Customer) -> str:
+        return when(obj.last_pulled_at, _("never"))
+
+    @admin.display(description=_("created in Stripe"))
+    def created_in_stripe(self, obj: Customer) -> str:
+        return when(obj.created)

@@ -1,6 +1,8 @@
-"""What the admin's pages say: what a push sent, how an attempt is titled, the pending panel's rows."""
+"""What the admin's pages say: the dashboard link, what a push sent, one way to show a moment, the panel's rows."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 from django.urls import reverse
@@ -8,12 +10,13 @@ from django.utils.html import strip_tags
 
 from customersync import sync
 from customersync.admin_params import Row, change_rows, sent_lines
-from customersync.models import PushAttempt
+from customersync.models import Customer, PushAttempt
 from customersync.params import Role
 
 pytestmark = pytest.mark.django_db
 
 ADDRESS = {"city": "Paris", "country": "FR", "line1": "1 rue de Rivoli", "postal_code": "75001"}
+MOMENT = re.compile(r"<time class=\"customersync-time\" datetime=\"[^\"]+\">([^<]*)</time>")
 
 
 @pytest.fixture
@@ -35,6 +38,29 @@ def section(page: str, field: str) -> str:
     start = page.index(f"field-{field}")
     ends = [page.find(end, start) for end in ('<div class="form-row', "</fieldset>")]
     return page[start : min(end for end in ends if end != -1)]
+
+
+# -- the Stripe dashboard link ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "livemode, url",
+    [(False, "https://dashboard.stripe.com/test/customers/{}"), (True, "https://dashboard.stripe.com/customers/{}")],
+)
+def test_stripe_id_links_to_the_dashboard_in_the_customers_mode(stripe, client, operator, livemode, url):
+    customer = sync.pull_one(stripe.add_customer(name="Ann")["id"])
+    Customer.objects.filter(pk=customer.pk).update(livemode=livemode)
+    href = f'href="{url.format(customer.stripe_id)}"'
+    row = section(change_page(client, customer), "stripe_link")
+    assert href in row and 'target="_blank"' in row and 'rel="noopener noreferrer"' in row
+    assert ("live mode" if livemode else "test mode") in words(row)
+    listing = client.get(reverse("admin:customersync_customer_changelist")).content.decode()
+    assert href in listing
+
+
+def test_a_customer_not_yet_in_stripe_has_no_link(client, operator):
+    customer = Customer.objects.create(name="New")
+    assert "Not in Stripe yet" in words(section(change_page(client, customer), "stripe_link"))
 
 
 # -- what a push sent, decoded ---------------------------------------------------------------
@@ -74,6 +100,35 @@ def test_attempt_page_is_titled_by_customer_and_attempt_number(stripe, client, o
     assert f"<h2>{title}</h2>" in page
     assert f"&rsaquo; {title}" in page  # the breadcrumb
     assert f"of {customer.pk}" not in words(page)
+
+
+# -- one way to show a moment, with its time zone -------------------------------------------
+
+
+@pytest.mark.parametrize("zone, abbreviation", [("UTC", "UTC"), ("Europe/Paris", "CE")])
+def test_every_moment_reads_the_same_with_its_time_zone(stripe, client, operator, settings, zone, abbreviation):
+    settings.TIME_ZONE = zone
+    customer = sync.pull_one(stripe.add_customer(name="Ann", created=1764000000)["id"])
+    customer.name = "Bob"
+    customer.save()
+    sync.push(customer.pk)
+    attempt = PushAttempt.objects.get(customer=customer)
+    pages = {
+        "list": reverse("admin:customersync_customer_changelist"),
+        "change": reverse("admin:customersync_customer_change", args=[customer.pk]),
+        "sync log": reverse("admin:customersync_pushattempt_changelist"),
+        "attempt": reverse("admin:customersync_pushattempt_change", args=[attempt.pk]),
+    }
+    for name, url in pages.items():
+        html = client.get(url).content.decode()
+        shown = MOMENT.findall(html)
+        assert shown, name
+        for moment in shown:
+            assert re.fullmatch(rf"\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d {abbreviation}[A-Z]*", moment), (name, moment)
+        assert not re.search(r"\b[ap]\.m\.", html), name  # never Django's "Nov. 25, 2026, 9:26 p.m."
+    created = MOMENT.findall(section(client.get(pages["change"]).content.decode(), "created_in_stripe"))
+    expected = "2025-11-24 16:00:00 UTC" if zone == "UTC" else "2025-11-24 17:00:00 CET"
+    assert created == [expected]
 
 
 # -- the panel's rows ---------------------------------------------------------------------------

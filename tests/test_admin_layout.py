@@ -106,6 +106,62 @@ def test_customer_list(customers, live_server, page, size):
 
 
 @pytest.mark.parametrize("size", SIZES)
+def test_change_page_pending(customers, live_server, page, size):
+    bob = customers["pending"]
+    visit(page, live_server, f"/admin/customersync/customer/{bob.pk}/change/", size, "change-pending")
+    headings = [" ".join(h.split()) for h in page.locator("fieldset h2").all_inner_texts()]
+    assert headings[:4] == ["Status", "What the next push sends", "What happened", "Contact"]
+    assert "Pending" in text(page, ".field-sync_badge")
+    rows = [" ".join(r.split()) for r in page.locator(".customersync-pending tr").all_inner_texts()[1:]]
+    assert rows == [
+        f"email bob@example.com → {bob.email}",
+        "address[city] Paris → Lyon",
+        "address is sent whole, with its unchanged country, line1, postal_code.",
+    ]
+    stripe_id = page.locator(".field-stripe_link a")
+    assert stripe_id.get_attribute("href") == f"https://dashboard.stripe.com/test/customers/{bob.stripe_id}"
+    assert "test mode" in text(page, ".field-stripe_link")
+    push = page.locator("button[name=customersync-push]")
+    assert "Saving already queues a push" in push.get_attribute("title")
+    assert page.locator("button[name=customersync-retry]").count() == 0
+    assert "Open this customer in Stripe's dashboard" in stripe_id.get_attribute("title")
+    # Rarely used groups start closed.
+    assert page.locator("details:has(h2:text('Legacy payment sources'))").get_attribute("open") is None
+    assert page.locator("details:has(h2:text('Advanced'))").get_attribute("open") is None
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_change_page_failed(customers, live_server, page, size):
+    cy = customers["failed"]
+    visit(page, live_server, f"/admin/customersync/customer/{cy.pk}/change/", size, "change-failed")
+    assert "Failed" in text(page, ".field-sync_badge")
+    assert REFUSAL in text(page, ".field-sync_error_details")
+    assert f"Stripe refused the last push: {REFUSAL}" in text(page, ".field-invoice_footer .errorlist")
+    retry = page.locator("button[name=customersync-retry]")
+    assert "once the cause shown as the last error is fixed" in retry.get_attribute("title")
+    assert page.locator("button[name=customersync-push]").count() == 0  # one button, the one that applies
+    history = text(page, ".field-sync_history")
+    assert "Failed" in history and "invoice_settings[footer] 20% off with code SPRING" in history
+    assert "invoice_settings%5Bfooter%5D" not in history and "+off+" not in history
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_change_page_in_sync(customers, live_server, page, size):
+    ann = customers["in_sync"]
+    visit(page, live_server, f"/admin/customersync/customer/{ann.pk}/change/", size, "change-in-sync")
+    assert "In sync" in text(page, ".field-sync_badge")
+    assert "Nothing to send." in text(page, ".field-pending_changes")
+    assert page.locator("button[name=customersync-push]").count() == 0
+    assert page.locator("button[name=customersync-retry]").count() == 0
+    assert "Reload from Stripe" in page.locator("button[name=customersync-refresh]").get_attribute("title")
+    history = text(page, ".field-sync_history")
+    assert "Succeeded" in history and "Will retry" in history and "503" in history
+    assert "name Ann Example-Long-Surname" in history and "name=" not in history
+    shown = moments(page)
+    assert len(shown) >= 4 and all(MOMENT.match(t) for t in shown), shown  # pushed, pulled, created, history
+
+
+@pytest.mark.parametrize("size", SIZES)
 def test_sync_log(customers, live_server, page, size):
     visit(page, live_server, "/admin/customersync/pushattempt/", size, "sync-log")
     if size == "laptop":
