@@ -10,6 +10,10 @@ from django.utils.dateparse import parse_date, parse_datetime
 
 from customersync import sync
 from customersync.exceptions import StripeError, Unstorable
+from customersync.management import stripe_errors
+from customersync.models import PullCursor
+
+CURSOR = "customersync_pull"  # sync.pull's default: where an interrupted walk resumes
 
 
 def _since(value: str) -> dt.datetime:
@@ -40,27 +44,19 @@ class Command(BaseCommand):
         started = time.monotonic()
         tty = self.stdout.isatty() if hasattr(self.stdout, "isatty") else sys.stdout.isatty()
         verbose = options["verbosity"] >= 1
+        if stripe_ids:
+            self.refresh(stripe_ids)
+            return
 
         def progress(stats: sync.PullStats) -> None:
+            if not (tty and verbose):
+                return
             rate = stats.pulled / max(time.monotonic() - started, 1e-9)
-            if tty:
-                bar = "#" * (stats.pages % 20) + "-" * (20 - stats.pages % 20)
-                self.stdout.write(f"\r[{bar}] {stats.pulled} customers  {rate:,.0f}/s", ending="")
-                self.stdout.flush()
+            bar = "#" * (stats.pages % 20) + "-" * (20 - stats.pages % 20)
+            self.stdout.write(f"\r[{bar}] {stats.pulled} customers  {rate:,.0f}/s", ending="")
+            self.stdout.flush()
 
         try:
-            if stripe_ids:
-                unstorable = []
-                for stripe_id in stripe_ids:
-                    try:
-                        sync.pull_one(stripe_id)
-                    except Unstorable as err:
-                        unstorable.append(str(err))
-                        continue
-                    self.stdout.write(f"{stripe_id}: refreshed")
-                if unstorable:
-                    raise CommandError("\n".join(unstorable))
-                return
             stats = sync.pull(
                 page_size=options["page_size"],
                 since=options["since"],
@@ -69,9 +65,20 @@ class Command(BaseCommand):
                 progress=progress if verbose else None,
             )
         except StripeError as err:
-            if tty:
+            if tty and verbose:
                 self.stdout.write("")
-            raise CommandError(f"Pull stopped: {err}. Run again with --resume to continue.") from err
+            resume = ""
+            kept = PullCursor.objects.filter(name=CURSOR).exclude(starting_after="").first()
+            if kept is not None:  # a place to continue from
+                resume = (
+                    f"{kept.pulled} customers were pulled before it stopped: "
+                    "run it again with --resume to continue from there."
+                )
+            raise CommandError(
+                stripe_errors.sentence(
+                    f"Pull stopped: {stripe_errors.describe(err)}", stripe_errors.next_step(err), resume
+                )
+            ) from err
         if tty and verbose:
             self.stdout.write("")
         elapsed = time.monotonic() - started
@@ -89,3 +96,43 @@ class Command(BaseCommand):
                 f"(a warning in the log names each one and its fields): {', '.join(ids[:20])}"
                 + (" ..." if len(ids) > 20 else "")
             )
+
+    def refresh(self, stripe_ids: list[str]) -> None:
+        """Refresh these customers; an id Stripe does not know is reported and the others still refreshed."""
+        missing: dict[str, StripeError] = {}
+        unstorable: list[str] = []
+        for stripe_id in stripe_ids:
+            try:
+                sync.pull_one(stripe_id)
+            except Unstorable as err:
+                unstorable.append(str(err))
+                continue
+            except StripeError as err:
+                if err.http_status != 404:  # the next ones would fail the same way
+                    raise self.failed(stripe_id, err) from err
+                missing[stripe_id] = err
+                continue
+            self.stdout.write(f"{stripe_id}: refreshed")
+        if unstorable:
+            raise CommandError("\n".join(unstorable))
+        if len(missing) == 1:
+            ((stripe_id, err),) = missing.items()
+            raise self.failed(stripe_id, err)
+        if missing:
+            for stripe_id, err in missing.items():
+                self.stderr.write(stripe_errors.sentence(f"{stripe_id}: {stripe_errors.describe(err)}"))
+            raise CommandError(
+                stripe_errors.sentence(
+                    f"{len(missing)} of {len(stripe_ids)} customers not found in Stripe at {stripe_errors.api_base()}: "
+                    + ", ".join(missing),
+                    stripe_errors.next_step(next(iter(missing.values())), one_customer=True),
+                )
+            )
+
+    @staticmethod
+    def failed(stripe_id: str, err: StripeError) -> CommandError:
+        return CommandError(
+            stripe_errors.sentence(
+                f"{stripe_id}: {stripe_errors.describe(err)}", stripe_errors.next_step(err, one_customer=True)
+            )
+        )

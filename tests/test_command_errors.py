@@ -1,0 +1,112 @@
+"""The commands' errors name the API host and Stripe's HTTP status, and suggest a next step only when it applies."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.conf import settings
+from django.core.management import CommandError, call_command
+from django.test import override_settings
+
+from customersync.client import StripeClient
+from customersync.exceptions import APIConnectionError
+
+pytestmark = pytest.mark.django_db
+
+NOWHERE = "http://127.0.0.1:9"  # nothing listens there (the test settings' API_BASE)
+REFUSED_KEY = {"type": "invalid_request_error", "message": "Invalid API Key provided: sk_test_****ests."}
+
+
+def error_of(*args: str, out: io.StringIO | None = None) -> str:
+    with pytest.raises(CommandError) as info:
+        call_command(*args, stdout=out or io.StringIO(), stderr=io.StringIO())
+    message = str(info.value)
+    assert ".." not in message and settings.TEST_API_KEY not in message
+    return message
+
+
+def nowhere():
+    return override_settings(CUSTOMERSYNC={**settings.CUSTOMERSYNC, "API_BASE": NOWHERE})
+
+
+def test_pull_with_the_connection_refused_names_the_host_and_not_resume():
+    with nowhere():
+        message = error_of("customersync_pull")
+    assert message == (
+        f"Pull stopped: could not reach Stripe at {NOWHERE} (connection refused). "
+        f"Check CUSTOMERSYNC['API_BASE'] and that this machine can reach {NOWHERE}."
+    )
+
+
+def test_pull_with_a_refused_key_names_the_status_and_the_setting(stripe):
+    stripe.inject(status=401, method="GET", error=REFUSED_KEY)
+    message = error_of("customersync_pull")
+    assert message.startswith(f"Pull stopped: Stripe at {stripe.url} answered HTTP 401 (request req_")
+    assert message.endswith(
+        ": Invalid API Key provided: sk_test_****ests. "
+        "Check CUSTOMERSYNC['API_KEY']: Stripe does not accept it (missing, mistyped or revoked)."
+    )
+    assert "--resume" not in message
+
+
+def test_pull_of_an_unknown_id_names_the_status_and_the_id(stripe):
+    message = error_of("customersync_pull", "cus_nope")
+    assert message.startswith(f"cus_nope: Stripe at {stripe.url} answered HTTP 404 (resource_missing, request req_")
+    assert "No such customer: 'cus_nope' (param id). Check the id, and that the customer is in this key's" in message
+    assert "--resume" not in message
+
+
+def test_pull_of_ids_refreshes_the_known_ones_and_lists_the_unknown(stripe):
+    known = stripe.add_customer(name="Ann")["id"]
+    out = io.StringIO()
+    message = error_of("customersync_pull", "cus_nope", known, "cus_gone", out=out)
+    assert f"{known}: refreshed" in out.getvalue()
+    assert message.startswith(f"2 of 3 customers not found in Stripe at {stripe.url}: cus_nope, cus_gone. Check the id")
+
+
+def test_an_interrupted_walk_suggests_resume_with_what_was_pulled(stripe, monkeypatch):
+    for i in range(5):
+        stripe.add_customer(name=f"c{i}")
+    real, calls = StripeClient.list_customers, []
+
+    def third_page_refused(self, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise APIConnectionError("Could not talk to Stripe (GET /v1/customers): ConnectionError.") from (
+                ConnectionRefusedError(111, "Connection refused")
+            )
+        return real(self, **kwargs)
+
+    monkeypatch.setattr(StripeClient, "list_customers", third_page_refused)
+    message = error_of("customersync_pull", "--page-size=2")
+    assert message == (
+        f"Pull stopped: could not reach Stripe at {stripe.url} (connection refused). "
+        f"Check CUSTOMERSYNC['API_BASE'] and that this machine can reach {stripe.url}. "
+        "4 customers were pulled before it stopped: run it again with --resume to continue from there."
+    )
+
+
+def test_a_server_error_mid_walk_says_to_come_back_and_resume(stripe, monkeypatch):
+    for i in range(5):
+        stripe.add_customer(name=f"c{i}")
+    real, calls = StripeClient.list_customers, []
+
+    def second_page_fails(self, **kwargs):
+        calls.append(1)
+        if len(calls) >= 2:
+            stripe.inject(status=500, method="GET")
+        return real(self, **kwargs)
+
+    monkeypatch.setattr(StripeClient, "list_customers", second_page_fails)
+    first = error_of("customersync_pull", "--page-size=2")
+    assert first.startswith(f"Pull stopped: Stripe at {stripe.url} answered HTTP 500")
+    assert first.endswith(
+        "Stripe could not answer: run it again in a few minutes (https://status.stripe.com). "
+        "2 customers were pulled before it stopped: run it again with --resume to continue from there."
+    )
+    # Resumed while Stripe still fails: the place to continue from is still there.
+    again = error_of("customersync_pull", "--page-size=2", "--resume")
+    assert again.endswith(
+        "2 customers were pulled before it stopped: run it again with --resume to continue from there."
+    )
