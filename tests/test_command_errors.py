@@ -9,8 +9,11 @@ from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.test import override_settings
 
+from customersync import sync
 from customersync.client import StripeClient
 from customersync.exceptions import APIConnectionError
+from customersync.management.commands.customersync_push import Command as PushCommand
+from customersync.models import Customer
 
 pytestmark = pytest.mark.django_db
 
@@ -110,3 +113,38 @@ def test_a_server_error_mid_walk_says_to_come_back_and_resume(stripe, monkeypatc
     assert again.endswith(
         "2 customers were pulled before it stopped: run it again with --resume to continue from there."
     )
+
+
+def test_push_with_the_connection_refused_names_the_host(stripe):
+    customer = sync.pull_one(stripe.add_customer(name="Ann")["id"])
+    customer.name = "Bob"
+    customer.save()
+    out = io.StringIO()
+    with nowhere():
+        message = error_of("customersync_push", customer.stripe_id, out=out)
+    assert (
+        f"{customer.stripe_id}: not sent, it stays queued and is retried: "
+        f"could not reach Stripe at {NOWHERE} (connection refused)."
+    ) in out.getvalue()
+    assert message == (
+        f"1 of 1 customer(s) failed. Check CUSTOMERSYNC['API_BASE'] and that this machine can reach {NOWHERE}."
+    )
+
+
+def test_push_with_a_refused_key_names_the_status_and_the_setting(stripe):
+    customer = sync.pull_one(stripe.add_customer(name="Ann")["id"])
+    customer.name = "Bob"
+    customer.save()
+    stripe.inject(status=401, error=REFUSED_KEY)
+    out = io.StringIO()
+    message = error_of("customersync_push", customer.stripe_id, out=out)
+    assert f"{customer.stripe_id}: failed [name=Bob]: Stripe at {stripe.url} answered HTTP 401" in out.getvalue()
+    assert message == "1 of 1 customer(s) failed. Check CUSTOMERSYNC['API_KEY']: Stripe does not accept it " + (
+        "(missing, mistyped or revoked)."
+    )
+    assert Customer.objects.get(pk=customer.pk).sync_status == "failed"
+
+
+def test_push_command_says_what_its_argument_is():
+    help_text = PushCommand().create_parser("manage.py", "customersync_push").format_help()
+    assert "Push only these customers (Stripe ids, cus_...)" in " ".join(help_text.split())

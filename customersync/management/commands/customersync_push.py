@@ -5,6 +5,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from customersync import sync
+from customersync.management import stripe_errors
 from customersync.models import Customer, SyncStatus
 
 
@@ -15,7 +16,12 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: Any) -> None:
-        parser.add_argument("stripe_ids", nargs="*", metavar="STRIPE_ID")
+        parser.add_argument(
+            "stripe_ids",
+            nargs="*",
+            metavar="STRIPE_ID",
+            help="Push only these customers (Stripe ids, cus_...). Without any: every pending or failed customer.",
+        )
 
     def handle(self, *args: Any, stripe_ids: list[str], **options: Any) -> None:
         if stripe_ids:
@@ -31,6 +37,7 @@ class Command(BaseCommand):
                 .values_list("pk", flat=True)
             )
         failures = 0
+        steps: dict[str, None] = {}  # what to do about the failures, each said once
         for pk in pks:
             stripe_id = Customer.objects.filter(pk=pk).values_list("stripe_id", flat=True).first()
             try:
@@ -40,18 +47,27 @@ class Command(BaseCommand):
                 continue
             except sync.RetryLater as later:
                 failures += 1
-                self.stdout.write(self.style.ERROR(f"{stripe_id}: will be retried: {later.error}"))
+                steps[stripe_errors.next_step(later.error, one_customer=True, rate="RATE_LIMIT")] = None
+                self.stdout.write(
+                    self.style.ERROR(
+                        stripe_errors.sentence(
+                            f"{stripe_id}: not sent, it stays queued and is retried: "
+                            + stripe_errors.describe(later.error)
+                        )
+                    )
+                )
                 continue
             line = f"{stripe_id}: {result.outcome.value}"
             if result.params:
                 line += f" [{sync.loggable(result.params)}]"
             if result.error:
                 failures += 1
-                param = f" (param {result.error['param']})" if result.error.get("param") else ""
-                line += f": {result.error.get('message')}{param}"
-                self.stdout.write(self.style.ERROR(line))
+                steps[stripe_errors.next_step(result.error, one_customer=True, rate="RATE_LIMIT")] = None
+                self.stdout.write(
+                    self.style.ERROR(stripe_errors.sentence(f"{line}: {stripe_errors.describe(result.error)}"))
+                )
             else:
                 self.stdout.write(line)
         if failures:
-            raise CommandError(f"{failures} of {len(pks)} customer(s) failed.")
+            raise CommandError(stripe_errors.sentence(f"{failures} of {len(pks)} customer(s) failed", *steps))
         self.stdout.write(self.style.SUCCESS(f"{len(pks)} customer(s) processed."))
