@@ -152,7 +152,7 @@ class PushAttemptAdmin(ReadOnlyMixin, admin.ModelAdmin):
 @admin.register(Conflict)
 class ConflictAdmin(ReadOnlyMixin, admin.ModelAdmin):
     change_form_template = RECORD_FORM
-    list_display = ("detected", "customer_link", "param", "local", "remote", "source", "resolution")
+    list_display = ("detected", "customer_link", "param", "local", "remote", "outcome")  # where seen: a filter
     list_filter = ("resolution", "source")
     search_fields = ("customer__stripe_id", "customer__email", "param")
     list_select_related = ("customer",)
@@ -181,6 +181,12 @@ class ConflictAdmin(ReadOnlyMixin, admin.ModelAdmin):
         text = truncated(str(obj.customer), title=customer_title(obj.customer))
         return admin_display.admin_link(obj.customer, self.admin_site, text)
 
+    @admin.display(description=_("resolution"), ordering="resolution")
+    def outcome(self, obj: Conflict) -> str:
+        """``Local edit kept``; the rest of the explanation on hover and on the page."""
+        full = obj.get_resolution_display()
+        return truncated(str(full).split(" (")[0], title=full)
+
     @admin.display(description=_("customer"))
     def customer_page(self, obj: Conflict) -> str:
         return admin_display.admin_link(obj.customer, self.admin_site, customer_title(obj.customer))
@@ -196,7 +202,7 @@ class ConflictAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 @admin.register(WebhookEvent)
 class WebhookEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
-    list_display = ("received", "type", "event_id", "stripe_id", "outcome", "created_in_stripe")
+    list_display = ("received", "type", "event", "stripe_id", "outcome")  # created in Stripe: on the event's page
     list_filter = ("type", "outcome")
     search_fields = ("event_id", "stripe_id")
     fields = ("event_id", "type", "stripe_id", "created_in_stripe", "received", "outcome", "idempotency_key")
@@ -208,6 +214,10 @@ class WebhookEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
     @admin.display(description=_("received"), ordering="received_at")
     def received(self, obj: WebhookEvent) -> str:
         return when(obj.received_at)
+
+    @admin.display(description=_("event id"), ordering="event_id")
+    def event(self, obj: WebhookEvent) -> str:
+        return truncated(obj.event_id)
 
     @admin.display(description=_("created in Stripe"), ordering="created")
     def created_in_stripe(self, obj: WebhookEvent) -> str:

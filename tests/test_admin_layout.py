@@ -191,3 +191,32 @@ def test_attempt_page(customers, live_server, page, size):
     sent = text(page, ".field-sent_params .readonly")
     assert sent == "name Ann Example-Long-Surname" and "{" not in sent
     assert all(MOMENT.match(t) for t in moments(page))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_conflicts_and_webhook_events(customers, live_server, page, size):
+    from django.utils import timezone
+
+    from customersync.models import Conflict, WebhookEvent
+
+    bob = customers["pending"]
+    Conflict.objects.create(
+        customer=bob, param="address", local_value={**ADDRESS, "city": "Lyon"}, remote_value=ADDRESS,
+        source="webhook", resolution="local_wins",
+    )  # fmt: skip
+    WebhookEvent.objects.create(
+        event_id="evt_1QxYzAbCdEfGhIjKlMnOpQrS", type="customer.updated", stripe_id=bob.stripe_id,
+        created=timezone.now(), outcome="applied",
+    )  # fmt: skip
+    visit(page, live_server, "/admin/customersync/conflict/", size, "conflicts")
+    if size == "laptop":
+        list_fits(page)
+    row = text(page, "#result_list tbody tr")
+    assert "city: Lyon" in row and "{" not in row
+    assert all(MOMENT.match(t) for t in moments(page))
+    visit(page, live_server, "/admin/customersync/webhookevent/", size, "webhook-events")
+    if size == "laptop":
+        list_fits(page)
+    assert len(moments(page)) == 1 and all(MOMENT.match(t) for t in moments(page))
+    visit(page, live_server, "/admin/customersync/customer/add/", size, "add-customer")
+    assert "Not in Stripe yet" in text(page, ".field-stripe_link")
