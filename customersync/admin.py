@@ -168,9 +168,9 @@ class CustomerAdmin(admin.ModelAdmin):
     @admin.action(description=_("Refresh from Stripe"), permissions=["pull"])
     def refresh_from_stripe(self, request: HttpRequest, queryset) -> None:
         done, failed = 0, []
-        for customer in queryset.exclude(stripe_id=None):
+        for customer in queryset.exclude(stripe_id=None).select_related("account"):
             try:
-                sync.pull_one(customer.stripe_id)
+                sync.pull_one(customer.stripe_id, account=customer.account)
                 done += 1
             except (StripeError, Unstorable) as err:
                 failed.append(f"{customer.stripe_id}: {err.message}")

@@ -28,11 +28,11 @@ def problem(record: PendingPush, response: dict[str, Any], stripe_id: str | None
         return f"Stripe's answer is not a customer (id {str(answered)[:80]!r})."
     if record.operation != "create" and answered != stripe_id:
         return f"Stripe answered for another customer ({answered[:80]}) than the one pushed ({stripe_id})."
-    if (
-        record.operation == "create"
-        and Customer.objects.filter(stripe_id=answered).exclude(pk=record.customer_id).exists()
-    ):
-        return f"Stripe's answer is customer {answered[:80]}, which another customer here already mirrors."
+    if record.operation == "create":
+        # The same cus_ id in another account is another customer.
+        account_id = Customer.objects.filter(pk=record.customer_id).values_list("account_id", flat=True).first()
+        if Customer.objects.filter(stripe_id=answered, account_id=account_id).exclude(pk=record.customer_id).exists():
+            return f"Stripe's answer is customer {answered[:80]}, which another customer here already mirrors."
     return None
 
 

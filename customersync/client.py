@@ -84,6 +84,7 @@ class _BearerAuth(requests.auth.AuthBase):
 # 64 openers in a row, whitespace between: JSON no Stripe object comes near.
 _DEEP = re.compile(rb"(?:[\[{]\s*){64}")
 _STRIPE_ID = re.compile(r"[A-Za-z0-9_-]{1,255}")
+_ACCOUNT_ID = re.compile(r"acct_[A-Za-z0-9]{1,250}")
 
 
 def _path_id(customer_id: str) -> str:
@@ -105,14 +106,24 @@ class StripeClient:
         timeout: float = 20.0,
         deadline: float = 30.0,
         session: requests.Session | None = None,
+        stripe_account: str | None = None,
+        account_header: str = "Stripe-Context",
     ) -> None:
         """``timeout`` bounds the connect and each read; ``deadline`` the whole request, answer
         included (seconds). A ``session`` passed in gets the adapter that enforces the deadline
-        mounted for ``api_base``."""
+        mounted for ``api_base``. ``stripe_account``: a connected account (``acct_...``) every
+        request acts on, sent in ``account_header`` (``Stripe-Context``, or ``Stripe-Account``
+        for API versions before it)."""
         if not api_key:
             raise ConfigurationError("StripeClient needs an API key (CUSTOMERSYNC['API_KEY']).")
         if not deadline > 0:
             raise ConfigurationError(f"The request deadline must be a positive number of seconds, not {deadline!r}.")
+        if stripe_account is not None and not _ACCOUNT_ID.fullmatch(str(stripe_account)):
+            raise ConfigurationError(f"Not a Stripe account id: {stripe_account!r} (acct_...).")
+        if account_header not in ("Stripe-Context", "Stripe-Account"):
+            raise ConfigurationError(f"The account header is Stripe-Context or Stripe-Account, not {account_header!r}.")
+        self.stripe_account = stripe_account
+        self.account_header = account_header
         self._api_key = api_key
         self._auth = _BearerAuth(api_key)
         self.api_base = api_base.rstrip("/")
@@ -123,7 +134,8 @@ class StripeClient:
         self.session.mount(self.api_base + "/", DeadlineAdapter())
 
     def __repr__(self) -> str:  # never show the key
-        return f"<StripeClient {self.api_base} version={self.api_version}>"
+        account = f" {self.stripe_account}" if self.stripe_account else ""
+        return f"<StripeClient {self.api_base}{account} version={self.api_version}>"
 
     # -- the calls ---------------------------------------------------------
 
@@ -233,6 +245,8 @@ class StripeClient:
             "User-Agent": USER_AGENT,
             "Accept": "application/json",
         }
+        if self.stripe_account:
+            headers[self.account_header] = self.stripe_account
         data = None
         if method == "POST":
             headers["Content-Type"] = "application/x-www-form-urlencoded"

@@ -11,7 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.core.signals import setting_changed
 
-from .client import DEFAULT_API_BASE, DEFAULT_API_VERSION, StripeClient
+from .client import DEFAULT_API_BASE, DEFAULT_API_VERSION
 from .exceptions import ConfigurationError
 
 DEFAULTS: dict[str, Any] = {
@@ -69,8 +69,16 @@ DEFAULTS: dict[str, Any] = {
     # When Stripe changed a field an operator also changed here and not yet
     # pushed: "local_wins" (the edit is pushed over it) or "remote_wins".
     "CONFLICT_POLICY": "local_wins",
-    # Signing secret of the webhook endpoint (whsec_...), for the webhook view.
+    # Signing secret of the webhook endpoint (whsec_...), for the webhook view; a
+    # list of secrets while Stripe rolls it (it signs with both for a while).
     "WEBHOOK_SECRET": None,
+    # Signing secret(s) of the Connect endpoint (events of connected accounts).
+    "CONNECT_WEBHOOK_SECRET": None,
+    # More Stripe platforms beside the default one (API_KEY above):
+    # {"eu": {"API_KEY": ..., "WEBHOOK_SECRET": ..., "CONNECT_WEBHOOK_SECRET": ...,
+    #  "RATE_LIMIT": ...}}. Customers name their account (a platform, or one of its
+    # connected accounts) by customersync.Account rows; see accounts.py.
+    "PLATFORMS": {},
     # Seconds a webhook signature's timestamp may be old.
     "WEBHOOK_TOLERANCE": 300,
     # Delete the customer in Stripe when it is deleted here.
@@ -149,14 +157,3 @@ def owner_model_label() -> str | None:
     """``CUSTOMERSYNC['OWNER_MODEL']``, read when the models are defined (not refreshed by override_settings)."""
     value = (getattr(settings, "CUSTOMERSYNC", None) or {}).get("OWNER_MODEL")
     return str(value) if value else None
-
-
-def stripe_client() -> StripeClient:
-    """A client configured from ``settings.CUSTOMERSYNC``."""
-    return StripeClient(
-        app_settings.API_KEY,
-        api_base=app_settings.API_BASE,
-        api_version=app_settings.API_VERSION,
-        timeout=app_settings.TIMEOUT,
-        deadline=app_settings.REQUEST_DEADLINE,
-    )

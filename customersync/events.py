@@ -18,7 +18,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 
 from .eventcheck import check_event
-from .models import Customer, PendingPush, WebhookEvent
+from .models import Account, Customer, PendingPush, WebhookEvent
 from .pull import PullStats, store_page
 
 logger = logging.getLogger("customersync")
@@ -26,8 +26,9 @@ logger = logging.getLogger("customersync")
 CUSTOMER_EVENTS = frozenset({"customer.created", "customer.updated", "customer.deleted"})
 
 
-def handle_event(event: dict[str, Any]) -> str:
-    """Apply a (verified) Stripe event to the mirror, once; returns what was done.
+def handle_event(event: dict[str, Any], *, account: Account | None = None) -> str:
+    """Apply a (verified) Stripe event to the mirror of ``account`` (None: the default platform's
+    own account), once; returns what was done.
 
     Raises ``EventError`` (a ``ValueError``), writing nothing, for an event it cannot use.
     """
@@ -49,16 +50,16 @@ def handle_event(event: dict[str, Any]) -> str:
                 )
         except IntegrityError:
             return "duplicate"
-        outcome = _apply_event(event["type"], obj, created, key)
+        outcome = _apply_event(event["type"], obj, created, key, account)
         WebhookEvent.objects.filter(pk=record.pk).update(outcome=outcome)
     logger.info("Webhook %s %s for %s: %s", event["type"], event["id"], obj.get("id"), outcome)
     return outcome
 
 
-def _apply_event(kind: str, obj: dict[str, Any], created: dt.datetime, key: str) -> str:
+def _apply_event(kind: str, obj: dict[str, Any], created: dt.datetime, key: str, account: Account | None) -> str:
     if kind not in CUSTOMER_EVENTS or obj.get("object") != "customer":
         return "ignored"
-    customer = Customer.objects.select_for_update().filter(stripe_id=obj["id"]).first()
+    customer = Customer.objects.select_for_update().filter(account=account, stripe_id=obj["id"]).first()
     # Events carry whole seconds: only an event from an earlier second is stale.
     if customer and customer.confirmed_at and created < customer.confirmed_at.replace(microsecond=0):
         return "out of order"
@@ -68,7 +69,7 @@ def _apply_event(kind: str, obj: dict[str, Any], created: dt.datetime, key: str)
         Customer.objects.filter(pk=customer.pk).mark_deleted(confirmed_at=created)
         return "deleted"
     stats = PullStats()
-    store_page([obj], stats, at=created, source="webhook")
+    store_page([obj], stats, at=created, source="webhook", account=account)
     if stats.skipped:
         return "skipped: does not fit"  # logged by store_page, with the fields
     if PendingPush.objects.for_idempotency_key(key).exists():

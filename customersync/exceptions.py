@@ -174,6 +174,22 @@ class APIError(StripeError):
     """5xx, or a response that is not Stripe's JSON."""
 
 
+def is_retryable(err: StripeError) -> bool:
+    """Stripe's rules: obey Stripe-Should-Retry, else retry network, 409, 429 and 5xx; and 401,
+    a key retired by a rotation while the push waited (workers restarted with the new key send
+    it again under the same idempotency key)."""
+    if err.should_retry is not None:
+        return err.should_retry
+    if isinstance(err, (APIConnectionError, RateLimitError, AuthenticationError)):
+        return True
+    if isinstance(err, IdempotencyError) and err.http_status == 409:
+        return True
+    # 5xx, and a 2xx whose body was cut off: resending under the same key
+    # replays Stripe's answer, so it is safe.
+    status = err.http_status
+    return isinstance(err, APIError) and (status is None or status >= 500 or status < 300)
+
+
 class RetryLater(CustomerSyncError):
     """A retryable error; the frozen record will be resent under the same key."""
 

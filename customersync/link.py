@@ -37,6 +37,7 @@ from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Lower, Trim
 from django.utils import timezone
 
+from .accounts import resolve
 from .exceptions import ConfigurationError
 from .models import Customer, SyncStatus
 from .owners import OWNER_METADATA_KEY, Mapping, mapping
@@ -158,24 +159,28 @@ def link_owners(
     dry_run: bool = False,
     batch_size: int = BATCH_SIZE,
     report: Callable[[Outcome], None] | None = None,
+    account: Any = None,
 ) -> LinkResult:
     """Link the owners (all, or ``owner_pks``) that ``match`` pairs with exactly one customer.
 
     ``report`` is called for every owner that was not already linked
     (linked, ambiguous, taken, no match). ``dry_run``: decide, write nothing.
+    ``account``: link customers of that account (default: the default platform's own account);
+    an owner has at most one customer in each.
     """
+    account = resolve(account)
     found = require_mapping()
     if batch_size < 1:
         raise ValueError("The batch size must be at least 1.")
     owners = found.model._default_manager.all()
-    linked_here = Exists(Customer.objects.filter(owner_id=OuterRef("pk")))
+    linked_here = Exists(Customer.objects.filter(owner_id=OuterRef("pk"), account=account))
     shared = _shared_keys(match, owners.filter(~linked_here), batch_size) if match.shared else {}
     selected = owners.filter(pk__in=owner_pks) if owner_pks is not None else owners
     result = LinkResult(dry_run=dry_run)
     for batch in _batches(selected.annotate(customersync_linked=linked_here), batch_size):
         for attempt in range(3):
             try:
-                outcomes = _link_batch(found, match, batch, shared, dry_run)
+                outcomes = _link_batch(found, match, batch, shared, dry_run, account)
                 break
             except IntegrityError:
                 # An owner got a customer meanwhile (the batch was rolled back): decide again.
@@ -219,10 +224,11 @@ class _Candidate:
     owner_id: Any
 
 
-def _candidates(match: Matcher, keys: set[str], lock: bool) -> dict[str, list[_Candidate]]:
-    """The mirrored customers whose key is one of ``keys``, grouped by it (locked when ``lock``)."""
+def _candidates(match: Matcher, keys: set[str], lock: bool, account: Any) -> dict[str, list[_Candidate]]:
+    """The account's mirrored customers whose key is one of ``keys``, grouped by it (locked when ``lock``)."""
     queryset = (
-        Customer.objects.exclude(stripe_id=None)
+        Customer.objects.filter(account=account)
+        .exclude(stripe_id=None)
         .exclude(stripe_id="")
         .exclude(sync_status=SyncStatus.DELETED)
         .annotate(customersync_key=match.customer_key)
@@ -238,11 +244,12 @@ def _candidates(match: Matcher, keys: set[str], lock: bool) -> dict[str, list[_C
 
 
 def _link_batch(
-    found: Mapping, match: Matcher, batch: list[Any], shared: dict[str, int], dry_run: bool
+    found: Mapping, match: Matcher, batch: list[Any], shared: dict[str, int], dry_run: bool, account: Any
 ) -> list[Outcome]:
     with transaction.atomic():
         keys = {owner.pk: match.key(owner) for owner in batch if not owner.customersync_linked}
-        candidates = _candidates(match, {k for k in keys.values() if k}, lock=not dry_run) if keys else {}
+        wanted = {k for k in keys.values() if k}
+        candidates = _candidates(match, wanted, lock=not dry_run, account=account) if keys else {}
         outcomes: list[Outcome] = []
         links: list[Customer] = []
         now = timezone.now()

@@ -12,6 +12,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
+from .accounts import resolve
 from .conf import app_settings
 from .exceptions import Busy, ConfigurationError, CreateFailed, RetryLater
 from .models import Customer, SyncStatus
@@ -30,15 +31,16 @@ def _require() -> Mapping:
     return found
 
 
-def for_owner(owner: Any) -> Customer | None:
-    """The owner's customer, or None."""
+def for_owner(owner: Any, account: Any = None) -> Customer | None:
+    """The owner's customer in ``account`` (default: the default platform's own account), or None."""
     _require()
-    return Customer.objects.filter(owner_id=owner.pk).first()
+    return Customer.objects.filter(owner_id=owner.pk, account=resolve(account)).first()
 
 
 def owner_pre_save(sender: type, instance: Any, raw: bool = False, using: str | None = None,
                    update_fields: Any = None, **kwargs: Any) -> None:  # fmt: skip
-    """Apply changed mapped values to the owner's customer and validate them, before the owner is written.
+    """Apply changed mapped values to the owner's customers (one per account) and validate them,
+    before the owner is written.
 
     Raises ``ValidationError`` keyed by the owner's fields for a value Stripe would refuse.
     """
@@ -48,24 +50,31 @@ def owner_pre_save(sender: type, instance: Any, raw: bool = False, using: str | 
     found = mapping()
     if found is None or (update_fields is not None and not found.touches(update_fields)):
         return
-    customer = Customer.objects.using(using).filter(owner_id=instance.pk).first()
-    if customer is None:
-        return
-    changed = found.changed(customer.owner_values or {}, found.values(instance))
-    if not changed:
-        return
-    found.apply(customer, changed)
-    try:
-        customer.validate_for_stripe()
-    except ValidationError as err:
-        raise found.owner_errors(err) from None
-    instance.__dict__[_PENDING] = customer
+    customers = _changed_customers(found, instance, Customer.objects.using(using).filter(owner_id=instance.pk))
+    if customers:
+        instance.__dict__[_PENDING] = customers
+
+
+def _changed_customers(found: Mapping, owner: Any, customers: Any) -> list[Customer]:
+    """The owner's customers its mapped values changed, with the values applied and validated."""
+    values = found.values(owner)
+    changed_customers = []
+    for customer in customers:
+        changed = found.changed(customer.owner_values or {}, values)
+        if not changed:
+            continue
+        found.apply(customer, changed)
+        try:
+            customer.validate_for_stripe()
+        except ValidationError as err:
+            raise found.owner_errors(err) from None
+        changed_customers.append(customer)
+    return changed_customers
 
 
 def owner_post_save(sender: type, instance: Any, raw: bool = False, using: str | None = None, **kwargs: Any) -> None:
-    """Write the customer pre_save prepared: the diff and the outbox do the rest."""
-    customer = instance.__dict__.pop(_PENDING, None)
-    if customer is not None:
+    """Write the customers pre_save prepared: the diff and the outbox do the rest."""
+    for customer in instance.__dict__.pop(_PENDING, ()):
         customer.save(using=using)
 
 
@@ -77,16 +86,7 @@ def check_owner(owner: Any) -> None:
     found = _require()
     if owner.pk is None:
         return
-    customer = Customer.objects.filter(owner_id=owner.pk).first()
-    if customer is None:
-        return
-    changed = found.changed(customer.owner_values or {}, found.values(owner))
-    if changed:
-        found.apply(customer, changed)
-        try:
-            customer.validate_for_stripe()
-        except ValidationError as err:
-            raise found.owner_errors(err) from None
+    _changed_customers(found, owner, Customer.objects.filter(owner_id=owner.pk))
 
 
 @dataclass
@@ -106,29 +106,31 @@ def sync_from_owners(owners: Any) -> OwnerSyncResult:
     found = _require()
     owners = list(owners)
     result = OwnerSyncResult()
-    customers = {c.owner_id: c for c in Customer.objects.filter(owner_id__in=[o.pk for o in owners])}
+    customers: dict[Any, list[Customer]] = {}
+    for customer in Customer.objects.filter(owner_id__in=[o.pk for o in owners]):
+        customers.setdefault(customer.owner_id, []).append(customer)
     for owner in owners:
-        customer = customers.get(owner.pk)
-        if customer is None:
+        if owner.pk not in customers:
             result.unlinked += 1
             continue
-        changed = found.changed(customer.owner_values or {}, found.values(owner))
-        if not changed:
-            result.unchanged += 1
-            continue
-        found.apply(customer, changed)
         try:
+            changed = _changed_customers(found, owner, customers[owner.pk])  # errors keyed by the owner's fields
             with transaction.atomic():
-                customer.save()
+                for customer in changed:
+                    customer.save()
         except ValidationError as err:
-            result.errors[owner.pk] = found.owner_errors(err).message_dict
+            result.errors[owner.pk] = err.message_dict
             continue
-        result.updated += 1
+        if changed:
+            result.updated += 1
+        else:
+            result.unchanged += 1
     return result
 
 
-def get_or_create_for(owner: Any, *, wait: bool = False, timeout: float | None = None) -> Customer:
-    """The owner's customer, created from the mapping when it has none.
+def get_or_create_for(owner: Any, *, account: Any = None, wait: bool = False, timeout: float | None = None) -> Customer:
+    """The owner's customer in ``account`` (an ``Account``, ``"platform[/acct_...]"``; default: the
+    default platform's own account), created from the mapping when it has none there.
 
     The Stripe customer is created through the outbox: queued (``wait=False``,
     returns at once, ``stripe_id`` still empty) or in this process
@@ -142,16 +144,17 @@ def get_or_create_for(owner: Any, *, wait: bool = False, timeout: float | None =
     found = _require()
     if owner.pk is None:
         raise ValueError("Save the owner before creating its customer.")
-    customer = Customer.objects.filter(owner_id=owner.pk).first()
+    account = resolve(account)
+    customer = Customer.objects.filter(owner_id=owner.pk, account=account).first()
     if customer is None:
-        customer = _create_local(owner, found)
+        customer = _create_local(owner, found, account)
     if wait and not customer.stripe_id:
         _push_until_created(customer, timeout)
     return customer
 
 
-def _create_local(owner: Any, found: Mapping) -> Customer:
-    customer = Customer(owner_id=owner.pk)
+def _create_local(owner: Any, found: Mapping, account: Any) -> Customer:
+    customer = Customer(owner_id=owner.pk, account=account)
     found.apply(customer, found.values(owner))
     customer.metadata = {**(customer.metadata or {}), OWNER_METADATA_KEY: found.identity(owner.pk)}
     try:
@@ -161,7 +164,7 @@ def _create_local(owner: Any, found: Mapping) -> Customer:
         raise found.owner_errors(err) from None
     except IntegrityError:
         # Another process linked a customer to this owner first: that one it is.
-        existing = Customer.objects.filter(owner_id=owner.pk).first()
+        existing = Customer.objects.filter(owner_id=owner.pk, account=account).first()
         if existing is None:
             raise
         return existing

@@ -207,9 +207,10 @@ class Mapping:
         """What the created customer's metadata says about its owner: ``"app_label.model:pk"``."""
         return f"{self.model._meta.label_lower}:{owner_pk}"
 
-    def create_key(self, owner_pk: Any, generation: int) -> uuid.UUID:
-        """The idempotency key of an owner's create: the same from every process and retry."""
-        return uuid.uuid5(_CREATE_NAMESPACE, f"{self.model._meta.label_lower}:{owner_pk}:{generation}")
+    def create_key(self, owner_pk: Any, generation: int, account_pk: int | None = None) -> uuid.UUID:
+        """The idempotency key of an owner's create in an account: the same from every process and retry."""
+        where = "" if account_pk is None else f"@{account_pk}"
+        return uuid.uuid5(_CREATE_NAMESPACE, f"{self.model._meta.label_lower}:{owner_pk}:{generation}{where}")
 
 
 def _param_for(path: tuple[str, ...]) -> Param | None:

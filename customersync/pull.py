@@ -24,11 +24,12 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from . import owners, signals
+from . import accounts, owners, signals
+from .accounts import stripe_client
 from .client import StripeClient
-from .conf import app_settings, stripe_client
+from .conf import app_settings
 from .exceptions import Unstorable
-from .models import Conflict, Customer, PullCursor, Resolution, SyncStatus
+from .models import Account, Conflict, Customer, PullCursor, Resolution, SyncStatus
 from .ratelimit import LocalBudget
 from .values import column_errors
 
@@ -63,14 +64,19 @@ def pull(
     since: dt.datetime | None = None,
     limit: int | None = None,
     resume: bool = False,
-    cursor: str = "customersync_pull",
+    cursor: str | None = None,
+    account: Any = None,
 ) -> PullStats:
-    """Import or refresh customers of the account, page by page, resumably.
+    """Import or refresh customers of ``account`` (an ``Account``, ``"platform[/acct_...]"``;
+    None: the default platform's own), page by page, resumably.
 
     A walk of the whole account (no ``since``, no ``limit``) also marks local
-    customers it did not meet as deleted in Stripe.
+    customers of that account it did not meet as deleted in Stripe.
     """
-    client = client or stripe_client()
+    account = accounts.resolve(account)
+    client = client or stripe_client(account)
+    if cursor is None:
+        cursor = "customersync_pull" if account is None else f"customersync_pull:{account.pk}"
     stats = PullStats()
     state = PullCursor.objects.filter(name=cursor).first() if resume else None
     if state is None:
@@ -86,7 +92,7 @@ def pull(
         before_page=pacer.acquire if pacer else None,
     )
     for data in pages:
-        store_page(data, stats)
+        store_page(data, stats, account=account)
         PullCursor.objects.filter(name=cursor).update(starting_after=data[-1]["id"], pulled=F("pulled") + len(data))
         stats.pages += 1
         if progress:
@@ -95,7 +101,8 @@ def pull(
         # Not met in a whole walk: gone from Stripe. Customers confirmed after
         # the walk began (a create pushed meanwhile) may not be listed yet.
         stats.deleted = (
-            Customer.objects.exclude(stripe_id=None)
+            Customer.objects.filter(account=account)
+            .exclude(stripe_id=None)
             .exclude(sync_status=SyncStatus.DELETED)
             .filter(Q(last_pulled_at__lt=state.started_at) | Q(last_pulled_at=None))
             .exclude(confirmed_at__gte=state.started_at)
@@ -105,23 +112,29 @@ def pull(
     return stats
 
 
-def pull_one(stripe_id: str, *, client: StripeClient | None = None) -> Customer:
-    """Refresh one customer from Stripe."""
-    client = client or stripe_client()
+def pull_one(stripe_id: str, *, client: StripeClient | None = None, account: Any = None) -> Customer:
+    """Refresh one customer of ``account`` (default: the default platform's own) from Stripe."""
+    account = accounts.resolve(account)
+    client = client or stripe_client(account)
     stats = PullStats()
-    store_page([client.retrieve_customer(stripe_id)], stats)
+    store_page([client.retrieve_customer(stripe_id)], stats, account=account)
     if stripe_id in stats.unstorable:
         raise Unstorable(stripe_id, stats.unstorable[stripe_id])
-    return Customer.objects.get(stripe_id=stripe_id)
+    return Customer.objects.get(account=account, stripe_id=stripe_id)
 
 
 _BULK_FIELDS = [f.name for f in Customer._meta.concrete_fields if not f.primary_key]
 
 
 def store_page(
-    objects: Iterable[dict[str, Any]], stats: PullStats, *, at: dt.datetime | None = None, source: str = "pull"
+    objects: Iterable[dict[str, Any]],
+    stats: PullStats,
+    *,
+    at: dt.datetime | None = None,
+    source: str = "pull",
+    account: Account | None = None,
 ) -> None:
-    """Write customers from Stripe in a constant number of queries, keeping local edits."""
+    """Write customers of ``account`` from Stripe in a constant number of queries, keeping local edits."""
     now = timezone.now()
     objects = list(objects)
     remote_wins = app_settings.CONFLICT_POLICY == "remote_wins"
@@ -129,7 +142,9 @@ def store_page(
     with transaction.atomic():
         existing = {
             c.stripe_id: c
-            for c in Customer.objects.select_for_update().filter(stripe_id__in=[o["id"] for o in objects])
+            for c in Customer.objects.select_for_update().filter(
+                account=account, stripe_id__in=[o["id"] for o in objects]
+            )
         }
         new: list[Customer] = []
         changed: list[Customer] = []
@@ -143,7 +158,7 @@ def store_page(
                     gone.append(customer.pk)
                 continue
             fresh = customer is None
-            customer = customer or Customer()
+            customer = customer or Customer(account=account)
             merge = customer.merge_remote(obj, base=customer.stripe_data, remote_wins=remote_wins, at=at or now)
             customer.last_pulled_at = now
             problems = column_errors(customer)

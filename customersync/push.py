@@ -11,7 +11,7 @@
    made while the request was in flight (they have their own outbox record
    and task); ``_failed`` records a refusal.
 
-Retryable failures (network, 409, 429, 5xx, ``Stripe-Should-Retry: true``)
+Retryable failures (network, 401, 409, 429, 5xx, ``Stripe-Should-Retry: true``)
 raise ``RetryLater``; the caller retries with backoff and the record keeps
 its frozen params and key. Others mark the customer failed or deleted.
 """
@@ -30,11 +30,10 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from django.db.models import F
 from django.utils import timezone
 
-from . import answers, owners, ratelimit, signals
+from . import accounts, answers, owners, ratelimit, signals
 from .client import StripeClient
-from .conf import app_settings, stripe_client
+from .conf import app_settings
 from .exceptions import (
-    APIConnectionError,
     APIError,
     AuthenticationError,
     IdempotencyError,
@@ -44,6 +43,7 @@ from .exceptions import (
     RetryLater,
     StripeError,
     Unstorable,
+    is_retryable,
 )
 from .lease import Lease
 from .models import AttemptOutcome, Customer, PendingPush, PushAttempt, PushState, SyncStatus
@@ -73,20 +73,6 @@ class PushResult:
     outcome: Outcome
     params: dict[str, Any] = field(default_factory=dict)
     error: dict[str, Any] | None = None
-
-
-def is_retryable(err: StripeError) -> bool:
-    """Stripe's rules: obey Stripe-Should-Retry, else retry network, 409, 429 and 5xx."""
-    if err.should_retry is not None:
-        return err.should_retry
-    if isinstance(err, (APIConnectionError, RateLimitError)):
-        return True
-    if isinstance(err, IdempotencyError) and err.http_status == 409:
-        return True
-    # 5xx, and a 2xx whose body was cut off: resending under the same key
-    # replays Stripe's answer, so it is safe.
-    status = err.http_status
-    return isinstance(err, APIError) and (status is None or status >= 500 or status < 300)
 
 
 def redact(params: dict[str, Any]) -> dict[str, Any]:
@@ -124,7 +110,6 @@ def push(customer_pk: int, *, client: StripeClient | None = None, resume: str | 
             if record is None:
                 # A later round with nothing left does not hide what was pushed.
                 return result if result.outcome is Outcome.PUSHED else (early or result)
-            client = client or stripe_client()
             result = _send(record, client, lease)
             if result.outcome is not Outcome.PUSHED:
                 return result
@@ -179,7 +164,7 @@ def _take(customer_pk: int, lease: Lease) -> tuple[PendingPush | None, PushResul
             # An owner's create goes under a key from the owner, the same from
             # every process; a new key only after an earlier create was given up.
             given_up = records.filter(operation="create", frozen_at__isnull=False).exclude(pk=record.pk).count()
-            record.key = mapping.create_key(owner_id, given_up)
+            record.key = mapping.create_key(owner_id, given_up, customer.account_id)
             fields.append("key")
         record.state = PushState.SENDING
         record.operation = "create" if creating else "update"
@@ -192,10 +177,20 @@ def _take(customer_pk: int, lease: Lease) -> tuple[PendingPush | None, PushResul
     return record, None
 
 
-def _send(record: PendingPush, client: StripeClient, lease: Lease) -> PushResult:
-    stripe_id = Customer.objects.filter(pk=record.customer_id).values_list("stripe_id", flat=True).get()
+def _send(record: PendingPush, client: StripeClient | None, lease: Lease) -> PushResult:
+    customer = (
+        Customer.objects.select_related("account")
+        .only("stripe_id", "stripe_data", "account")
+        .get(pk=record.customer_id)
+    )
+    stripe_id, account = customer.stripe_id, customer.account
+    if (refusal := accounts.mode_problem(customer, account)) is not None:
+        # A test key never writes to a live customer, nor a live key to a test one: refused before any request.
+        return _refuse(record, lease, {"type": "local_error", "code": "livemode_mismatch", "param": "livemode",
+                                       "message": refusal})  # fmt: skip
+    client = client or accounts.client_for(account)
     params = record.params or {}
-    limiter = ratelimit.budget()
+    limiter = ratelimit.budget(accounts.budget_name(account), accounts.platform_of(account).rate_limit)
     if limiter is not None:
         # The fleet's budget, right before the request: a grant followed by a slow freeze
         # (a row an operator's save holds, a loaded database) would reach Stripe late, in the
@@ -223,7 +218,7 @@ def _send(record: PendingPush, client: StripeClient, lease: Lease) -> PushResult
             response = client.update_customer(stripe_id, body=record.body, idempotency_key=record.idempotency_key)
     except StripeError as err:
         if limiter is not None and isinstance(err, RateLimitError) and err.code != "lock_timeout":
-            limiter.penalize(app_settings.RATE_LIMIT_PAUSE)  # slow the whole fleet, not just this worker
+            limiter.penalize(app_settings.RATE_LIMIT_PAUSE)  # slow the fleet on this account, not just this worker
         return _failed(record, attempt, err, lease)
     problem = answers.problem(record, response, stripe_id)
     if problem is None:
@@ -246,6 +241,18 @@ def _send(record: PendingPush, client: StripeClient, lease: Lease) -> PushResult
         )
     signals.customer_pushed.send(sender=Customer, customer_pk=record.customer_id, params=params)
     return PushResult(Outcome.PUSHED, params=params)
+
+
+def _refuse(record: PendingPush, lease: Lease, error: dict[str, Any]) -> PushResult:
+    """Give up the record before any request, the customer failed with ``error``."""
+    with transaction.atomic():
+        lease.hold()
+        PendingPush.objects.filter(pk=record.pk).update(state=PushState.FAILED, completed_at=timezone.now())
+        Customer.objects.filter(pk=record.customer_id).mark_failed(error)
+    logger.error("Push of %s refused: %s", record.customer_id, error["message"])
+    customer_pk = record.customer_id
+    transaction.on_commit(lambda: signals.push_failed.send(sender=Customer, customer_pk=customer_pk, error=error))
+    return PushResult(Outcome.FAILED, params=record.params or {}, error=error)
 
 
 def _finish(attempt: PushAttempt, outcome: str, *, err: StripeError | None = None, **fields: Any) -> None:
@@ -297,7 +304,7 @@ def _record_failure(record: PendingPush, attempt: PushAttempt, err: StripeError)
         outcome = Outcome.DELETED
     else:
         if isinstance(err, (AuthenticationError, PermissionDeniedError)):
-            logger.error("Stripe refused the API key configured in CUSTOMERSYNC['API_KEY']: %s", err)
+            logger.error("Stripe refused the API key of customer %s's account: %s", customer_pk, err)
         elif not is_retryable(err):
             logger.warning("Push of %s failed: %s", customer_pk, err)
         customers.mark_failed(error)

@@ -16,7 +16,8 @@ machines agree):
 The window is a little longer than a second (``WINDOW_SLACK``) so jitter
 between a grant here and the request's arrival at Stripe cannot squeeze
 ``rate + 1`` arrivals into one second there. A 429 from Stripe pauses the
-whole fleet (``penalize``).
+whole fleet (``penalize``). Each Stripe account has its own budget and its own
+pause (``budget(name)``): a 429 on one account does not slow another.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ class RateBudget(_Budget):
             raise ConfigurationError(
                 f"CUSTOMERSYNC['RATE_LIMIT_ALGORITHM'] is 'window' or 'bucket', not {algorithm!r}."
             )
-        self.redis, self.rate, self.algorithm = redis_client, rate, algorithm
+        self.redis, self.rate, self.algorithm, self.name = redis_client, rate, algorithm, name
         self.key = f"customersync:budget:{name}:{algorithm}"
         self.penalty_key = f"customersync:budget:{name}:pause"
         self._script = redis_client.register_script(_WINDOW if algorithm == "window" else _BUCKET)
@@ -110,7 +111,7 @@ class RateBudget(_Budget):
     def penalize(self, seconds: float) -> None:
         """Pause every worker sharing this budget (Stripe answered 429)."""
         self.redis.set(self.penalty_key, "1", px=max(1, int(seconds * 1000)), nx=True)
-        logger.warning("Stripe rate-limited us: every worker pauses %.1fs.", seconds)
+        logger.warning("Stripe rate-limited %s: every worker pauses its requests there %.1fs.", self.name, seconds)
 
 
 class LocalBudget(_Budget):
@@ -135,31 +136,35 @@ class LocalBudget(_Budget):
             self.next_at = max(self.next_at, time.monotonic() + seconds)
 
 
-_budget: Any = None
-_budget_config: tuple | None = None
+_budgets: dict[tuple, Any] = {}
+_redis_clients: dict[str, Any] = {}
 _budget_lock = threading.Lock()
 
 
-def budget() -> Any | None:
-    """The configured budget (shared through Redis when there is one), or None when off."""
-    global _budget, _budget_config
+def budget(name: str = "stripe", rate: float | None = None) -> Any | None:
+    """The budget named ``name`` (one per Stripe account: Stripe limits each on its own), shared
+    through Redis when there is one, or None when off. ``rate``: the account's platform's
+    RATE_LIMIT (default: ``CUSTOMERSYNC['RATE_LIMIT']``)."""
     from .conf import app_settings
 
-    rate = app_settings.RATE_LIMIT
+    rate = app_settings.RATE_LIMIT if rate is None else rate
     url = app_settings.RATE_LIMIT_REDIS_URL or _broker_redis_url()
-    config = (rate, url, app_settings.RATE_LIMIT_ALGORITHM)
+    config = (name, rate, url, app_settings.RATE_LIMIT_ALGORITHM)
     with _budget_lock:
-        if config != _budget_config:
+        if config not in _budgets:
+            if len(_budgets) > 10_000:
+                _budgets.clear()  # settings changed many times (tests): keep memory bounded
             if not rate:
-                _budget = None
+                _budgets[config] = None
             elif url:
                 import redis
 
-                _budget = RateBudget(redis.Redis.from_url(url), float(rate), algorithm=config[2])
+                if url not in _redis_clients:  # one connection pool for every account's budget
+                    _redis_clients[url] = redis.Redis.from_url(url)
+                _budgets[config] = RateBudget(_redis_clients[url], float(rate), name=name, algorithm=config[3])
             else:
-                _budget = LocalBudget(float(rate))
-            _budget_config = config
-        return _budget
+                _budgets[config] = LocalBudget(float(rate))
+        return _budgets[config]
 
 
 def _broker_redis_url() -> str | None:

@@ -13,7 +13,8 @@ from django.db import transaction
 from django.db.models.signals import post_delete, post_save, pre_save
 
 from . import signals
-from .conf import app_settings, owner_model_label, stripe_client
+from .accounts import stripe_client
+from .conf import app_settings, owner_model_label
 from .exceptions import StripeError
 from .models import Customer
 from .outbox import record_change
@@ -27,10 +28,11 @@ def delete_in_stripe(sender: type, instance: Customer, **kwargs: Any) -> None:
     stripe_id = instance.stripe_id
     if not stripe_id or not app_settings.DELETE_IN_STRIPE:
         return
+    account = instance.account if instance.account_id is not None else None
 
     def delete() -> None:
         try:
-            stripe_client().delete_customer(stripe_id)
+            stripe_client(account).delete_customer(stripe_id)
             logger.info("Deleted %s in Stripe.", stripe_id)
         except StripeError as err:
             logger.error("Could not delete %s in Stripe: %s", stripe_id, err)

@@ -1,10 +1,18 @@
-"""The Stripe webhook endpoint for customer events.
+"""The Stripe webhook endpoints for customer events.
 
-Add it to your URLconf in one line::
+Add them to your URLconf in one line::
 
-    path("stripe/", include("customersync.urls")),   # -> /stripe/webhook/
+    path("stripe/", include("customersync.urls")),
 
-and set ``CUSTOMERSYNC["WEBHOOK_SECRET"]`` to the endpoint's signing secret.
+which serves, each with its own signing secret:
+
+- ``stripe/webhook/``: the default platform's account endpoint (``CUSTOMERSYNC["WEBHOOK_SECRET"]``);
+- ``stripe/webhook/connect/``: its Connect endpoint, events of connected accounts
+  (``CONNECT_WEBHOOK_SECRET``), routed by the event's ``account``;
+- ``stripe/webhook/<platform>/`` and ``stripe/webhook/<platform>/connect/``: the same for
+  each of ``CUSTOMERSYNC["PLATFORMS"]``.
+
+A secret may be a list while Stripe rolls it: a signature by any of them is accepted.
 """
 
 from __future__ import annotations
@@ -14,16 +22,18 @@ import hashlib
 import hmac
 import re
 import time
+from typing import Any
 
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.views.debug import get_default_exception_reporter_filter
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_POST
 
 from . import sync
+from .accounts import DEFAULT, Platform, platforms
 from .conf import app_settings
-from .eventcheck import parse_payload
+from .eventcheck import check_event, parse_payload
 from .exceptions import ConfigurationError, EventError, SignatureError
 
 # Stripe's header is ``t=<seconds>,v1=<hex>[,v1=<hex>...][,v0=...]``: a few hundred characters.
@@ -31,6 +41,7 @@ MAX_HEADER = 4096
 # ASCII digits only (``str.isdigit`` takes "²" and every script's digits); 12 reach the year 33658.
 TIMESTAMP = re.compile(r"[0-9]{1,12}")
 SIGNATURE = re.compile(r"[0-9a-f]{64}")  # a SHA-256 HMAC, lowercase hex
+CONNECTED = re.compile(r"acct_[A-Za-z0-9]{1,250}")
 
 
 @sensitive_variables()
@@ -50,6 +61,19 @@ def verify(payload: bytes, header: str, secret: str, *, tolerance: float = 300, 
         raise SignatureError("No signature matches the payload.")
     if timestamp < (time.time() if now is None else now) - tolerance:
         raise SignatureError("The signature's timestamp is outside the tolerance.")
+
+
+@sensitive_variables()
+def verify_any(payload: bytes, header: str, secrets: tuple[str, ...], *, tolerance: float = 300) -> None:
+    """``verify`` against each secret of an endpoint (several while Stripe rolls the secret)."""
+    error: SignatureError | None = None
+    for secret in secrets:
+        try:
+            verify(payload, header, secret, tolerance=tolerance)
+            return
+        except SignatureError as err:
+            error = err
+    raise error or SignatureError("No signing secret is set for this endpoint.")
 
 
 def _parse_header(header: str) -> tuple[int, list[str]]:
@@ -87,22 +111,58 @@ def _always_active(base: type) -> type:
 @csrf_exempt
 @require_POST
 @sensitive_post_parameters()
-@sensitive_variables("secret", "header")
-def webhook(request: HttpRequest) -> HttpResponse:
-    """Verify a Stripe event and apply customer events to the mirror.
+@sensitive_variables("secrets", "header", "found")
+def webhook(request: HttpRequest, platform: str = DEFAULT, connect: bool = False) -> HttpResponse:
+    """Verify a Stripe event and apply customer events to the mirror of the endpoint's account.
 
     400, with what is wrong, for a bad signature or a signed payload that is
-    not a usable Stripe event; nothing is written then.
+    not a usable Stripe event (or one of another mode or endpoint); nothing is written then.
     """
     reporter_filter = _always_active(type(get_default_exception_reporter_filter()))()
     request.exception_reporter_filter = reporter_filter  # type: ignore[attr-defined]
-    secret = app_settings.get("WEBHOOK_SECRET")
-    if not secret:
-        raise ConfigurationError("Set CUSTOMERSYNC['WEBHOOK_SECRET'] to the webhook endpoint's signing secret.")
+    found = platforms().get(platform)
+    if found is None:
+        raise Http404("No such platform.")
+    name = "CONNECT_WEBHOOK_SECRET" if connect else "WEBHOOK_SECRET"
+    secrets = found.connect_webhook_secrets if connect else found.webhook_secrets
+    if not secrets:
+        raise ConfigurationError(f"Set {found.setting(name)} to the webhook endpoint's signing secret.")
     header = request.headers.get("Stripe-Signature", "")
     try:
-        verify(request.body, header, secret, tolerance=app_settings.WEBHOOK_TOLERANCE)
-        outcome = sync.handle_event(parse_payload(request.body))
+        verify_any(request.body, header, secrets, tolerance=app_settings.WEBHOOK_TOLERANCE)
+        event = parse_payload(request.body)
+        check_event(event)  # the shape first: the account and the mode are read from it
+        account = _account(event, found, connect)
+        if account is _NOT_MIRRORED:
+            return JsonResponse({"outcome": "ignored: account not mirrored"})
+        outcome = sync.handle_event(event, account=account)
     except (SignatureError, EventError) as err:
         return HttpResponseBadRequest(str(err))
     return JsonResponse({"outcome": outcome})
+
+
+_NOT_MIRRORED: Any = object()
+
+
+def _account(event: dict[str, Any], found: Platform, connect: bool) -> Any:
+    """The account a verified event belongs to: None (the default platform's own), an ``Account``,
+    or ``_NOT_MIRRORED``. Raises ``EventError`` for an event this endpoint must not take."""
+    livemode = event.get("livemode")
+    if isinstance(livemode, bool) and found.livemode is not None and livemode != found.livemode:
+        mode, key = ("live", "test") if livemode else ("test", "live")
+        raise EventError(f"livemode: a {mode}-mode event at an endpoint whose platform key is in {key} mode.")
+    connected = event.get("account")
+    if connect:
+        if not isinstance(connected, str) or not CONNECTED.fullmatch(connected):
+            raise EventError("account: a Connect endpoint's event names its connected account (acct_...).")
+    elif connected is not None:
+        raise EventError(
+            "account: an event of a connected account reached the account endpoint; "
+            "send Connect events to the Connect endpoint (webhook/connect/)."
+        )
+    from .models import Account
+
+    if found.name == DEFAULT and not connect:
+        return None
+    account = Account.objects.filter(platform=found.name, stripe_account=connected or "").first()
+    return _NOT_MIRRORED if account is None else account

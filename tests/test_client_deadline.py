@@ -17,8 +17,8 @@ from django.core.checks import run_checks
 from django.test import override_settings
 
 from customersync import transport
+from customersync.accounts import stripe_client
 from customersync.client import StripeClient
-from customersync.conf import stripe_client
 from customersync.exceptions import APIConnectionError, APIError, ConfigurationError
 from customersync.testing import FakeStripeServer
 

@@ -201,10 +201,11 @@ FAULTS = [
         SyncStatus.FAILED,
     ),
     (
+        # A key retired while the push waited (a rotation): retried under the same key, not lost.
         "401",
         [dict(status=401, error={"type": "invalid_request_error", "message": "Invalid API Key provided."})],
-        ["failed"],
-        SyncStatus.FAILED,
+        ["retry", "succeeded"],
+        SyncStatus.IN_SYNC,
     ),
     (
         "404",

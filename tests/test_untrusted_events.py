@@ -18,7 +18,7 @@ from django.db import OperationalError
 from django.test import Client
 from django.urls import reverse
 
-from customersync import sync
+from customersync import sync, webhooks
 from customersync.models import Customer, PendingPush, WebhookEvent
 from customersync.pull import PullStats, store_page
 from tests.test_mirror import SECRET, deliver, event, signed
@@ -243,18 +243,21 @@ def test_a_bad_signature_header_is_a_400_saying_so(client, known, header, messag
 
 
 def database_outage(monkeypatch, settings):
-    def outage(event):
+    def outage(event, **kwargs):
         raise OperationalError("the database went away")
 
     monkeypatch.setattr(sync, "handle_event", outage)
 
 
-def secret_as_bytes(monkeypatch, settings):
-    # A misconfiguration that fails inside the signature check itself.
-    settings.CUSTOMERSYNC = {**settings.CUSTOMERSYNC, "WEBHOOK_SECRET": SECRET.encode()}
+def signing_breaks(monkeypatch, settings):
+    # A failure inside the signature check itself, with the secret in its frames.
+    def broken(payload, secret, timestamp):
+        raise ValueError("the HMAC broke")
+
+    monkeypatch.setattr(webhooks, "sign", broken)
 
 
-@pytest.mark.parametrize("failure", [database_outage, secret_as_bytes], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("failure", [database_outage, signing_breaks], ids=lambda f: f.__name__)
 def test_the_debug_page_shows_neither_the_secret_nor_the_signature(monkeypatch, settings, known, failure):
     settings.DEBUG = True
     failure(monkeypatch, settings)
@@ -264,7 +267,7 @@ def test_the_debug_page_shows_neither_the_secret_nor_the_signature(monkeypatch, 
     assert response.status_code == 500
     page = response.content.decode()
     assert "Traceback" in page and "customersync/webhooks.py" in page  # Django's technical 500 page
-    for name in ("secret", "header"):  # the view's locals, shown cleansed
+    for name in ("secrets", "header"):  # the view's locals, shown cleansed
         assert re.search(rf"<td>{name}</td>\s*<td class=\"code\"><pre>&#x27;\*+&#x27;</pre></td>", page), name
     for value in (SECRET, re.search(r"v1=(\w+)", header).group(1), settings.CUSTOMERSYNC["API_KEY"]):
         assert value not in page

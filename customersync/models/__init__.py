@@ -1,5 +1,6 @@
 """The local mirror of Stripe customers (``customer``) and the sync's own records (``records``)."""
 
+from .account import Account
 from .customer import SYNC_OWNED_FIELDS, Customer, CustomerQuerySet, SyncStatus, TaxExempt
 from .records import (
     AttemptOutcome,
@@ -15,6 +16,7 @@ from .records import (
 )
 
 __all__ = [
+    "Account",
     "SYNC_OWNED_FIELDS",
     "AttemptOutcome",
     "Conflict",

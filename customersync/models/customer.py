@@ -82,7 +82,17 @@ class Customer(models.Model):
     commit, queues a push of exactly the changed parameters.
     """
 
-    stripe_id = models.CharField(_("Stripe id"), max_length=255, unique=True, null=True, blank=True)
+    # Unique within its account (the constraints below), not across accounts.
+    stripe_id = models.CharField(_("Stripe id"), max_length=255, null=True, blank=True, db_index=True)
+    # The Stripe account it lives in; None: the default platform's own account.
+    account = models.ForeignKey(
+        "customersync.Account",
+        verbose_name=_("Stripe account"),
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="customers",
+    )
 
     if OWNER_MODEL:
         # The site's object this customer belongs to (CUSTOMERSYNC["OWNER_MODEL"]);
@@ -162,9 +172,20 @@ class Customer(models.Model):
             ("push_customer", _("Can push customers to Stripe")),
             ("pull_customer", _("Can refresh customers from Stripe")),
         ]
+        constraints = [
+            models.UniqueConstraint(fields=["account", "stripe_id"], name="customersync_stripe_id_per_account"),
+            models.UniqueConstraint(
+                fields=["stripe_id"], condition=models.Q(account=None), name="customersync_stripe_id_default_account"
+            ),
+        ]
         if OWNER_MODEL:
-            # One customer per owner (NULLs, unlinked customers, do not collide).
-            constraints = [models.UniqueConstraint(fields=["owner"], name="customersync_one_customer_per_owner")]
+            # One customer per owner in each account (NULLs, unlinked customers, do not collide).
+            constraints += [
+                models.UniqueConstraint(fields=["owner", "account"], name="customersync_one_customer_per_owner"),
+                models.UniqueConstraint(
+                    fields=["owner"], condition=models.Q(account=None), name="customersync_one_default_per_owner"
+                ),
+            ]
 
     def __str__(self) -> str:
         return self.name or self.email or self.stripe_id or f"customer #{self.pk}"

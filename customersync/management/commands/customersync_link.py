@@ -5,7 +5,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from customersync import link
+from customersync import accounts, link
 from customersync.exceptions import ConfigurationError
 
 LISTED = {
@@ -34,6 +34,12 @@ class Command(BaseCommand):
             metavar="KEY",
             help="Match customers whose metadata[KEY] is the owner's pk (customersync_owner: the owner's identity).",
         )
+        parser.add_argument(
+            "--account",
+            default=None,
+            help="Link customers of this Stripe account: PLATFORM or PLATFORM/acct_... "
+            "(default: the default platform's own).",
+        )
         parser.add_argument("--dry-run", action="store_true", help="Report what would be linked; write nothing.")
         parser.add_argument(
             "--batch-size", type=int, default=link.BATCH_SIZE, help=f"Owners per batch (default {link.BATCH_SIZE})."
@@ -57,12 +63,18 @@ class Command(BaseCommand):
             found = link.require_mapping()
             match = link.matcher(found, field=options["field"], email=options["email"], metadata=options["metadata"])
             pks = [found.model._meta.pk.to_python(pk) for pk in owner_pks]
+            account = accounts.resolve(options["account"])
         except ValidationError as err:
             raise CommandError(f"Not an owner pk: {'; '.join(err.messages)}") from err
         except (ConfigurationError, ValueError) as err:
             raise CommandError(str(err)) from err
         result = link.link_owners(
-            match, owner_pks=pks or None, dry_run=options["dry_run"], batch_size=options["batch_size"], report=report
+            match,
+            owner_pks=pks or None,
+            dry_run=options["dry_run"],
+            batch_size=options["batch_size"],
+            report=report,
+            account=account,
         )
         counts = result.counts
         summary = (

@@ -8,8 +8,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.dateparse import parse_date, parse_datetime
 
-from customersync import sync
-from customersync.exceptions import StripeError, Unstorable
+from customersync import accounts, sync
+from customersync.exceptions import ConfigurationError, StripeError, Unstorable
 from customersync.management import stripe_errors
 from customersync.models import PullCursor
 
@@ -39,13 +39,23 @@ class Command(BaseCommand):
         parser.add_argument("--limit", type=int, help="Stop after this many customers.")
         parser.add_argument("--resume", action="store_true", help="Continue an interrupted pull where it stopped.")
         parser.add_argument("--page-size", type=int, default=None, help="Customers per page (1-100).")
+        parser.add_argument(
+            "--account",
+            default=None,
+            help="The Stripe account to pull: PLATFORM (its own account) or PLATFORM/acct_... (a connected account). "
+            "Default: the default platform's own account.",
+        )
 
     def handle(self, *args: Any, stripe_ids: list[str], **options: Any) -> None:
         started = time.monotonic()
         tty = self.stdout.isatty() if hasattr(self.stdout, "isatty") else sys.stdout.isatty()
         verbose = options["verbosity"] >= 1
+        try:
+            account = accounts.resolve(options["account"])
+        except ConfigurationError as err:
+            raise CommandError(f"--account: {err}") from None
         if stripe_ids:
-            self.refresh(stripe_ids)
+            self.refresh(stripe_ids, account)
             return
 
         def progress(stats: sync.PullStats) -> None:
@@ -63,12 +73,14 @@ class Command(BaseCommand):
                 limit=options["limit"],
                 resume=options["resume"],
                 progress=progress if verbose else None,
+                account=account,
             )
         except StripeError as err:
             if tty and verbose:
                 self.stdout.write("")
             resume = ""
-            kept = PullCursor.objects.filter(name=CURSOR).exclude(starting_after="").first()
+            cursor = CURSOR if account is None else f"{CURSOR}:{account.pk}"
+            kept = PullCursor.objects.filter(name=cursor).exclude(starting_after="").first()
             if kept is not None:  # a place to continue from
                 resume = (
                     f"{kept.pulled} customers were pulled before it stopped: "
@@ -97,13 +109,13 @@ class Command(BaseCommand):
                 + (" ..." if len(ids) > 20 else "")
             )
 
-    def refresh(self, stripe_ids: list[str]) -> None:
+    def refresh(self, stripe_ids: list[str], account: Any = None) -> None:
         """Refresh these customers; an id Stripe does not know is reported and the others still refreshed."""
         missing: dict[str, StripeError] = {}
         unstorable: list[str] = []
         for stripe_id in stripe_ids:
             try:
-                sync.pull_one(stripe_id)
+                sync.pull_one(stripe_id, account=account)
             except Unstorable as err:
                 unstorable.append(str(err))
                 continue
