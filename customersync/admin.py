@@ -16,7 +16,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from django.views.decorators.http import require_POST
 
-from . import admin_display, log_admin, sync
+from . import admin_display, admin_filters, log_admin, sync
 from .admin_display import truncated, when
 from .exceptions import StripeError, Unstorable
 from .forms import CustomerForm, form_fields, model_params
@@ -85,7 +85,8 @@ class CustomerAdmin(admin.ModelAdmin):
     change_list_template = "admin/customersync/customer/change_list.html"
     actions = ("push_now", "retry_failed", "refresh_from_stripe")
     list_display = ("customer", "stripe_id_link", "status", "last_pushed")
-    list_filter = ("sync_status", "livemode")
+    list_filter = ("sync_status", admin_filters.AccountFilter, admin_filters.ModeFilter)
+    list_select_related = ("account",)
     search_fields = ("email", "name", "stripe_id")
     readonly_fields = (
         "stripe_link",
@@ -104,7 +105,7 @@ class CustomerAdmin(admin.ModelAdmin):
 
     def get_form(self, request: HttpRequest, obj: Customer | None = None, change: bool = False, **kwargs):
         # Only the model's fields go to the form factory; the form makes the rest from the table.
-        kwargs["fields"] = [p.name for p in model_params()]
+        kwargs["fields"] = [p.name for p in model_params()] + list(self._account_row(obj))
         return super().get_form(request, obj, change, **kwargs)
 
     def get_fieldsets(self, request: HttpRequest, obj: Customer | None = None) -> list:
@@ -122,12 +123,40 @@ class CustomerAdmin(admin.ModelAdmin):
                 if fields := [name for p in chosen for name in form_fields(p)]:
                     sections.append((title, {"fields": fields, **options, **SECTION_OPTIONS.get(section, {})}))
         return [
-            (_("Status"), {"fields": (*_OWNER_ROW, "sync_badge", "stripe_link", ("last_pushed", "last_pulled"))}),
+            (
+                _("Status"),
+                {
+                    "fields": (
+                        *_OWNER_ROW,
+                        "sync_badge",
+                        "stripe_link",
+                        *self._account_row(obj),
+                        ("last_pushed", "last_pulled"),
+                    )
+                },
+            ),  # fmt: skip
             (_("What the next push sends"), {"fields": ("pending_changes",)}),
             (_("What happened"), {"fields": ("sync_error_details", "sync_history", "conflicts_list")}),
             *sections,
             (_("Stripe's own fields"), {"fields": ("created_in_stripe", "currency", "delinquent")}),
         ]
+
+    def _account_row(self, obj: Customer | None) -> tuple[str, ...]:
+        """The account field where there are several accounts: editable until the customer exists in Stripe."""
+        return ("account",) if admin_filters.several_accounts() else ()
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Customer | None = None):
+        fields = tuple(super().get_readonly_fields(request, obj))
+        # Its account is where the customer lives in Stripe: moving it would point its id at another customer.
+        return (*fields, "account") if obj is not None and obj.stripe_id else fields
+
+    def get_list_display(self, request: HttpRequest):
+        shown = tuple(super().get_list_display(request))
+        return (*shown[:2], "account_column", *shown[2:]) if admin_filters.several_accounts() else shown
+
+    @admin.display(description=_("account"), ordering="account")
+    def account_column(self, obj: Customer) -> str:
+        return admin_filters.account_label(obj.account if obj.account_id is not None else None)
 
     # -- permissions, actions and buttons -----------------------------------
 

@@ -180,7 +180,10 @@ def dashboard_url(customer: Customer) -> str | None:
     if not customer.stripe_id:
         return None
     mode = "" if customer.livemode else "test/"
-    return f"{DASHBOARD}/{mode}customers/{url_quote(customer.stripe_id, safe='')}"
+    # A connected account's customer lives under that account in the platform's dashboard.
+    account = customer.account.stripe_account if customer.account_id is not None else ""
+    where = f"{url_quote(account, safe='')}/" if account else ""
+    return f"{DASHBOARD}/{where}{mode}customers/{url_quote(customer.stripe_id, safe='')}"
 
 
 def stripe_link(customer: Customer, *, mode: bool = True) -> str:

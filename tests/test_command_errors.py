@@ -138,11 +138,16 @@ def test_push_with_a_refused_key_names_the_status_and_the_setting(stripe):
     stripe.inject(status=401, error=REFUSED_KEY)
     out = io.StringIO()
     message = error_of("customersync_push", customer.stripe_id, out=out)
-    assert f"{customer.stripe_id}: failed [name=Bob]: Stripe at {stripe.url} answered HTTP 401" in out.getvalue()
+    assert (
+        f"{customer.stripe_id}: not sent, it stays queued and is retried: Stripe at {stripe.url} answered HTTP 401"
+        in out.getvalue()
+    )
     assert message == "1 of 1 customer(s) failed. Check CUSTOMERSYNC['API_KEY']: Stripe does not accept it " + (
         "(missing, mistyped or revoked)."
     )
-    assert Customer.objects.get(pk=customer.pk).sync_status == "failed"
+    # A key may be mid-rotation: the change stays queued, with the error shown, for a worker with the new key.
+    stored = Customer.objects.get(pk=customer.pk)
+    assert stored.sync_status == "pending" and stored.sync_error["http_status"] == 401
 
 
 def test_push_command_says_what_its_argument_is():

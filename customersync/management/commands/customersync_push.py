@@ -4,7 +4,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from customersync import sync
+from customersync import accounts, sync
+from customersync.exceptions import ConfigurationError
 from customersync.management import stripe_errors
 from customersync.models import Customer, SyncStatus
 
@@ -22,10 +23,21 @@ class Command(BaseCommand):
             metavar="STRIPE_ID",
             help="Push only these customers (Stripe ids, cus_...). Without any: every pending or failed customer.",
         )
+        parser.add_argument(
+            "--account",
+            default=None,
+            help="Where the STRIPE_IDs live: PLATFORM or PLATFORM/acct_... (default: the default platform's own).",
+        )
 
     def handle(self, *args: Any, stripe_ids: list[str], **options: Any) -> None:
+        try:
+            account = accounts.resolve(options["account"])
+        except ConfigurationError as err:
+            raise CommandError(f"--account: {err}") from None
         if stripe_ids:
-            found = dict(Customer.objects.filter(stripe_id__in=stripe_ids).values_list("stripe_id", "pk"))
+            found = dict(
+                Customer.objects.filter(account=account, stripe_id__in=stripe_ids).values_list("stripe_id", "pk")
+            )
             missing = [sid for sid in stripe_ids if sid not in found]
             if missing:
                 raise CommandError(f"No local customer with Stripe id: {', '.join(missing)}")
