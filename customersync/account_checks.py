@@ -15,7 +15,10 @@ from .exceptions import ConfigurationError
 
 @register()
 def check_platforms(app_configs: Any = None, **kwargs: Any) -> list:
-    entries = app_settings.get("PLATFORMS")
+    try:
+        entries = app_settings.get("PLATFORMS")
+    except ConfigurationError:
+        return []  # unknown keys in CUSTOMERSYNC: check_settings reports them (E002)
     if not isinstance(entries, dict):
         return [Error("CUSTOMERSYNC['PLATFORMS'] must be a dict of platform name -> settings.",
                       id="customersync.E040")]  # fmt: skip

@@ -11,7 +11,7 @@ Worker processes started by the end-to-end tests load these settings too, with
 the test database and the fake Stripe server of the running test session.
 The outage tests and the soak bench give some workers other values through
 ``CUSTOMERSYNC_TEST_LEASE_SECONDS``, ``CUSTOMERSYNC_TEST_TIMEOUT``,
-``CUSTOMERSYNC_TEST_RATE_LIMIT`` and ``CUSTOMERSYNC_TEST_CLOCK_SKEW`` (seconds
+``CUSTOMERSYNC_TEST_RATE_LIMIT``, ``CUSTOMERSYNC_TEST_PLATFORMS`` (JSON) and ``CUSTOMERSYNC_TEST_CLOCK_SKEW`` (seconds
 this process's ``django.utils.timezone.now`` runs ahead, or behind when negative,
 as on a machine whose clock is wrong).
 
@@ -22,6 +22,7 @@ setting has it).
 """
 
 import datetime
+import json
 import os
 from pathlib import Path
 
@@ -103,6 +104,8 @@ CUSTOMERSYNC = {
     "RATE_LIMIT_ALGORITHM": os.environ.get("CUSTOMERSYNC_TEST_RATE_ALGORITHM", "window"),
     # Tests wait on events, not on a coalescing window (bench measures that).
     "COALESCE_SECONDS": float(os.environ.get("CUSTOMERSYNC_TEST_COALESCE", "0")),
+    # Other Stripe platforms (JSON), for workers of the several-accounts tests.
+    "PLATFORMS": json.loads(os.environ.get("CUSTOMERSYNC_TEST_PLATFORMS", "{}")),
 }
 _ADDRESS = {"address[line1]": "street", "address[city]": "city", "address[postal_code]": "postal_code",
             "address[country]": "country"}  # fmt: skip
