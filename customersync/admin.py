@@ -18,7 +18,7 @@ from django.views.decorators.http import require_POST
 
 from . import admin_display, admin_filters, log_admin, sync
 from .admin_display import truncated, when
-from .exceptions import StripeError, Unstorable
+from .exceptions import ConfigurationError, StripeError, Unstorable
 from .forms import CustomerForm, form_fields, model_params
 from .models import Customer, SyncStatus
 from .params import SECTIONS, TABLE
@@ -203,6 +203,8 @@ class CustomerAdmin(admin.ModelAdmin):
                 done += 1
             except (StripeError, Unstorable) as err:
                 failed.append(f"{customer.stripe_id}: {err.message}")
+            except ConfigurationError as err:  # its account's platform has no key, or left the settings
+                failed.append(f"{customer.stripe_id}: {err}")
         self.message_user(
             request,
             ngettext("Refreshed %(count)d customer from Stripe.", "Refreshed %(count)d customers from Stripe.", done)

@@ -291,3 +291,29 @@ def test_refresh_button_pulls_in_the_customers_account(stripe, client, operator,
     assert request.headers.get("Stripe-Context") == header and "Stripe-Account" not in request.headers
     customer.refresh_from_db()
     assert customer.account == accounts.get(account) and customer.last_pulled_at > pulled
+
+
+@pytest.mark.parametrize(
+    "platforms, problem",
+    [
+        ({"eu": {}}, "CUSTOMERSYNC['PLATFORMS']['eu']['API_KEY'] is not set"),
+        ({}, "No platform 'eu' in CUSTOMERSYNC['PLATFORMS']"),
+    ],
+)
+def test_refresh_of_an_account_without_a_key_says_so_and_refreshes_the_others(
+    stripe, client, operator, settings, platforms, problem
+):
+    settings.CUSTOMERSYNC = {**settings.CUSTOMERSYNC, "PLATFORMS": {"eu": {"API_KEY": settings.TEST_API_KEY}}}
+    eu = mirrored(stripe, "eu@example.com", Account.objects.create(platform="eu", stripe_account=BETA))
+    ann = mirrored(stripe, "ann@example.com")
+    # The platform's key is unset (or the platform gone) since: a settings change, no data change.
+    settings.CUSTOMERSYNC = {**settings.CUSTOMERSYNC, "PLATFORMS": platforms}
+    stripe.clear_requests()
+    response = client.post(
+        reverse(CHANGELIST), {"action": "refresh_from_stripe", "_selected_action": [eu.pk, ann.pk]}, follow=True
+    )
+    assert response.status_code == 200
+    shown = [(m.level_tag, str(m)) for m in response.context["messages"]]
+    assert shown[0] == ("success", "Refreshed 1 customer from Stripe.")
+    assert len(shown) == 2 and shown[1][0] == "error" and shown[1][1].startswith(f"{eu.stripe_id}: {problem}")
+    assert [r.path for r in stripe.requests] == [f"/v1/customers/{ann.stripe_id}"]
