@@ -3,7 +3,9 @@ connected account, the account field, the Account admin, and actions that act in
 
 A site with one account (no ``Account`` rows) sees none of it. The fake Stripe
 server keeps one store for every account: what shows which account a request
-acted on is the ``Stripe-Context`` header it received.
+acted on is the ``Stripe-Context`` header it received. The last test drives
+Chromium through the list's account filter; its screenshots are kept in
+``test-artifacts/`` (the ``page`` fixture, in conftest.py).
 """
 
 from __future__ import annotations
@@ -317,3 +319,53 @@ def test_refresh_of_an_account_without_a_key_says_so_and_refreshes_the_others(
     assert shown[0] == ("success", "Refreshed 1 customer from Stripe.")
     assert len(shown) == 2 and shown[1][0] == "error" and shown[1][1].startswith(f"{eu.stripe_id}: {problem}")
     assert [r.path for r in stripe.requests] == [f"/v1/customers/{ann.stripe_id}"]
+
+
+# -- in a real browser ------------------------------------------------------------------------------
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_operator_narrows_the_list_to_one_account_in_the_browser(stripe, live_server, page):
+    alpha = Account.objects.create(platform="default", stripe_account=ALPHA, name="Alpha")
+    beta = Account.objects.create(platform="default", stripe_account=BETA, name="Beta")
+    mirrored(stripe, "ann@example.com")
+    mirrored(stripe, "bob@example.com", alpha)
+    mirrored(stripe, "cy@example.com", beta)
+    page.set_viewport_size({"width": 1366, "height": 768})
+    page.goto(f"{live_server.url}/admin/customersync/customer/")
+    choices = page.locator("#changelist-filter details[data-filter-title='Stripe account'] a")
+
+    def listed() -> dict[str, str]:
+        """Each row's customer and what its account column says."""
+        found = {}
+        for row in page.locator("#result_list tbody tr").all():
+            found[row.locator(".field-customer").inner_text().strip()] = row.locator(
+                ".field-account_column"
+            ).inner_text()
+        return found
+
+    assert listed() == {
+        "ann@example.com": "default platform",
+        "bob@example.com": f"Alpha (default / {ALPHA})",
+        "cy@example.com": f"Beta (default / {BETA})",
+    }
+    widths = page.evaluate("() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+    assert widths[0] <= widths[1], f"the list is {widths[0]} px wide in a {widths[1]} px window"
+    page.shot("all-accounts")
+
+    choices.filter(has_text=f"Alpha (default / {ALPHA})").click()
+    page.wait_for_url(f"**/customer/?account={alpha.pk}")
+    assert listed() == {"bob@example.com": f"Alpha (default / {ALPHA})"}
+    assert page.locator("#changelist-filter li.selected", has_text="Alpha").count() == 1
+    assert (
+        page.locator(".field-stripe_id_link a")
+        .get_attribute("href")
+        .startswith(f"https://dashboard.stripe.com/{ALPHA}/test/customers/")
+    )
+    page.shot("alpha")
+
+    choices.filter(has_text="default platform").click()
+    page.wait_for_url("**/customer/?account=default")
+    assert listed() == {"ann@example.com": "default platform"}
+    page.shot("default-platform")
