@@ -133,8 +133,14 @@ def record_change(customer: Customer, **kwargs: Any) -> None:
     A customer whose push is already queued and not yet started joins it: no
     second record, no second task. The save's row lock orders this check
     against the worker's freeze, so the queued push is sure to include it.
-    Also the receiver of ``signals.customer_changed``.
+    Also the receiver of ``signals.customer_changed``. A save on PostgreSQL
+    wrote its record in its own statement (``edits``): then only the task is left.
     """
+    recorded = customer.__dict__.pop("_customersync_recorded", None)
+    if recorded is not None:
+        if recorded:
+            schedule_push(customer.pk)
+        return
     if PendingPush.objects.filter(customer=customer, state=PushState.PENDING).exists():
         return
     PendingPush.objects.create(customer=customer, enqueued_at=timezone.now())

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('customersync', '0002_owner'),
+        ("customersync", "0002_owner"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='pushlease',
-            name='renewed_at',
+            model_name="pushlease",
+            name="renewed_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
     ]

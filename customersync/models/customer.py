@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from django.db import models, transaction
+from django.db import DatabaseError, connections, models, router, transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -22,8 +22,9 @@ from ..params import TABLE, get_path, set_path
 OWNER_MODEL = owner_model_label()
 
 SYNC_OWNED_FIELDS = frozenset(
-    {"stripe_data", "confirmed_at", "last_pushed_at", "last_pulled_at", "created", "livemode", "currency", "delinquent"}
-)
+    {"stripe_data", "sync_version", "confirmed_at", "last_pushed_at", "last_pulled_at", "created", "livemode",
+     "currency", "delinquent"}
+)  # fmt: skip
 
 
 class SyncStatus(models.TextChoices):
@@ -151,6 +152,9 @@ class Customer(models.Model):
 
     # Sync bookkeeping.
     stripe_data = models.JSONField(_("last confirmed by Stripe"), null=True, blank=True, editable=False)
+    # Bumped whenever stripe_data changes: an edit's write is guarded by the version it
+    # was diffed against, instead of re-reading the confirmed state first.
+    sync_version = models.PositiveBigIntegerField(_("confirmed state version"), default=0, editable=False)
     # When that state was current (a pull, a push's answer, an event's time):
     # webhook events older than this are out of order and ignored.
     confirmed_at = models.DateTimeField(_("confirmed at"), null=True, blank=True, editable=False)
@@ -245,6 +249,7 @@ class Customer(models.Model):
         self.currency = remote.get("currency") or ""
         self.delinquent = remote.get("delinquent")
         self.stripe_data = remote
+        self.sync_version = (self.sync_version or 0) + 1
         self.confirmed_at = at or timezone.now()
         return result
 
@@ -295,28 +300,82 @@ class Customer(models.Model):
         """Save an edit. When it changes what Stripe has, the same transaction
         writes an outbox record, and a push is queued when it commits.
 
+        The diff is against the confirmed state as stored now, never a copy
+        loaded before a push confirmed something newer: on PostgreSQL the write
+        is guarded by the version of the state it was diffed against (one
+        statement, with the outbox record: ``edits``), and diffed again when a
+        sync changed it meanwhile; elsewhere the state is re-read first.
+
         The model only announces the change (``signals.customer_changed``); the
         outbox, connected in ``AppConfig.ready()``, records and publishes it.
         """
-        if not self._state.adding and self.pk is not None:
-            # Validate and diff against what Stripe confirmed as stored now, not
-            # a copy loaded before a push confirmed something newer.
-            self.stripe_data = type(self)._base_manager.filter(pk=self.pk).values_list("stripe_data", flat=True).first()
-            if kwargs.get("update_fields") is None:
-                kwargs["update_fields"] = [
-                    f.name for f in self._meta.concrete_fields if not f.primary_key and f.name not in SYNC_OWNED_FIELDS
-                ]
+        if self._state.adding or self.pk is None:
+            self._save_edit(args, kwargs, guarded=False)
+            return
+        if kwargs.get("update_fields") is None:
+            kwargs["update_fields"] = [
+                f.name for f in self._meta.concrete_fields if not f.primary_key and f.name not in SYNC_OWNED_FIELDS
+            ]
+        using = kwargs.get("using") or router.db_for_write(type(self), instance=self)
+        guarded = connections[using].vendor == "postgresql"
+        if not guarded:
+            self.stripe_data, self.sync_version = (
+                type(self)
+                ._base_manager.using(using)
+                .filter(pk=self.pk)
+                .values_list("stripe_data", "sync_version")
+                .get()
+            )
+        self._save_edit(args, kwargs, guarded=guarded)
+
+    def _decide(self) -> bool:
+        """Validate, diff and set the status: whether Stripe is owed something."""
         params = self.validate_for_stripe()  # computes the diff once, for the status too
         needs_push = self.needs_push(params)
         if self.sync_status != SyncStatus.DELETED:
             self.settle(needs_push)
+        return needs_push
+
+    def _save_edit(self, args: tuple, kwargs: dict[str, Any], *, guarded: bool) -> None:
+        needs_push = self._decide()
         if kwargs.get("update_fields") is not None:
             kwargs["update_fields"] = {*kwargs["update_fields"], "sync_status", "sync_error"}
+        if guarded:
+            # One statement (``_do_update``): atomic by itself, inside a caller's transaction or not.
+            self.__dict__["_customersync_write"] = needs_push
+            try:
+                super().save(*args, **kwargs)
+            finally:
+                needs_push = self.__dict__.pop("_customersync_write", needs_push)
+            if needs_push:
+                signals.customer_changed.send(sender=Customer, customer=self)
+            return
         # No savepoint: inside a caller's transaction this adds no round trips.
         with transaction.atomic(using=kwargs.get("using"), savepoint=False):
             super().save(*args, **kwargs)
             if needs_push:
                 signals.customer_changed.send(sender=Customer, customer=self)
+
+    def _do_update(self, base_qs: Any, using: Any, pk_val: Any, values: Any, update_fields: Any,
+                   forced_update: Any, *rest: Any) -> Any:  # fmt: skip
+        if "_customersync_write" not in self.__dict__ or not values:
+            return super()._do_update(base_qs, using, pk_val, values, update_fields, forced_update, *rest)
+        from ..edits import write_edit
+
+        for _attempt in range(20):
+            guarded = base_qs.filter(pk=pk_val, sync_version=self.sync_version)
+            updated, inserted = write_edit(guarded, values, using, self.__dict__["_customersync_write"])
+            if updated:
+                self.__dict__["_customersync_recorded"] = inserted
+                return [()] if rest else True  # Django 6 returns the rows updated, 5.2 a bool
+            # A sync confirmed a newer state since this copy was loaded: diff against it.
+            row = base_qs.filter(pk=pk_val).values_list("stripe_data", "sync_version").first()
+            if row is None:
+                return [] if rest else False  # deleted meanwhile: Django's own error follows
+            self.stripe_data, self.sync_version = row
+            self.__dict__["_customersync_write"] = self._decide()
+            values = [(field, model, field.pre_save(self, False)) for field, model, _ in values]
+        raise DatabaseError(f"Customer {pk_val}'s confirmed state kept changing while it was saved.")
 
     def save_synced(self) -> None:
         """Write every column, outbox untouched: for the sync, under the row lock."""

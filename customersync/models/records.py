@@ -68,6 +68,13 @@ class PendingPush(models.Model):
         verbose_name = _("pending push")
         verbose_name_plural = _("pending pushes")
         indexes = [models.Index(fields=["state", "enqueued_at"], name="customersync_push_sweep")]
+        constraints = [
+            # At most one queued push per customer: later edits join it (an edit's
+            # single-statement write relies on this index to tell).
+            models.UniqueConstraint(
+                fields=["customer"], condition=models.Q(state="pending"), name="customersync_one_queued_push"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"push #{self.pk} of {self.customer_id} ({self.state})"
