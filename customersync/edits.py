@@ -23,8 +23,7 @@ from django.utils import timezone
 def write_edit(filtered: Any, values: list, using: str, record: bool) -> tuple[int, bool]:
     """Run the guarded update of ``filtered`` with ``values`` (Django's ``(field, model, value)``),
     and when ``record``, the outbox insert; returns (rows updated, record inserted)."""
-    from .models import PendingPush, PushState
-
+    PendingPush = filtered.model._meta.get_field("pushes").related_model  # the outbox, without an import circle
     connection = connections[using]
     query = filtered.query.chain(sql.UpdateQuery)
     query.add_update_fields(values)
@@ -50,7 +49,7 @@ def write_edit(filtered: Any, values: list, using: str, record: bool) -> tuple[i
     statement = (
         f"WITH upd AS ({update_sql} RETURNING {quote(filtered.model._meta.db_table)}.{pk}), "
         f"ins AS (INSERT INTO {quote(table)} ({', '.join(columns)}) SELECT {', '.join(casts)} FROM upd "
-        f"ON CONFLICT ({quote('customer_id')}) WHERE {quote('state')} = '{PushState.PENDING.value}' DO NOTHING "
+        f"ON CONFLICT ({quote('customer_id')}) WHERE {quote('state')} = 'pending' DO NOTHING "
         "RETURNING 1) "
         "SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM ins)"
     )
