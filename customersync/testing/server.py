@@ -10,7 +10,6 @@ authentication, idempotency and the route.
 
 from __future__ import annotations
 
-import copy
 import random
 import secrets
 import threading
@@ -19,10 +18,8 @@ from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
-from ..wire import decode, encode
 from .api import _route
 from .control import _control
-from .customer import _Customer
 from .errors import FakeStripeAPIError, _invalid
 from .faults import _Fault, _FaultQueue, _make_fault
 from .handler import _Backend, _HTTPServer, _require_loopback, is_loopback_host
@@ -39,6 +36,7 @@ from .messages import (
     _with_api_headers,
 )
 from .requestlog import _RequestLog
+from .state import _StateMethods
 from .store import _CustomerStore
 
 # Everything the single-module fake exported, still importable from here.
@@ -54,12 +52,13 @@ __all__ = [
 _POLL_INTERVAL = 0.02
 
 
-class FakeStripeServer:
+class FakeStripeServer(_StateMethods):
     """An in-memory Stripe customers API on a local port.
 
     Use it as a context manager (``with FakeStripeServer() as server:``) or
     call ``start()``/``stop()``; ``url`` is valid from construction, since the
     port is bound there. ``api_key=None`` accepts any ``sk_test_`` key.
+    The helpers that read and set the state directly come from ``_StateMethods``.
     It binds only loopback addresses unless ``allow_non_loopback=True``.
     """
 
@@ -145,63 +144,6 @@ class FakeStripeServer:
             self._faults.clear()
             self._idempotency.results.clear()
             self._latency = (0.0, 0.0)
-
-    @property
-    def customers(self) -> dict[str, dict[str, Any]]:
-        """Copy of the store, id -> object in insertion order (deleted ones as their stub)."""
-        with self._lock:
-            return {cid: customer.render() for cid, customer in self._store.customers.items()}
-
-    def add_customer(self, **fields: Any) -> dict[str, Any]:
-        """Store a customer directly (not logged). Accepts ``id=`` and any customer-object field."""
-        with self._lock:
-            return self._store.add(fields).render()
-
-    def get_customer(self, customer_id: str) -> dict[str, Any] | None:
-        """The stored object (a deep copy), the deleted stub, or None."""
-        with self._lock:
-            customer = self._store.customers.get(customer_id)
-            return None if customer is None else customer.render()
-
-    def seed(self, n: int, prefix: str = "Customer") -> list[dict[str, Any]]:
-        """Store ``n`` plausible customers, deterministic given ``n`` (description ``"<prefix> <i>"``)."""
-        with self._lock:
-            return [customer.render() for customer in self._store.seed(int(n), prefix)]
-
-    def attach_source(self, customer_id: str, source_id: str, kind: str | None = None) -> dict[str, Any]:
-        """Attach a source (``card_...``, ``ba_...``) to a customer without making it the default."""
-        with self._lock:
-            return copy.deepcopy(self._stored(customer_id).attach(source_id, kind))
-
-    def update_customer_directly(self, customer_id: str, **params: Any) -> dict[str, Any]:
-        """Apply an update as if another integration sent it (not logged, no idempotency).
-
-        ``params`` are update params as a client would pass them; they go through
-        the wire encoding, so the same validation and semantics apply.
-        """
-        with self._lock:
-            return self._store.update(customer_id, decode(encode(params)))
-
-    def delete_customer(self, customer_id: str) -> dict[str, Any]:
-        """Delete a customer as if from the dashboard (not logged)."""
-        with self._lock:
-            return self._store.delete(customer_id, {})
-
-    def sources(self, customer_id: str) -> list[dict[str, Any]]:
-        """The sources attached to a customer."""
-        with self._lock:
-            return copy.deepcopy(list(self._stored(customer_id).sources.values()))
-
-    def cash_balance_settings(self, customer_id: str) -> dict[str, Any]:
-        """The customer's cash balance settings (never returned on the customer object)."""
-        with self._lock:
-            return dict(self._stored(customer_id).cash_balance_settings)
-
-    def _stored(self, customer_id: str) -> _Customer:
-        customer = self._store.customers.get(customer_id)
-        if customer is None:
-            raise KeyError(customer_id)
-        return customer
 
     # request log
 
