@@ -35,8 +35,12 @@ _ACCOUNT: dict[str, Any] = {
 }
 
 
-def _route(store: _CustomerStore, record: RecordedRequest) -> _Response:
-    """Answer an authenticated API request with valid params (errors as Stripe-shaped responses)."""
+def _route(store: _CustomerStore, record: RecordedRequest, *, livemode: bool = False) -> _Response:
+    """Answer an authenticated API request with valid params (errors as Stripe-shaped responses).
+
+    ``store`` is the customers of the account the request acts on, and
+    ``livemode`` the mode of its key (what a customer it creates says).
+    """
     method, path, params = record.method, record.path, record.params
     match = _CUSTOMER_PATH.fullmatch(path)
     try:
@@ -45,10 +49,10 @@ def _route(store: _CustomerStore, record: RecordedRequest) -> _Response:
         elif path == "/v1/customers/search" and method == "GET":
             payload = store.search(params)
         elif path == "/v1/customers" and method == "POST":
-            payload = store.create(params)
+            payload = store.create(params, livemode=livemode)
         elif path == "/v1/account" and method == "GET":
             # Enough of the account for clients that look it up first (dj-stripe does).
-            payload = _ACCOUNT
+            payload = _ACCOUNT if record.account is None else {**_ACCOUNT, "id": record.account}
         elif method == "GET" and (related := _RELATED_PATH.fullmatch(path)):
             # Read-only lists of a customer's related objects, for clients that walk them.
             customer = store.get_live(unquote(related.group(1)))

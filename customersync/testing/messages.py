@@ -74,10 +74,18 @@ class RecordedRequest:
     # of an earlier answer under the same Idempotency-Key.
     finished: float | None = None
     replayed: bool = False
+    # The account the request was addressed to, from its key and Stripe-Context
+    # (or Stripe-Account) header as it arrived: a platform's or connected
+    # account's acct_ id, or None in legacy mode without the header or when
+    # the key authenticated no platform. And the first 12 hex digits of the
+    # key's SHA-256 ("" without a key), to tell keys apart without logging one.
+    account: str | None = None
+    key_fingerprint: str = ""
 
     def summary(self) -> str:
         query = "?" + urlencode(self.query) if self.query else ""
-        return f"{self.method} {self.path}{query} {self.status if self.status is not None else 'dropped'}"
+        line = f"{self.method} {self.path}{query} {self.status if self.status is not None else 'dropped'}"
+        return f"{line} [{self.account}]" if self.account else line
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form, as served by ``GET /_fake/requests`` (``Authorization`` redacted)."""
@@ -93,6 +101,8 @@ class RecordedRequest:
             "finished": self.finished,
             "idempotency_key": self.idempotency_key,
             "replayed": self.replayed,
+            "account": self.account,
+            "key_fingerprint": self.key_fingerprint,
         }
 
 

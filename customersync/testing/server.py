@@ -1,29 +1,32 @@
 """``FakeStripeServer``: the fake Stripe customers API on a local port.
 
-The server owns the state (the customer store, the request log, pending faults,
-latency, the API key and idempotency keys, all behind one lock) and the
-lifecycle. It serves HTTP through ``handler``, which sees only a narrow
-``_Backend`` (``handle`` and ``control``), never the server's internals, and it
-decides every API answer in ``_handle``: latency and faults first, then
-authentication, idempotency and the route.
+The server owns the state (the accounts with their customer stores and
+idempotency keys, the platforms and their keys, the request log, pending
+faults and latency, all behind one lock) and the lifecycle. It
+serves HTTP through ``handler``, which sees only a narrow ``_Backend``
+(``handle`` and ``control``), never the server's internals, and it decides
+every API answer in ``_handle``: on arrival the account the request is
+addressed to (``accounts``), then latency and faults, then
+authentication (again, so a key retired meanwhile is refused), idempotency
+and the route, in that account's store.
 """
 
 from __future__ import annotations
 
 import random
-import secrets
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
+from .accounts import _Accounts, _fingerprint, _livemode
 from .api import _route
 from .control import _control
 from .errors import FakeStripeAPIError, _invalid
 from .faults import _Fault, _FaultQueue, _make_fault
 from .handler import _Backend, _HTTPServer, _require_loopback, is_loopback_host
-from .idempotency import _IdempotencyKeys, _in_progress
+from .idempotency import _in_progress
 from .messages import (
     DEFAULT_API_VERSION,
     Headers,
@@ -37,7 +40,6 @@ from .messages import (
 )
 from .requestlog import _RequestLog
 from .state import _StateMethods
-from .store import _CustomerStore
 
 # Everything the single-module fake exported, still importable from here.
 __all__ = [
@@ -57,8 +59,9 @@ class FakeStripeServer(_StateMethods):
 
     Use it as a context manager (``with FakeStripeServer() as server:``) or
     call ``start()``/``stop()``; ``url`` is valid from construction, since the
-    port is bound there. ``api_key=None`` accepts any ``sk_test_`` key.
-    The helpers that read and set the state directly come from ``_StateMethods``.
+    port is bound there. ``api_key=None`` accepts any ``sk_test_`` key, until
+    a platform is registered (``add_platform``: see ``accounts``). The state
+    helpers take ``account=`` for an account's own store (None: the default).
     It binds only loopback addresses unless ``allow_non_loopback=True``.
     """
 
@@ -73,15 +76,13 @@ class FakeStripeServer(_StateMethods):
     ) -> None:
         if not allow_non_loopback:
             _require_loopback(host)  # a fake that takes any test key stays off reachable interfaces
-        self._api_key = api_key
         self._on_request = on_request
         self._lock = threading.RLock()
         self._stopping = threading.Event()
-        self._store = _CustomerStore()
+        self._accounts = _Accounts(api_key)
         self._log = _RequestLog(self._lock)
         self._latency: tuple[float, float] = (0.0, 0.0)
         self._faults = _FaultQueue()
-        self._idempotency = _IdempotencyKeys()
         self._serving = False
         self._thread: threading.Thread | None = None
         # The handler gets these two callables and nothing else of the server.
@@ -137,12 +138,12 @@ class FakeStripeServer(_StateMethods):
     # state
 
     def reset(self) -> None:
-        """Forget customers, logged requests, pending faults and idempotency keys."""
+        """Forget customers (of every account), logged requests, pending faults, idempotency keys
+        and latency; platforms, their keys and connected accounts stay."""
         with self._lock:
-            self._store = _CustomerStore()
+            self._accounts.clear()
             self._log.clear()
             self._faults.clear()
-            self._idempotency.results.clear()
             self._latency = (0.0, 0.0)
 
     # request log
@@ -188,7 +189,7 @@ class FakeStripeServer(_StateMethods):
         """
         return self._log.wait_for_requests(count, timeout, method, path_prefix, arrivals=_source == "_arrivals")
 
-    # faults, latency and the API key
+    # faults, latency and the API key (platforms and their keys: _StateMethods)
 
     def inject(
         self,
@@ -230,10 +231,6 @@ class FakeStripeServer(_StateMethods):
         with self._lock:
             self._faults.add(fault)
 
-    def _take_fault(self, method: str, path: str) -> _Fault | None:
-        with self._lock:
-            return self._faults.take(method, path)
-
     def set_latency(self, low: float, high: float | None = None) -> None:
         """Delay every API request by a random time in ``[low, high]`` seconds (0 turns it off)."""
         high = low if high is None else high
@@ -243,16 +240,13 @@ class FakeStripeServer(_StateMethods):
             self._latency = (float(low), float(high))
 
     def set_api_key(self, api_key: str | None) -> None:
-        """Change the key the server accepts (None: any ``sk_test_`` key)."""
+        """Change the key the server accepts in legacy mode (None: any ``sk_test_`` key)."""
         with self._lock:
-            self._api_key = api_key
+            self._accounts.api_key = api_key
 
     def _authorized(self, key: str | None) -> bool:
-        if key is None:
-            return False
-        if self._api_key is None:
-            return key.startswith("sk_test_") and len(key) > len("sk_test_")
-        return secrets.compare_digest(key.encode(), self._api_key.encode())
+        with self._lock:
+            return self._accounts.authorized(key)
 
     # answering API requests: the handler's _Backend (called from handler threads)
 
@@ -263,20 +257,33 @@ class FakeStripeServer(_StateMethods):
         Leaving the ``with``, once the answer is written (or the connection
         dropped), releases the request's Idempotency-Key and calls ``on_request``.
         """
-        self._log.arrived(record)
+        self._arrive(record)
         key = record.idempotency_key if record.method == "POST" else None
-        if key is not None and not self._begin_key(key):
+        scope = record.account  # Idempotency-Keys are per account, like Stripe's
+        if key is not None and not self._begin_key(scope, key):
             yield self._decided(record, _in_progress(key))
             self._report(record)
             return
-        fault = self._take_fault(record.method, record.path)
+        with self._lock:
+            fault = self._faults.take(record.method, record.path)
         latency = self._draw_latency()
         try:
             yield self._decided(record, self._outcome(record, params_ok, fault, latency))
         finally:
             if key is not None:
-                self._end_key(key)
+                self._end_key(scope, key)
             self._report(record)
+
+    def _arrive(self, record: RecordedRequest) -> None:
+        """Note the account the request is addressed to, and log its arrival."""
+        key = _bearer_key(record.headers)
+        record.key_fingerprint = _fingerprint(key)
+        with self._lock:
+            try:
+                record.account = self._accounts.resolve(key, record.headers)
+            except FakeStripeAPIError:
+                record.account = None  # answered when it executes: the key may change meanwhile
+        self._log.arrived(record)
 
     def _outcome(
         self, record: RecordedRequest, params_ok: bool, fault: _Fault | None, latency: float
@@ -306,13 +313,13 @@ class FakeStripeServer(_StateMethods):
         self._log.decided(record)
         return _with_api_headers(record, outcome)
 
-    def _begin_key(self, key: str) -> bool:
+    def _begin_key(self, account: str | None, key: str) -> bool:
         with self._lock:
-            return self._idempotency.begin(key)
+            return self._accounts.account(account).idempotency.begin(key)
 
-    def _end_key(self, key: str) -> None:
+    def _end_key(self, account: str | None, key: str) -> None:
         with self._lock:
-            self._idempotency.end(key)
+            self._accounts.account(account).idempotency.end(key)
 
     def _draw_latency(self) -> float:
         with self._lock:
@@ -324,16 +331,18 @@ class FakeStripeServer(_StateMethods):
             self._on_request(record)
 
     def _execute(self, record: RecordedRequest, params_ok: bool) -> _Response:
-        """Authenticate, then route the request, honouring Idempotency-Key on POST."""
-        if not self._authorized(_bearer_key(record.headers)):
-            # Never echo the key, not even masked.
-            error = FakeStripeAPIError(401, "Invalid API Key provided.")
-            return _error_response(error, {"WWW-Authenticate": 'Bearer realm="Stripe"'})
-        if not params_ok:
-            return _error_response(_invalid("Invalid request body: expected UTF-8 form encoding", None))
+        """Authenticate, then route the request in its account, honouring Idempotency-Key on POST."""
+        api_key = _bearer_key(record.headers)
         key = record.idempotency_key if record.method == "POST" else None
         # One lock around check, execution and caching: requests sharing a key are serialized.
         with self._lock:
-            if key is None:
-                return _route(self._store, record)
-            return self._idempotency.answer(record, key, lambda: _route(self._store, record))
+            try:
+                # Checked now, not on arrival: a key retired while the request waited is refused.
+                account = self._accounts.account(self._accounts.resolve(api_key, record.headers))
+            except FakeStripeAPIError as error:
+                auth = {"WWW-Authenticate": 'Bearer realm="Stripe"'} if error.status == 401 else {}
+                return _error_response(error, auth)
+            if not params_ok:
+                return _error_response(_invalid("Invalid request body: expected UTF-8 form encoding", None))
+            route = partial(_route, account.store, record, livemode=_livemode(api_key))
+            return route() if key is None else account.idempotency.answer(record, key, route)

@@ -151,8 +151,9 @@ class _CustomerStore:
             raise _no_such_customer(customer_id)
         return customer.render(_expand(params))
 
-    def create(self, params: Mapping[str, Any]) -> dict[str, Any]:
+    def create(self, params: Mapping[str, Any], *, livemode: bool = False) -> dict[str, Any]:
         customer = _Customer(_new_customer(_random_id("cus_"), int(time.time())))
+        customer.obj["livemode"] = livemode
         _apply(customer, params)
         self.customers[customer.obj["id"]] = customer
         return customer.render(_expand(params))

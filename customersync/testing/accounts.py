@@ -1,0 +1,201 @@
+"""Stripe accounts: platforms, their API keys, their connected accounts, and what a request acts on.
+
+Without a platform registered the fake is in legacy mode, as it always was:
+the server's ``api_key`` (or, when None, any ``sk_test_`` key) authenticates
+and requests act on one default store. A ``Stripe-Context`` (or the older
+``Stripe-Account``) header naming an ``acct_...`` id acts on that account's
+own store instead, made on demand.
+
+Once a platform is registered (``FakeStripeServer.add_platform``) only the
+platforms' keys authenticate: a key acts on its platform's own account, and
+with the header on one of that platform's connected accounts (any other
+account: 403 ``account_invalid``). A key retired by ``set_platform_keys``
+answers 401 "Expired API Key provided." The key's mode follows Stripe's
+names: ``_live_`` in it is live mode (customers it creates have
+``livemode: true``), anything else test mode; both modes share the account's
+store.
+
+Each account, the legacy default one included, has its own customers and its
+own Idempotency-Keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from .errors import FakeStripeAPIError
+from .idempotency import _IdempotencyKeys
+from .messages import Headers
+from .store import _CustomerStore
+
+
+def _fingerprint(key: str | None) -> str:
+    """Tells keys apart in the log without holding them: the first 12 hex digits of the key's
+    SHA-256 (``""`` for a request without a key)."""
+    return hashlib.sha256(key.encode()).hexdigest()[:12] if key else ""
+
+
+def _livemode(key: str | None) -> bool:
+    """Live mode for ``sk_live_...``/``rk_live_...`` keys, test mode for any other."""
+    return key is not None and "_live_" in key
+
+
+def _check_account_id(account_id: object) -> str:
+    if not isinstance(account_id, str) or not account_id.startswith("acct_") or len(account_id) <= len("acct_"):
+        raise ValueError(f"an account id looks like acct_..., not {account_id!r}")
+    return account_id
+
+
+def _check_keys(keys: Iterable[str]) -> set[str]:
+    if isinstance(keys, str):
+        raise TypeError("keys must be a list of keys, not one string")
+    checked = set(keys)
+    if any(not isinstance(key, str) or not key.strip() or key != key.strip() for key in checked):
+        raise ValueError("each key must be a non-empty string without surrounding spaces")
+    return checked
+
+
+def _invalid_key() -> FakeStripeAPIError:
+    # Never echo the key, not even masked.
+    return FakeStripeAPIError(401, "Invalid API Key provided.")
+
+
+@dataclass
+class _Account:
+    """One account's state: its customers and its Idempotency-Keys (Stripe scopes both per account)."""
+
+    store: _CustomerStore = field(default_factory=_CustomerStore)
+    idempotency: _IdempotencyKeys = field(default_factory=_IdempotencyKeys)
+
+
+@dataclass
+class _Platform:
+    keys: set[str]
+    connected: set[str]
+
+
+class _Accounts:
+    """Every account, and the platforms and their keys. Not thread-safe: the server locks."""
+
+    def __init__(self, api_key: str | None) -> None:
+        self.api_key = api_key  # legacy mode's key (None: any sk_test_ key)
+        self.default = _Account()
+        self.accounts: dict[str, _Account] = {}
+        self.platforms: dict[str, _Platform] = {}
+        self.retired: set[str] = set()  # keys a platform had before set_platform_keys
+
+    def account(self, account_id: str | None) -> _Account:
+        """The state of ``account_id`` (None: the legacy default account), made on first use."""
+        if account_id is None:
+            return self.default
+        return self.accounts.setdefault(_check_account_id(account_id), _Account())
+
+    def clear(self) -> None:
+        """Forget every account's customers and saved idempotent answers."""
+        for account in (self.default, *self.accounts.values()):
+            account.store = _CustomerStore()
+            account.idempotency.results.clear()
+
+    # platforms and keys
+
+    def add_platform(self, account_id: str, keys: Iterable[str], connected: Iterable[str]) -> None:
+        _check_account_id(account_id)
+        if isinstance(connected, str):
+            raise TypeError("connected must be a list of account ids, not one string")
+        connected_ids = {_check_account_id(connected_id) for connected_id in connected}
+        if account_id in connected_ids:
+            raise ValueError(f"{account_id!r} is the platform itself")
+        if account_id in self.platforms:
+            raise ValueError(f"platform {account_id!r} is already registered")
+        checked = self._free_keys(account_id, keys)  # all checked before anything changes
+        self.platforms[account_id] = _Platform(keys=set(), connected=connected_ids)
+        self.set_keys(account_id, checked)
+        for known in (account_id, *connected_ids):
+            self.account(known)
+
+    def add_connected(self, platform: str, account_id: str) -> None:
+        owner = self._platform(platform)
+        if _check_account_id(account_id) == platform:
+            raise ValueError(f"{account_id!r} is the platform itself")
+        owner.connected.add(account_id)
+        self.account(account_id)
+
+    def set_keys(self, platform: str, keys: Iterable[str]) -> None:
+        owner = self._platform(platform)
+        new = self._free_keys(platform, keys)
+        self.retired |= owner.keys - new
+        owner.keys = new
+
+    def _platform(self, account_id: str) -> _Platform:
+        if account_id not in self.platforms:
+            raise KeyError(f"no platform {account_id!r}: register it with add_platform")
+        return self.platforms[account_id]
+
+    def _free_keys(self, platform: str, keys: Iterable[str]) -> set[str]:
+        checked = _check_keys(keys)
+        for other, registered in self.platforms.items():
+            if other != platform and checked & registered.keys:
+                raise ValueError(f"a key given for {platform!r} already belongs to {other!r}")
+        return checked
+
+    def _platform_of(self, key: str) -> str | None:
+        for account_id, platform in self.platforms.items():
+            if any(secrets.compare_digest(key.encode(), known.encode()) for known in platform.keys):
+                return account_id
+        return None
+
+    # authentication and the account a request acts on
+
+    def authorized(self, key: str | None) -> bool:
+        """Whether ``key`` authenticates now (the control API takes the same keys)."""
+        if key is None:
+            return False
+        if self.platforms:
+            return self._platform_of(key) is not None
+        if self.api_key is None:
+            return key.startswith("sk_test_") and len(key) > len("sk_test_")
+        return secrets.compare_digest(key.encode(), self.api_key.encode())
+
+    def resolve(self, key: str | None, headers: Headers) -> str | None:
+        """The account a request with ``key`` and ``headers`` acts on (None: legacy mode's default).
+
+        Raises the error to answer instead: 401 for a key that does not
+        authenticate (or was retired), 400 for two context headers that
+        disagree, 403 for an account the key cannot reach.
+        """
+        if not self.authorized(key):
+            if key is not None and self.platforms and key in self.retired:
+                raise FakeStripeAPIError(401, "Expired API Key provided.", code="api_key_expired")
+            raise _invalid_key()
+        assert key is not None
+        context = _context_header(headers)
+        platform = self._platform_of(key) if self.platforms else None
+        if context is None:
+            return platform
+        reachable = context.startswith("acct_") and len(context) > len("acct_")
+        if platform is not None:
+            reachable = context == platform or context in self.platforms[platform].connected
+        if not reachable:
+            raise FakeStripeAPIError(
+                403,
+                f"The provided key does not have access to account '{context}' (or that account does not "
+                "exist). Application access may have been revoked.",
+                code="account_invalid",
+            )
+        return context
+
+
+def _context_header(headers: Headers) -> str | None:
+    """The account named by ``Stripe-Context`` or ``Stripe-Account`` (400 when they disagree)."""
+    context = (headers.get("Stripe-Context") or "").strip() or None
+    account = (headers.get("Stripe-Account") or "").strip() or None
+    if context is not None and account is not None and context != account:
+        raise FakeStripeAPIError(
+            400,
+            f"The Stripe-Context header ('{context}') and the Stripe-Account header ('{account}') name "
+            "different accounts. Send one of them.",
+        )
+    return context or account
