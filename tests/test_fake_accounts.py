@@ -3,8 +3,8 @@
 Plain pytest, no Django, over real HTTP with requests, like ``test_fake_server.py``.
 Each account has its own customers and Idempotency-Keys; a key acts on its
 platform, a ``Stripe-Context`` (or ``Stripe-Account``) header on one of the
-platform's connected accounts; a retired key is refused even in flight. Without
-a platform, nothing changes.
+platform's connected accounts; a retired key is refused even in flight; a
+fault can aim at one account. Without a platform, nothing changes.
 """
 
 from __future__ import annotations
@@ -455,3 +455,28 @@ def test_the_log_tells_accounts_and_keys_apart_without_holding_a_key(
     ]
     assert served.json()[0]["headers"]["Authorization"] == "Bearer [redacted]"
     assert SECRET not in served.text and RESTRICTED not in served.text
+
+
+# --------------------------------------------------------------------------
+# faults per account
+
+
+def test_a_fault_for_one_account_leaves_the_others_alone(server: FakeStripeServer, http: requests.Session) -> None:
+    server.inject(status=429, method=None, account=CONNECTED, times=2)
+    assert call(http, server, "GET", "/v1/customers", SECRET).status_code == 200
+    assert call(http, server, "GET", "/v1/customers", SECRET, context=CONNECTED_TWO).status_code == 200
+    assert create(http, server, OTHER_SECRET).status_code == 200
+    limited = call(http, server, "GET", "/v1/customers", SECRET, context=CONNECTED)
+    assert limited.status_code == 429 and limited.json()["error"]["code"] == "rate_limit"
+    assert create(http, server, RESTRICTED, context=CONNECTED).status_code == 429
+    assert create(http, server, RESTRICTED, context=CONNECTED).status_code == 200  # used up
+    assert [r.status for r in server.requests] == [200, 200, 200, 429, 429, 200]
+    with pytest.raises(ValueError, match="acct_"):
+        server.inject(status=500, account="cus_1")
+
+
+def test_a_fault_without_an_account_still_hits_any_account(server: FakeStripeServer, http: requests.Session) -> None:
+    server.inject(status=503, times=2)
+    assert create(http, server, SECRET, context=CONNECTED).status_code == 503
+    assert create(http, server, OTHER_SECRET).status_code == 503
+    assert create(http, server, SECRET).status_code == 200

@@ -2,7 +2,9 @@
 answers trickled a byte at a time or never ending.
 
 ``FakeStripeServer.inject`` queues them; each API request takes the first
-matching fault, first-in first-out, until its ``times`` are used up.
+matching fault (by method, path prefix and, when the fault names one, the
+account the request acts on), first-in first-out, until its ``times`` are
+used up.
 """
 
 from __future__ import annotations
@@ -43,9 +45,14 @@ class _Fault:
     method: str | None
     path_prefix: str
     trickle: float = 1.0  # seconds between bytes of a trickled answer
+    account: str | None = None  # only requests acting on this account (None: any)
 
-    def matches(self, method: str, path: str) -> bool:
-        return (self.method is None or self.method == method) and path.startswith(self.path_prefix)
+    def matches(self, method: str, path: str, account: str | None) -> bool:
+        return (
+            (self.method is None or self.method == method)
+            and path.startswith(self.path_prefix)
+            and (self.account is None or self.account == account)
+        )
 
     def response(self) -> _Response:
         assert self.status is not None
@@ -74,6 +81,7 @@ def _make_fault(
     method: str | None,
     path_prefix: str,
     trickle: float | None = None,
+    account: str | None = None,
 ) -> _Fault:
     """A fault from ``FakeStripeServer.inject``'s arguments, checked (ValueError if inconsistent)."""
     if action not in _FAULT_ACTIONS:
@@ -90,6 +98,8 @@ def _make_fault(
         raise ValueError("trickle (seconds between bytes) needs action='trickle' or action='trickle_headers'")
     if trickle is not None and float(trickle) < 0:
         raise ValueError("trickle must not be negative")
+    if account is not None and (not isinstance(account, str) or not account.startswith("acct_")):
+        raise ValueError(f"account must be an acct_ id, not {account!r}")
     if isinstance(body, str):
         body = body.encode()
     return _Fault(
@@ -103,6 +113,7 @@ def _make_fault(
         method=method.upper() if method else None,
         path_prefix=path_prefix,
         trickle=1.0 if trickle is None else float(trickle),
+        account=account,
     )
 
 
@@ -118,10 +129,10 @@ class _FaultQueue:
     def clear(self) -> None:
         self.faults.clear()
 
-    def take(self, method: str, path: str) -> _Fault | None:
+    def take(self, method: str, path: str, account: str | None) -> _Fault | None:
         """The first fault matching the request; it leaves the queue once its ``times`` are used up."""
         for fault in self.faults:
-            if fault.matches(method, path):
+            if fault.matches(method, path, account):
                 fault.remaining -= 1
                 if fault.remaining == 0:
                     self.faults.remove(fault)

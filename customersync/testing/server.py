@@ -204,8 +204,9 @@ class FakeStripeServer(_StateMethods):
         method: str | None = "POST",
         path_prefix: str = "/v1/customers",
         trickle: float | None = None,
+        account: str | None = None,
     ) -> None:
-        """Queue a fault for the next ``times`` requests matching method and path prefix.
+        """Queue a fault for the next ``times`` requests matching method, path prefix and ``account``.
 
         ``status`` answers that status with ``body`` (raw) or an error object
         (``error`` or a default); ``headers`` are added to whatever is answered;
@@ -214,7 +215,8 @@ class FakeStripeServer(_StateMethods):
         the request and then sends its answer ``"trickle"`` (the body one byte
         every ``trickle`` seconds, default 1), ``"trickle_headers"`` (status
         line and headers too) or ``"endless"`` (a chunked body that never ends).
-        Faults are consumed first-in first-out; ``method=None`` matches any method.
+        Faults are consumed first-in first-out; ``method=None`` matches any method,
+        ``account=None`` any account (else only requests acting on that ``acct_``).
         """
         fault = _make_fault(
             status=status,
@@ -227,6 +229,7 @@ class FakeStripeServer(_StateMethods):
             method=method,
             path_prefix=path_prefix,
             trickle=trickle,
+            account=account,
         )
         with self._lock:
             self._faults.add(fault)
@@ -265,7 +268,7 @@ class FakeStripeServer(_StateMethods):
             self._report(record)
             return
         with self._lock:
-            fault = self._faults.take(record.method, record.path)
+            fault = self._faults.take(record.method, record.path, record.account)
         latency = self._draw_latency()
         try:
             yield self._decided(record, self._outcome(record, params_ok, fault, latency))
