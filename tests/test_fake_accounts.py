@@ -3,8 +3,8 @@
 Plain pytest, no Django, over real HTTP with requests, like ``test_fake_server.py``.
 Each account has its own customers and Idempotency-Keys; a key acts on its
 platform, a ``Stripe-Context`` (or ``Stripe-Account``) header on one of the
-platform's connected accounts; a retired key is refused even in flight; a
-fault can aim at one account. Without a platform, nothing changes.
+platform's connected accounts; a retired key is refused even in flight; faults
+and rate limits can aim at one account. Without a platform, nothing changes.
 """
 
 from __future__ import annotations
@@ -40,6 +40,10 @@ OTHER_SECRET = "sk_test_platform_b_secret_0001"
 
 INVALID_KEY = {"type": "invalid_request_error", "message": "Invalid API Key provided."}
 EXPIRED_KEY = {"type": "invalid_request_error", "code": "api_key_expired", "message": "Expired API Key provided."}
+RATE_LIMITED = (
+    "Too many requests hit the API too quickly. We recommend an exponential backoff of your requests. "
+    "(rate limit set for {account})"
+)
 
 
 def no_access(account: str) -> dict[str, Any]:
@@ -480,3 +484,50 @@ def test_a_fault_without_an_account_still_hits_any_account(server: FakeStripeSer
     assert create(http, server, SECRET, context=CONNECTED).status_code == 503
     assert create(http, server, OTHER_SECRET).status_code == 503
     assert create(http, server, SECRET).status_code == 200
+
+
+# --------------------------------------------------------------------------
+# rate limits per account
+
+
+def test_the_rate_limit_answers_429_past_the_count_for_that_account_only(
+    server: FakeStripeServer, http: requests.Session
+) -> None:
+    server.set_rate_limit(CONNECTED, 2)
+    statuses = [call(http, server, "GET", "/v1/customers", SECRET, context=CONNECTED).status_code for _ in range(2)]
+    elsewhere = [call(http, server, "GET", "/v1/customers", SECRET).status_code for _ in range(3)]
+    refused = create(http, server, SECRET, "name=Over", context=CONNECTED, **{"Idempotency-Key": "over-1"})
+    assert statuses == [200, 200] and elsewhere == [200, 200, 200]
+    assert refused.status_code == 429
+    message = RATE_LIMITED.format(account=CONNECTED)
+    assert refused.json() == {"error": {"type": "invalid_request_error", "code": "rate_limit", "message": message}}
+    assert server.customers_of(CONNECTED) == {}  # a refused request is not applied
+    assert server.requests[-1].status == 429 and server.requests[-1].account == CONNECTED
+
+    server.set_rate_limit(CONNECTED, None)
+    retried = create(http, server, SECRET, "name=Over", context=CONNECTED, **{"Idempotency-Key": "over-1"})
+    assert retried.status_code == 200 and "Idempotent-Replayed" not in retried.headers
+
+
+def test_the_rate_limit_counts_arrivals_in_the_last_second() -> None:
+    from customersync.testing.accounts import _Accounts
+
+    accounts = _Accounts(None)
+    accounts.set_rate_limit(CONNECTED, 2)
+    assert [accounts.over_limit(CONNECTED, t) for t in (10.0, 10.2, 10.9)] == [False, False, True]
+    assert accounts.over_limit(CONNECTED, 11.1) is True  # the refused 10.9 counts too: 10.2, 10.9, 11.1
+    assert accounts.over_limit(CONNECTED, 11.95) is False  # only 11.1 and 11.95 are within the last second
+    assert accounts.over_limit(CONNECTED, 12.0) is True
+    assert accounts.over_limit(PLATFORM, 12.0) is False  # no limit set
+
+
+def test_a_rate_limit_of_zero_refuses_every_request_and_reset_lifts_it(
+    server: FakeStripeServer, http: requests.Session
+) -> None:
+    server.set_rate_limit(PLATFORM, 0)
+    assert call(http, server, "GET", "/v1/customers", SECRET).status_code == 429
+    assert call(http, server, "GET", "/v1/customers", SECRET, context=CONNECTED).status_code == 200
+    with pytest.raises(ValueError):
+        server.set_rate_limit(PLATFORM, -1)
+    server.reset()
+    assert call(http, server, "GET", "/v1/customers", SECRET).status_code == 200  # reset lifts the limit

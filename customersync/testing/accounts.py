@@ -16,20 +16,25 @@ names: ``_live_`` in it is live mode (customers it creates have
 store.
 
 Each account, the legacy default one included, has its own customers and its
-own Idempotency-Keys.
+own Idempotency-Keys. ``set_rate_limit`` answers 429 past a number of arrivals
+per second for one account.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .errors import FakeStripeAPIError
 from .idempotency import _IdempotencyKeys
-from .messages import Headers
+from .messages import Headers, _error_response, _Response
 from .store import _CustomerStore
+
+# Arrivals are counted over this window (seconds) for set_rate_limit.
+_RATE_WINDOW = 1.0
 
 
 def _fingerprint(key: str | None) -> str:
@@ -63,6 +68,16 @@ def _invalid_key() -> FakeStripeAPIError:
     return FakeStripeAPIError(401, "Invalid API Key provided.")
 
 
+def _rate_limited(account: str | None) -> _Response:
+    error = FakeStripeAPIError(
+        429,
+        "Too many requests hit the API too quickly. We recommend an exponential backoff of your requests. "
+        f"(rate limit set for {account or 'the default account'})",
+        code="rate_limit",
+    )
+    return _error_response(error)
+
+
 @dataclass
 class _Account:
     """One account's state: its customers and its Idempotency-Keys (Stripe scopes both per account)."""
@@ -78,7 +93,7 @@ class _Platform:
 
 
 class _Accounts:
-    """Every account, and the platforms and their keys. Not thread-safe: the server locks."""
+    """Every account, the platforms and their keys, and the rate limits. Not thread-safe: the server locks."""
 
     def __init__(self, api_key: str | None) -> None:
         self.api_key = api_key  # legacy mode's key (None: any sk_test_ key)
@@ -86,6 +101,8 @@ class _Accounts:
         self.accounts: dict[str, _Account] = {}
         self.platforms: dict[str, _Platform] = {}
         self.retired: set[str] = set()  # keys a platform had before set_platform_keys
+        self.limits: dict[str | None, int] = {}
+        self.arrivals: dict[str | None, deque[float]] = {}
 
     def account(self, account_id: str | None) -> _Account:
         """The state of ``account_id`` (None: the legacy default account), made on first use."""
@@ -94,10 +111,12 @@ class _Accounts:
         return self.accounts.setdefault(_check_account_id(account_id), _Account())
 
     def clear(self) -> None:
-        """Forget every account's customers and saved idempotent answers."""
+        """Forget every account's customers and saved idempotent answers, and the rate limits."""
         for account in (self.default, *self.accounts.values()):
             account.store = _CustomerStore()
             account.idempotency.results.clear()
+        self.limits.clear()
+        self.arrivals.clear()
 
     # platforms and keys
 
@@ -186,6 +205,30 @@ class _Accounts:
                 code="account_invalid",
             )
         return context
+
+    # rate limits
+
+    def set_rate_limit(self, account: str | None, per_second: int | None) -> None:
+        if account is not None:
+            _check_account_id(account)
+        self.arrivals.pop(account, None)
+        if per_second is None:
+            self.limits.pop(account, None)
+            return
+        if isinstance(per_second, bool) or not isinstance(per_second, int) or per_second < 0:
+            raise ValueError(f"per_second must be a whole number from 0, or None, not {per_second!r}")
+        self.limits[account] = per_second
+
+    def over_limit(self, account: str | None, now: float) -> bool:
+        """Count an arrival for ``account`` at ``now``; True if it makes more than its limit in the window."""
+        limit = self.limits.get(account)
+        if limit is None:
+            return False
+        arrivals = self.arrivals.setdefault(account, deque())
+        while arrivals and now - arrivals[0] >= _RATE_WINDOW:
+            arrivals.popleft()
+        arrivals.append(now)
+        return len(arrivals) > limit
 
 
 def _context_header(headers: Headers) -> str | None:

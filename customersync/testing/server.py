@@ -2,11 +2,11 @@
 
 The server owns the state (the accounts with their customer stores and
 idempotency keys, the platforms and their keys, the request log, pending
-faults and latency, all behind one lock) and the lifecycle. It
+faults, latency and rate limits, all behind one lock) and the lifecycle. It
 serves HTTP through ``handler``, which sees only a narrow ``_Backend``
 (``handle`` and ``control``), never the server's internals, and it decides
 every API answer in ``_handle``: on arrival the account the request is
-addressed to (``accounts``), then latency and faults, then
+addressed to (``accounts``) and its rate limit, then latency and faults, then
 authentication (again, so a key retired meanwhile is refused), idempotency
 and the route, in that account's store.
 """
@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
-from .accounts import _Accounts, _fingerprint, _livemode
+from .accounts import _Accounts, _fingerprint, _livemode, _rate_limited
 from .api import _route
 from .control import _control
 from .errors import FakeStripeAPIError, _invalid
@@ -138,8 +139,8 @@ class FakeStripeServer(_StateMethods):
     # state
 
     def reset(self) -> None:
-        """Forget customers (of every account), logged requests, pending faults, idempotency keys
-        and latency; platforms, their keys and connected accounts stay."""
+        """Forget customers (of every account), logged requests, pending faults, idempotency keys,
+        latency and rate limits; platforms, their keys and connected accounts stay."""
         with self._lock:
             self._accounts.clear()
             self._log.clear()
@@ -189,7 +190,7 @@ class FakeStripeServer(_StateMethods):
         """
         return self._log.wait_for_requests(count, timeout, method, path_prefix, arrivals=_source == "_arrivals")
 
-    # faults, latency and the API key (platforms and their keys: _StateMethods)
+    # faults, latency and the API key (platforms, keys and rate limits: _StateMethods)
 
     def inject(
         self,
@@ -260,11 +261,11 @@ class FakeStripeServer(_StateMethods):
         Leaving the ``with``, once the answer is written (or the connection
         dropped), releases the request's Idempotency-Key and calls ``on_request``.
         """
-        self._arrive(record)
+        limited = self._arrive(record)
         key = record.idempotency_key if record.method == "POST" else None
         scope = record.account  # Idempotency-Keys are per account, like Stripe's
-        if key is not None and not self._begin_key(scope, key):
-            yield self._decided(record, _in_progress(key))
+        if limited or (key is not None and not self._begin_key(scope, key)):
+            yield self._decided(record, _rate_limited(scope) if limited else _in_progress(str(key)))
             self._report(record)
             return
         with self._lock:
@@ -277,8 +278,8 @@ class FakeStripeServer(_StateMethods):
                 self._end_key(scope, key)
             self._report(record)
 
-    def _arrive(self, record: RecordedRequest) -> None:
-        """Note the account the request is addressed to, and log its arrival."""
+    def _arrive(self, record: RecordedRequest) -> bool:
+        """Note the account the request is addressed to and log its arrival; True if over its rate limit."""
         key = _bearer_key(record.headers)
         record.key_fingerprint = _fingerprint(key)
         with self._lock:
@@ -286,7 +287,11 @@ class FakeStripeServer(_StateMethods):
                 record.account = self._accounts.resolve(key, record.headers)
             except FakeStripeAPIError:
                 record.account = None  # answered when it executes: the key may change meanwhile
+                limited = False
+            else:
+                limited = self._accounts.over_limit(record.account, time.monotonic())
         self._log.arrived(record)
+        return limited
 
     def _outcome(
         self, record: RecordedRequest, params_ok: bool, fault: _Fault | None, latency: float

@@ -2,7 +2,7 @@
 
 Customers in any account's store (``account=None``: the legacy default
 store), and the accounts themselves: platforms, their keys and connected
-accounts and key rotation (see ``accounts``). None of it is
+accounts, key rotation and rate limits (see ``accounts``). None of it is
 logged. ``FakeStripeServer`` takes these methods from ``_StateMethods``.
 """
 
@@ -19,7 +19,7 @@ from .customer import _Customer
 
 
 class _StateMethods:
-    """``FakeStripeServer``'s methods on its state: customers per account, platforms and their keys."""
+    """``FakeStripeServer``'s methods on its state: customers per account, platforms, keys, rate limits."""
 
     _lock: threading.RLock
     _accounts: _Accounts
@@ -107,6 +107,18 @@ class _StateMethods:
         """
         with self._lock:
             self._accounts.set_keys(account_id, keys)
+
+    def set_rate_limit(self, account: str | None, per_second: int | None) -> None:
+        """Answer 429 (``rate_limit``) to a request for ``account`` that arrives when
+        ``per_second`` requests for it already arrived in the last second.
+
+        Every arrival counts, the refused ones too, so a client that keeps
+        sending stays refused until it pauses. ``None`` for ``per_second``
+        lifts the limit; ``account=None`` limits legacy mode's default account.
+        ``reset()`` lifts every limit.
+        """
+        with self._lock:
+            self._accounts.set_rate_limit(account, per_second)
 
     def customers_of(self, account: str | None) -> dict[str, dict[str, Any]]:
         """Like ``customers``, for one account's store (None: the legacy default store)."""
