@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -531,3 +533,97 @@ def test_a_rate_limit_of_zero_refuses_every_request_and_reset_lifts_it(
         server.set_rate_limit(PLATFORM, -1)
     server.reset()
     assert call(http, server, "GET", "/v1/customers", SECRET).status_code == 200  # reset lifts the limit
+
+
+# --------------------------------------------------------------------------
+# control API and command
+
+
+def test_the_control_api_registers_platforms_and_aims_at_accounts(
+    legacy: FakeStripeServer, http: requests.Session
+) -> None:
+    control = legacy.url + "/_fake"
+    legacy_headers = control_headers("sk_test_anything")
+    body = {"account_id": PLATFORM, "keys": [SECRET], "connected": [CONNECTED]}
+    assert requests.post(f"{control}/platforms", json=body, headers=legacy_headers, timeout=5).json() == {"ok": True}
+    # From now on only a platform's key opens the control API, still with the control header.
+    assert requests.get(f"{control}/customers", headers=legacy_headers, timeout=5).status_code == 401
+    assert (
+        requests.get(f"{control}/customers", headers={"Authorization": f"Bearer {SECRET}"}, timeout=5).status_code
+        == 403
+    )
+    with requests.Session() as ctl:
+        ctl.headers.update(control_headers(SECRET))
+        seeded = ctl.post(f"{control}/seed", json={"n": 2, "account": CONNECTED}, timeout=5).json()
+        assert [c["description"] for c in seeded] == ["Customer 1", "Customer 2"]
+        added = ctl.post(f"{control}/customers", json={"id": "cus_p", "account": PLATFORM}, timeout=5)
+        assert added.status_code == 200
+        listed = ctl.get(f"{control}/accounts/{CONNECTED}/customers", timeout=5).json()
+        assert [c["id"] for c in listed] == [c["id"] for c in seeded]
+        assert list(legacy.customers_of(PLATFORM)) == ["cus_p"]
+
+        connect = ctl.post(f"{control}/platforms/{PLATFORM}/connected", json={"account_id": CONNECTED_TWO}, timeout=5)
+        assert connect.json() == {"ok": True}
+        assert listed_ids(http, legacy, SECRET, context=CONNECTED_TWO) == []
+
+        fault = {"status": 500, "method": "GET", "account": CONNECTED}
+        assert ctl.post(f"{control}/faults", json=fault, timeout=5).json() == {"ok": True}
+        assert call(http, legacy, "GET", "/v1/customers", SECRET).status_code == 200
+        assert call(http, legacy, "GET", "/v1/customers", SECRET, context=CONNECTED).status_code == 500
+
+        limit = {"account": CONNECTED_TWO, "per_second": 0}
+        assert ctl.post(f"{control}/rate_limits", json=limit, timeout=5).json() == {"ok": True}
+        assert call(http, legacy, "GET", "/v1/customers", SECRET, context=CONNECTED_TWO).status_code == 429
+
+        bad = ctl.post(f"{control}/platforms", json={"account_id": "nope", "keys": ["sk_test_z"]}, timeout=5)
+        assert bad.status_code == 400 and "acct_" in bad.json()["error"]["message"]
+        unknown = ctl.post(f"{control}/platforms/acct_1Missing/keys", json={"keys": ["sk_test_z"]}, timeout=5)
+        assert unknown.status_code == 404
+
+        rotated = ctl.post(f"{control}/platforms/{PLATFORM}/keys", json={"keys": [ROTATED]}, timeout=5)
+        assert rotated.json() == {"ok": True}
+    # The retired key no longer opens the control API either.
+    assert requests.get(f"{control}/customers", headers=control_headers(SECRET), timeout=5).status_code == 401
+    assert requests.get(f"{control}/customers", headers=control_headers(ROTATED), timeout=5).status_code == 200
+    assert call(http, legacy, "GET", "/v1/customers", SECRET).json() == {"error": EXPIRED_KEY}
+
+
+def test_the_command_registers_platforms_connected_accounts_and_seeds_one(http: requests.Session) -> None:
+    command = [sys.executable, "-m", "customersync.testing", "--port", "0", "--platform", f"{PLATFORM}={SECRET}"]
+    command += ["--connected", f"{PLATFORM}={CONNECTED},{CONNECTED_TWO}", "--seed-account", f"{CONNECTED}=2"]
+    with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        try:
+            assert process.stdout is not None
+            banner = process.stdout.readline()
+            match = re.fullmatch(r"fake-stripe: listening on (http://127\.0\.0\.1:\d+)\n", banner)
+            assert match, banner + (process.stderr.read() if process.poll() is not None and process.stderr else "")
+            url = match.group(1)
+            # One connection: each request's line is printed before the next request is read.
+            auth = {"Authorization": f"Bearer {SECRET}"}
+            connected = http.get(f"{url}/v1/customers", headers={**auth, "Stripe-Context": CONNECTED}, timeout=5)
+            assert len(connected.json()["data"]) == 2
+            assert http.get(f"{url}/v1/customers", headers=auth, timeout=5).json()["data"] == []
+            other = {"Authorization": "Bearer sk_test_not_the_platforms"}
+            assert http.get(f"{url}/v1/customers", headers=other, timeout=5).status_code == 401
+            assert process.stdout.readline() == f"fake-stripe: GET /v1/customers 200 [{CONNECTED}]\n"
+            assert process.stdout.readline() == f"fake-stripe: GET /v1/customers 200 [{PLATFORM}]\n"
+            assert process.stdout.readline() == "fake-stripe: GET /v1/customers 401\n"
+        finally:
+            process.terminate()
+        assert process.wait(timeout=5) == 0
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--api-key", "sk_test_x", "--platform", f"{PLATFORM}={SECRET}"], "--api-key has no effect with --platform"),
+        (["--connected", f"{PLATFORM}={CONNECTED}"], f"no platform {PLATFORM!r}"),
+        (["--platform", f"{PLATFORM}="], "expected ACCOUNT=VALUE"),
+        (["--seed-account", f"{CONNECTED}=many"], "N must be a whole number"),
+        (["--platform", f"nope={SECRET}"], "an account id looks like acct_"),
+    ],
+)
+def test_the_command_refuses_malformed_accounts(arguments: list[str], message: str) -> None:
+    command = [sys.executable, "-m", "customersync.testing", "--port", "0", *arguments]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=10)
+    assert result.returncode == 2 and message in result.stderr, result.stderr

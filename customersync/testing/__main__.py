@@ -1,7 +1,9 @@
 """``python -m customersync.testing``: run the fake Stripe server in the foreground.
 
 Prints ``fake-stripe: listening on <url>`` once it is bound, then one line per
-API request (method, path, status, raw body) unless ``--quiet``.
+API request (method, path, status, the account it acted on, raw body) unless
+``--quiet``. ``--platform`` and ``--connected`` register Stripe accounts
+(see ``accounts``), ``--seed-account`` seeds one.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ def _print_request(record: RecordedRequest) -> None:
     # Keep one line per request even if a body holds newlines.
     body = record.body.decode("utf-8", "backslashreplace").replace("\r", "\\r").replace("\n", "\\n")
     line = f"fake-stripe: {record.method} {record.path}{query or ''} {status}"
+    line += f" [{record.account}]" if record.account else ""
     print(f"{line} {body}" if body else line, flush=True)
 
 
@@ -29,6 +32,15 @@ def _fault(text: str) -> tuple[int, int]:
     if not status.isdigit() or not 400 <= int(status) <= 599 or (times and not times.isdigit()):
         raise argparse.ArgumentTypeError(f"expected STATUS[xN] with a 4xx or 5xx STATUS, e.g. 400 or 500x2: {text!r}")
     return int(status), int(times or 1)
+
+
+def _assignment(text: str) -> tuple[str, list[str]]:
+    """``NAME=A,B,...`` as ``(NAME, [A, B, ...])``."""
+    name, _, values = text.partition("=")
+    items = [item.strip() for item in values.split(",") if item.strip()]
+    if not name.strip() or not items:
+        raise argparse.ArgumentTypeError(f"expected ACCOUNT=VALUE[,VALUE...]: {text!r}")
+    return name.strip(), items
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,6 +53,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, metavar="N", help="start with N plausible customers")
     parser.add_argument("--api-key", help="accept only this key (default: any sk_test_ key)")
     parser.add_argument("--quiet", action="store_true", help="do not print a line per request")
+    accounts = parser.add_argument_group("accounts")
+    accounts.add_argument(
+        "--platform",
+        action="append",
+        default=[],
+        type=_assignment,
+        metavar="ACCT=KEY[,KEY...]",
+        help="register a platform account and its API keys (then only platforms' keys are accepted); repeatable",
+    )
+    accounts.add_argument(
+        "--connected",
+        action="append",
+        default=[],
+        type=_assignment,
+        metavar="PLATFORM=ACCT[,ACCT...]",
+        help="connect accounts to a platform given with --platform; repeatable",
+    )
+    accounts.add_argument(
+        "--seed-account",
+        action="append",
+        default=[],
+        type=_assignment,
+        metavar="ACCT=N",
+        help="start that account with N plausible customers; repeatable",
+    )
     parser.add_argument(
         "--fault",
         action="append",
@@ -52,6 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
+    if args.api_key and args.platform:
+        parser.error("--api-key has no effect with --platform: the platforms' keys are the ones accepted")
     if not is_loopback_host(args.host):
         # A fake that accepts any test key has no business on a reachable interface.
         parser.error(
@@ -63,6 +102,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"fake-stripe: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
+    try:
+        for account, keys in args.platform:
+            server.add_platform(account, keys)
+        for platform, connected in args.connected:
+            for account in connected:
+                server.add_connected_account(platform, account)
+        for account, (count, *_) in args.seed_account:
+            if not count.isdigit():
+                raise ValueError(f"--seed-account {account}={count}: N must be a whole number")
+            server.seed(int(count), account=account)
+    except (KeyError, ValueError) as exc:
+        server.stop()
+        parser.error(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))
     if args.seed:
         server.seed(args.seed)
     for status, times in args.fault:

@@ -3,13 +3,22 @@
 JSON in, JSON out, not logged. Each route calls one public method of
 ``FakeStripeServer``, so the control API can do nothing the Python API cannot.
 
-Every control request carries the key the server's API takes (its
-``api_key``, or any ``sk_test_`` key when it takes any) as
-``Authorization: Bearer <key>``, and the header ``X-Fake-Stripe-Control: 1``
+Every control request carries a key the server's API takes (its ``api_key``,
+or any ``sk_test_`` key when it takes any; once a platform is registered, a
+platform's current key) as ``Authorization: Bearer <key>``, and the header
+``X-Fake-Stripe-Control: 1``
 (``control_headers(key)`` gives both). A web page the developer happens to
 open can send neither: a custom header needs a CORS preflight, which this
 server never grants, so no page can reset the fake or inject faults. The
 request log it serves shows ``Authorization`` as ``Bearer [redacted]``.
+
+Accounts: ``POST /_fake/platforms`` (``add_platform``'s arguments: ``account_id``,
+``keys``, ``connected``), ``POST /_fake/platforms/<acct>/keys`` (``keys``: key
+rotation), ``POST /_fake/platforms/<acct>/connected`` (``account_id``),
+``POST /_fake/rate_limits`` (``account``, ``per_second``),
+``GET /_fake/accounts/<acct>/customers``; ``account`` in the body of
+``/_fake/customers``, ``/_fake/seed`` and ``/_fake/faults`` aims at that
+account's store or requests.
 """
 
 from __future__ import annotations
@@ -74,9 +83,23 @@ def _dispatch(fake: FakeStripeServer, method: str, path: str, body: bytes) -> tu
         if route == ("POST", "/_fake/faults"):
             fake.inject(**_json_object(data))
             return 200, {"ok": True}
+        if route == ("POST", "/_fake/platforms"):
+            fake.add_platform(**_json_object(data))
+            return 200, {"ok": True}
+        if route == ("POST", "/_fake/rate_limits"):
+            fake.set_rate_limit(**_json_object(data))
+            return 200, {"ok": True}
         sources = re.fullmatch(r"/_fake/customers/([^/]+)/sources", route[1])
         if method == "POST" and sources:
             return 200, fake.attach_source(unquote(sources.group(1)), **_json_object(data))
+        platform = re.fullmatch(r"/_fake/platforms/([^/]+)/(keys|connected)", route[1])
+        if method == "POST" and platform:
+            change = fake.set_platform_keys if platform.group(2) == "keys" else fake.add_connected_account
+            change(unquote(platform.group(1)), **_json_object(data))
+            return 200, {"ok": True}
+        account = re.fullmatch(r"/_fake/accounts/([^/]+)/customers", route[1])
+        if method == "GET" and account:
+            return 200, list(fake.customers_of(unquote(account.group(1))).values())
     except KeyError as exc:
         return 404, {"error": {"type": "invalid_request_error", "message": f"Not found: {exc}"}}
     except (TypeError, ValueError) as exc:
