@@ -16,12 +16,20 @@ process drive it over HTTP, with the server's API key and the
 ``X-Fake-Stripe-Control: 1`` header (``control_headers``). It binds only
 loopback addresses unless told otherwise.
 
+It can play several Stripe accounts: platforms with their test and live
+keys (rotated with ``set_platform_keys``) and connected accounts reached with
+a ``Stripe-Context`` header, each account with its own customers and
+idempotency keys, faults and rate limits aimed at one account. Without a
+platform it takes one key, or any ``sk_test_`` key, as it always did.
+
 It does not use the app's ``customersync.params``: it is the independent check
 on the app, so only ``customersync.wire`` (form encoding) is shared.
 
 Modules:
 
 - ``server``: ``FakeStripeServer``, its lifecycle and state, and the answer to each API request
+- ``state``: the server's helpers that read and set its state directly (customers per account, platforms)
+- ``accounts``: platforms, keys, connected accounts, the account a request acts on, rate limits
 - ``handler``: the HTTP server and request handler, and the ``_Backend`` interface between them
 - ``messages``: ``Headers``, ``RecordedRequest`` and responses
 - ``requestlog``: the request log and the waits on it
