@@ -7,7 +7,8 @@ from django.db import IntegrityError, transaction
 
 from customersync import sync
 from customersync.models import Account, Customer, SyncStatus
-from tests.owners import field, identity, make_owner, owner_metadata_key
+from customersync.owners import OWNER_METADATA_KEY
+from tests.owners import field, identity, make_owner
 
 pytestmark = pytest.mark.django_db
 
@@ -29,7 +30,7 @@ def test_one_owner_gets_one_customer_in_each_account(stripe, connected):
     assert [r.headers.get("Stripe-Context") for r in creates] == [None, "acct_Connected1"]
     assert creates[0].idempotency_key != creates[1].idempotency_key  # one create key per account
     found = stripe.get_customer(there.stripe_id, account="acct_Connected1")
-    assert found["metadata"][owner_metadata_key()] == identity(owner)
+    assert found["metadata"][OWNER_METADATA_KEY] == identity(owner)
     with pytest.raises(IntegrityError), transaction.atomic():
         Customer.objects.create(owner=owner, account=connected, name="a second one there")
 

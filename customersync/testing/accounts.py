@@ -120,6 +120,11 @@ class _Accounts:
 
     # platforms and keys
 
+    def forget_platforms(self) -> None:
+        """Back to legacy mode: no platforms, no retired keys (customers stay)."""
+        self.platforms.clear()
+        self.retired.clear()
+
     def add_platform(self, account_id: str, keys: Iterable[str], connected: Iterable[str]) -> None:
         _check_account_id(account_id)
         if isinstance(connected, str):

@@ -94,6 +94,12 @@ class _StateMethods:
         with self._lock:
             self._accounts.add_platform(account_id, keys, connected)
 
+    def forget_platforms(self) -> None:
+        """Unregister every platform (and its retired keys): back to legacy mode, as a shared
+        server must be after a test that registered some; customers stay until ``reset()``."""
+        with self._lock:
+            self._accounts.forget_platforms()
+
     def add_connected_account(self, platform: str, account_id: str) -> None:
         """Connect ``account_id`` to ``platform``: its keys reach it with a ``Stripe-Context`` header."""
         with self._lock:
