@@ -88,7 +88,10 @@ def platforms() -> dict[str, Platform]:
             app_settings.get("RATE_LIMIT"),
         )
     }
-    for name, entry in (app_settings.get("PLATFORMS") or {}).items():
+    entries = app_settings.get("PLATFORMS") or {}
+    if not isinstance(entries, dict):
+        raise ConfigurationError("CUSTOMERSYNC['PLATFORMS'] must be a dict of platform name -> settings.")
+    for name, entry in entries.items():
         problem = platform_problem(name, entry)
         if problem:
             raise ConfigurationError(problem)
