@@ -52,7 +52,9 @@ def check_account_modes(app_configs: Any = None, databases: Any = None, **kwargs
 
     try:
         known = platforms()
-        unknown = list(Account.objects.exclude(platform__in=list(known)).values_list("platform", flat=True).distinct())
+        # No ordering: the model's (platform, stripe_account) would make DISTINCT keep one row per account.
+        others = Account.objects.exclude(platform__in=list(known)).order_by()
+        unknown = list(others.values_list("platform", flat=True).distinct())
         mismatched = 0
         for name, found in known.items():
             if found.livemode is None:
