@@ -46,8 +46,9 @@ def accounts(db):
 
 
 def mirrored(stripe, email: str, account: Account | None = None, *, livemode: bool = False) -> Customer:
-    """A customer in Stripe (the fake's one store), pulled into ``account``."""
-    customer = sync.pull_one(stripe.add_customer(email=email)["id"], account=account)
+    """A customer in Stripe (the fake's store of the connected account, if any), pulled into ``account``."""
+    where = (account.stripe_account or None) if account is not None else None
+    customer = sync.pull_one(stripe.add_customer(account=where, email=email)["id"], account=account)
     if livemode:
         Customer.objects.filter(pk=customer.pk).update(livemode=True)
         customer.refresh_from_db()
