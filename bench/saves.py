@@ -1,0 +1,150 @@
+"""Benchmark what the app adds to a save, each figure a ratio against Django's own save measured
+in the same run, interleaved (one with, one without, in turn) so the machine's noise hits both.
+
+    python -m bench.saves [--rounds 400]
+
+- 3a. an edit that changes a synced field, against ``Model.save`` of the same change (Django
+  alone, no app); every timed edit is the customer's first since it was in sync, so it writes
+  its outbox record;
+- 3c. a save that changes nothing syncable (an unchanged customer saved again), against the same;
+- 3d. an owner's save that changes a mapped field (``OWNER_FIELDS``), against the owner's save
+  with the app's receivers disconnected (a site without the app).
+
+Uses the test settings' PostgreSQL, in a database of its own (``CUSTOMERSYNC_BENCH_DB``, default
+``customersync_bench_saves``), and prints the queries each save made. Not a test: nothing asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=400)
+    args = parser.parse_args(argv)
+    sys.path.insert(0, REPO)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext, override_settings, setup_databases, teardown_databases
+
+    connection.settings_dict["TEST"]["NAME"] = os.environ.get("CUSTOMERSYNC_BENCH_DB", "customersync_bench_saves")
+    old = setup_databases(verbosity=0, interactive=False, aliases={"default"})
+    try:
+        # No publishing: the figures are the save's own cost (publishing runs after commit, in a thread).
+        with override_settings(CUSTOMERSYNC={**settings.CUSTOMERSYNC, "PUSH_ON_SAVE": False}):
+            rows = _figures(args.rounds, CaptureQueriesContext, connection)
+    finally:
+        teardown_databases(old, verbosity=0)
+    print(f"Saves on {connection.vendor} ({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}), "
+          f"median of {args.rounds} interleaved rounds:")  # fmt: skip
+    print(f"{'figure':<58} {'with the app':>13} {'Django alone':>13} {'ratio':>6}  queries  target")
+    for name, with_, without, queries, target in rows:
+        print(f"{name:<58} {with_ * 1000:>10.3f} ms {without * 1000:>10.3f} ms {with_ / without:>6.2f}  "
+              f"{queries:>7}  {target}")  # fmt: skip
+    return 0
+
+
+def _interleaved(rounds: int, ours, theirs, reset=None) -> tuple[float, float]:
+    mine, base = [], []
+    for i in range(rounds):
+        for fn, samples in ((ours, mine), (theirs, base)):
+            if reset is not None:
+                reset()
+            started = time.perf_counter()
+            fn(i)
+            samples.append(time.perf_counter() - started)
+    return statistics.median(mine[10:]), statistics.median(base[10:])  # the first rounds warm up
+
+
+def _figures(rounds: int, capture, connection) -> list:
+    from django.db import models
+    from django.db.models.signals import post_save, pre_save
+
+    from customersync.models import Customer, PendingPush, SyncStatus
+    from customersync.owner_sync import owner_post_save, owner_pre_save
+    from customersync.pull import PullStats, store_page
+    from tests.owners import field, make_owner
+
+    obj = {"id": "cus_BenchSaves", "object": "customer", "name": "Ann", "email": "ann@example.com", "created": 1}
+    store_page([obj], PullStats())
+    one = Customer.objects.get(stripe_id="cus_BenchSaves")
+
+    def settled() -> None:  # untimed: the customer in sync again, nothing queued
+        PendingPush.objects.all().delete()
+        Customer.objects.filter(pk=one.pk).update(name="Ann", description="", sync_status=SyncStatus.IN_SYNC)
+        one.name, one.sync_status = "Ann", SyncStatus.IN_SYNC
+
+    def app_edit(i):
+        one.name = f"Ann {i}"
+        one.save()
+
+    def django_edit(i):
+        one.description = f"plain {i}"
+        models.Model.save(one)
+
+    def app_same(i):
+        one.save()
+
+    def django_same(i):
+        models.Model.save(one)
+
+    rows = []
+    settled()
+    with capture(connection) as queries:
+        app_edit(0)
+    edit = _interleaved(rounds, app_edit, django_edit, settled)
+    rows.append(("3a. one save changing a synced field", *edit, len(queries), "<= 1.5"))
+    settled()
+    with capture(connection) as queries:
+        app_same(0)
+    same = _interleaved(rounds, app_same, django_same)
+    rows.append(("3c. one save changing nothing syncable", *same, len(queries), "<= 1.2"))
+
+    owner = make_owner("Bench", **{field("email"): "billing@bench.test"})
+    Customer.objects.filter(pk=one.pk).update(owner=owner, owner_values={"email": "billing@bench.test"})
+    email = field("email")
+    model = type(owner)
+
+    def owner_with(i):
+        setattr(owner, email, f"billing{i}@bench.test")
+        owner.save()
+
+    def owner_without(i):
+        pre_save.disconnect(owner_pre_save, sender=model, dispatch_uid="customersync.owner_pre_save")
+        post_save.disconnect(owner_post_save, sender=model, dispatch_uid="customersync.owner_post_save")
+        try:
+            setattr(owner, email, f"plain{i}@bench.test")
+            started = time.perf_counter()
+            owner.save()
+            return time.perf_counter() - started
+        finally:
+            pre_save.connect(owner_pre_save, sender=model, dispatch_uid="customersync.owner_pre_save")
+            post_save.connect(owner_post_save, sender=model, dispatch_uid="customersync.owner_post_save")
+
+    with capture(connection) as queries:
+        owner_with(0)
+    mine, base = [], []
+    for i in range(rounds):
+        PendingPush.objects.all().delete()
+        started = time.perf_counter()
+        owner_with(i + 1)
+        mine.append(time.perf_counter() - started)
+        base.append(owner_without(i))
+    rows.append(("3d. owner save changing a mapped field (vs the owner alone)", statistics.median(mine[10:]),
+                 statistics.median(base[10:]), len(queries), "<= 1.5"))  # fmt: skip
+    return rows
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
