@@ -31,13 +31,13 @@ import os
 import socket
 import uuid
 
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import DateTimeField, ExpressionWrapper, Q
 from django.db.models.functions import Now
 
 from .conf import app_settings
 from .exceptions import Busy, LeaseLost
-from .models import PushLease
+from .models import Customer, PushLease
 
 logger = logging.getLogger("customersync")
 
@@ -82,6 +82,30 @@ class Lease:
         if not taken:
             raise Busy(self.customer_pk)
         return self
+
+    def acquire_if_exists(self) -> Lease | None:
+        """``acquire()``, or None when the customer does not exist. On PostgreSQL one statement
+        takes a free lease (or makes its row) only for a customer that exists."""
+        if connection.vendor != "postgresql":
+            if not Customer.objects.filter(pk=self.customer_pk).exists():
+                return None
+            return self.acquire()
+        leases, customers = (connection.ops.quote_name(m._meta.db_table) for m in (PushLease, Customer))
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"WITH c AS (SELECT id FROM {customers} WHERE id = %s), "
+                f"up AS (INSERT INTO {leases} (customer_id, owner, expires_at, renewed_at) "
+                "SELECT id, %s, STATEMENT_TIMESTAMP() + %s, STATEMENT_TIMESTAMP() FROM c "
+                "ON CONFLICT (customer_id) DO UPDATE SET owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at, "
+                f"renewed_at = EXCLUDED.renewed_at WHERE {leases}.owner = '' "
+                f"OR {leases}.expires_at < STATEMENT_TIMESTAMP() OR {leases}.owner = %s RETURNING 1) "
+                "SELECT (SELECT count(*) FROM c), (SELECT count(*) FROM up)",
+                [self.customer_pk, self.owner, dt.timedelta(seconds=app_settings.LEASE_SECONDS), self.owner],
+            )
+            exists, taken = cursor.fetchone()
+        if not exists:
+            return None
+        return self if taken else self.acquire()  # held by another: a dead holder's is taken over there
 
     def hold(self) -> None:
         """Renew the lease, or raise ``LeaseLost``: the first statement of each of the holder's transactions."""

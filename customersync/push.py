@@ -7,9 +7,13 @@
    else the diff of the customer's current state against the last state
    Stripe confirmed, frozen on the newest outbox record (older ones join it);
 3. ``_send`` sends it, logging one ``PushAttempt`` per request;
-4. ``_confirm`` stores Stripe's answer as the confirmed state, keeping edits
+4. ``confirm`` stores Stripe's answer as the confirmed state, keeping edits
    made while the request was in flight (they have their own outbox record
    and task); ``_failed`` records a refusal.
+
+On PostgreSQL the common case takes six statements, each its own transaction
+(``pushsql``): the lease, the read, the freeze with the attempt, the attempt's
+success, the confirm (which tells whether another record is open) and the release.
 
 Retryable failures (network, 401, 409, 429, 5xx, ``Stripe-Should-Retry: true``)
 raise ``RetryLater``; the caller retries with backoff and the record keeps
@@ -30,9 +34,10 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from django.db.models import F
 from django.utils import timezone
 
-from . import accounts, answers, owners, ratelimit, signals
+from . import accounts, answers, confirm, owners, pushsql, ratelimit, signals
 from .client import StripeClient
 from .conf import app_settings
+from .confirm import under_lock as _confirm  # under the row lock (and a late answer's test calls it)
 from .exceptions import (
     APIError,
     AuthenticationError,
@@ -47,9 +52,8 @@ from .exceptions import (
 )
 from .lease import Lease
 from .models import AttemptOutcome, Customer, PendingPush, PushAttempt, PushState, SyncStatus
-from .outbox import record_change
 from .params import TABLE
-from .values import column_errors
+from .pushsql import Taken
 from .wire import encode, flatten
 
 logger = logging.getLogger("customersync")
@@ -98,19 +102,20 @@ def push(customer_pk: int, *, client: StripeClient | None = None, resume: str | 
     when the database stayed away: pass it back as ``resume`` to take up the
     lease again at once.
     """
-    if not Customer.objects.filter(pk=customer_pk).exists():
+    lease = Lease(customer_pk, owner=resume).acquire_if_exists()
+    if lease is None:
         return PushResult(Outcome.SKIPPED)
-    lease = Lease(customer_pk, owner=resume).acquire()
     try:
         result = PushResult(Outcome.NOTHING)
+        more: bool | None = None
         for round_ in range(_MAX_ROUNDS):
-            if round_ and not PendingPush.objects.filter(customer_id=customer_pk, state__in=_OPEN).exists():
+            if round_ and not (more if more is not None else _open(customer_pk)):
                 break  # nothing was saved while the last request was in flight
-            record, early = _take(customer_pk, lease)
-            if record is None:
+            taken, early = _take(customer_pk, lease)
+            if taken is None:
                 # A later round with nothing left does not hide what was pushed.
                 return result if result.outcome is Outcome.PUSHED else (early or result)
-            result = _send(record, client, lease)
+            result, more = _send(taken, client, lease)
             if result.outcome is not Outcome.PUSHED:
                 return result
         return result
@@ -121,8 +126,20 @@ def push(customer_pk: int, *, client: StripeClient | None = None, resume: str | 
         lease.release()
 
 
-def _take(customer_pk: int, lease: Lease) -> tuple[PendingPush | None, PushResult | None]:
-    """The record to send now, frozen; or None and the result when there is nothing to send."""
+def _open(customer_pk: int) -> bool:
+    return PendingPush.objects.filter(customer_id=customer_pk, state__in=_OPEN).exists()
+
+
+def _take(customer_pk: int, lease: Lease) -> tuple[Taken | None, PushResult | None]:
+    """The record to send now; or None and the result when there is nothing to send."""
+    if pushsql.enabled() and (taken := pushsql.read(lease)) is not None:
+        return taken, None
+    record, early = _freeze(customer_pk, lease)
+    return (Taken(record) if record is not None else None), early
+
+
+def _freeze(customer_pk: int, lease: Lease) -> tuple[PendingPush | None, PushResult | None]:
+    """The record to send now, frozen under the customer's row lock; or None and the result."""
     now = timezone.now()
     with transaction.atomic():
         lease.hold()
@@ -177,31 +194,30 @@ def _take(customer_pk: int, lease: Lease) -> tuple[PendingPush | None, PushResul
     return record, None
 
 
-def _send(record: PendingPush, client: StripeClient | None, lease: Lease) -> PushResult:
-    customer = (
-        Customer.objects.select_related("account")
-        .only("stripe_id", "stripe_data", "account")
-        .get(pk=record.customer_id)
-    )
+def _send(taken: Taken, client: StripeClient | None, lease: Lease) -> tuple[PushResult, bool | None]:
+    """Send the record; the result, and whether another record is open (None: not known)."""
+    record = taken.record
+    customer = taken.read[0] if taken.read else Customer.objects.select_related("account").get(pk=record.customer_id)
     stripe_id, account = customer.stripe_id, customer.account
     if (refusal := accounts.mode_problem(customer, account)) is not None:
         # A test key never writes to a live customer, nor a live key to a test one: refused before any request.
         return _refuse(record, lease, {"type": "local_error", "code": "livemode_mismatch", "param": "livemode",
-                                       "message": refusal})  # fmt: skip
+                                       "message": refusal}), None  # fmt: skip
     client = client or accounts.client_for(account)
     params = record.params or {}
     limiter = ratelimit.budget(accounts.budget_name(account), accounts.platform_of(account).rate_limit)
     if limiter is not None:
-        # The fleet's budget, right before the request: a grant followed by a slow freeze
-        # (a row an operator's save holds, a loaded database) would reach Stripe late, in the
-        # same second as later grants. A frozen change waiting here is safe: only this lease's
-        # holder sends or confirms it, and the hold below stops it if the lease ran out.
+        # The fleet's budget, right before the attempt is recorded and the request sent: a grant
+        # followed by a slow freeze (a row an operator's save holds, a loaded database) would reach
+        # Stripe late, in the same second as later grants. Only this lease's holder sends or
+        # confirms, and the hold below stops it if the lease ran out.
         limiter.acquire()
-    with transaction.atomic():
-        lease.hold()  # renewed for a whole request, right before it
-        attempt = PushAttempt.objects.create(
-            push=record, customer_id=record.customer_id, params=redact(params), idempotency_key=record.idempotency_key
-        )
+    attempt = PushAttempt(
+        push=record, customer_id=record.customer_id, params=redact(params), idempotency_key=record.idempotency_key
+    )
+    if (early := _record_attempt(taken, attempt, lease)) is not None:
+        return early, None  # the edit saved meanwhile left nothing to send
+    record, params = taken.record, taken.record.params or {}  # frozen again when the row changed meanwhile
     adopted = False
     try:
         if record.operation == "create" and (existing := answers.owners_customer_in_stripe(record, client)) is not None:
@@ -219,28 +235,52 @@ def _send(record: PendingPush, client: StripeClient | None, lease: Lease) -> Pus
     except StripeError as err:
         if limiter is not None and isinstance(err, RateLimitError) and err.code != "lock_timeout":
             limiter.penalize(app_settings.RATE_LIMIT_PAUSE)  # slow the fleet on this account, not just this worker
-        return _failed(record, attempt, err, lease)
-    problem = answers.problem(record, response, stripe_id)
+        return _failed(record, attempt, err, lease), None
+    problem, more = answers.problem(record, response, stripe_id), None
     if problem is None:
         try:
-            customer = _confirm_until_stored(record, response, lease, attempt=attempt, adopted=adopted)
+            stored, more = _confirm_until_stored(
+                record, response, lease, attempt=attempt, adopted=adopted, read=taken.read
+            )
         except Unstorable as err:
             problem = f"Stripe's answer holds values this mirror cannot store ({err.message})."
     if problem is not None:
         # Not Stripe's answer for this customer, or not one to keep: nothing of it is stored.
         request_id = getattr(response, "request_id", None)
         bad = APIError(problem, http_status=200, request_id=request_id, should_retry=False)
-        return _failed(record, attempt, bad, lease)
-    if customer is None:
-        return PushResult(Outcome.SKIPPED)  # a late answer for a record no longer in flight
+        return _failed(record, attempt, bad, lease), None
+    if stored is None:
+        return PushResult(Outcome.SKIPPED), None  # a late answer for a record no longer in flight
     logger.info("Pushed %s (%s): Stripe confirmed.", record.customer_id, stripe_id)
     if record.operation == "create" and signals.customer_created.has_listeners(Customer):
-        owner = getattr(customer, "owner", None) if owners.mapping() is not None else None
+        owner = getattr(stored, "owner", None) if owners.mapping() is not None else None
         signals.customer_created.send(
             sender=Customer, customer_pk=record.customer_id, stripe_id=stripe_id, owner=owner, found=adopted
         )
     signals.customer_pushed.send(sender=Customer, customer_pk=record.customer_id, params=params)
-    return PushResult(Outcome.PUSHED, params=params)
+    return PushResult(Outcome.PUSHED, params=params), more
+
+
+def _record_attempt(taken: Taken, attempt: PushAttempt, lease: Lease) -> PushResult | None:
+    """Log the attempt under the hold (renewed for a whole request, right before it), freezing
+    the record in the same statement when it is still queued; frozen under the row lock when
+    the customer changed since it was read."""
+    if not taken.frozen and taken.read is not None:
+        if pushsql.freeze_and_attempt(lease, taken.record, taken.read[0], taken.read[1], attempt):
+            taken.frozen = True
+            return None
+        record, early = _freeze(taken.record.customer_id, lease)
+        if record is None:
+            return early
+        taken.record, taken.read, attempt.push = record, None, record
+        attempt.params, attempt.idempotency_key = redact(record.params or {}), record.idempotency_key
+    if pushsql.enabled():
+        pushsql.attempt(lease, attempt)
+        return None
+    with transaction.atomic():
+        lease.hold()
+        attempt.save(force_insert=True)
+    return None
 
 
 def _refuse(record: PendingPush, lease: Lease, error: dict[str, Any]) -> PushResult:
@@ -322,12 +362,15 @@ def _is_missing(err: StripeError) -> bool:
 
 
 def _confirm_until_stored(
-    record: PendingPush, response: dict[str, Any], lease: Lease, *, attempt: PushAttempt, adopted: bool = False
-) -> Customer | None:
-    """The attempt's success and ``_confirm``, retried while the database is away: Stripe's
+    record: PendingPush, response: dict[str, Any], lease: Lease, *, attempt: PushAttempt, adopted: bool = False,
+    read: tuple[Customer, str] | None = None,
+) -> tuple[Customer | None, bool | None]:  # fmt: skip
+    """The attempt's success and the confirm, retried while the database is away: Stripe's
     answer is known, so it is not asked again; for at most half the lease, then
     ``DatabaseError`` (the task retries, resuming the lease, and resends the frozen body
-    under its key: Stripe replays its answer)."""
+    under its key: Stripe replays its answer). ``read``: the customer as read and its row's
+    digest, for the confirm in one statement. Returns the stored customer (None: a late
+    answer) and whether another record is open (None: not known)."""
     give_up = time.monotonic() + app_settings.LEASE_SECONDS / 2
     delay = 0.2
     request_id = getattr(response, "request_id", "") or ""
@@ -335,7 +378,11 @@ def _confirm_until_stored(
         try:
             # The first write after the answer: the database may be gone already.
             _finish(attempt, AttemptOutcome.SUCCEEDED, http_status=200, request_id=request_id)
-            return _confirm(record, response, lease, adopted=adopted)
+            if read is not None and not adopted and pushsql.enabled():
+                if (stored := confirm.in_one_statement(record, response, lease, read)) is not None:
+                    return stored
+                read = None  # the row changed since it was read: under its lock
+            return _confirm(record, response, lease, adopted=adopted), None
         except (OperationalError, InterfaceError) as err:
             if time.monotonic() + delay > give_up:
                 raise
@@ -346,41 +393,3 @@ def _confirm_until_stored(
             connection.close()  # a fresh connection for the next try
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
-
-
-def _confirm(record: PendingPush, response: dict[str, Any], lease: Lease, *, adopted: bool = False) -> Customer | None:
-    """Store Stripe's answer as the confirmed state, keeping edits made meanwhile.
-
-    Only for the record in flight under this lease: a late answer for a record
-    already confirmed or given up is ignored, so it never rolls back a newer state.
-    ``adopted``: ``response`` is a customer found in Stripe, not the answer to
-    what was sent: it is taken, except the owner's mapped values, pushed next.
-    """
-    now = timezone.now()
-    with transaction.atomic():
-        lease.hold()
-        if not PendingPush.objects.select_for_update().filter(pk=record.pk, state=PushState.SENDING).exists():
-            logger.warning(
-                "Ignored a late answer for push %s of %s: no longer in flight.", record.pk, record.customer_id
-            )
-            return None
-        customer = Customer.objects.select_for_update().get(pk=record.customer_id)
-        customer.merge_remote(response, base=record.sent_state, at=now)
-        if adopted and (mapping := owners.mapping()) is not None:
-            mapping.apply(customer, customer.owner_values or {})  # the owner's values stay, to be pushed
-        sent_once = record.sent_once or {}
-        customer.pending_once = {
-            k: v for k, v in (customer.pending_once or {}).items() if k not in sent_once or sent_once[k] != v
-        }
-        customer.last_pushed_at = now
-        customer.revive()  # Stripe just answered for it: it exists
-        still_pending = customer.needs_push()
-        customer.settle(still_pending, clear_error=True)
-        if errors := column_errors(customer):
-            raise Unstorable(customer.stripe_id or "", errors)  # rolled back: nothing of the answer kept
-        owners.write_back([customer])  # both-ways values Stripe's answer changed
-        customer.save_synced()
-        PendingPush.objects.filter(pk=record.pk).update(state=PushState.SENT, completed_at=now)
-        if still_pending:
-            record_change(customer)  # joins the queued push an in-flight edit already made, if any
-    return customer
