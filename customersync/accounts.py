@@ -20,6 +20,7 @@ webhook secret may be a list while Stripe signs with both the old and the new.
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,7 @@ DEFAULT = "default"
 PLATFORM_KEYS = frozenset({"API_KEY", "WEBHOOK_SECRET", "CONNECT_WEBHOOK_SECRET", "RATE_LIMIT"})
 # Stripe-Context supersedes Stripe-Account; API versions before it know only the latter.
 CONTEXT_SINCE = "2024-09-30"
+_clients = threading.local()
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 
@@ -146,15 +148,29 @@ def client_for(account: Account | None) -> StripeClient:
         raise ConfigurationError(
             f"{found.setting()} is not set: customersync needs the platform's Stripe secret key (sk_... or rk_...)."
         )
-    return StripeClient(
+    config = (
         found.api_key,
-        api_base=app_settings.API_BASE,
-        api_version=app_settings.API_VERSION,
-        timeout=app_settings.TIMEOUT,
-        deadline=app_settings.REQUEST_DEADLINE,
-        stripe_account=(account.stripe_account or None) if account is not None else None,
-        account_header=context_header(app_settings.API_VERSION),
+        app_settings.API_BASE,
+        app_settings.API_VERSION,
+        app_settings.TIMEOUT,
+        app_settings.REQUEST_DEADLINE,
+        (account.stripe_account or None) if account is not None else None,
+        context_header(app_settings.API_VERSION),
     )
+    # One client per configuration and thread: its session keeps the connection to Stripe open
+    # between pushes (a new client per push paid a TCP and TLS handshake each time). Keyed by
+    # the key itself, so a rotated key gets a new client; only this process's memory holds it.
+    clients: dict[tuple, StripeClient] = _clients.__dict__.setdefault("by_config", {})
+    client = clients.get(config)
+    if client is None:
+        if len(clients) >= 256:
+            clients.clear()
+        key, base, version, timeout, deadline, connected, header = config
+        client = clients[config] = StripeClient(
+            key, api_base=base, api_version=version, timeout=timeout, deadline=deadline,
+            stripe_account=connected, account_header=header,
+        )  # fmt: skip
+    return client
 
 
 def stripe_client(account: Account | None = None) -> StripeClient:
