@@ -25,6 +25,9 @@ import time
 
 # dj-stripe checks the key's shape; the fake server takes any sk_test_ key.
 BENCH_KEY = "sk_test_51BenchBenchBenchBenchBench00"
+# The database the bench creates and drops: a name of its own lets several checkouts run it at once.
+DB_NAME = os.environ.get("CUSTOMERSYNC_BENCH_DB", "customersync_bench")
+DJSTRIPE_DB = f"{DB_NAME}_djstripe"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     from customersync.testing import FakeStripeServer
 
     connection.settings_dict["TEST"]["NAME"] = (
-        os.path.abspath(".bench-db.sqlite3") if connection.vendor == "sqlite" else "customersync_bench"
+        os.path.abspath(f".{DB_NAME}.sqlite3") if connection.vendor == "sqlite" else DB_NAME
     )
     old = setup_databases(verbosity=0, interactive=False, aliases={"default"})
     rows = []
@@ -126,10 +129,11 @@ def _djstripe(api_base: str, expected: int) -> tuple:
         "BENCH_STRIPE_API_BASE": api_base,
         "BENCH_STRIPE_KEY": BENCH_KEY,
         "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        "BENCH_DJSTRIPE_DB": DJSTRIPE_DB,
     }
     with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as pg:
-        pg.execute("DROP DATABASE IF EXISTS customersync_bench_djstripe")
-        pg.execute("CREATE DATABASE customersync_bench_djstripe")
+        pg.execute(f"DROP DATABASE IF EXISTS {DJSTRIPE_DB}")
+        pg.execute(f"CREATE DATABASE {DJSTRIPE_DB}")
     try:
         subprocess.run([sys.executable, "-m", "django", "migrate", "-v0"], env=env, check=True)
         started = time.perf_counter()
@@ -138,11 +142,11 @@ def _djstripe(api_base: str, expected: int) -> tuple:
             env=env, check=True, stdout=subprocess.DEVNULL,
         )  # fmt: skip
         elapsed = time.perf_counter() - started
-        with psycopg.connect("host=127.0.0.1 user=postgres dbname=customersync_bench_djstripe") as pg:
+        with psycopg.connect(f"host=127.0.0.1 user=postgres dbname={DJSTRIPE_DB}") as pg:
             count = pg.execute("SELECT count(*) FROM djstripe_customer").fetchone()[0]
     finally:
         with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as pg:
-            pg.execute("DROP DATABASE IF EXISTS customersync_bench_djstripe")
+            pg.execute(f"DROP DATABASE IF EXISTS {DJSTRIPE_DB}")
     assert count == expected, f"dj-stripe synced {count} of {expected}"
     return ("dj-stripe djstripe_sync_models Customer", count, elapsed, None)
 
