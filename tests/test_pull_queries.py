@@ -1,0 +1,276 @@
+"""The pull writes a page in a constant number of queries, and its fast lane writes what the general path would.
+
+Query counts, never timings: a page of 10 costs what a page of 100 costs, for
+new customers, for a second run that finds them unchanged, and for one that
+finds them changed in Stripe. ``pull_rows`` answers the common cases without
+the general merge; each scenario below runs twice, once with that fast lane
+turned off, and both must leave the same rows, conflicts and owners.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from customersync import sync
+from customersync.models import Conflict, Customer, SyncStatus
+from customersync.pull import store_page
+from customersync.pull_rows import PageWriter
+from tests.owners import field, make_owner, owner_model
+
+pytestmark = pytest.mark.django_db
+
+# On SQLite Django splits bulk_create and bulk_update by its 999 parameters: the
+# portable path's count grows with the page there (see test_mirror too).
+postgres_only = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="one statement per page is the PostgreSQL path's"
+)
+
+# A page inside the test's transaction: SAVEPOINT, the locking SELECT, then the
+# writes, then RELEASE SAVEPOINT.
+FRAME = 3
+
+
+def seeded(stripe, size):
+    stripe.reset()
+    Customer.objects.all().delete()
+    return stripe.seed(size)
+
+
+def queries(page, **kwargs):
+    with CaptureQueriesContext(connection) as ctx:
+        store_page(page, sync.PullStats(), **kwargs)
+    return len(ctx)
+
+
+def changed(page):
+    page = copy.deepcopy(page)
+    for obj in page:
+        obj["name"] += " II"
+    return page
+
+
+# -- queries per page -----------------------------------------------------------------
+
+
+@postgres_only
+@pytest.mark.parametrize("size", [10, 100])
+def test_a_page_of_new_customers_is_one_insert(stripe, size, django_assert_num_queries):
+    page = seeded(stripe, size)
+    with django_assert_num_queries(FRAME + 1):
+        store_page(page, sync.PullStats())
+    assert Customer.objects.count() == size
+
+
+@postgres_only
+@pytest.mark.parametrize("size", [10, 100])
+def test_a_second_run_over_unchanged_customers_is_one_update(stripe, size, django_assert_num_queries):
+    page = seeded(stripe, size)
+    store_page(page, sync.PullStats())
+    with django_assert_num_queries(FRAME + 1):
+        store_page(page, sync.PullStats())
+
+
+@postgres_only
+@pytest.mark.parametrize("size", [10, 100])
+def test_a_second_run_over_changed_customers_is_one_update(stripe, size, django_assert_num_queries):
+    page = seeded(stripe, size)
+    store_page(page, sync.PullStats())
+    with django_assert_num_queries(FRAME + 1):
+        store_page(changed(page), sync.PullStats())
+    assert set(Customer.objects.values_list("name", flat=True)) == {obj["name"] for obj in changed(page)}
+
+
+def mixed(stripe, size):
+    """A page of ``size``: a third new, a third changed in Stripe, a third unchanged."""
+    page = seeded(stripe, size)
+    third = size // 3
+    store_page(page[third:], sync.PullStats())
+    return page[:third] + changed(page[third : 2 * third]) + page[2 * third :]
+
+
+@postgres_only
+def test_a_mixed_page_costs_the_same_for_10_and_100_customers(stripe):
+    small, large = queries(mixed(stripe, 10)), queries(mixed(stripe, 100))
+    assert small == large == FRAME + 3, (small, large)  # insert, update, touch
+
+
+@postgres_only
+def test_a_whole_pull_costs_the_same_per_page_for_pages_of_10_and_100(stripe):
+    def per_page(size, pages):
+        seeded(stripe, size * pages)
+        Customer.objects.all().delete()
+        with CaptureQueriesContext(connection) as ctx:
+            stats = sync.pull(page_size=size)
+        assert stats.pages == pages and stats.created == size * pages
+        return len(ctx)
+
+    one_small, three_small = per_page(10, 1), per_page(10, 3)
+    one_large, three_large = per_page(100, 1), per_page(100, 3)
+    assert one_small == one_large and three_small == three_large, (one_small, one_large, three_small, three_large)
+    # Per page: the page's own queries and the cursor's.
+    assert (three_small - one_small) / 2 == FRAME + 1 + 1, (one_small, three_small)
+    # A second walk finds everything unchanged: the same count again.
+    with CaptureQueriesContext(connection) as again:
+        sync.pull(page_size=100)
+    assert len(again) == three_large, (len(again), three_large)
+
+
+# -- the fast lane writes what the general path writes --------------------------------
+
+
+@pytest.fixture
+def general_only(monkeypatch):
+    """Turn the fast lane off: every customer is merged the general way."""
+
+    def turn_off():
+        monkeypatch.setattr(PageWriter, "new_row", lambda self, obj: None)
+        monkeypatch.setattr(PageWriter, "unchanged", lambda self, customer, obj: False)
+
+    return turn_off
+
+
+@pytest.fixture
+def lane(monkeypatch):
+    """How many customers the fast lane took: new ones, and unchanged ones."""
+    taken = {"new": 0, "unchanged": 0}
+    new_row, unchanged = PageWriter.new_row, PageWriter.unchanged
+
+    def count_new(self, obj):
+        row = new_row(self, obj)
+        taken["new"] += row is not None
+        return row
+
+    def count_unchanged(self, customer, obj):
+        same = unchanged(self, customer, obj)
+        taken["unchanged"] += same
+        return same
+
+    monkeypatch.setattr(PageWriter, "new_row", count_new)
+    monkeypatch.setattr(PageWriter, "unchanged", count_unchanged)
+    return taken
+
+
+SKIPPED = {"id", "owner_id", "updated_at", "last_pulled_at", "confirmed_at"}
+
+
+def snapshot(stats):
+    owners = owner_model()._base_manager.in_bulk() if settings.CUSTOMERSYNC.get("OWNER_MODEL") else {}
+    mapped = (field("phone"), field("address[city]")) if owners else ()
+    rows = {}
+    for row in Customer.objects.values():
+        owner = owners.get(row.get("owner_id"))
+        rows[row["stripe_id"]] = {
+            **{k: v for k, v in row.items() if k not in SKIPPED},
+            "owner": None if owner is None else {f: getattr(owner, f) for f in mapped},
+        }
+    conflicts = sorted(
+        (c.customer.stripe_id, c.param, repr(c.local_value), repr(c.remote_value), c.resolution)
+        for c in Conflict.objects.select_related("customer")
+    )
+    return rows, conflicts, (stats.created, stats.updated, stats.kept_local, stats.conflicts, stats.unstorable)
+
+
+def new_objects(stripe):
+    """Customers new to the mirror: plain ones, rich plain ones, ones that are not plain, ones that do not fit."""
+    plain = stripe.seed(4)
+    rich = stripe.add_customer(
+        shipping={"name": "Dock 4", "phone": None, "address": {"city": "Lyon", "country": "FR", "line1": "1 quai"}},
+        invoice_settings={"custom_fields": [{"name": "PO", "value": "7"}], "footer": "Thanks", "rendering_options":
+                          {"amount_tax_display": "exclude_tax", "template": None}},
+        balance=-500, next_invoice_sequence=7, preferred_locales=["fr", "en"], tax_exempt="exempt",
+        metadata={"plan": "pro", "seats": "4"},
+    )  # fmt: skip
+    empty = {**stripe.add_customer(), "email": None, "metadata": None, "preferred_locales": None,
+             "invoice_settings": None, "address": {}, "currency": "eur", "delinquent": True}  # fmt: skip
+
+    def variant(**changes):
+        obj = {**copy.deepcopy(plain[0]), **changes}
+        obj["id"] = f"cus_variant{len(variants)}"
+        variants.append(obj)
+
+    variants: list[dict] = []
+    variant(metadata={"seats": 4})  # not text: the customer owes Stripe a push
+    variant(default_source={"id": "card_1", "object": "card"})  # expanded
+    variant(address="10 Downing Street")
+    variant(shipping={**rich["shipping"], "carrier": "UPS", "tracking_number": None})  # Stripe's own keys
+    variant(preferred_locales=["en", ""])
+    variant(name="x" * 300)  # does not fit
+    variant(description="a\x00b")
+    variant(currency="usdx")
+    variant(balance=2**70)
+    variant(discount={"coupon": {"percent_off": float("nan")}})
+    variant(created=None, livemode="", delinquent=None)
+    return [*plain, rich, empty, *variants]
+
+
+def test_new_customers_are_stored_as_the_general_path_stores_them(stripe, lane, general_only):
+    objects = new_objects(stripe)
+    stats = sync.PullStats()
+    store_page(copy.deepcopy(objects), stats)
+    fast = snapshot(stats)
+    assert stats.created == len(objects) - 5 and stats.skipped == 5
+    assert lane["new"] == 8  # 4 seeded, the rich one, the empty one, Stripe's shipping keys, no created
+    Customer.objects.all().delete()
+    general_only()
+    stats = sync.PullStats()
+    store_page(copy.deepcopy(objects), stats)
+    assert snapshot(stats) == fast
+
+
+def second_run(stripe):
+    """Customers mirrored once, some edited here since, met again: changed in Stripe or not."""
+    objects = seeded(stripe, 9)
+    store_page(copy.deepcopy(objects), sync.PullStats())
+    by_id = {c.stripe_id: c for c in Customer.objects.all()}
+    ids = [obj["id"] for obj in objects]
+    Customer.objects.filter(stripe_id=ids[1]).update(name="Edited here", sync_status=SyncStatus.PENDING)
+    Customer.objects.filter(stripe_id=ids[2]).update(name="Edited here", sync_status=SyncStatus.PENDING)
+    Customer.objects.filter(stripe_id=ids[3]).update(phone="+1 edited", sync_status=SyncStatus.FAILED,
+                                                     sync_error={"message": "refused"})  # fmt: skip
+    Customer.objects.filter(stripe_id=ids[4]).update(sync_status=SyncStatus.DELETED)
+    Customer.objects.filter(stripe_id=ids[5]).update(sync_status=SyncStatus.PENDING)
+    if settings.CUSTOMERSYNC.get("OWNER_MODEL"):
+        for index in (6, 7):  # linked; the owner of 7 is behind Stripe's phone
+            owner = make_owner(f"Owner {index}", **{field("phone"): objects[index]["phone"] if index == 6 else ""})
+            values = {"phone": objects[index]["phone"]} if index == 6 else {}
+            Customer.objects.filter(pk=by_id[ids[index]].pk).update(owner=owner, owner_values=values)
+    page = copy.deepcopy(objects)
+    page[2]["name"] = "Renamed in Stripe"  # a conflict with the edit here
+    page[8]["email"] = "new@example.com"
+    return page
+
+
+def test_a_second_run_stores_what_the_general_path_stores(stripe, lane, general_only):
+    page = second_run(stripe)
+    stats = sync.PullStats()
+    store_page(copy.deepcopy(page), stats)
+    fast = snapshot(stats)
+    assert lane["unchanged"] == 3  # 0, and the linked 6 and 7 (7's owner written back, so its row too)
+    assert fast[1] and fast[0][page[1]["id"]]["name"] == "Edited here"  # kept, and a conflict recorded
+    assert fast[0][page[4]["id"]]["sync_status"] == SyncStatus.IN_SYNC  # revived
+    assert fast[0][page[5]["id"]]["sync_status"] == SyncStatus.IN_SYNC  # nothing to send after all
+    Customer.objects.all().delete()
+    if settings.CUSTOMERSYNC.get("OWNER_MODEL"):
+        owner_model()._base_manager.all().delete()
+    general_only()
+    page = second_run(stripe)
+    stats = sync.PullStats()
+    store_page(copy.deepcopy(page), stats)
+    assert snapshot(stats) == fast
+
+
+def test_an_unchanged_customer_gets_only_the_pulls_timestamps(stripe):
+    (obj,) = stripe.seed(1)
+    store_page([obj], sync.PullStats())
+    before = Customer.objects.get()
+    later = before.confirmed_at + dt.timedelta(minutes=5)
+    store_page([copy.deepcopy(obj)], sync.PullStats(), at=later)
+    after = Customer.objects.get()
+    assert after.confirmed_at == later and after.last_pulled_at > before.last_pulled_at
+    assert after.updated_at == before.updated_at and after.stripe_data == before.stripe_data
