@@ -169,7 +169,12 @@ class StripeClient:
         ``has_more`` is false, or until ``max_items`` were listed. ``before_page`` runs before
         each request (a pull paces itself with it)."""
         remaining = max_items
-        seen: set[str] = set()
+        # A server repeating itself would make the walk endless. A page may not end on an id of
+        # the page before, nor on an earlier cursor; earlier cursors are met by comparing with a
+        # lagging one whose lag doubles (Brent's cycle finding), so a walk of any length holds
+        # one page of ids, not every id it listed.
+        previous: set[str] = set()
+        lagging, lag, power = starting_after, 0, 1
         while remaining is None or remaining > 0:
             if before_page is not None:
                 before_page()
@@ -180,19 +185,22 @@ class StripeClient:
                 isinstance(c, dict) and isinstance(c.get("id"), str) for c in data
             ):
                 raise APIError("Stripe's customer list is not a list of customers with ids.", http_status=200)
-            if data and (data[-1]["id"] == starting_after or data[-1]["id"] in seen):
-                # A server repeating a page would make the walk endless.
+            last = data[-1]["id"] if data else None
+            if last is not None and (last in (starting_after, lagging) or last in previous):
                 raise APIError(
                     f"Stripe's customer list repeated itself after {starting_after}: stopped.", http_status=200
                 )
-            seen.update(c["id"] for c in data)
+            previous = {c["id"] for c in data}
             if data:
                 yield data
             if remaining is not None:
                 remaining -= len(data)
             if not page.get("has_more") or not data:
                 return
-            starting_after = data[-1]["id"]
+            starting_after = last
+            lag += 1
+            if lag == power:
+                lagging, lag, power = starting_after, 0, power * 2
 
     def search_customers(self, query: str, *, limit: int = 10) -> StripeObject:
         """Customers matching a search query (``metadata['k']:'v'``): ``{"data": [...]}``.

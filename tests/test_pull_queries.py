@@ -4,7 +4,9 @@ Query counts, never timings: a page of 10 costs what a page of 100 costs, for
 new customers, for a second run that finds them unchanged, and for one that
 finds them changed in Stripe. ``pull_rows`` answers the common cases without
 the general merge; each scenario below runs twice, once with that fast lane
-turned off, and both must leave the same rows, conflicts and owners.
+turned off, and both must leave the same rows, conflicts and owners. And the
+walk remembers one page of ids to stop a list that repeats itself, so a pull's
+memory does not grow with the account.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from customersync import sync
+from customersync.client import StripeClient
+from customersync.exceptions import APIError
 from customersync.models import Conflict, Customer, SyncStatus
 from customersync.pull import store_page
 from customersync.pull_rows import PageWriter
@@ -274,3 +278,35 @@ def test_an_unchanged_customer_gets_only_the_pulls_timestamps(stripe):
     after = Customer.objects.get()
     assert after.confirmed_at == later and after.last_pulled_at > before.last_pulled_at
     assert after.updated_at == before.updated_at and after.stripe_data == before.stripe_data
+
+
+# -- the walk holds a page of ids, not every id it listed --------------------------------
+
+
+class Scripted(StripeClient):
+    """A client whose list answers come from ``pages``: cursor -> ids (no HTTP)."""
+
+    def __init__(self, pages):
+        super().__init__("sk_test_scripted", api_base="http://127.0.0.1:9")
+        self.pages, self.calls = pages, 0
+
+    def list_customers(self, *, limit=100, starting_after=None, created=None):
+        self.calls += 1
+        return {"data": [{"id": i} for i in self.pages(starting_after)], "has_more": True}
+
+
+def test_a_list_that_cycles_over_several_pages_is_stopped():
+    cycle = {None: ["a1", "a2"], "a2": ["b1", "b2"], "b2": ["c1", "c2"], "c2": ["a1", "a2"]}
+    client = Scripted(cycle.__getitem__)
+    with pytest.raises(APIError, match="repeated itself"):
+        for _page in client.iter_customers(limit=2):
+            pass
+    assert client.calls <= 2 * len(cycle)
+
+
+def test_a_long_walk_is_not_mistaken_for_a_cycle():
+    def pages(cursor):
+        n = 0 if cursor is None else int(cursor) + 1
+        return [str(n)] if n < 5000 else []
+
+    assert sum(len(page) for page in Scripted(pages).iter_customers(limit=1)) == 5000
