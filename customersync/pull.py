@@ -92,9 +92,13 @@ def pull(
         max_items=limit,
         before_page=pacer.acquire if pacer else None,
     )
+    expect_new = True  # an import, until a page finds customers the mirror holds
     for data in pages:
-        store_page(data, stats, account=account)
-        PullCursor.objects.filter(name=cursor).update(starting_after=data[-1]["id"], pulled=F("pulled") + len(data))
+        created = stats.created
+        with transaction.atomic():  # a page and the cursor past it commit together
+            store_page(data, stats, account=account, expect_new=expect_new)
+            PullCursor.objects.filter(name=cursor).update(starting_after=data[-1]["id"], pulled=F("pulled") + len(data))
+        expect_new = stats.created - created == len(data)
         stats.pages += 1
         if progress:
             progress(stats)
@@ -131,24 +135,30 @@ def store_page(
     at: dt.datetime | None = None,
     source: str = "pull",
     account: Account | None = None,
+    expect_new: bool = False,
 ) -> None:
     """Write customers of ``account`` from Stripe in a constant number of queries, keeping local edits.
 
     Plain customers new to the mirror, and ones Stripe has as the mirror last
     saw them, take the fast lane (``pull_rows``); the rest are merged here.
+    ``expect_new``: most are likely new (an import), so on PostgreSQL the
+    plain ones are created first and only the others looked up and locked.
     """
     now = timezone.now()
     objects = list(objects)
     remote_wins = app_settings.CONFLICT_POLICY == "remote_wins"
     resolution = Resolution.REMOTE_WINS if remote_wins else Resolution.LOCAL_WINS
-    with transaction.atomic():
+    # No savepoint: a caller's transaction fails as a whole, and a page costs no more round trips.
+    with transaction.atomic(savepoint=False):
+        rows = PageWriter(account, now, at or now)
+        created = rows.insert_new(objects) if expect_new else set()
+        objects = [obj for obj in objects if obj["id"] not in created]
         existing = {
             c.stripe_id: c
             for c in Customer.objects.select_for_update().filter(
                 account=account, stripe_id__in=[o["id"] for o in objects]
             )
-        }
-        rows = PageWriter(account, now, at or now)
+        } if objects else {}  # fmt: skip
         fast: list[tuple[dict[str, Any], str]] = []
         new: list[Customer] = []
         merged: list[Customer] = []  # existing customers, in the page's order
@@ -205,7 +215,7 @@ def store_page(
             Customer.objects.filter(pk__in=gone).mark_deleted(last_pulled_at=now)
         if met:
             Customer.objects.filter(pk__in=met).update(last_pulled_at=now)
-    stats.created += len(fast) + len(new)
+    stats.created += len(created) + len(fast) + len(new)
     stats.updated += len(merged) + len(gone)
     stats.conflicts += len(conflicts)
 

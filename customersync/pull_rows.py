@@ -19,7 +19,7 @@ only slower. ``NUL`` characters and non-finite numbers are found in the JSON
 text each row is encoded to anyway; lengths and ranges by the model's limits.
 
 ``PageWriter`` writes rows. On PostgreSQL a page's rows travel as one JSON
-document, exploded by ``json_populate_recordset``: one INSERT and one
+document, exploded by ``jsonb_populate_recordset``: one INSERT and one
 UPDATE ... FROM, where Django's ``bulk_update`` builds a CASE per column and
 row. Other databases use ``bulk_create`` and ``bulk_update``.
 """
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.db import connections, models, router
@@ -44,46 +44,57 @@ __all__ = ["PageWriter", "remote_state"]
 _NUL_ESCAPE = "\\u0000"
 
 
+_NOT_PLAIN: Any = object()
+
+
 def remote_state(obj: Mapping[str, Any]) -> dict[str, Any] | None:
     """Stripe's updatable values as the mirror stores them (``merge.to_local`` of each, by
     model field), or None when one is not plain."""
     state: dict[str, Any] = {}
-    for param in TABLE.state:
-        value = get_path(obj, param.path)
-        shape = param.shape
-        if shape is Shape.SCALAR:
-            if value is None:
-                value = (param.unset_value or "") if param.type is str else None
-            elif not _plain_scalar(param, value):
-                return None
-        elif shape is Shape.MAP:
-            if not value:
-                value = {}
-            elif type(value) is dict and all(type(k) is str and type(v) is str for k, v in value.items()):
-                value = dict(value)
-            else:
-                return None
-        elif shape is Shape.OBJECT:
-            if not value:
-                value = None
-            elif not _plain_object(value, param.children or {}):
-                return None
-        elif not value:
-            value = []
-        elif type(value) is list and _plain_items(param, value):
-            value = list(value)
-        else:
+    for key, path, convert in _plan():
+        value = convert(obj.get(key) if path is None else get_path(obj, path))
+        if value is _NOT_PLAIN:
             return None
-        set_path(state, param.path, value)
+        if path is None:
+            state[key] = value
+        else:
+            set_path(state, path, value)
     return state
 
 
-def _plain_scalar(param: Param, value: Any) -> bool:
-    if param.type is str:
-        return type(value) is str
-    if param.type is int:
-        return type(value) is int
-    return param.type is bool and type(value) is bool
+_plans: list[tuple[tuple[Param, ...], list[tuple[str, tuple[str, ...] | None, Callable[[Any], Any]]]]] = []
+
+
+def _plan() -> list[tuple[str, tuple[str, ...] | None, Callable[[Any], Any]]]:
+    """For each updatable parameter: its top-level key, its path when nested, and its conversion
+    (made once for the table as it stands: tests extend it)."""
+    if not _plans or _plans[0][0] is not TABLE.state:
+        plan = [(p.path[0], p.path if len(p.path) > 1 else None, _converter(p)) for p in TABLE.state]
+        _plans[:] = [(TABLE.state, plan)]
+    return _plans[0][1]
+
+
+def _converter(param: Param) -> Callable[[Any], Any]:
+    """``merge.to_local`` for a plain value of ``param``; ``_NOT_PLAIN`` for any other."""
+    if param.shape is Shape.SCALAR:
+        kind = param.type
+        unset = (param.unset_value or "") if kind is str else None
+        plain = kind in (str, int, bool)
+        return lambda value: unset if value is None else value if plain and type(value) is kind else _NOT_PLAIN
+    if param.shape is Shape.MAP:
+        return lambda value: (
+            {}
+            if not value
+            else dict(value)
+            if type(value) is dict and all(type(k) is str and type(v) is str for k, v in value.items())
+            else _NOT_PLAIN
+        )
+    if param.shape is Shape.OBJECT:
+        children = param.children or {}
+        return lambda value: None if not value else value if _plain_object(value, children) else _NOT_PLAIN
+    return lambda value: (
+        [] if not value else list(value) if type(value) is list and _plain_items(param, value) else _NOT_PLAIN
+    )
 
 
 def _plain_object(value: Any, children: Mapping[str, Any]) -> bool:
@@ -136,10 +147,13 @@ def _encode(value: Any) -> str:
 def _strict_json(value: Any) -> str | None:
     """``value`` as JSON, or None when a column could not hold it (a NUL, NaN, a non-JSON type)."""
     try:
-        text = json.dumps(value, default=_encode, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        text = _STRICT.encode(value)
     except (TypeError, ValueError, RecursionError):
         return None
     return None if _NUL_ESCAPE in text else text
+
+
+_STRICT = json.JSONEncoder(default=_encode, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
 
 
 class PageWriter:
@@ -217,6 +231,20 @@ class PageWriter:
 
     # -- writing ------------------------------------------------------------------
 
+    def insert_new(self, objects: list[dict[str, Any]]) -> set[str]:
+        """PostgreSQL: create the page's plain customers the mirror does not hold yet, in one INSERT
+        that passes over those it holds (ON CONFLICT DO NOTHING: no lookup goes first); returns
+        their stripe ids. Other databases: creates nothing."""
+        if not self.postgres:
+            return set()
+        texts = [row[1] for obj in objects if not obj.get("deleted") and (row := self.new_row(obj)) is not None]
+        if not texts:
+            return set()
+        # No conflict target: any row the mirror holds already is passed over (and then looked up).
+        stripe_id = self._quote(Customer._meta.get_field("stripe_id").column)
+        made = self._execute(f"{self._insert_sql()} ON CONFLICT DO NOTHING RETURNING {stripe_id}", texts)
+        return {created for (created,) in made}
+
     def insert(self, fast: list[tuple[dict[str, Any], str]], customers: list[Customer]) -> None:
         """Create the fast lane's rows and the general path's new ``customers``."""
         if not fast and not customers:
@@ -226,13 +254,15 @@ class PageWriter:
             Customer.objects.using(self.using).bulk_create([*made, *customers])
             return
         texts = [text for _row, text in fast] + [self._row_json(c, adding=True) for c in customers]
+        self._execute(self._insert_sql(), texts)
+
+    def _insert_sql(self) -> str:
         names = ", ".join(self._quote(column) for _attname, column in self.columns)
         picked = ", ".join(f"r.{self._quote(column)}" for _attname, column in self.columns)
-        self._execute(
+        return (
             f"INSERT INTO {self._table} ({names}) SELECT {picked} "
-            f"FROM json_populate_recordset(NULL::{self._table}, %s::json) WITH ORDINALITY AS r "
-            "ORDER BY r.ordinality",
-            texts,
+            f"FROM jsonb_populate_recordset(NULL::{self._table}, %s::jsonb) WITH ORDINALITY AS r "
+            "ORDER BY r.ordinality"
         )
 
     def update(self, customers: list[Customer]) -> None:
@@ -246,7 +276,7 @@ class PageWriter:
         assignments = ", ".join(f"{self._quote(column)} = r.{self._quote(column)}" for _attname, column in self.columns)
         self._execute(
             f"UPDATE {self._table} AS c SET {assignments} "
-            f"FROM json_populate_recordset(NULL::{self._table}, %s::json) AS r WHERE c.{pk} = r.{pk}",
+            f"FROM jsonb_populate_recordset(NULL::{self._table}, %s::jsonb) AS r WHERE c.{pk} = r.{pk}",
             [self._row_json(c, adding=False) for c in customers],
         )
 
@@ -264,9 +294,11 @@ class PageWriter:
     def _quote(self, name: str) -> str:
         return str(connections[self.using].ops.quote_name(name))
 
-    def _execute(self, sql: str, rows: list[str]) -> None:
+    def _execute(self, sql: str, rows: list[str]) -> list[tuple[Any, ...]]:
+        """Run ``sql`` with the rows as its one parameter, a JSON array; what it returns, if anything."""
         with connections[self.using].cursor() as cursor:
             cursor.execute(sql, ["[" + ",".join(rows) + "]"])
+            return cursor.fetchall() if cursor.description else []
 
     def _by_column(self, row: Mapping[str, Any]) -> dict[str, Any]:
         columns = dict(self.columns)
