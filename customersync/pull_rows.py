@@ -26,6 +26,7 @@ row. Other databases use ``bulk_create`` and ``bulk_update``.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 from collections.abc import Callable, Mapping
@@ -250,7 +251,7 @@ class PageWriter:
         if not fast and not customers:
             return
         if not self.postgres:
-            made = [Customer(**self.base, **row) for row, _text in fast]
+            made = [Customer(**copy.deepcopy(self.base), **row) for row, _text in fast]  # no shared defaults
             Customer.objects.using(self.using).bulk_create([*made, *customers])
             return
         texts = [text for _row, text in fast] + [self._row_json(c, adding=True) for c in customers]
