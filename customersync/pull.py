@@ -3,7 +3,10 @@
 Each page is written in a constant number of queries (``store_page``), which
 the webhook events reuse for one customer. Stripe's object is merged into the
 mirror three ways (``merge.merge``): a field edited here and not yet pushed
-is kept, and a conflict is recorded when Stripe changed it too.
+is kept, and a conflict is recorded when Stripe changed it too. Plain
+customers new to the mirror, and customers Stripe has as the mirror last
+stored them, get the same answers without the merge (``pull_rows``), and on
+PostgreSQL each kind of write is one statement a page.
 
 A customer holding a value its columns cannot (``values.column_errors``: a
 name longer than the column, a NUL character) is skipped, with a warning
