@@ -170,6 +170,7 @@ class PageWriter:
         template = Customer(account=account)
         template.settle(False, keep_failure=True)
         template.last_pulled_at, template.confirmed_at = now, confirmed
+        template.sync_version = 1  # a first confirmed state, as merge_remote gives a new customer
         varying = {*TABLE.state_fields, "stripe_id", "stripe_data", "created", "livemode", "currency", "delinquent"}
         self.base = {
             f.attname: now if _stamped(f) else getattr(template, f.attname) for f in fields if f.name not in varying

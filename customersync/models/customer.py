@@ -248,8 +248,9 @@ class Customer(models.Model):
         self.livemode = bool(remote.get("livemode"))
         self.currency = remote.get("currency") or ""
         self.delinquent = remote.get("delinquent")
+        if remote != self.stripe_data or not self.sync_version:
+            self.sync_version = (self.sync_version or 0) + 1  # guards edits diffed against the old state
         self.stripe_data = remote
-        self.sync_version = (self.sync_version or 0) + 1
         self.confirmed_at = at or timezone.now()
         return result
 
