@@ -139,9 +139,10 @@ def context_header(api_version: str) -> str:
     return "Stripe-Account" if api_version[:10] < CONTEXT_SINCE else "Stripe-Context"
 
 
-def client_for(account: Account | None) -> StripeClient:
-    """A client with the account's platform key, acting on the account (its ``acct_`` in the context header)."""
-    found = platform_of(account)
+def client_for(account: Account | None, found: Platform | None = None) -> StripeClient:
+    """A client with the account's platform key, acting on the account (its ``acct_`` in the context header).
+    ``found``: the account's platform, when the caller has it already."""
+    found = found or platform_of(account)
     if not found.api_key:
         if found.name == DEFAULT:
             raise ConfigurationError(MISSING["API_KEY"])
@@ -192,12 +193,12 @@ def account_of(customer: Customer) -> Account | None:
     return customer.account
 
 
-def mode_problem(customer: Customer, account: Account | None) -> str | None:
-    """Why the account's key must not write to this customer: a test key and a live customer, or the reverse."""
+def mode_problem(customer: Customer, found: Platform) -> str | None:
+    """Why the key of ``found`` (the customer's account's platform) must not write to this
+    customer: a test key and a live customer, or the reverse."""
     remote = (customer.stripe_data or {}).get("livemode")
     if not isinstance(remote, bool):
         return None  # not confirmed by Stripe yet: a create goes in the key's mode
-    found = platform_of(account)
     key_mode = found.livemode
     if key_mode is None or key_mode == remote:
         return None

@@ -84,7 +84,8 @@ class _BearerAuth(requests.auth.AuthBase):
 # 64 openers in a row, whitespace between: JSON no Stripe object comes near.
 _DEEP = re.compile(rb"(?:[\[{]\s*){64}")
 _STRIPE_ID = re.compile(r"[A-Za-z0-9_-]{1,255}")
-_ACCOUNT_ID = re.compile(r"acct_[A-Za-z0-9]{1,250}")
+# A Stripe account id (a connected account, in Stripe-Context): the models and the webhooks use it too.
+ACCOUNT_ID = re.compile(r"acct_[A-Za-z0-9]{1,250}")
 
 
 def _path_id(customer_id: str) -> str:
@@ -118,7 +119,7 @@ class StripeClient:
             raise ConfigurationError("StripeClient needs an API key (CUSTOMERSYNC['API_KEY']).")
         if not deadline > 0:
             raise ConfigurationError(f"The request deadline must be a positive number of seconds, not {deadline!r}.")
-        if stripe_account is not None and not _ACCOUNT_ID.fullmatch(str(stripe_account)):
+        if stripe_account is not None and not ACCOUNT_ID.fullmatch(str(stripe_account)):
             raise ConfigurationError(f"Not a Stripe account id: {stripe_account!r} (acct_...).")
         if account_header not in ("Stripe-Context", "Stripe-Account"):
             raise ConfigurationError(f"The account header is Stripe-Context or Stripe-Account, not {account_header!r}.")

@@ -199,13 +199,14 @@ def _send(taken: Taken, client: StripeClient | None, lease: Lease) -> tuple[Push
     record = taken.record
     customer = taken.read[0] if taken.read else Customer.objects.select_related("account").get(pk=record.customer_id)
     stripe_id, account = customer.stripe_id, customer.account
-    if (refusal := accounts.mode_problem(customer, account)) is not None:
+    platform = accounts.platform_of(account)  # read from settings once per push
+    if (refusal := accounts.mode_problem(customer, platform)) is not None:
         # A test key never writes to a live customer, nor a live key to a test one: refused before any request.
         return _refuse(record, lease, {"type": "local_error", "code": "livemode_mismatch", "param": "livemode",
                                        "message": refusal}), None  # fmt: skip
-    client = client or accounts.client_for(account)
+    client = client or accounts.client_for(account, platform)
     params = record.params or {}
-    limiter = ratelimit.budget(accounts.budget_name(account), accounts.platform_of(account).rate_limit)
+    limiter = ratelimit.budget(accounts.budget_name(account), platform.rate_limit)
     if limiter is not None:
         # The fleet's budget, right before the attempt is recorded and the request sent: a grant
         # followed by a slow freeze (a row an operator's save holds, a loaded database) would reach

@@ -32,6 +32,7 @@ from django.views.decorators.http import require_POST
 
 from . import sync
 from .accounts import DEFAULT, Platform, platforms
+from .client import ACCOUNT_ID
 from .conf import app_settings
 from .eventcheck import check_event, parse_payload
 from .exceptions import ConfigurationError, EventError, SignatureError
@@ -41,7 +42,6 @@ MAX_HEADER = 4096
 # ASCII digits only (``str.isdigit`` takes "²" and every script's digits); 12 reach the year 33658.
 TIMESTAMP = re.compile(r"[0-9]{1,12}")
 SIGNATURE = re.compile(r"[0-9a-f]{64}")  # a SHA-256 HMAC, lowercase hex
-CONNECTED = re.compile(r"acct_[A-Za-z0-9]{1,250}")
 
 
 @sensitive_variables()
@@ -153,7 +153,7 @@ def _account(event: dict[str, Any], found: Platform, connect: bool) -> Any:
         raise EventError(f"livemode: a {mode}-mode event at an endpoint whose platform key is in {key} mode.")
     connected = event.get("account")
     if connect:
-        if not isinstance(connected, str) or not CONNECTED.fullmatch(connected):
+        if not isinstance(connected, str) or not ACCOUNT_ID.fullmatch(connected):
             raise EventError("account: a Connect endpoint's event names its connected account (acct_...).")
     elif connected is not None:
         raise EventError(

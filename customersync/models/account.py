@@ -16,11 +16,12 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from ..client import ACCOUNT_ID
 from ..conf import app_settings
 
 DEFAULT_PLATFORM = "default"
 PLATFORM_NAME = r"[a-z0-9][a-z0-9_-]{0,63}"
-CONNECTED_ID = r"acct_[A-Za-z0-9]{1,250}"
+CONNECTED_ID = ACCOUNT_ID.pattern
 
 
 class Account(models.Model):
