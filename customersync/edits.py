@@ -33,27 +33,41 @@ def write_edit(filtered: Any, values: list, using: str, record: bool) -> tuple[i
         with connection.cursor() as cursor:
             cursor.execute(update_sql, update_params)
             return cursor.rowcount, False
-    table = PendingPush._meta.db_table
     pk = quote(filtered.model._meta.pk.column)
-    record_obj = PendingPush(enqueued_at=timezone.now())
-    columns, casts, params = [], [], []
-    for field in PendingPush._meta.concrete_fields:
-        if field.primary_key:
-            continue
-        columns.append(quote(field.column))
-        if field.name == "customer":
-            casts.append(f"upd.{pk}")
-            continue
-        casts.append(f"CAST(%s AS {field.db_type(connection)})")
-        params.append(field.get_db_prep_save(field.pre_save(record_obj, True), connection))
+    insert_sql, params = insert_select(
+        PendingPush, PendingPush(enqueued_at=timezone.now()), "upd", {"customer": f"upd.{pk}"}, connection
+    )
     statement = (
         f"WITH upd AS ({update_sql} RETURNING {quote(filtered.model._meta.db_table)}.{pk}), "
-        f"ins AS (INSERT INTO {quote(table)} ({', '.join(columns)}) SELECT {', '.join(casts)} FROM upd "
-        f"ON CONFLICT ({quote('customer_id')}) WHERE {quote('state')} = 'pending' DO NOTHING "
-        "RETURNING 1) "
+        f"ins AS ({insert_sql} {queued_conflict(connection)} RETURNING 1) "
         "SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM ins)"
     )
     with connection.cursor() as cursor:
         cursor.execute(statement, [*update_params, *params])
         updated, inserted = cursor.fetchone()
     return updated, bool(inserted)
+
+
+def insert_select(model: Any, obj: Any, source: str, from_source: dict[str, str], connection: Any) -> tuple[str, list]:
+    """``INSERT INTO model (...) SELECT ... FROM source``: ``obj``'s values (cast to their columns'
+    types), but the columns ``from_source`` names, which come from ``source``."""
+    quote = connection.ops.quote_name
+    columns, values, params = [], [], []
+    for field in model._meta.concrete_fields:
+        if field.primary_key:
+            continue
+        columns.append(quote(field.column))
+        if field.name in from_source:
+            values.append(from_source[field.name])
+            continue
+        values.append(f"CAST(%s AS {field.db_type(connection)})")
+        params.append(field.get_db_prep_save(field.pre_save(obj, True), connection))
+    table = quote(model._meta.db_table)
+    return f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(values)} FROM {source}", params
+
+
+def queued_conflict(connection: Any) -> str:
+    """An outbox insert's conflict clause: a customer with a queued push already keeps that one
+    (the partial unique index ``customersync_one_queued_push``)."""
+    quote = connection.ops.quote_name
+    return f"ON CONFLICT ({quote('customer_id')}) WHERE {quote('state')} = 'pending' DO NOTHING"

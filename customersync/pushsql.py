@@ -35,6 +35,7 @@ from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from .conf import app_settings
+from .edits import insert_select, queued_conflict
 from .exceptions import LeaseLost, ParamError
 from .models import Customer, PendingPush, PushAttempt, PushLease, PushState, SyncStatus
 from .wire import encode
@@ -65,19 +66,7 @@ def _lost(lease: Any) -> LeaseLost:
 
 
 def _insert(model: Any, obj: Any, source: str, from_source: dict[str, str]) -> tuple[str, list[Any]]:
-    """``INSERT INTO model (...) SELECT ... FROM source``: ``obj``'s values, ``from_source``'s columns."""
-    columns, values, params = [], [], []
-    for field in model._meta.concrete_fields:
-        if field.primary_key:
-            continue
-        columns.append(_q(field.column))
-        if field.name in from_source:
-            values.append(from_source[field.name])
-            continue
-        values.append(f"CAST(%s AS {field.db_type(connection)})")
-        params.append(field.get_db_prep_save(field.pre_save(obj, True), connection))
-    table = _q(model._meta.db_table)
-    return f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(values)} FROM {source}", params
+    return insert_select(model, obj, source, from_source, connection)
 
 
 def _update(queryset: Any, values: dict[str, Any] | None = None, fields: list | None = None) -> tuple[str, list]:
@@ -220,8 +209,7 @@ def confirm(lease: Any, record: PendingPush, merged: Customer, row: str, still_p
         insert_sql, insert_params = _insert(
             PendingPush, PendingPush(enqueued_at=now), "upd", {"customer": f"upd.{_q('id')}"}
         )
-        conflict = f"ON CONFLICT (customer_id) WHERE state = '{PushState.PENDING.value}' DO NOTHING"
-        ctes.append((f"ins AS ({insert_sql} {conflict} RETURNING 1)", insert_params))
+        ctes.append((f"ins AS ({insert_sql} {queued_conflict(connection)} RETURNING 1)", insert_params))
     else:
         ctes.append(("ins AS (SELECT 1 WHERE false)", []))
     held, live, stored, inserted, other = _run(
