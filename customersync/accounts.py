@@ -19,6 +19,7 @@ webhook secret may be a list while Stripe signs with both the old and the new.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -37,6 +38,15 @@ PLATFORM_KEYS = frozenset({"API_KEY", "WEBHOOK_SECRET", "CONNECT_WEBHOOK_SECRET"
 CONTEXT_SINCE = "2024-09-30"
 _clients = threading.local()
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+
+
+def _forget_clients() -> None:
+    """In a forked child (a prefork worker), drop the parent's clients: their open connections
+    are the parent's sockets, and two processes reading one socket garble each other's answers."""
+    _clients.__dict__.pop("by_config", None)
+
+
+os.register_at_fork(after_in_child=_forget_clients)
 
 
 @dataclass(frozen=True)

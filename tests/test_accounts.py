@@ -184,3 +184,25 @@ def test_two_accounts_each_get_their_own_budget_through_real_workers(stripe, sta
     assert all(1 <= n <= 8 for n in figures.values()), figures
     assert max_in_any_second([r.time for r in posts]) > 8  # the accounts were not held to one budget
     assert not Customer.objects.exclude(sync_status=SyncStatus.IN_SYNC).exists()
+
+
+def test_a_forked_worker_opens_its_own_connections_not_its_parents(stripe):
+    """A prefork worker forked after its parent talked to Stripe: two processes reading one
+    inherited keep-alive socket would garble each other's answers, so the child's client is its own."""
+    import os
+
+    from customersync import accounts
+
+    parent = accounts.client_for(None)
+    parent.retrieve_customer(stripe.add_customer(name="Ann")["id"])  # a connection left open
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, then leave without running the parent's cleanup
+        child = accounts.client_for(None)
+        os.write(write, b"own" if child is not parent else b"shared")
+        os._exit(0)
+    os.close(write)
+    answer = os.read(read, 16)
+    os.waitpid(pid, 0)
+    assert answer == b"own"
+    assert accounts.client_for(None) is parent  # the parent keeps its own
