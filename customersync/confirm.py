@@ -28,11 +28,12 @@ logger = logging.getLogger("customersync")
 
 
 def in_one_statement(
-    record: PendingPush, response: dict[str, Any], lease: Lease, read: tuple[Customer, str]
+    record: PendingPush, response: dict[str, Any], lease: Lease, read: tuple[Customer, str], answered: tuple[int, str]
 ) -> tuple[Customer | None, bool | None] | None:
-    """The confirm in one statement, on a copy of the customer as read (``read``: it and its row's
-    digest): the stored customer (None: a late answer) and whether another record is open; None
-    when the row changed since it was read, or the model's own save is needed (nothing written)."""
+    """The confirm in one statement with the attempt's success (``answered``: its id and Stripe's
+    request id), on a copy of the customer as read (``read``: it and its row's digest): the stored
+    customer (None: a late answer) and whether another record is open; None when the row changed
+    since it was read, or the model's own save is needed (nothing of the customer written)."""
     customer = copy.copy(read[0])
     customer.__dict__ = copy.deepcopy(read[0].__dict__)  # a retry starts again from the row as read
     still_pending = _apply(customer, record, response, timezone.now(), adopted=False)
@@ -45,7 +46,7 @@ def in_one_statement(
         return None  # an owner to write back to, or a site's save receivers: the path that saves the model
     if errors := column_errors(customer):
         raise Unstorable(customer.stripe_id or "", errors)  # nothing of the answer kept
-    outcome, more = pushsql.confirm(lease, record, customer, read[1], still_pending)
+    outcome, more = pushsql.confirm(lease, record, customer, read[1], still_pending, answered)
     if outcome == "changed":
         return None
     if outcome == "late":

@@ -57,6 +57,7 @@ class Lease:
 
     def __init__(self, customer_pk: int, owner: str | None = None) -> None:
         self.customer_pk = customer_pk
+        self.released = False  # by the statement that confirmed the push (``pushsql.confirm``)
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
     def _fields(self) -> dict[str, object]:
@@ -118,6 +119,8 @@ class Lease:
             raise LeaseLost(self.customer_pk)
 
     def release(self) -> None:
+        if self.released:
+            return
         try:
             PushLease.objects.filter(customer_id=self.customer_pk, owner=self.owner).update(
                 owner="", expires_at=None, renewed_at=None

@@ -11,9 +11,10 @@
    made while the request was in flight (they have their own outbox record
    and task); ``_failed`` records a refusal.
 
-On PostgreSQL the common case takes six statements, each its own transaction
-(``pushsql``): the lease, the read, the freeze with the attempt, the attempt's
-success, the confirm (which tells whether another record is open) and the release.
+On PostgreSQL the common case takes four statements, each its own transaction
+(``pushsql``): the lease, the read, the freeze with the attempt, and the confirm
+with the attempt's success (which tells whether another record is open, and
+releases the lease when none is).
 
 Retryable failures (network, 401, 409, 429, 5xx, ``Stripe-Should-Retry: true``)
 raise ``RetryLater``; the caller retries with backoff and the record keeps
@@ -378,11 +379,12 @@ def _confirm_until_stored(
     while True:
         try:
             # The first write after the answer: the database may be gone already.
-            _finish(attempt, AttemptOutcome.SUCCEEDED, http_status=200, request_id=request_id)
-            if read is not None and not adopted and pushsql.enabled():
-                if (stored := confirm.in_one_statement(record, response, lease, read)) is not None:
-                    return stored
+            if read is not None and not adopted and pushsql.enabled() and attempt.pk is not None:
+                found = confirm.in_one_statement(record, response, lease, read, (attempt.pk, request_id))
+                if found is not None:
+                    return found
                 read = None  # the row changed since it was read: under its lock
+            _finish(attempt, AttemptOutcome.SUCCEEDED, http_status=200, request_id=request_id)
             return _confirm(record, response, lease, adopted=adopted), None
         except (OperationalError, InterfaceError) as err:
             if time.monotonic() + delay > give_up:

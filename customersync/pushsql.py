@@ -12,11 +12,13 @@ statement commits. ``hold`` is on the database's clock, never the worker's.
   PENDING to SENDING, and the attempt logged; any write to the row since the read
   makes it write nothing, and the caller freezes again under the row lock;
 - ``attempt``: the hold and the attempt, for a record frozen earlier (resent as it is);
-- ``confirm``: the attempt's success (kept even without the lease, as before), then the
-  hold, the record checked still SENDING, the customer row written (guarded by the same
-  digest: an edit made while the request was in flight makes it write
-  nothing and the caller confirms under the row lock), the record SENT, a new outbox
-  record when Stripe is still owed something, and whether another record is open.
+- ``confirm``: the attempt's success (kept even without the lease), then the lease
+  checked and its row locked (``SELECT ... FOR UPDATE``, the same fence as the hold), the
+  record checked still SENDING, the customer row written (guarded by the same digest: an
+  edit made while the request was in flight makes it write nothing and the caller
+  confirms under the row lock), the record SENT, a new outbox record when Stripe is still
+  owed something, whether another record is open, and the lease written once: released
+  when the push is over (stored, nothing else open), renewed otherwise.
 
 ``read`` takes the common cases in one query without a lock (see there). The other
 databases keep the previous path (``push`` and ``answer``), statement by statement.
@@ -183,12 +185,26 @@ def attempt(lease: Any, attempt: PushAttempt) -> None:
     attempt.pk = attempt_id
 
 
-def confirm(lease: Any, record: PendingPush, merged: Customer, row: str, still_pending: bool) -> tuple[str, bool]:
-    """Store ``merged`` (the customer read with digest ``row``, Stripe's answer applied): ("stored", whether
-    another record is open), ("late", _) for a record no longer SENDING, ("changed", _) when the
-    customer was written since (nothing stored). Raises ``LeaseLost``."""
+def _check(lease: Any) -> tuple[str, list[Any]]:
+    """The lease checked and its row locked without writing it (the confirm writes it once, at the end)."""
+    return (
+        f"hold AS (SELECT 1 FROM {_q(PushLease._meta.db_table)} WHERE customer_id = %s AND owner = %s "
+        "AND expires_at > STATEMENT_TIMESTAMP() FOR UPDATE)",
+        [lease.customer_pk, lease.owner],
+    )
+
+
+def confirm(
+    lease: Any, record: PendingPush, merged: Customer, row: str, still_pending: bool, answered: tuple[int, str]
+) -> tuple[str, bool]:
+    """Store ``merged`` (the customer read with digest ``row``, Stripe's answer applied), with the
+    attempt's success (``answered``: its id and Stripe's request id; kept even without the lease):
+    ("stored", whether another record is open), ("late", _) for a record no longer SENDING,
+    ("changed", _) when the customer was written since (nothing stored). When stored and nothing
+    else is open, the lease is released in the same statement (``lease.released``); otherwise
+    renewed. Raises ``LeaseLost``."""
     now = timezone.now()
-    pushes = _q(PendingPush._meta.db_table)
+    pushes, leases = _q(PendingPush._meta.db_table), _q(PushLease._meta.db_table)
     fields = [(f, None, f.pre_save(merged, False)) for f in Customer._meta.concrete_fields if not f.primary_key]
     guarded = Customer._base_manager.filter(pk=merged.pk).extra(
         where=[f"{row_hash()} = %s", "EXISTS (SELECT 1 FROM rec)"], params=[row]
@@ -198,8 +214,11 @@ def confirm(lease: Any, record: PendingPush, merged: Customer, row: str, still_p
         PendingPush.objects.filter(pk=record.pk).extra(where=["EXISTS (SELECT 1 FROM upd)"]),
         values={"state": PushState.SENT, "completed_at": now},
     )
+    attempt_id, request_id = answered
     ctes = [
-        _hold(lease),
+        (f"fin AS (UPDATE {_q(PushAttempt._meta.db_table)} SET outcome = %s, finished_at = %s, http_status = 200, "
+         "request_id = %s WHERE id = %s)", ["succeeded", now, request_id, attempt_id]),
+        _check(lease),
         (f"rec AS (SELECT id FROM {pushes} WHERE id = %s AND state = %s AND EXISTS (SELECT 1 FROM hold) FOR UPDATE)",
          [record.pk, PushState.SENDING.value]),
         (f"upd AS ({write_sql} RETURNING {_q(Customer._meta.db_table)}.id)", write_params),
@@ -212,15 +231,27 @@ def confirm(lease: Any, record: PendingPush, merged: Customer, row: str, still_p
         ctes.append((f"ins AS ({insert_sql} {queued_conflict(connection)} RETURNING 1)", insert_params))
     else:
         ctes.append(("ins AS (SELECT 1 WHERE false)", []))
-    held, live, stored, inserted, other = _run(
+    others = f"EXISTS (SELECT 1 FROM {pushes} WHERE customer_id = %s AND state IN (%s, %s) AND id <> %s)"
+    open_params = [merged.pk, PushState.PENDING.value, PushState.SENDING.value, record.pk]
+    ctes += [
+        # Stored, and nothing else open: this push is over, and its lease is released here.
+        (f"fine AS (SELECT o.other, EXISTS (SELECT 1 FROM upd) AND NOT EXISTS (SELECT 1 FROM ins) "
+         f"AND NOT o.other AS done FROM (SELECT {others} AS other) o)", open_params),
+        (f"rel AS (UPDATE {leases} SET owner = CASE WHEN fine.done THEN '' ELSE owner END, "
+         "expires_at = CASE WHEN fine.done THEN NULL ELSE STATEMENT_TIMESTAMP() + %s END, "
+         "renewed_at = CASE WHEN fine.done THEN NULL ELSE STATEMENT_TIMESTAMP() END FROM fine "
+         "WHERE customer_id = %s AND owner = %s AND EXISTS (SELECT 1 FROM hold) RETURNING fine.done)",
+         [dt.timedelta(seconds=app_settings.LEASE_SECONDS), lease.customer_pk, lease.owner]),
+    ]  # fmt: skip
+    held, live, stored, inserted, other, released = _run(
         ctes,
         "SELECT (SELECT count(*) FROM hold), (SELECT count(*) FROM rec), (SELECT count(*) FROM upd), "
-        f"(SELECT count(*) FROM ins), EXISTS (SELECT 1 FROM {pushes} WHERE customer_id = %s AND state IN (%s, %s) "
-        "AND id <> %s)",
-        [merged.pk, PushState.PENDING.value, PushState.SENDING.value, record.pk],
+        "(SELECT count(*) FROM ins), (SELECT other FROM fine), COALESCE((SELECT done FROM rel), false)",
     )
     if not held:
         raise _lost(lease)
+    if released:
+        lease.released = True
     if not live:
         return "late", False
     if not stored:

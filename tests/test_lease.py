@@ -12,6 +12,7 @@ import datetime as dt
 from unittest import mock
 
 import pytest
+from django.db import connection
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -204,15 +205,15 @@ def test_database_gone_at_the_first_write_after_the_answer_stripe_is_not_asked_a
     customer = mirrored(stripe, name="Ann")
     customer.name = "Bea"
     customer.save()
-    real_finish, failures = push_module._finish, []
+    failures: list = []
 
-    def finish(attempt, outcome, **fields):
-        if outcome == "succeeded" and not failures:
-            failures.append(outcome)  # the database is away for the first write after the 200
+    def away(execute, sql, params, many, context):
+        if not failures and any(r.method == "POST" for r in stripe.requests):
+            failures.append(sql)  # the database is away for the first write after the 200
             raise OperationalError("server closed the connection unexpectedly")
-        return real_finish(attempt, outcome, **fields)
+        return execute(sql, params, many, context)
 
-    with mock.patch.object(push_module, "_finish", finish), mock.patch.object(push_module.time, "sleep"):
+    with connection.execute_wrapper(away), mock.patch.object(push_module.time, "sleep"):
         assert sync.push(customer.pk).outcome is sync.Outcome.PUSHED
     assert failures and [r.body for r in posts(stripe, customer)] == [b"name=Bea"]  # one request
     customer.refresh_from_db()
