@@ -133,6 +133,14 @@ class StripeClient:
         self.deadline = deadline
         self.session = session or requests.Session()
         self.session.mount(self.api_base + "/", DeadlineAdapter())
+        self._settings: dict[str, Any] = {}
+        if session is None:
+            # The environment's proxies and CA bundle (HTTPS_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE...),
+            # read once for this client: requests reads the whole environment on every request
+            # otherwise, which cost a loopback push more than its round trip to the database.
+            self._settings = dict(self.session.merge_environment_settings(self.api_base + "/", {}, None, None, None))
+            self._settings.pop("stream", None)
+            self.session.trust_env = False
 
     def __repr__(self) -> str:  # never show the key
         account = f" {self.stripe_account}" if self.stripe_account else ""
@@ -275,8 +283,9 @@ class StripeClient:
                 # The key goes in by an auth object, so no dict a traceback shows holds it;
                 # redirects are never followed (the body and the key stay with api_base).
                 response = self.session.request(
-                    method, url, timeout=wait, stream=True, allow_redirects=False, auth=self._auth, **kwargs
-                )
+                    method, url, timeout=wait, stream=True, allow_redirects=False, auth=self._auth,
+                    **self._settings, **kwargs,
+                )  # fmt: skip
                 with response:
                     content = transport.read_body(response, transport.MAX_RESPONSE_BYTES)
         except ResponseTooLarge as err:

@@ -27,6 +27,9 @@ filling the memory.
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import os
 import socket
 import threading
 import time
@@ -57,6 +60,65 @@ class ResponseTooLarge(Exception):
         self.limit = limit
 
 
+class _Deadlines:
+    """One thread fires every watchdog of the process at its deadline: a timer thread started per
+    request cost more than a request to a server on loopback. Finished watchdogs are dropped
+    when they reach the front, or all at once when they outnumber the live ones."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._heap: list[tuple[float, int, Watchdog]] = []
+        self._order = itertools.count()
+        self._finished = 0
+        self._thread: threading.Thread | None = None
+
+    def add(self, watchdog: Watchdog) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (watchdog.expires, next(self._order), watchdog))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="customersync-deadlines", daemon=True)
+                self._thread.start()
+            elif self._heap[0][2] is watchdog:
+                self._cond.notify()  # sooner than the one the thread waits for
+
+    def finished(self) -> None:
+        with self._cond:
+            self._finished += 1
+            if self._finished > 64 and self._finished * 2 > len(self._heap):
+                self._heap = [entry for entry in self._heap if not entry[2]._done]
+                heapq.heapify(self._heap)
+                self._finished = 0
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    while self._heap and self._heap[0][2]._done:
+                        heapq.heappop(self._heap)
+                        self._finished = max(self._finished - 1, 0)
+                    if not self._heap:
+                        self._cond.wait()
+                        continue
+                    delay = self._heap[0][0] - time.monotonic()
+                    if delay <= 0:
+                        watchdog = heapq.heappop(self._heap)[2]
+                        break
+                    self._cond.wait(delay)
+            watchdog._fire()
+
+
+_DEADLINES = _Deadlines()
+
+
+def _new_deadlines() -> None:
+    """In a forked child: the parent's deadline thread is not there, nor are its requests."""
+    global _DEADLINES
+    _DEADLINES = _Deadlines()
+
+
+os.register_at_fork(after_in_child=_new_deadlines)
+
+
 class Watchdog:
     """Cuts the connection of the request in flight once ``seconds`` have passed.
 
@@ -74,8 +136,6 @@ class Watchdog:
         self._done = False
         self._connection: _Watched | None = None
         self._orphans: list[socket.socket] = []  # descriptors of connections closed while we held them
-        self._timer = threading.Timer(seconds, self._fire)
-        self._timer.daemon = True
         self._token: Token[Watchdog | None] | None = None
 
     def remaining(self) -> float:
@@ -83,13 +143,12 @@ class Watchdog:
 
     def __enter__(self) -> Watchdog:
         self._token = _CURRENT.set(self)
-        self._timer.start()
+        _DEADLINES.add(self)
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._timer.cancel()
         with _LOCK:
             self._done = True
             connection = self._connection
@@ -99,6 +158,7 @@ class Watchdog:
             orphans, self._orphans = self._orphans, []
         for orphan in orphans:
             orphan.close()
+        _DEADLINES.finished()
         if self._token is not None:
             _CURRENT.reset(self._token)
 

@@ -152,6 +152,74 @@ def test_a_normal_request_is_unaffected_and_keeps_its_connection(stripe, client)
     assert [r.status for r in stripe.requests if r.path == f"/v1/customers/{cus['id']}"] == [200, 200]
 
 
+class Noted(transport.Watchdog):
+    """A watchdog that says when it fires (nothing to cut: no request runs under it)."""
+
+    def __init__(self, seconds):
+        super().__init__(seconds)
+        self.went_off = threading.Event()
+
+    def _fire(self):
+        super()._fire()
+        self.went_off.set()
+
+
+def test_every_deadline_fires_on_time_from_one_thread_and_a_finished_one_never_fires():
+    long, finished, short = Noted(60.0), Noted(0.2), Noted(0.4)
+    with long:
+        with finished:
+            pass  # its request ended before its deadline
+        with short:  # due before the long one the thread was waiting for
+            assert short.went_off.wait(5.0)
+        assert short.fired and not long.fired and not finished.fired
+    assert not finished.went_off.wait(0.3)  # past its deadline: dropped, not fired
+    assert [t.name for t in threading.enumerate()].count("customersync-deadlines") == 1
+
+
+def test_many_requests_add_no_thread_each(stripe, client):
+    cus = stripe.add_customer(email="a@example.com")
+    client.retrieve_customer(cus["id"])
+    before = threading.active_count()
+    for _ in range(20):
+        client.retrieve_customer(cus["id"])
+    assert threading.active_count() == before
+
+
+def test_the_environments_proxy_is_used_read_when_the_client_is_made(monkeypatch):
+    """HTTP_PROXY and the like still apply, though the client reads them once, not per request."""
+    import http.server
+    import json
+
+    seen = []
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.path)  # a proxy is asked for the absolute URL
+            body = json.dumps({"id": "cus_Proxied", "object": "customer"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        client = StripeClient(KEY, api_base="http://stripe.invalid", timeout=2.0, deadline=DEADLINE)
+        monkeypatch.delenv("HTTP_PROXY")  # read already
+        assert client.retrieve_customer("cus_Proxied")["id"] == "cus_Proxied"
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    assert seen == ["http://stripe.invalid/v1/customers/cus_Proxied"]
+
+
 def test_the_deadline_comes_from_the_settings_and_must_be_positive(stripe):
     with override_settings(CUSTOMERSYNC={**settings.CUSTOMERSYNC, "REQUEST_DEADLINE": 7.5}):
         assert stripe_client().deadline == 7.5
