@@ -148,15 +148,15 @@ def budget(name: str = "stripe", rate: float | None = None) -> Any | None:
     from .conf import app_settings
 
     rate = app_settings.RATE_LIMIT if rate is None else rate
+    if not rate:
+        return None
     url = app_settings.RATE_LIMIT_REDIS_URL or _broker_redis_url()
     config = (name, rate, url, app_settings.RATE_LIMIT_ALGORITHM)
     with _budget_lock:
         if config not in _budgets:
             if len(_budgets) > 10_000:
                 _budgets.clear()  # settings changed many times (tests): keep memory bounded
-            if not rate:
-                _budgets[config] = None
-            elif url:
+            if url:
                 import redis
 
                 if url not in _redis_clients:  # one connection pool for every account's budget
