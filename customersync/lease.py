@@ -91,22 +91,27 @@ class Lease:
             if not Customer.objects.filter(pk=self.customer_pk).exists():
                 return None
             return self.acquire()
-        leases, customers = (connection.ops.quote_name(m._meta.db_table) for m in (PushLease, Customer))
+        ctes, params = self.upsert_ctes()
         with connection.cursor() as cursor:
-            cursor.execute(
-                f"WITH c AS (SELECT id FROM {customers} WHERE id = %s), "
-                f"up AS (INSERT INTO {leases} (customer_id, owner, expires_at, renewed_at) "
-                "SELECT id, %s, STATEMENT_TIMESTAMP() + %s, STATEMENT_TIMESTAMP() FROM c "
-                "ON CONFLICT (customer_id) DO UPDATE SET owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at, "
-                f"renewed_at = EXCLUDED.renewed_at WHERE {leases}.owner = '' "
-                f"OR {leases}.expires_at < STATEMENT_TIMESTAMP() OR {leases}.owner = %s RETURNING 1) "
-                "SELECT (SELECT count(*) FROM c), (SELECT count(*) FROM up)",
-                [self.customer_pk, self.owner, dt.timedelta(seconds=app_settings.LEASE_SECONDS), self.owner],
-            )
+            cursor.execute(f"WITH {ctes} SELECT (SELECT count(*) FROM c), (SELECT count(*) FROM up)", params)
             exists, taken = cursor.fetchone()
         if not exists:
             return None
         return self if taken else self.acquire()  # held by another: a dead holder's is taken over there
+
+    def upsert_ctes(self) -> tuple[str, list[object]]:
+        """PostgreSQL: ``c`` (the customer's id, when it exists) and ``up`` (a row when the lease was
+        free, expired or already this holder's, and is now taken), as common table expressions."""
+        leases, customers = (connection.ops.quote_name(m._meta.db_table) for m in (PushLease, Customer))
+        return (
+            f"c AS (SELECT id FROM {customers} WHERE id = %s), "
+            f"up AS (INSERT INTO {leases} (customer_id, owner, expires_at, renewed_at) "
+            "SELECT id, %s, STATEMENT_TIMESTAMP() + %s, STATEMENT_TIMESTAMP() FROM c "
+            "ON CONFLICT (customer_id) DO UPDATE SET owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at, "
+            f"renewed_at = EXCLUDED.renewed_at WHERE {leases}.owner = '' "
+            f"OR {leases}.expires_at < STATEMENT_TIMESTAMP() OR {leases}.owner = %s RETURNING 1)",
+            [self.customer_pk, self.owner, dt.timedelta(seconds=app_settings.LEASE_SECONDS), self.owner],
+        )
 
     def hold(self) -> None:
         """Renew the lease, or raise ``LeaseLost``: the first statement of each of the holder's transactions."""

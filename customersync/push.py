@@ -35,7 +35,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from django.db.models import F
 from django.utils import timezone
 
-from . import accounts, answers, confirm, owners, pushsql, ratelimit, signals
+from . import accounts, answers, confirm, owners, pushread, pushsql, ratelimit, signals
 from .client import StripeClient
 from .conf import app_settings
 from .confirm import under_lock as _confirm  # under the row lock (and a late answer's test calls it)
@@ -103,7 +103,7 @@ def push(customer_pk: int, *, client: StripeClient | None = None, resume: str | 
     when the database stayed away: pass it back as ``resume`` to take up the
     lease again at once.
     """
-    lease = Lease(customer_pk, owner=resume).acquire_if_exists()
+    lease, first = pushread.take_lease(Lease(customer_pk, owner=resume))
     if lease is None:
         return PushResult(Outcome.SKIPPED)
     try:
@@ -112,7 +112,7 @@ def push(customer_pk: int, *, client: StripeClient | None = None, resume: str | 
         for round_ in range(_MAX_ROUNDS):
             if round_ and not (more if more is not None else _open(customer_pk)):
                 break  # nothing was saved while the last request was in flight
-            taken, early = _take(customer_pk, lease)
+            taken, early = _take(customer_pk, lease, first if round_ == 0 else pushread.UNREAD)
             if taken is None:
                 # A later round with nothing left does not hide what was pushed.
                 return result if result.outcome is Outcome.PUSHED else (early or result)
@@ -131,9 +131,10 @@ def _open(customer_pk: int) -> bool:
     return PendingPush.objects.filter(customer_id=customer_pk, state__in=_OPEN).exists()
 
 
-def _take(customer_pk: int, lease: Lease) -> tuple[Taken | None, PushResult | None]:
-    """The record to send now; or None and the result when there is nothing to send."""
-    if pushsql.enabled() and (taken := pushsql.read(lease)) is not None:
+def _take(customer_pk: int, lease: Lease, first: Any = pushread.UNREAD) -> tuple[Taken | None, PushResult | None]:
+    """The record to send now; or None and the result when there is nothing to send. ``first``:
+    what the statement that took the lease read (``pushread.UNREAD``: read now)."""
+    if pushsql.enabled() and (taken := pushread.read(lease) if first is pushread.UNREAD else first) is not None:
         return taken, None
     record, early = _freeze(customer_pk, lease)
     return (Taken(record) if record is not None else None), early

@@ -20,8 +20,8 @@ statement commits. ``hold`` is on the database's clock, never the worker's.
   owed something, whether another record is open, and the lease written once: released
   when the push is over (stored, nothing else open), renewed otherwise.
 
-``read`` takes the common cases in one query without a lock (see there). The other
-databases keep the previous path (``push`` and ``answer``), statement by statement.
+``pushread`` reads the common cases in one query without a lock. The other databases
+keep the previous path (``push`` and ``answer``), statement by statement.
 """
 
 from __future__ import annotations
@@ -33,14 +33,12 @@ from typing import Any
 
 from django.db import connection
 from django.db.models import sql
-from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from .conf import app_settings
 from .edits import insert_select, queued_conflict
-from .exceptions import LeaseLost, ParamError
-from .models import Customer, PendingPush, PushAttempt, PushLease, PushState, SyncStatus
-from .wire import encode
+from .exceptions import LeaseLost
+from .models import Customer, PendingPush, PushAttempt, PushLease, PushState
 
 logger = logging.getLogger("customersync")
 
@@ -96,46 +94,6 @@ class Taken:
     record: PendingPush
     frozen: bool = True
     read: tuple[Customer, str] | None = None
-
-
-def read(lease: Any) -> Taken | None:
-    """The common cases, read in one query and no lock: one record frozen earlier and recent
-    enough to resend, or one queued update, diffed here and frozen with its attempt
-    (``pushsql.freeze_and_attempt``, which checks the row did not change since). None: any
-    other case, taken under the row lock (``push._freeze``). Raises ``LeaseLost`` when the lease is
-    no longer this holder's (read, not renewed: the statement that freezes holds it)."""
-    held = f"EXISTS (SELECT 1 FROM {_q(PushLease._meta.db_table)} WHERE customer_id = %s AND owner = %s "
-    records = list(
-        PendingPush.objects.filter(customer_id=lease.customer_pk, state__in=[PushState.PENDING, PushState.SENDING])
-        .select_related("customer__account")
-        .annotate(
-            customer_row=RawSQL(row_hash(), ()),
-            lease_held=RawSQL(held + "AND expires_at > STATEMENT_TIMESTAMP())", (lease.customer_pk, lease.owner)),
-        )
-        .order_by("id")[:2]
-    )
-    if records and not records[0].lease_held:  # type: ignore[attr-defined]
-        raise _lost(lease)
-    if len(records) != 1:
-        return None
-    record = records[0]
-    customer, now = record.customer, timezone.now()
-    snapshot = (customer, record.customer_row)  # type: ignore[attr-defined]
-    if record.state == PushState.SENDING:
-        horizon = now - dt.timedelta(seconds=app_settings.RETRY_HORIZON)
-        return Taken(record, read=snapshot) if record.frozen_at and record.frozen_at > horizon else None
-    if customer.sync_status == SyncStatus.DELETED or not customer.stripe_id:
-        return None
-    try:
-        params = customer.pending_params()
-    except ParamError:
-        return None
-    if not params:
-        return None
-    record.state, record.operation, record.params, record.body = PushState.SENDING, "update", params, encode(params)
-    record.sent_state, record.sent_once = customer.desired_state(), dict(customer.pending_once or {})
-    record.frozen_at = now
-    return Taken(record, frozen=False, read=snapshot)
 
 
 def row_hash() -> str:

@@ -45,14 +45,13 @@ def test_an_update_push_takes_at_most_eight_queries(stripe):
     assert [r.body for r in stripe.requests if r.method == "POST"] == [b"name=Bob"]
 
 
-def test_the_statements_are_the_lease_the_read_the_freeze_and_the_confirm_that_releases(stripe):
+def test_the_statements_are_the_lease_with_the_read_the_freeze_and_the_confirm_that_releases(stripe):
     customer = edited(stripe)
     with CaptureQueriesContext(connection) as captured:
         push.push(customer.pk)
     heads = [" ".join(q["sql"].split()[:3]) for q in captured.captured_queries]
     assert heads == [
-        "WITH c AS",  # the lease, taken only for a customer that exists
-        'SELECT "customersync_pendingpush"."id", "customersync_pendingpush"."customer_id",',  # record and customer
+        "WITH c AS",  # the lease, taken only for a customer that exists, with the record and customer read
         "WITH hold AS",  # hold, freeze, attempt
         "WITH fin AS",  # Stripe answered (kept even if the lease is gone), confirm, record sent, release
     ]
