@@ -54,8 +54,8 @@ DEFAULTS: dict[str, Any] = {
     # The Redis holding the budget; None: the Celery broker's, if it is Redis
     # (otherwise the budget is per process).
     "RATE_LIMIT_REDIS_URL": None,
-    # "window" (sliding-window log, never above the budget in any window) or "bucket".
-    "RATE_LIMIT_ALGORITHM": "window",
+    # "paced" (reserved times, never above the budget in any second), "window" (sliding-window log) or "bucket".
+    "RATE_LIMIT_ALGORITHM": "paced",
     # Seconds every worker pauses after Stripe answers 429 rate_limit.
     "RATE_LIMIT_PAUSE": 2.0,
     # Seconds a queued push waits before it runs, so a burst of saves becomes

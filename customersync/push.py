@@ -210,10 +210,8 @@ def _send(taken: Taken, client: StripeClient | None, lease: Lease) -> tuple[Push
     params = record.params or {}
     limiter = ratelimit.budget(accounts.budget_name(account), platform.rate_limit)
     if limiter is not None:
-        # The fleet's budget, right before the attempt is recorded and the request sent: a grant
-        # followed by a slow freeze (a row an operator's save holds, a loaded database) would reach
-        # Stripe late, in the same second as later grants. Only this lease's holder sends or
-        # confirms, and the hold below stops it if the lease ran out.
+        # The fleet's budget, before the hold below (which stops this push if the wait outlasted
+        # the lease); the paced budget's last wait is at sending(), once the attempt is logged.
         limiter.acquire()
     attempt = PushAttempt(
         push=record, customer_id=record.customer_id, params=redact(params), idempotency_key=record.idempotency_key
@@ -221,6 +219,8 @@ def _send(taken: Taken, client: StripeClient | None, lease: Lease) -> tuple[Push
     if (early := _record_attempt(taken, attempt, lease)) is not None:
         return early, None  # the edit saved meanwhile left nothing to send
     record, params = taken.record, taken.record.params or {}  # frozen again when the row changed meanwhile
+    if limiter is not None:
+        limiter.sending()  # a slow statement since acquire() must not crowd the requests after it
     adopted = False
     try:
         if record.operation == "create" and (existing := answers.owners_customer_in_stripe(record, client)) is not None:

@@ -4,14 +4,27 @@ Stripe allows about 25 customer updates a second per account, shared with
 everything else the account does; Celery's ``rate_limit`` is per worker, which
 is not a budget. ``acquire()`` blocks until a request may be sent.
 
-Two algorithms, both one Lua script on Redis's own clock (so workers on many
+Three algorithms, each one Lua script on Redis's own clock (so workers on many
 machines agree):
 
-- ``window`` (default): a sliding-window log. A request is granted only if
-  fewer than ``rate`` were granted in the last window, so no window of that
-  length ever holds more than ``rate`` requests.
+- ``paced`` (default): reservations, one every ``(1 + PACE_SLACK) / rate``
+  seconds. ``acquire()`` reserves the next free time (at most ``HORIZON``
+  ahead; beyond it, it asks again later) and sleeps until just before it;
+  ``sending()``, called right before the request once the push has frozen
+  and logged it, sleeps until the reserved time itself, so the database's
+  work between the two does not move the request. Reserved times are never
+  closer than that interval, so ``rate + 1`` requests span more than a
+  second; no reserved time is skipped while workers wait, so the budget is
+  used up to ``1 / (1 + PACE_SLACK)``. A request that reaches ``sending()``
+  late (a slow database, a thread the machine did not run in time) still
+  goes, but every request is stamped as it goes into a sliding-window log of
+  the times requests really left (``SENT_WINDOW``), which holds the next ones
+  back when a late one would crowd them.
+- ``window``: a sliding-window log. A request is granted only if fewer than
+  ``rate`` were granted in the last window, so no window of that length ever
+  holds more than ``rate`` requests.
 - ``bucket``: a token bucket of capacity 1, one token every window/``rate``
-  seconds (smooth pacing, no bursts; ``bench`` compares the two).
+  seconds (``bench`` compares the three).
 
 The window is a little longer than a second (``WINDOW_SLACK``) so jitter
 between a grant here and the request's arrival at Stripe cannot squeeze
@@ -33,6 +46,10 @@ from .exceptions import ConfigurationError
 logger = logging.getLogger("customersync")
 
 WINDOW_SLACK = 0.1  # seconds added to the one-second window
+PACE_SLACK = 0.025  # the paced interval's margin: rate + 1 requests span at least 1.025 s
+HORIZON = 0.5  # seconds: how far ahead a paced reservation may be
+LEAD = 0.05  # seconds: acquire() returns this long before the reserved time
+SENT_WINDOW = 1.02  # seconds: no window this long holds more than ``rate`` requests as they left
 
 _WINDOW = """
 local key, penalty = KEYS[1], KEYS[2]
@@ -68,11 +85,28 @@ return math.max(1, math.ceil((next_at - now) / 1000))
 """
 
 
+_PACED = """
+local key, penalty = KEYS[1], KEYS[2]
+local interval_us, horizon_us = tonumber(ARGV[1]), tonumber(ARGV[2])
+local pause = redis.call('PTTL', penalty)
+if pause > 0 then return {pause * 1000, 0} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local slot = math.max(tonumber(redis.call('GET', key) or '0'), now)
+if slot - now > horizon_us then return {slot - now - horizon_us, 0} end
+redis.call('SET', key, slot + interval_us, 'PX', 60000)
+return {0, slot - now}
+"""
+
+
 class _Budget:
-    """``acquire`` over ``try_acquire``: the one waiting loop of both budgets."""
+    """``acquire`` over ``try_acquire``: the one waiting loop of the budgets."""
 
     def try_acquire(self) -> float:
         raise NotImplementedError
+
+    def sending(self) -> None:
+        """Right before the request goes (after ``acquire``): the paced budget waits for its time here."""
 
     def acquire(self, timeout: float | None = None) -> None:
         """Block until a request may go (raises TimeoutError after ``timeout`` seconds)."""
@@ -89,29 +123,61 @@ class _Budget:
 class RateBudget(_Budget):
     """``rate`` requests per second for everyone sharing ``name`` on this Redis."""
 
-    def __init__(self, redis_client: Any, rate: float, *, name: str = "stripe", algorithm: str = "window") -> None:
+    def __init__(self, redis_client: Any, rate: float, *, name: str = "stripe", algorithm: str = "paced") -> None:
         if rate <= 0:
             raise ConfigurationError(f"CUSTOMERSYNC['RATE_LIMIT'] must be positive (or 0 for no budget), not {rate!r}.")
-        if algorithm not in ("window", "bucket"):
+        if algorithm not in _SCRIPTS:
             raise ConfigurationError(
-                f"CUSTOMERSYNC['RATE_LIMIT_ALGORITHM'] is 'window' or 'bucket', not {algorithm!r}."
+                f"CUSTOMERSYNC['RATE_LIMIT_ALGORITHM'] is 'paced', 'window' or 'bucket', not {algorithm!r}."
             )
         self.redis, self.rate, self.algorithm, self.name = redis_client, rate, algorithm, name
         self.key = f"customersync:budget:{name}:{algorithm}"
         self.penalty_key = f"customersync:budget:{name}:pause"
-        self._script = redis_client.register_script(_WINDOW if algorithm == "window" else _BUCKET)
+        self._script = redis_client.register_script(_SCRIPTS[algorithm])
+        self.sent_key = f"customersync:budget:{name}:sent"
+        self._sent = redis_client.register_script(_WINDOW)
+        self._slots = threading.local()  # this thread's reserved time (paced), on time.monotonic()
 
     def try_acquire(self) -> float:
-        """0 if a request may go now, else the seconds to wait before asking again."""
+        """0 if a request may go now (paced: a time is reserved for it), else the seconds to wait
+        before asking again."""
+        if self.algorithm == "paced":
+            interval_us = int((1.0 + PACE_SLACK) * 1_000_000 / self.rate)
+            wait_us, ahead_us = self._script(
+                keys=[self.key, self.penalty_key], args=[interval_us, int(HORIZON * 1_000_000)]
+            )
+            if int(wait_us) > 0:
+                return int(wait_us) / 1_000_000
+            self._slots.at = time.monotonic() + int(ahead_us) / 1_000_000
+            return 0.0
         window_us = int((1.0 + WINDOW_SLACK) * 1_000_000)
         args = [self.rate, window_us, uuid.uuid4().hex] if self.algorithm == "window" else [self.rate, window_us]
         wait_ms = int(self._script(keys=[self.key, self.penalty_key], args=args))
         return wait_ms / 1000.0
 
+    def acquire(self, timeout: float | None = None) -> None:
+        super().acquire(timeout)
+        if self.algorithm == "paced" and (early := self._slots.at - LEAD - time.monotonic()) > 0:
+            time.sleep(early)  # the rest of the wait is in sending(), after the push's own statements
+
+    def sending(self) -> None:
+        at, self._slots.at = getattr(self._slots, "at", None), None
+        if at is None:
+            return
+        if (wait := at - time.monotonic()) > 0:
+            time.sleep(wait)
+        window_us = int(SENT_WINDOW * 1_000_000)
+        while (wait_ms := int(self._sent(keys=[self.sent_key, self.penalty_key],
+                                         args=[self.rate, window_us, uuid.uuid4().hex]))) > 0:  # fmt: skip
+            time.sleep(wait_ms / 1000)
+
     def penalize(self, seconds: float) -> None:
         """Pause every worker sharing this budget (Stripe answered 429)."""
         self.redis.set(self.penalty_key, "1", px=max(1, int(seconds * 1000)), nx=True)
         logger.warning("Stripe rate-limited %s: every worker pauses its requests there %.1fs.", self.name, seconds)
+
+
+_SCRIPTS = {"paced": _PACED, "window": _WINDOW, "bucket": _BUCKET}
 
 
 class LocalBudget(_Budget):

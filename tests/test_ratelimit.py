@@ -29,7 +29,7 @@ def redis_client():
     client.close()
 
 
-@pytest.mark.parametrize("algorithm", ["window", "bucket"])
+@pytest.mark.parametrize("algorithm", ["paced", "window", "bucket"])
 def test_budget_never_grants_more_than_the_rate_in_any_second(redis_client, algorithm):
     import threading
     import time
@@ -42,6 +42,7 @@ def test_budget_never_grants_more_than_the_rate_in_any_second(redis_client, algo
         stop = time.monotonic() + 2.5
         while time.monotonic() < stop:
             budget.acquire(timeout=5)
+            budget.sending()
             with lock:
                 granted.append(time.monotonic())
 
@@ -52,6 +53,36 @@ def test_budget_never_grants_more_than_the_rate_in_any_second(redis_client, algo
         thread.join()
     assert max_in_any_second(granted) <= 15
     assert len(granted) >= 15 * 2  # and it does grant: about the rate, not a trickle
+
+
+def test_paced_requests_late_for_their_times_still_never_crowd_a_second(redis_client):
+    """Slow freezes between acquire() and sending(), at random: the times requests really leave
+    (after sending()) never hold more than the rate in any second, and the budget is still used."""
+    import random
+    import threading
+    import time
+
+    budget = RateBudget(redis_client, 20, name=f"test-late-{time.time()}")
+    sent: list[float] = []
+    lock = threading.Lock()
+    chance = random.Random(7)
+
+    def client():
+        stop = time.monotonic() + 2.5
+        while time.monotonic() < stop:
+            budget.acquire(timeout=5)
+            time.sleep(chance.choice([0, 0, 0, 0.03, 0.08, 0.15]))  # a freeze the database made slow
+            budget.sending()
+            with lock:
+                sent.append(time.monotonic())
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert max_in_any_second(sent) <= 20
+    assert len(sent) >= 20 * 2
 
 
 def test_penalty_pauses_everyone(redis_client):
