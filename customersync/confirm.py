@@ -34,8 +34,10 @@ def in_one_statement(
     request id), on a copy of the customer as read (``read``: it and its row's digest): the stored
     customer (None: a late answer) and whether another record is open; None when the row changed
     since it was read, or the model's own save is needed (nothing of the customer written)."""
-    customer = copy.copy(read[0])
-    customer.__dict__ = copy.deepcopy(read[0].__dict__)  # a retry starts again from the row as read
+    customer = copy.copy(read[0])  # its own state and fields cache (Model.__getstate__)
+    for name, value in read[0].__dict__.items():
+        if isinstance(value, (dict, list)):  # JSON values the merge may edit in place
+            customer.__dict__[name] = copy.deepcopy(value)  # a retry starts again from the row as read
     still_pending = _apply(customer, record, response, timezone.now(), adopted=False)
     mapping = owners.mapping()
     if (
