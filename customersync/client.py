@@ -81,8 +81,11 @@ class _BearerAuth(requests.auth.AuthBase):
         return "<Bearer [redacted]>"
 
 
-# 64 openers in a row, whitespace between: JSON no Stripe object comes near.
-_DEEP = re.compile(rb"(?:[\[{]\s*){64}")
+# 64 openers in a row, whitespace between: JSON no Stripe object comes near. Found as a run of
+# 64 "{" once whitespace (re's \s for bytes) is dropped and "[" reads as "{": a scan at C speed,
+# where a regex tried a match at every opener of every page.
+_OPENERS = bytes.maketrans(b"[", b"{")
+_DEEP_RUN = b"{" * 64
 _STRIPE_ID = re.compile(r"[A-Za-z0-9_-]{1,255}")
 # A Stripe account id (a connected account, in Stripe-Context): the models and the webhooks use it too.
 ACCOUNT_ID = re.compile(r"acct_[A-Za-z0-9]{1,250}")
@@ -322,7 +325,7 @@ class StripeClient:
         should_retry = None if should_retry_header is None else should_retry_header.lower() == "true"
         problem = ""
         try:
-            if _DEEP.search(content):
+            if _DEEP_RUN in content.translate(_OPENERS, b" \t\n\r\f\v"):
                 # Refused before the parser recurses to its limit (Stripe's objects nest a few levels).
                 raise RecursionError
             payload = json.loads(content)

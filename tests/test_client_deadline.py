@@ -141,6 +141,21 @@ def test_json_nested_too_deep_is_an_api_error(stripe, client, status, what):
     assert info.value.http_status == status
 
 
+@pytest.mark.parametrize(
+    "body, deep",
+    [
+        ("[ {\n\t[\r{\f[\v" * 13, True),  # 65 openers, any whitespace between
+        ("[" * 63 + "]" * 63, False),  # 63 in a row: parsed (and not an object)
+        ('[{"a": [' * 30 + "1" + "]}]" * 30, False),  # deeper, but never 64 openers in a row
+    ],
+)
+def test_openers_in_a_row_count_whatever_whitespace_is_between(stripe, client, body, deep):
+    stripe.inject(status=200, body=body, method="GET")
+    with pytest.raises(APIError, match="not JSON") as info:
+        client.retrieve_customer("cus_deep")
+    assert ("nested too deep" in str(info.value)) is deep
+
+
 def test_a_normal_request_is_unaffected_and_keeps_its_connection(stripe, client):
     cus = stripe.add_customer(email="a@example.com")
     elapsed, error = timed(lambda: client.retrieve_customer(cus["id"]))
