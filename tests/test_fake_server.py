@@ -102,6 +102,24 @@ def test_list_is_newest_first_and_paginates(server: FakeStripeServer, http: requ
     assert [c["id"] for c in before["data"]] == newest_first[1:3] and before["has_more"] is True
 
 
+def test_list_sees_customers_made_updated_and_deleted_after_an_earlier_page(
+    server: FakeStripeServer, http: requests.Session
+) -> None:
+    ids = [c["id"] for c in server.seed(4)]
+    assert [c["id"] for c in http.get(server.url + "/v1/customers", params={"limit": 1}).json()["data"]] == ids[-1:]
+    made = post(http, server, "/v1/customers", {"email": "new@example.com"}).json()["id"]
+    assert update(http, server, ids[1], {"name": "Renamed"}).status_code == 200  # keeps its place
+    assert http.delete(server.url + f"/v1/customers/{ids[2]}").status_code == 200
+
+    listed = http.get(server.url + "/v1/customers", params={"limit": 2, "starting_after": made}).json()
+    assert [c["id"] for c in listed["data"]] == [ids[3], ids[1]] and listed["has_more"] is True
+    assert listed["data"][1]["name"] == "Renamed"
+    before = http.get(server.url + "/v1/customers", params={"limit": 5, "ending_before": ids[0]}).json()
+    assert [c["id"] for c in before["data"]] == [made, ids[3], ids[1]] and before["has_more"] is False
+    by_email = http.get(server.url + "/v1/customers", params={"email": "new@example.com"}).json()
+    assert [c["id"] for c in by_email["data"]] == [made] and by_email["has_more"] is False
+
+
 def test_list_rejects_bad_limit_and_unknown_cursor(server: FakeStripeServer, http: requests.Session) -> None:
     for limit in ("0", "101", "abc"):
         response = http.get(server.url + "/v1/customers", params={"limit": limit})

@@ -40,6 +40,16 @@ class _CustomerStore:
 
     def __init__(self) -> None:
         self.customers: dict[str, _Customer] = {}
+        self._ids: list[str] = []
+        self._position: dict[str, int] = {}
+
+    def _order(self) -> tuple[list[str], dict[str, int]]:
+        """Ids in insertion order (the API lists newest first) and each one's place, kept until
+        the count changes: customers are only ever added (an update keeps its place)."""
+        if len(self._ids) != len(self.customers):
+            self._ids = list(self.customers)
+            self._position = {customer_id: index for index, customer_id in enumerate(self._ids)}
+        return self._ids, self._position
 
     def get_live(self, customer_id: str) -> _Customer:
         """The customer, unless missing or deleted (then a 404 naming it)."""
@@ -81,37 +91,40 @@ class _CustomerStore:
                 "You may only specify one of these parameters: ending_before, starting_after.",
                 "ending_before",
             )
-        order = list(self.customers)  # insertion order; the API lists newest first
-        position = {customer_id: index for index, customer_id in enumerate(order)}
+        ids, position = self._order()
+        email = params.get("email")
 
         def listed(indexes: Iterable[int]) -> list[_Customer]:
-            email = params.get("email")
-            customers = (self.customers[order[index]] for index in indexes)
-            return [
-                c
-                for c in customers
-                if not c.deleted and (email is None or c.obj["email"] == email) and in_range(c.obj["created"])
-            ]
+            """The first ``limit + 1`` customers listed at these places (one more tells ``has_more``)."""
+            found = []
+            for index in indexes:
+                c = self.customers[ids[index]]
+                if not c.deleted and (email is None or c.obj["email"] == email) and in_range(c.obj["created"]):
+                    found.append(c)
+                    if len(found) > limit:
+                        break
+            return found
 
         if "starting_after" in params:
             cursor = _string(params["starting_after"], "starting_after")
             if cursor not in position:
                 raise _no_such_customer(cursor, param="starting_after")
-            candidates = listed(range(position[cursor] - 1, -1, -1))
-            page = candidates[:limit]
+            found = listed(range(position[cursor] - 1, -1, -1))
+            page = found[:limit]
         elif "ending_before" in params:
             cursor = _string(params["ending_before"], "ending_before")
             if cursor not in position:
                 raise _no_such_customer(cursor, param="ending_before")
-            candidates = listed(range(len(order) - 1, position[cursor], -1))
-            page = candidates[-limit:]  # the page just before the cursor, still newest first
+            found = listed(range(position[cursor] + 1, len(ids)))  # the nearest newer ones first
+            page = found[:limit][::-1]  # the page just before the cursor, still newest first
         else:
-            candidates = listed(range(len(order) - 1, -1, -1))
-            page = candidates[:limit]
+            found = listed(range(len(ids) - 1, -1, -1))
+            page = found[:limit]
         return {
             "object": "list",
-            "data": [customer.render() for customer in page],
-            "has_more": len(candidates) > limit,
+            # The stored objects, not copies: the page is encoded at once, under the server's lock.
+            "data": [customer.obj for customer in page],
+            "has_more": len(found) > limit,
             "url": "/v1/customers",
         }
 
