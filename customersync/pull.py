@@ -6,7 +6,8 @@ mirror three ways (``merge.merge``): a field edited here and not yet pushed
 is kept, and a conflict is recorded when Stripe changed it too. Plain
 customers new to the mirror, and customers Stripe has as the mirror last
 stored them, get the same answers without the merge (``pull_rows``), and on
-PostgreSQL each kind of write is one statement a page.
+PostgreSQL each kind of write is one statement a page. The next page is
+fetched, in a thread, while the database stores the one before (``_read_ahead``).
 
 A customer holding a value its columns cannot (``values.column_errors``: a
 name longer than the column, a NUL character) is skipped, with a warning
@@ -19,7 +20,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterable
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,7 +99,7 @@ def pull(
         before_page=pacer.acquire if pacer else None,
     )
     expect_new = True  # an import, until a page finds customers the mirror holds
-    for data in pages:
+    for data in _read_ahead(pages):
         created = stats.created
         with transaction.atomic():  # a page and the cursor past it commit together
             store_page(data, stats, account=account, expect_new=expect_new)
@@ -118,6 +121,52 @@ def pull(
         )
     PullCursor.objects.filter(name=cursor).delete()
     return stats
+
+
+def _read_ahead(pages: Iterator[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
+    """``pages``, walked in a thread of its own while this one writes: the next page travels while
+    the database stores the one before. The walk keeps at most two pages ahead (memory stays flat)
+    and uses the client alone until it ends; its error is raised here, after the pages before it.
+    Leaving early (a page failed to store) stops the walk, at most one request later."""
+    handoff: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def offer(item: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def walk() -> None:
+        try:
+            for page in pages:
+                if not offer((True, page)):
+                    return
+        except BaseException as error:  # raised in the caller's thread, at its turn
+            offer((False, error))
+        else:
+            offer((False, None))
+        finally:
+            close = getattr(pages, "close", None)
+            if close is not None:
+                close()
+
+    walker = threading.Thread(target=walk, name="customersync pull walk", daemon=True)
+    walker.start()
+    try:
+        while True:
+            more, item = handoff.get()
+            if not more:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
+        walker.join()
 
 
 def pull_one(stripe_id: str, *, client: StripeClient | None = None, account: Any = None) -> Customer:
