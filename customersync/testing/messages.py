@@ -140,7 +140,9 @@ class _Abort:
 
 
 def _json_bytes(payload: Any) -> bytes:
-    return json.dumps(payload, indent=2).encode()
+    """Compact JSON: Stripe indents its answers, but whitespace means nothing to a client, and
+    the indenting encoder is Python's own, several times slower than the C one on a list page."""
+    return json.dumps(payload, separators=(",", ":")).encode()
 
 
 def _error_response(error: FakeStripeAPIError, headers: Mapping[str, str] | None = None) -> _Response:
