@@ -21,7 +21,9 @@ text each row is encoded to anyway; lengths and ranges by the model's limits.
 ``PageWriter`` writes rows. On PostgreSQL a page's rows travel as one JSON
 document, exploded by ``jsonb_populate_recordset``: one INSERT and one
 UPDATE ... FROM, where Django's ``bulk_update`` builds a CASE per column and
-row. Other databases use ``bulk_create`` and ``bulk_update``.
+row. What every new customer of a page holds besides Stripe's values travels
+once, as the record the rows' missing columns are taken from. Other databases
+use ``bulk_create`` and ``bulk_update``.
 """
 
 from __future__ import annotations
@@ -177,20 +179,20 @@ class PageWriter:
         }
         self.checks = [_Check(f) for f in fields if f.name in varying and f.name != "stripe_data"]
         blank = template.desired_state()
-        base_text = _strict_json(
+        self.base_json = _strict_json(
             {column: self.base[attname] for attname, column in self.columns if attname in self.base}
         )
         # The fast lane for new customers holds when a blank customer's values compare equal to unset.
-        self.fresh_lane = base_text is not None and all(
+        self.fresh_lane = self.base_json is not None and all(
             norm(p, get_path(blank, p.path)) == norm(p, None) for p in TABLE.state
         )
-        self.base_tail = "}" if base_text in (None, "{}") else "," + base_text[1:]
         self.renamed = any(attname != column for attname, column in self.columns)
 
     # -- the fast lane ----------------------------------------------------------
 
     def new_row(self, obj: Mapping[str, Any]) -> tuple[dict[str, Any], str] | None:
-        """A new customer's values (besides ``base``) and its row as JSON; None: take the general path."""
+        """A new customer's values (besides ``base``) and its row as JSON (its other columns come from
+        ``base_json``: see ``_insert_sql``); None: take the general path."""
         stripe_id = obj.get("id")
         if not self.fresh_lane or type(stripe_id) is not str or not stripe_id:
             return None
@@ -205,7 +207,7 @@ class PageWriter:
         text = _strict_json(self._by_column(row) if self.renamed else row)
         if text is None:
             return None
-        return row, text[:-1] + self.base_tail
+        return row, text
 
     def unchanged(self, customer: Customer, obj: Mapping[str, Any]) -> bool:
         """Whether the general path would leave ``customer`` as it is but for the pull's timestamps."""
@@ -244,7 +246,9 @@ class PageWriter:
             return set()
         # No conflict target: any row the mirror holds already is passed over (and then looked up).
         stripe_id = self._quote(Customer._meta.get_field("stripe_id").column)
-        made = self._execute(f"{self._insert_sql()} ON CONFLICT DO NOTHING RETURNING {stripe_id}", texts)
+        made = self._execute(
+            f"{self._insert_sql()} ON CONFLICT DO NOTHING RETURNING {stripe_id}", texts, self.base_json or "{}"
+        )
         return {created for (created,) in made}
 
     def insert(self, fast: list[tuple[dict[str, Any], str]], customers: list[Customer]) -> None:
@@ -256,15 +260,17 @@ class PageWriter:
             Customer.objects.using(self.using).bulk_create([*made, *customers])
             return
         texts = [text for _row, text in fast] + [self._row_json(c, adding=True) for c in customers]
-        self._execute(self._insert_sql(), texts)
+        self._execute(self._insert_sql(), texts, self.base_json or "{}")
 
     def _insert_sql(self) -> str:
+        """Rows (the second parameter) with the columns they lack from ``base_json`` (the first): the
+        fast lane's rows hold Stripe's values only, the general path's every column."""
         names = ", ".join(self._quote(column) for _attname, column in self.columns)
         picked = ", ".join(f"r.{self._quote(column)}" for _attname, column in self.columns)
+        base = f"jsonb_populate_record(NULL::{self._table}, %s::jsonb)"
         return (
             f"INSERT INTO {self._table} ({names}) SELECT {picked} "
-            f"FROM jsonb_populate_recordset(NULL::{self._table}, %s::jsonb) WITH ORDINALITY AS r "
-            "ORDER BY r.ordinality"
+            f"FROM jsonb_populate_recordset({base}, %s::jsonb) WITH ORDINALITY AS r ORDER BY r.ordinality"
         )
 
     def update(self, customers: list[Customer]) -> None:
@@ -296,10 +302,11 @@ class PageWriter:
     def _quote(self, name: str) -> str:
         return str(connections[self.using].ops.quote_name(name))
 
-    def _execute(self, sql: str, rows: list[str]) -> list[tuple[Any, ...]]:
-        """Run ``sql`` with the rows as its one parameter, a JSON array; what it returns, if anything."""
+    def _execute(self, sql: str, rows: list[str], base: str | None = None) -> list[tuple[Any, ...]]:
+        """Run ``sql`` with the rows as a parameter, a JSON array (after ``base``, if given); what it
+        returns, if anything."""
         with connections[self.using].cursor() as cursor:
-            cursor.execute(sql, ["[" + ",".join(rows) + "]"])
+            cursor.execute(sql, [*([base] if base is not None else []), "[" + ",".join(rows) + "]"])
             return cursor.fetchall() if cursor.description else []
 
     def _by_column(self, row: Mapping[str, Any]) -> dict[str, Any]:
