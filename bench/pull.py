@@ -14,7 +14,10 @@ them several ways into a database of its own (the test settings' PostgreSQL;
   dj-stripe is installed (``pip install --group bench``), in a database of its own.
 
 It prints customers per second and each rate as a ratio to the walk's and the
-naive importer's, queries per page and HTTP requests per customer.
+naive importer's, queries per page and HTTP requests per customer, and the CPU
+seconds each run took in this process (the fake server's threads included) and
+in its PostgreSQL backend (when the server runs on this machine): on a shared
+machine the CPU says what a run costs when the load makes its rate wander.
 
 ``--memory``: the peak RSS (``VmHWM``) of a process that pulls each size
 (10k and 100k customers by default) into an empty mirror, against a process
@@ -104,12 +107,17 @@ def _throughput(customers: int) -> None:
                 return execute(sql, params, many, context)
 
             server.clear_requests()
+            db_before = _backend_cpu()
+            cpu = time.process_time()
             started = time.perf_counter()
             # An execute wrapper, not the query log: Django caps that at 9000 entries.
             with connection.execute_wrapper(count_query):
                 count = run()
             elapsed = time.perf_counter() - started
-            rows.append((name, count, elapsed, len(executed), len(server.requests)))
+            cpu = time.process_time() - cpu
+            db_after = _backend_cpu()
+            db_cpu = None if db_before is None or db_after is None else db_after - db_before
+            rows.append((name, count, elapsed, len(executed), len(server.requests), (cpu, db_cpu)))
 
         measure("walk only (HTTP, no storing)", lambda: sum(len(p) for p in client.iter_customers(limit=PAGE)))
 
@@ -128,7 +136,7 @@ def _throughput(customers: int) -> None:
         measure("customersync pull again (all unchanged)", lambda: sync.pull(page_size=PAGE).pulled, empty=False)
         if importlib.util.find_spec("djstripe"):
             server.clear_requests()
-            rows.append(_djstripe(server.url, customers) + (len(server.requests),))
+            rows.append(_djstripe(server.url, customers) + (len(server.requests), None))
         else:
             print("dj-stripe is not installed: pip install --group bench to compare with it.")
 
@@ -137,11 +145,13 @@ def _throughput(customers: int) -> None:
     print(f"bulk import of {customers} customers from the fake server on loopback ({connection.vendor}), "
           f"pages of {PAGE}, load average {_load()}")  # fmt: skip
     print(f"{'method':<42}{'customers':>10}{'seconds':>9}{'customers/s':>13}{'vs walk':>9}{'vs naive':>10}"
-          f"{'queries/page':>14}{'requests/customer':>19}")  # fmt: skip
-    for name, count, elapsed, queries, requests in rows:
+          f"{'queries/page':>14}{'requests/customer':>19}{'cpu s':>7}{'db cpu s':>10}")  # fmt: skip
+    for name, count, elapsed, queries, requests, cpus in rows:
         per_page = f"{queries / (count / PAGE):.2f}" if queries is not None else "n/a"
+        cpu, db_cpu = cpus or (None, None)
         print(f"{name:<42}{count:>10}{elapsed:>9.2f}{rate[name]:>13,.0f}{rate[name] / rate[walk[0]]:>9.2f}"
-              f"{rate[name] / rate[naive_row[0]]:>10.1f}{per_page:>14}{requests / count:>19.3f}")  # fmt: skip
+              f"{rate[name] / rate[naive_row[0]]:>10.1f}{per_page:>14}{requests / count:>19.3f}"
+              f"{_seconds(cpu):>7}{_seconds(db_cpu):>10}")  # fmt: skip
     print(f"customersync vs naive: {naive_row[2] / ours[2]:.1f}x faster, {ours[3] / naive_row[3]:.3f}x the queries")
     print(f"customersync vs walk only: {ours[2] / walk[2]:.2f}x the time of just fetching the pages "
           f"({again[2] / walk[2]:.2f}x for a re-walk finding nothing changed)")  # fmt: skip
@@ -185,7 +195,6 @@ def _memory(sizes: list[int]) -> None:
         print(f"{size:>10}{_mb(walk['maxrss_kb']):>12}{_mb(pull['maxrss_kb']):>19}"
               f"{_mb(pull['maxrss_kb'] - walk['maxrss_kb']):>13}{pull['maxrss_kb'] / walk['maxrss_kb']:>13.2f}"
               f"{size / walk['seconds']:>18,.0f}{size / pull['seconds']:>18,.0f}")  # fmt: skip
-    print("(the fake server finds each page by scanning its customers: large sizes are slow to list)")
     if len(results) > 1:
         (small, small_walk, small_pull), (large, large_walk, large_pull) = results[0], results[-1]
         print(f"from {small} to {large} customers ({large / small:g}x): the pull's peak "
@@ -240,6 +249,31 @@ def _empty_mirror() -> None:
 
 def _mb(kib: float, *, sign: bool = False) -> str:
     return f"{kib / 1024:{'+' if sign else ''}.1f} MB"
+
+
+def _seconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def _backend_cpu() -> float | None:
+    """CPU seconds of this connection's PostgreSQL backend so far; None when it cannot be read
+    (another database, or a server on another machine)."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+    host = connection.settings_dict.get("HOST") or "localhost"
+    try:
+        if host not in ("localhost", "127.0.0.1", "::1") and not host.startswith("/"):
+            return None
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _load() -> str:
