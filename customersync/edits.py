@@ -51,8 +51,22 @@ def write_edit(filtered: Any, values: list, using: str, record: bool) -> tuple[i
 def insert_select(model: Any, obj: Any, source: str, from_source: dict[str, str], connection: Any) -> tuple[str, list]:
     """``INSERT INTO model (...) SELECT ... FROM source``: ``obj``'s values (cast to their columns'
     types), but the columns ``from_source`` names, which come from ``source``."""
+    key = (model, source, tuple(sorted(from_source.items())), connection.alias, connection.vendor)
+    found = _inserts.get(key)
+    if found is None:
+        found = _inserts[key] = _insert_template(model, source, from_source, connection)
+    statement, fields = found
+    return statement, [field.get_db_prep_save(field.pre_save(obj, True), connection) for field in fields]
+
+
+# The statement and the fields given as parameters, per model, source and connection: the columns'
+# types and quoting cost more than the insert itself, and every edit writes the same statement.
+_inserts: dict[tuple, tuple[str, list]] = {}
+
+
+def _insert_template(model: Any, source: str, from_source: dict[str, str], connection: Any) -> tuple[str, list]:
     quote = connection.ops.quote_name
-    columns, values, params = [], [], []
+    columns, values, fields = [], [], []
     for field in model._meta.concrete_fields:
         if field.primary_key:
             continue
@@ -61,9 +75,9 @@ def insert_select(model: Any, obj: Any, source: str, from_source: dict[str, str]
             values.append(from_source[field.name])
             continue
         values.append(f"CAST(%s AS {field.db_type(connection)})")
-        params.append(field.get_db_prep_save(field.pre_save(obj, True), connection))
+        fields.append(field)
     table = quote(model._meta.db_table)
-    return f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(values)} FROM {source}", params
+    return f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(values)} FROM {source}", fields
 
 
 def queued_conflict(connection: Any) -> str:
