@@ -143,14 +143,17 @@ def diff(
     confirmed: Mapping[str, Any] | None,
     desired: Mapping[str, Any],
     once: Mapping[str, Any] | None = None,
+    *,
+    checked: bool = False,
 ) -> dict[str, Any]:
     """Return the params that take Stripe from ``confirmed`` to ``desired``.
 
     ``once`` holds write-once values and request options (``source``,
     ``tax[ip_address]``, ``expand``...). Write-once values are always sent when
-    given; request options only ride along with a change.
+    given; request options only ride along with a change. ``checked``: the caller
+    found no problem with the types and keys already (``shapes.check``).
     """
-    problems = shapes.check(desired, once, confirmed)
+    problems = None if checked else shapes.check(desired, once, confirmed)
     if problems:
         name, messages = next(iter(problems.items()))
         raise ParamError(name, messages[0])

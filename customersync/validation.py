@@ -23,11 +23,11 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.validators import EmailValidator
 
-from . import shapes
+from . import shapes, snapshot
 from .diff import diff
 from .exceptions import ParamError
 from .merge import norm
-from .params import TABLE, get_path
+from .params import TABLE, get_path, set_path
 from .values import column_errors
 
 INVOICE_PREFIX = re.compile(r"[A-Z0-9]{1,12}")  # used with fullmatch: "$" would let a trailing newline in
@@ -188,27 +188,103 @@ def _leaves(data: Mapping[str, Any]) -> list[Any]:
 
 def check_edit(customer: Any) -> dict[str, Any] | None:
     """``Customer.validate_for_stripe``: raise ``ValidationError`` keyed by Stripe param names,
-    or return the pending params computed on the way (None without a Stripe id)."""
+    or return the pending params computed on the way (None without a Stripe id).
+
+    What passed is remembered on the instance (``snapshot``): when it is checked again, the
+    fields it still holds as they were are not (each field's checks and diff depend on that
+    field, the confirmed state and ``pending_once`` alone), so saving an instance again, or
+    saving what a form's ``clean()`` or an owner's pre_save checked, costs only what changed.
+    """
+    names = _inputs(type(customer))
+    now = snapshot.take(customer, names)
+    before = customer.__dict__.pop(_CHECKED, None)
+    params = _recheck(customer, before, now) if before is not None else _UNKNOWN
+    if params is _UNKNOWN:
+        params = _check_all(customer)
+    if not customer.pending_once:  # write-once values and options: always checked whole
+        customer.__dict__[_CHECKED] = (TABLE.params, now, params)
+    return params
+
+
+# Where ``check_edit`` remembers what passed: (the table, the fields' snapshot, the params).
+_CHECKED = "_customersync_checked"
+_UNKNOWN: Any = object()
+# Changed, these make every other value's verdict change too.
+_WHOLE = frozenset({"stripe_data", "stripe_id", "pending_once"})
+_input_names: dict[type, tuple[str, ...]] = {}
+
+
+def _inputs(model: type) -> tuple[str, ...]:
+    """The attributes the checks read: every concrete field but the primary key and relations."""
+    found = _input_names.get(model)
+    if found is None:
+        fields = model._meta.concrete_fields  # type: ignore[attr-defined]
+        found = _input_names[model] = tuple(f.attname for f in fields if not f.primary_key and not f.is_relation)
+    return found
+
+
+def _recheck(customer: Any, before: tuple, now: dict[str, Any]) -> Any:
+    """The params, checking only the fields changed since ``before`` passed; ``_UNKNOWN`` when
+    that cannot say (a whole-state input changed, or a changed field has a problem: the full
+    check then reports every problem as it always does)."""
+    table, then, params = before
+    if table is not TABLE.params or customer.pending_once:
+        return _UNKNOWN
+    changed = snapshot.changed(then, now)
+    if not changed:
+        return params
+    if _WHOLE.intersection(changed):
+        return _UNKNOWN
+    state = [name for name in TABLE.state_fields if name in changed]
+    fields = {name: getattr(customer, name) for name in state}
+    if shapes.check(fields, None, customer.stripe_data) or column_errors(customer, changed):
+        return _UNKNOWN
+    desired: dict[str, Any] = {}
+    for param in TABLE.state:
+        if param.field in fields:
+            set_path(desired, param.path, get_path(fields, param.path))
+    if _judged(validate(desired), desired, customer.stripe_data):
+        return _UNKNOWN
+    if params is None or not state:
+        return params
+    try:
+        fresh = diff(customer.stripe_data or {}, desired, checked=True)
+    except ParamError:
+        return _UNKNOWN
+    # Top-level keys in the table's order, as the full diff has them.
+    return {
+        name: fresh[name] if name in fields else params[name]
+        for name in TABLE.state_fields
+        if name in (fresh if name in fields else params)
+    }
+
+
+def _judged(errors: dict[str, list[str]], desired: dict[str, Any], confirmed: Any) -> dict[str, list[str]]:
+    """``errors`` about what this edit changes: a value Stripe already holds must never block
+    saving another field (write-once values and options are always new, so always judged)."""
+    if not errors or not confirmed:
+        return errors
+    changed = {
+        p.field
+        for p in TABLE.state
+        if p.field in desired and norm(p, get_path(desired, p.path)) != norm(p, get_path(confirmed, p.path))
+    }
+    return {k: v for k, v in errors.items() if k.split("[", 1)[0] in changed or k.startswith(TABLE.once_roots)}
+
+
+def _check_all(customer: Any) -> dict[str, Any] | None:
     wrong = refused_values(customer)
     if wrong:
         raise ValidationError(wrong)
     desired = customer.desired_state()
-    errors = validate(desired, customer.pending_once)
-    if errors and customer.stripe_data:
-        # Judge only what this edit changes: a value Stripe already holds
-        # must never block saving another field.
-        changed = {
-            p.field
-            for p in TABLE.state
-            if norm(p, get_path(desired, p.path)) != norm(p, get_path(customer.stripe_data, p.path))
-        }
-        errors = {k: v for k, v in errors.items() if k.split("[", 1)[0] in changed or k.startswith(TABLE.once_roots)}
+    errors = _judged(validate(desired, customer.pending_once), desired, customer.stripe_data)
     # Whatever Stripe thinks, a value its column cannot hold is never written.
     errors = _joined(errors, column_errors(customer))
     params = None
     if not errors and customer.stripe_id:
         try:
-            params = diff(customer.stripe_data or {}, desired, customer.pending_once)
+            # The types and keys were checked above (refused_values), on the fields themselves.
+            params = diff(customer.stripe_data or {}, desired, customer.pending_once, checked=True)
         except ParamError as err:
             errors = {err.param: [err.message]}
     if errors:
