@@ -20,25 +20,24 @@ from django.db.models import sql
 from django.utils import timezone
 
 
-def write_edit(filtered: Any, values: list, using: str, record: bool) -> tuple[int, bool]:
-    """Run the guarded update of ``filtered`` with ``values`` (Django's ``(field, model, value)``),
-    and when ``record``, the outbox insert; returns (rows updated, record inserted)."""
-    PendingPush = filtered.model._meta.get_field("pushes").related_model  # the outbox, without an import circle
+def write_edit(model: Any, pk: Any, version: int, values: list, using: str, record: bool) -> tuple[int, bool]:
+    """Run the update of ``model``'s row ``pk``, guarded by its ``sync_version`` being ``version``,
+    with ``values`` (Django's ``(field, model, value)``), and when ``record``, the outbox insert;
+    returns (rows updated, record inserted)."""
     connection = connections[using]
-    query = filtered.query.chain(sql.UpdateQuery)
-    query.add_update_fields(values)
-    update_sql, update_params = query.get_compiler(using).as_sql()
-    quote = connection.ops.quote_name
+    update_sql, update_params = _update(model, pk, version, values, connection)
     if not record:
         with connection.cursor() as cursor:
             cursor.execute(update_sql, update_params)
             return cursor.rowcount, False
-    pk = quote(filtered.model._meta.pk.column)
+    PendingPush = model._meta.get_field("pushes").related_model  # the outbox, without an import circle
+    quote = connection.ops.quote_name
+    pk_column = quote(model._meta.pk.column)
     insert_sql, params = insert_select(
-        PendingPush, PendingPush(enqueued_at=timezone.now()), "upd", {"customer": f"upd.{pk}"}, connection
+        PendingPush, PendingPush(enqueued_at=timezone.now()), "upd", {"customer": f"upd.{pk_column}"}, connection
     )
     statement = (
-        f"WITH upd AS ({update_sql} RETURNING {quote(filtered.model._meta.db_table)}.{pk}), "
+        f"WITH upd AS ({update_sql} RETURNING {quote(model._meta.db_table)}.{pk_column}), "
         f"ins AS ({insert_sql} {queued_conflict(connection)} RETURNING 1) "
         "SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM ins)"
     )
@@ -46,6 +45,40 @@ def write_edit(filtered: Any, values: list, using: str, record: bool) -> tuple[i
         cursor.execute(statement, [*update_params, *params])
         updated, inserted = cursor.fetchone()
     return updated, bool(inserted)
+
+
+def _update(model: Any, pk: Any, version: int, values: list, connection: Any) -> tuple[str, list]:
+    """The guarded ``UPDATE``: its text built once per model, columns and connection, as Django
+    would write it, for plain values; Django's compiler for anything else (an ``F()``, a field
+    with a placeholder of its own)."""
+    plain = all(
+        not (hasattr(value, "resolve_expression") or hasattr(value, "prepare_database_save"))
+        and not hasattr(field, "get_placeholder")
+        and not field.generated
+        for field, _, value in values
+    )
+    pk_field = model._meta.pk
+    if not plain:
+        filtered = model._base_manager.using(connection.alias).filter(pk=pk, sync_version=version)
+        query = filtered.query.chain(sql.UpdateQuery)
+        query.add_update_fields(values)
+        update_sql, params = query.get_compiler(connection.alias).as_sql()
+        return update_sql, list(params)
+    key = (model, tuple(field.column for field, _, _ in values), connection.alias, connection.vendor)
+    statement = _updates.get(key)
+    if statement is None:
+        quote = connection.ops.quote_name
+        table = quote(model._meta.db_table)
+        version_column = quote(model._meta.get_field("sync_version").column)
+        statement = _updates[key] = (
+            f"UPDATE {table} SET {', '.join(f'{quote(column)} = %s' for column in key[1])} "
+            f"WHERE ({table}.{quote(pk_field.column)} = %s AND {table}.{version_column} = %s)"
+        )
+    params = [field.get_db_prep_save(value, connection=connection) for field, _, value in values]
+    return statement, [*params, pk_field.get_db_prep_value(pk, connection), version]
+
+
+_updates: dict[tuple, str] = {}
 
 
 def insert_select(model: Any, obj: Any, source: str, from_source: dict[str, str], connection: Any) -> tuple[str, list]:

@@ -364,8 +364,8 @@ class Customer(models.Model):
         from ..edits import write_edit
 
         for _attempt in range(20):
-            guarded = base_qs.filter(pk=pk_val, sync_version=self.sync_version)
-            updated, inserted = write_edit(guarded, values, using, self.__dict__["_customersync_write"])
+            record = self.__dict__["_customersync_write"]
+            updated, inserted = write_edit(base_qs.model, pk_val, self.sync_version, values, using, record)
             if updated:
                 self.__dict__["_customersync_recorded"] = inserted
                 return [()] if rest else True  # Django 6 returns the rows updated, 5.2 a bool
