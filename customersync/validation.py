@@ -28,7 +28,7 @@ from .diff import diff
 from .exceptions import ParamError
 from .merge import norm
 from .params import TABLE, get_path, set_path
-from .values import column_errors
+from .values import JUDGED, column_errors
 
 INVOICE_PREFIX = re.compile(r"[A-Z0-9]{1,12}")  # used with fullmatch: "$" would let a trailing newline in
 METADATA_MAX_KEYS, METADATA_KEY_MAX, METADATA_VALUE_MAX = 50, 40, 500
@@ -211,16 +211,23 @@ _CHECKED = "_customersync_checked"
 _UNKNOWN: Any = object()
 # Changed, these make every other value's verdict change too.
 _WHOLE = frozenset({"stripe_data", "stripe_id", "pending_once"})
-_input_names: dict[type, tuple[str, ...]] = {}
+_input_names: dict[type, tuple[tuple, tuple[str, ...]]] = {}
 
 
 def _inputs(model: type) -> tuple[str, ...]:
-    """The attributes the checks read: every concrete field but the primary key and relations."""
+    """The attributes the checks read: the state's fields and those whose column can refuse a value."""
     found = _input_names.get(model)
-    if found is None:
+    if found is None or found[0] is not TABLE.params:
         fields = model._meta.concrete_fields  # type: ignore[attr-defined]
-        found = _input_names[model] = tuple(f.attname for f in fields if not f.primary_key and not f.is_relation)
-    return found
+        found = _input_names[model] = (
+            TABLE.params,
+            tuple(
+                f.attname
+                for f in fields
+                if not f.primary_key and not f.is_relation and (isinstance(f, JUDGED) or f.name in TABLE.state_fields)
+            ),
+        )
+    return found[1]
 
 
 def _recheck(customer: Any, before: tuple, now: dict[str, Any]) -> Any:
@@ -236,8 +243,12 @@ def _recheck(customer: Any, before: tuple, now: dict[str, Any]) -> Any:
     if _WHOLE.intersection(changed):
         return _UNKNOWN
     state = [name for name in TABLE.state_fields if name in changed]
+    if column_errors(customer, changed):
+        return _UNKNOWN
+    if not state:
+        return params
     fields = {name: getattr(customer, name) for name in state}
-    if shapes.check(fields, None, customer.stripe_data) or column_errors(customer, changed):
+    if shapes.check(fields, None, customer.stripe_data):
         return _UNKNOWN
     desired: dict[str, Any] = {}
     for param in TABLE.state:
@@ -245,7 +256,7 @@ def _recheck(customer: Any, before: tuple, now: dict[str, Any]) -> Any:
             set_path(desired, param.path, get_path(fields, param.path))
     if _judged(validate(desired), desired, customer.stripe_data):
         return _UNKNOWN
-    if params is None or not state:
+    if params is None:
         return params
     try:
         fresh = diff(customer.stripe_data or {}, desired, checked=True)

@@ -25,11 +25,13 @@ from django.db.backends.base.operations import BaseDatabaseOperations
 
 from .shapes import kind
 
-__all__ = ["column_errors", "INTEGER_RANGES"]
+__all__ = ["column_errors", "INTEGER_RANGES", "JUDGED"]
 
 # The model's limits, not the connection's: SQLite reports a 64-bit range for every integer field.
 INTEGER_RANGES: dict[str, tuple[int, int]] = BaseDatabaseOperations.integer_field_ranges
 NUL = "\x00"
+# The fields whose values can be refused here; any other field's value always fits.
+JUDGED: tuple[type[models.Field], ...] = (models.CharField, models.TextField, models.IntegerField, models.JSONField)
 _NUL_MESSAGE = "The database cannot store the NUL character (\\x00): remove it."
 
 
