@@ -35,7 +35,8 @@ MISSING: Any = _Missing()
 def _lookup(data: Mapping[str, Any] | None, path: tuple[str, ...]) -> Any:
     node: Any = data
     for part in path:
-        if not isinstance(node, Mapping) or part not in node:
+        # A dict first: the ABC check costs more than the rest of the lookup.
+        if not (type(node) is dict or isinstance(node, Mapping)) or part not in node:
             return MISSING
         node = node[part]
     return node
@@ -66,7 +67,7 @@ def _clean_object(value: Any, children: Mapping[str, Any]) -> dict[str, Any] | N
 def normalize(param: Param, value: Any) -> Any:
     """Bring a value of ``param`` to one canonical form, so equal means equal."""
     if param.shape is Shape.SCALAR:
-        if isinstance(value, Mapping):  # an expanded object: compare by id
+        if type(value) is not str and isinstance(value, Mapping):  # an expanded object: compare by id
             value = value.get("id")
         if _blank(value):
             return param.unset_value

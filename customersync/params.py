@@ -283,7 +283,7 @@ def get_path(data: Mapping[str, Any] | None, path: tuple[str, ...]) -> Any:
     """``data[a][b]...`` or ``None`` when any level is missing or not a mapping."""
     node: Any = data
     for part in path:
-        if not isinstance(node, Mapping):
+        if type(node) is not dict and not isinstance(node, Mapping):  # a dict first: the ABC check is slow
             return None
         node = node.get(part)
     return node

@@ -163,7 +163,7 @@ def check(
     last reported, for the keys it may add to its objects.
     """
     walk = _Walk()
-    state = _tree(TABLE.state)
+    state, once_tree = _trees()
     for field, node in state.items():
         if field in fields:
             walk.node(field, node, fields[field], _get(confirmed, field), top=True)
@@ -172,8 +172,19 @@ def check(
     if not isinstance(once, Mapping):
         walk.add("pending_once", f"Expected an object, not {kind(once)}.")
         return walk.errors
-    _once(walk, (), _tree(tuple(p for p in TABLE.params if p.role is not Role.STATE)), once, state)
+    _once(walk, (), once_tree, once, state)
     return walk.errors
+
+
+_built: list[Any] = [None, None, None]
+
+
+def _trees() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The state's and the write-once values' trees, built again only when the table changed."""
+    if _built[0] is not TABLE.params:
+        once = tuple(p for p in TABLE.params if p.role is not Role.STATE)
+        _built[:] = [TABLE.params, _tree(TABLE.state), _tree(once)]
+    return _built[1], _built[2]
 
 
 def _once(walk: _Walk, path: tuple[str, ...], allowed: Mapping[str, Any], once: Mapping[Any, Any], state: Any) -> None:

@@ -84,7 +84,7 @@ def _json(path: tuple[str, ...], value: Any) -> Iterable[tuple[str, str]]:
     if isinstance(value, str):
         if NUL in value:
             yield where(), _NUL_MESSAGE
-    elif isinstance(value, Mapping):
+    elif type(value) is dict or isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, (str, int, float, bool)) and key is not None:
                 yield where(), f"Cannot store a key of type {type(key).__name__} in JSON ({key!r})."
