@@ -89,8 +89,9 @@ def _customers_of(owner_pk: Any, using: str | None) -> list[Customer]:
 _reads: dict[tuple, tuple[str, tuple[str, ...], list]] = {}
 
 
-def _changed_customers(found: Mapping, owner: Any, customers: Any) -> list[Customer]:
-    """The owner's customers its mapped values changed, with the values applied and validated."""
+def _changed_customers(found: Mapping, owner: Any, customers: Any) -> list[tuple[Customer, list[str]]]:
+    """The owner's customers its mapped values changed, with the values applied and validated,
+    and the fields that were set (the write sets only those: the rest is as it was read)."""
     values = found.values(owner)
     changed_customers = []
     for customer in customers:
@@ -102,14 +103,14 @@ def _changed_customers(found: Mapping, owner: Any, customers: Any) -> list[Custo
             customer.validate_for_stripe()
         except ValidationError as err:
             raise found.owner_errors(err) from None
-        changed_customers.append(customer)
+        changed_customers.append((customer, [*found.fields(changed), "updated_at"]))
     return changed_customers
 
 
 def owner_post_save(sender: type, instance: Any, raw: bool = False, using: str | None = None, **kwargs: Any) -> None:
     """Write the customers pre_save prepared: the diff and the outbox do the rest."""
-    for customer in instance.__dict__.pop(_PENDING, ()):
-        customer.save(using=using)
+    for customer, fields in instance.__dict__.pop(_PENDING, ()):
+        customer.save(using=using, update_fields=fields)
 
 
 def check_owner(owner: Any) -> None:
@@ -150,8 +151,8 @@ def sync_from_owners(owners: Any) -> OwnerSyncResult:
         try:
             changed = _changed_customers(found, owner, customers[owner.pk])  # errors keyed by the owner's fields
             with transaction.atomic():
-                for customer in changed:
-                    customer.save()
+                for customer, fields in changed:
+                    customer.save(update_fields=fields)
         except ValidationError as err:
             result.errors[owner.pk] = err.message_dict
             continue

@@ -134,6 +134,7 @@ class Mapping:
                 )
             )
         self.sources: tuple[Source, ...] = tuple(sources)
+        self.by_key: dict[str, Source] = {s.key: s for s in self.sources}
         self.both_ways = tuple(s for s in self.sources if s.both_ways)
 
     def touches(self, update_fields: Iterable[str]) -> bool:
@@ -152,9 +153,8 @@ class Mapping:
 
     def apply(self, customer: Any, values: dict[str, Any]) -> None:
         """Set ``values`` on the customer's fields (object keys set one by one)."""
-        by_key = {s.key: s for s in self.sources}
         for key, value in values.items():
-            path = by_key[key].path
+            path = self.by_key[key].path
             if len(path) == 1:
                 setattr(customer, path[0], value)
                 continue
@@ -168,6 +168,10 @@ class Mapping:
             node[path[-1]] = value
             setattr(customer, path[0], top)
         customer.owner_values = {**(customer.owner_values or {}), **values}
+
+    def fields(self, keys: Iterable[str]) -> list[str]:
+        """The customer's fields ``apply`` writes for these keys (with ``owner_values``)."""
+        return [*dict.fromkeys(self.by_key[key].path[0] for key in keys), "owner_values"]
 
     def owner_errors(self, error: ValidationError) -> ValidationError:
         """A customer's ``ValidationError`` (keyed by Stripe params) keyed by the owner's fields."""
