@@ -12,6 +12,7 @@ import json
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import connection
 from django.test import override_settings
 from django.urls import reverse
 
@@ -215,6 +216,22 @@ def test_owner_save_changing_nothing_mapped_writes_nothing(linked, stripe, djang
     assert not PendingPush.objects.filter(customer=customer, state=PushState.PENDING).exists()
     push_now(customer)
     assert stripe.requests == []
+
+
+def test_owner_save_changing_a_mapped_value_writes_only_what_it_applied(linked, django_assert_num_queries):
+    owner, customer = linked
+    # Changed in the row since the owner's customer was last written (as by an edit meanwhile).
+    Customer.objects.filter(pk=customer.pk).update(description="set elsewhere")
+    setattr(owner, field("email"), "accounts@acme.test")
+    # The owner's UPDATE, finding its customer, and its write with the outbox record: one statement
+    # on PostgreSQL; elsewhere the confirmed state is re-read, then the update, check and insert.
+    with django_assert_num_queries(3 if connection.vendor == "postgresql" else 6):
+        owner.save()
+    stored = Customer.objects.get(pk=customer.pk)
+    assert stored.email == "accounts@acme.test" and stored.description == "set elsewhere"
+    assert stored.owner_values["email"] == "accounts@acme.test"
+    assert stored.sync_status == SyncStatus.PENDING
+    assert PendingPush.objects.filter(customer=customer, state=PushState.PENDING).count() == 1
 
 
 def test_owner_value_stripe_would_refuse_is_an_error_on_the_owner_field(linked, stripe):
