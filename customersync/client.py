@@ -229,21 +229,21 @@ class StripeClient:
         *,
         body: str | None = None,
         idempotency_key: str | None = None,
+        before_send: Callable[[], None] | None = None,
     ) -> StripeObject:
         """Update a customer with ``params``, or with an already encoded ``body``
-        (a retry resends the exact bytes it sent under the same key)."""
-        return self._request(
-            "POST",
-            f"/v1/customers/{_path_id(customer_id)}",
-            params=params,
-            body=body,
-            idempotency_key=idempotency_key,
-        )
+        (a retry resends the exact bytes it sent under the same key). ``before_send``: called
+        right before the request goes, once it is built (a rate budget's last wait)."""
+        path = f"/v1/customers/{_path_id(customer_id)}"
+        return self._request("POST", path, params=params, body=body, idempotency_key=idempotency_key,
+                             before_send=before_send)  # fmt: skip
 
     def create_customer(
-        self, params: Mapping[str, Any] | None = None, *, body: str | None = None, idempotency_key: str | None = None
-    ) -> StripeObject:
-        return self._request("POST", "/v1/customers", params=params, body=body, idempotency_key=idempotency_key)
+        self, params: Mapping[str, Any] | None = None, *, body: str | None = None, idempotency_key: str | None = None,
+        before_send: Callable[[], None] | None = None,
+    ) -> StripeObject:  # fmt: skip
+        return self._request("POST", "/v1/customers", params=params, body=body, idempotency_key=idempotency_key,
+                             before_send=before_send)  # fmt: skip
 
     def delete_customer(self, customer_id: str) -> StripeObject:
         return self._request("DELETE", f"/v1/customers/{_path_id(customer_id)}")
@@ -259,6 +259,7 @@ class StripeClient:
         query: Mapping[str, Any] | None = None,
         body: str | None = None,
         idempotency_key: str | None = None,
+        before_send: Callable[[], None] | None = None,
     ) -> StripeObject:
         headers = {
             "Stripe-Version": self.api_version,
@@ -273,6 +274,8 @@ class StripeClient:
             headers["Idempotency-Key"] = idempotency_key or f"{IDEMPOTENCY_PREFIX}{uuid.uuid4()}"
             data = (body if body is not None else encode(params or {})).encode("ascii")
         url = self.api_base + path
+        if before_send is not None:
+            before_send()
         response, content = self._send(method, path, url, params=query, data=data, headers=headers)
         return self._interpret(response, content, method, path)
 

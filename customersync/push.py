@@ -210,18 +210,15 @@ def _send(taken: Taken, client: StripeClient | None, lease: Lease) -> tuple[Push
     params = record.params or {}
     limiter = ratelimit.budget(accounts.budget_name(account), platform.rate_limit)
     if limiter is not None:
-        # The fleet's budget, before the hold below (which stops this push if the wait outlasted
-        # the lease); the paced budget's last wait is at sending(), once the attempt is logged.
-        limiter.acquire()
+        limiter.acquire()  # before the hold below, which stops this push if the wait outlasted the lease
     attempt = PushAttempt(
         push=record, customer_id=record.customer_id, params=redact(params), idempotency_key=record.idempotency_key
     )
     if (early := _record_attempt(taken, attempt, lease)) is not None:
         return early, None  # the edit saved meanwhile left nothing to send
     record, params = taken.record, taken.record.params or {}  # frozen again when the row changed meanwhile
-    if limiter is not None:
-        limiter.sending()  # a slow statement since acquire() must not crowd the requests after it
-    adopted = False
+    # The paced budget's last wait, right before the bytes go (not before a slow statement).
+    before_send, adopted = (limiter.sending if limiter is not None else None), False
     try:
         if record.operation == "create" and (existing := answers.owners_customer_in_stripe(record, client)) is not None:
             # An earlier run created this owner's customer: take it, and push the difference.
@@ -230,11 +227,13 @@ def _send(taken: Taken, client: StripeClient | None, lease: Lease) -> tuple[Push
         elif record.operation == "create":
             # Its own key, from the record: a retried create never makes two customers.
             logger.info("Creating %s: POST /v1/customers %s", record.customer_id, loggable(params))
-            response = client.create_customer(body=record.body, idempotency_key=record.idempotency_key)
+            response = client.create_customer(body=record.body, idempotency_key=record.idempotency_key,
+                                              before_send=before_send)  # fmt: skip
             stripe_id = response.get("id")
         else:
             logger.info("Pushing %s: POST /v1/customers/%s %s", record.customer_id, stripe_id, loggable(params))
-            response = client.update_customer(stripe_id, body=record.body, idempotency_key=record.idempotency_key)
+            response = client.update_customer(stripe_id, body=record.body, idempotency_key=record.idempotency_key,
+                                              before_send=before_send)  # fmt: skip
     except StripeError as err:
         if limiter is not None and isinstance(err, RateLimitError) and err.code != "lock_timeout":
             limiter.penalize(app_settings.RATE_LIMIT_PAUSE)  # slow the fleet on this account, not just this worker
