@@ -83,7 +83,7 @@ def _figures(rounds: int, capture, connection) -> list:
     def settled() -> None:  # untimed: the customer in sync again, nothing queued
         PendingPush.objects.all().delete()
         Customer.objects.filter(pk=one.pk).update(name="Ann", description="", sync_status=SyncStatus.IN_SYNC)
-        one.name, one.sync_status = "Ann", SyncStatus.IN_SYNC
+        one.name, one.description, one.sync_status = "Ann", "", SyncStatus.IN_SYNC
 
     def app_edit(i):
         one.name = f"Ann {i}"
