@@ -136,7 +136,10 @@ def _throughput(customers: int) -> None:
         measure("customersync pull again (all unchanged)", lambda: sync.pull(page_size=PAGE).pulled, empty=False)
         if importlib.util.find_spec("djstripe"):
             server.clear_requests()
-            rows.append(_djstripe(server.url, customers) + (len(server.requests), None))
+            try:
+                rows.append(_djstripe(server.url, customers) + (len(server.requests), None))
+            except AssertionError as err:  # a comparison row: the figures above stand without it
+                print(f"dj-stripe row left out: {err}.")
         else:
             print("dj-stripe is not installed: pip install --group bench to compare with it.")
 
