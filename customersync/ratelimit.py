@@ -7,7 +7,7 @@ is not a budget. ``acquire()`` blocks until a request may be sent.
 Three algorithms, each one Lua script on Redis's own clock (so workers on many
 machines agree):
 
-- ``paced`` (default): reservations, one every ``(1 + PACE_SLACK) / rate``
+- ``paced``: reservations, one every ``(1 + PACE_SLACK) / rate``
   seconds. ``acquire()`` reserves the next free time (at most ``HORIZON``
   ahead; beyond it, it asks again later) and sleeps until just before it;
   ``sending()``, called right before the request once the push has frozen
@@ -20,7 +20,7 @@ machines agree):
   goes, but every request is stamped as it goes into a sliding-window log of
   the times requests really left (``SENT_WINDOW``), which holds the next ones
   back when a late one would crowd them.
-- ``window``: a sliding-window log. A request is granted only if fewer than
+- ``window`` (default): a sliding-window log. A request is granted only if fewer than
   ``rate`` were granted in the last window, so no window of that length ever
   holds more than ``rate`` requests.
 - ``bucket``: a token bucket of capacity 1, one token every window/``rate``
@@ -123,7 +123,7 @@ class _Budget:
 class RateBudget(_Budget):
     """``rate`` requests per second for everyone sharing ``name`` on this Redis."""
 
-    def __init__(self, redis_client: Any, rate: float, *, name: str = "stripe", algorithm: str = "paced") -> None:
+    def __init__(self, redis_client: Any, rate: float, *, name: str = "stripe", algorithm: str = "window") -> None:
         if rate <= 0:
             raise ConfigurationError(f"CUSTOMERSYNC['RATE_LIMIT'] must be positive (or 0 for no budget), not {rate!r}.")
         if algorithm not in _SCRIPTS:

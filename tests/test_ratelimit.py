@@ -62,7 +62,7 @@ def test_paced_requests_late_for_their_times_still_never_crowd_a_second(redis_cl
     import threading
     import time
 
-    budget = RateBudget(redis_client, 20, name=f"test-late-{time.time()}")
+    budget = RateBudget(redis_client, 20, name=f"test-late-{time.time()}", algorithm="paced")
     sent: list[float] = []
     lock = threading.Lock()
     chance = random.Random(7)
