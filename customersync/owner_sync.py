@@ -15,6 +15,7 @@ from django.db import IntegrityError, connections, router, transaction
 from .accounts import resolve
 from .conf import app_settings
 from .exceptions import Busy, ConfigurationError, CreateFailed, RetryLater
+from .loading import from_row
 from .models import Customer, SyncStatus
 from .owners import OWNER_METADATA_KEY, Mapping, mapping
 
@@ -74,15 +75,7 @@ def _customers_of(owner_pk: Any, using: str | None) -> list[Customer]:
     with connection.cursor() as cursor:
         cursor.execute(statement, [Customer._meta.get_field("owner").get_db_prep_value(owner_pk, connection)])
         rows = cursor.fetchall()
-    customers = []
-    for row in rows:
-        if converters:
-            row = list(row)
-            for index, functions, expression in converters:
-                for function in functions:
-                    row[index] = function(row[index], expression, connection)
-        customers.append(Customer.from_db(using, names, row))
-    return customers
+    return [from_row(Customer, using, names, row, converters, connection) for row in rows]
 
 
 # Per database: the statement, the attributes its columns fill, and the converters Django applies.

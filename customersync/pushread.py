@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from .conf import app_settings
 from .exceptions import ParamError
+from .loading import field_converters, from_row
 from .models import Account, Customer, PendingPush, PushLease, PushState, SyncStatus
 from .pushsql import Taken, _lost, _q, row_hash
 from .wire import encode
@@ -31,20 +32,14 @@ _cache: dict[str, Any] = {}
 UNREAD = object()  # the first round's read was not taken with the lease: read it then
 
 
-def _shape() -> tuple[str, list[list[Any]]]:
-    """The SELECT list and FROM clause (no WHERE), and per model its fields' converters."""
+def _shape() -> tuple[str, list[tuple[tuple[str, ...], Any]]]:
+    """The SELECT (every concrete field of the three models, then the customer row's digest) and,
+    per model, the attributes its columns fill and their converters."""
     if connection.alias in _cache:
         return _cache[connection.alias]
     tables = [_q(model._meta.db_table) for model in _MODELS]
-    columns, converters = [], []
-    for model, table in zip(_MODELS, tables, strict=True):
-        fields = []
-        for f in model._meta.concrete_fields:
-            columns.append(f"{table}.{_q(f.column)}")
-            col = f.get_col(model._meta.db_table)
-            found = connection.ops.get_db_converters(col) + f.get_db_converters(connection)
-            fields.append((f.attname, col, found))
-        converters.append(fields)
+    columns = [f"{table}.{_q(f.column)}" for model, table in zip(_MODELS, tables, strict=True)
+               for f in model._meta.concrete_fields]  # fmt: skip
     pushes, customers, accounts = tables
     shape = (
         f"SELECT {', '.join(columns)}, {row_hash()} FROM {pushes} "
@@ -52,25 +47,18 @@ def _shape() -> tuple[str, list[list[Any]]]:
         f"LEFT OUTER JOIN {accounts} ON ({customers}.{_q('account_id')} = {accounts}.{_q('id')}) "
         f"WHERE {pushes}.{_q('customer_id')} = %s AND {pushes}.{_q('state')} IN (%s, %s) "
         f"ORDER BY {pushes}.{_q('id')} LIMIT 2",
-        converters,
+        [field_converters(model, connection) for model in _MODELS],
     )
     _cache[connection.alias] = shape
     return shape
 
 
-def _instances(row: tuple, converters: list[list[Any]]) -> tuple[PendingPush, str]:
+def _instances(row: tuple, loaders: list[tuple[tuple[str, ...], Any]]) -> tuple[PendingPush, str]:
     """The record, its customer (and the customer's account) attached, and the row's digest."""
     made, at = [], 0
-    for model, fields in zip(_MODELS, converters, strict=True):
-        names, values = [], []
-        for attname, col, found in fields:
-            value = row[at]
-            for convert in found:
-                value = convert(value, col, connection)
-            names.append(attname)
-            values.append(value)
-            at += 1
-        made.append(model.from_db(connection.alias, names, values))
+    for model, (names, converters) in zip(_MODELS, loaders, strict=True):
+        made.append(from_row(model, connection.alias, names, row[at : at + len(names)], converters, connection))
+        at += len(names)
     record, customer, account = made
     customer.account = account if customer.account_id is not None else None
     record.customer = customer
