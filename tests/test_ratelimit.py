@@ -29,28 +29,39 @@ def redis_client():
     client.close()
 
 
-@pytest.mark.parametrize("algorithm", ["paced", "window", "bucket"])
-def test_budget_never_grants_more_than_the_rate_in_any_second(redis_client, algorithm):
+def sent_times(budget, clients: int, slow=None) -> list[float]:
+    """``clients`` threads taking ``budget`` for 2.5 s (``slow()``: seconds between acquire() and
+    sending(), a freeze the database made slow); the times their requests would leave."""
     import threading
     import time
 
-    budget = RateBudget(redis_client, 15, name=f"test-{algorithm}-{time.time()}", algorithm=algorithm)
-    granted: list[float] = []
+    sent: list[float] = []
     lock = threading.Lock()
 
     def client():
         stop = time.monotonic() + 2.5
         while time.monotonic() < stop:
             budget.acquire(timeout=5)
+            if slow is not None:
+                time.sleep(slow())
             budget.sending()
             with lock:
-                granted.append(time.monotonic())
+                sent.append(time.monotonic())
 
-    threads = [threading.Thread(target=client) for _ in range(6)]
+    threads = [threading.Thread(target=client) for _ in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    return sent
+
+
+@pytest.mark.parametrize("algorithm", ["paced", "window", "bucket"])
+def test_budget_never_grants_more_than_the_rate_in_any_second(redis_client, algorithm):
+    import time
+
+    budget = RateBudget(redis_client, 15, name=f"test-{algorithm}-{time.time()}", algorithm=algorithm)
+    granted = sent_times(budget, 6)
     assert max_in_any_second(granted) <= 15
     assert len(granted) >= 15 * 2  # and it does grant: about the rate, not a trickle
 
@@ -59,28 +70,11 @@ def test_paced_requests_late_for_their_times_still_never_crowd_a_second(redis_cl
     """Slow freezes between acquire() and sending(), at random: the times requests really leave
     (after sending()) never hold more than the rate in any second, and the budget is still used."""
     import random
-    import threading
     import time
 
     budget = RateBudget(redis_client, 20, name=f"test-late-{time.time()}", algorithm="paced")
-    sent: list[float] = []
-    lock = threading.Lock()
     chance = random.Random(7)
-
-    def client():
-        stop = time.monotonic() + 2.5
-        while time.monotonic() < stop:
-            budget.acquire(timeout=5)
-            time.sleep(chance.choice([0, 0, 0, 0.03, 0.08, 0.15]))  # a freeze the database made slow
-            budget.sending()
-            with lock:
-                sent.append(time.monotonic())
-
-    threads = [threading.Thread(target=client) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    sent = sent_times(budget, 8, slow=lambda: chance.choice([0, 0, 0, 0.03, 0.08, 0.15]))
     assert max_in_any_second(sent) <= 20
     assert len(sent) >= 20 * 2
 
