@@ -85,19 +85,11 @@ class Lease:
         return self
 
     def acquire_if_exists(self) -> Lease | None:
-        """``acquire()``, or None when the customer does not exist. On PostgreSQL one statement
-        takes a free lease (or makes its row) only for a customer that exists."""
-        if connection.vendor != "postgresql":
-            if not Customer.objects.filter(pk=self.customer_pk).exists():
-                return None
-            return self.acquire()
-        ctes, params = self.upsert_ctes()
-        with connection.cursor() as cursor:
-            cursor.execute(f"WITH {ctes} SELECT (SELECT count(*) FROM c), (SELECT count(*) FROM up)", params)
-            exists, taken = cursor.fetchone()
-        if not exists:
+        """``acquire()``, or None when the customer does not exist. (On PostgreSQL a push takes its
+        lease in the statement that reads its record: ``pushread.acquire_and_read``.)"""
+        if not Customer.objects.filter(pk=self.customer_pk).exists():
             return None
-        return self if taken else self.acquire()  # held by another: a dead holder's is taken over there
+        return self.acquire()
 
     def upsert_ctes(self) -> tuple[str, list[object]]:
         """PostgreSQL: ``c`` (the customer's id, when it exists) and ``up`` (a row when the lease was
