@@ -87,7 +87,12 @@ def test_sentinel_key_appears_nowhere(
         call_command("customersync_push", denied.stripe_id, stdout=out)
     texts = [out.getvalue(), str(command_error.value)]
     for wrong_key in (SENTINEL + "x", SENTINEL):
-        stripe.inject(status=401, method=None, error={"type": "invalid_request_error", "message": "no"})
+        stripe.inject(
+            status=401,
+            method=None,
+            error={"type": "invalid_request_error", "message": "no"},
+            path_prefix=f"/v1/customers/{ok.stripe_id}",
+        )  # not the worker's push of `denied`
         with pytest.raises(StripeError) as info:
             StripeClient(wrong_key, api_base=stripe.url).retrieve_customer(ok.stripe_id)
         texts += [str(info.value), repr(info.value), json.dumps(info.value.as_dict()), repr(info.value.__cause__)]
