@@ -797,6 +797,24 @@ def test_latency_delays_every_request(server):
     assert record.finished - record.time >= 0.2
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="the kernel's receive stamps are Linux's")
+def test_a_request_is_timed_when_its_bytes_arrive_not_when_a_thread_gets_to_it(server):
+    """Two requests pipelined on one connection: the second waits, read, while the first sits out
+    0.3 s of latency, yet its time is when it arrived. A rate counted at the fake is the rate the
+    clients sent at, not one its own threads shaped."""
+    customer = server.add_customer()
+    server.set_latency(0.3)
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    one = f"GET /v1/customers/{customer['id']} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {KEY}\r\n\r\n"
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sent = time.monotonic()
+        sock.sendall(one.encode() * 2)
+        server.wait_for_requests(2, timeout=5)
+    first, second = server.requests
+    assert second.finished - first.finished >= 0.3  # the second was handled after the first's answer
+    assert second.time - sent < 0.1 and first.time - sent < 0.1
+
+
 def test_account_and_related_lists_for_clients_that_walk_them(server, http):
     customer = server.add_customer()
     server.attach_source(customer["id"], "card_1")

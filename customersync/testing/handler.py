@@ -10,10 +10,12 @@ itself, so that stopping the fake can shut them down.
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import socket
 import socketserver
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -80,6 +82,7 @@ class _HTTPServer(ThreadingHTTPServer):
     def server_bind(self) -> None:
         # HTTPServer.server_bind calls getfqdn(), a DNS lookup that can stall offline.
         socketserver.TCPServer.server_bind(self)
+        self.stamped = _enable_stamps(self.socket)  # accepted connections inherit it, stamped from their first byte
         self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
 
     def track(self, connection: socket.socket) -> None:
@@ -102,6 +105,47 @@ class _HTTPServer(ThreadingHTTPServer):
                 pass
 
 
+# Linux stamps each TCP segment as it arrives: a request's time is then when its bytes reached
+# the machine, not when a thread of this process got to read them (which, with the GIL and a
+# busy machine, can be tens of milliseconds later and would blur a rate measured here).
+# Python names the option on few systems; Linux's value is 35 on the usual architectures.
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35 if sys.platform == "linux" else None)
+_TIMESPEC = struct.Struct("@ll")
+
+
+def _enable_stamps(sock: socket.socket) -> bool:
+    """Ask the kernel to stamp what ``sock`` receives; False where it cannot (the time a request
+    is read then stands in)."""
+    if _SO_TIMESTAMPNS is None:
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+    except OSError:
+        return False
+    return True
+
+
+class _StampedReader(io.RawIOBase):
+    """The connection's reads through ``recvmsg``: ``received`` is when the kernel received the
+    bytes read last (on ``time.monotonic()``'s clock). The handler closes the socket, not this."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._space = socket.CMSG_SPACE(_TIMESPEC.size)
+        self.received: float | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        size, ancillary, _flags, _address = self._sock.recvmsg_into([buffer], self._space)
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
+                seconds, nanoseconds = _TIMESPEC.unpack_from(data)
+                self.received = time.monotonic() - (time.time() - seconds - nanoseconds / 1e9)
+        return size
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, like the SDKs' connection pools
     server_version = "FakeStripe/1.0"
@@ -113,6 +157,11 @@ class _Handler(BaseHTTPRequestHandler):
         # Headers and body go out in two writes; without NODELAY, Nagle and delayed ACKs add ~40 ms.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.server.track(self.connection)
+        self._stamps: _StampedReader | None = None
+        if self.server.stamped:
+            self.rfile.close()
+            self._stamps = _StampedReader(self.connection)
+            self.rfile = io.BufferedReader(self._stamps)
 
     def finish(self) -> None:
         try:
@@ -124,7 +173,8 @@ class _Handler(BaseHTTPRequestHandler):
         """Silenced: the command prints its own line per request."""
 
     def do_GET(self) -> None:
-        received = time.monotonic()
+        # The request line and headers are read: the last read brought (the end of) them.
+        received = self._stamps.received if self._stamps is not None and self._stamps.received else time.monotonic()
         body = self._read_body()
         url = urlsplit(self.path)
         backend = self.server.backend

@@ -58,7 +58,8 @@ class RecordedRequest:
     """One API request as the server received it, and the status it answered.
 
     A request is logged once its outcome is decided (just before the response
-    is written or the connection dropped); ``time`` is when it was received.
+    is written or the connection dropped); ``time`` is when it was received (``time.monotonic()``;
+    on Linux, when its bytes reached the machine, as the kernel stamped them).
     """
 
     method: str
