@@ -11,10 +11,10 @@
    made while the request was in flight (they have their own outbox record
    and task); ``_failed`` records a refusal.
 
-On PostgreSQL the common case takes four statements, each its own transaction
-(``pushsql``): the lease, the read, the freeze with the attempt, and the confirm
-with the attempt's success (which tells whether another record is open, and
-releases the lease when none is).
+On PostgreSQL the common case takes three statements, each its own transaction
+(``pushread``, ``pushsql``): the lease with the read, the freeze with the attempt,
+and the confirm with the attempt's success (which tells whether another record
+is open, and releases the lease when none is).
 
 Retryable failures (network, 401, 409, 429, 5xx, ``Stripe-Should-Retry: true``)
 raise ``RetryLater``; the caller retries with backoff and the record keeps
@@ -265,24 +265,25 @@ def _send(taken: Taken, client: StripeClient | None, lease: Lease) -> tuple[Push
 
 def _record_attempt(taken: Taken, attempt: PushAttempt, lease: Lease) -> PushResult | None:
     """Log the attempt under the hold (renewed for a whole request, right before it), freezing
-    the record in the same statement when it is still queued; frozen under the row lock when
-    the customer changed since it was read."""
+    the record in the same statement when it is still queued; frozen under the row lock when the
+    customer changed since it was read, or the record read as being sent no longer is."""
+    if not pushsql.enabled():
+        with transaction.atomic():
+            lease.hold()
+            attempt.save(force_insert=True)
+        return None
+    if taken.frozen and pushsql.attempt(lease, attempt):
+        return None
     if not taken.frozen and taken.read is not None:
         if pushsql.freeze_and_attempt(lease, taken.record, taken.read[0], taken.read[1], attempt):
             taken.frozen = True
             return None
-        record, early = _freeze(taken.record.customer_id, lease)
-        if record is None:
-            return early
-        taken.record, taken.read, attempt.push = record, None, record
-        attempt.params, attempt.idempotency_key = redact(record.params or {}), record.idempotency_key
-    if pushsql.enabled():
-        pushsql.attempt(lease, attempt)
-        return None
-    with transaction.atomic():
-        lease.hold()
-        attempt.save(force_insert=True)
-    return None
+    record, early = _freeze(taken.record.customer_id, lease)
+    if record is None:
+        return early
+    taken.record, taken.read, attempt.push = record, None, record
+    attempt.params, attempt.idempotency_key = redact(record.params or {}), record.idempotency_key
+    return None if pushsql.attempt(lease, attempt) else PushResult(Outcome.SKIPPED)
 
 
 def _refuse(record: PendingPush, lease: Lease, error: dict[str, Any]) -> PushResult:

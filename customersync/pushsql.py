@@ -133,14 +133,22 @@ def freeze_and_attempt(lease: Any, record: PendingPush, customer: Customer, row:
     return True
 
 
-def attempt(lease: Any, attempt: PushAttempt) -> None:
-    """Log ``attempt`` of a record frozen earlier, under the hold. Raises ``LeaseLost``."""
-    insert_sql, insert_params = _insert(PushAttempt, attempt, "hold", {})
-    (attempt_id,) = _run([_hold(lease), (f"att AS ({insert_sql} RETURNING id)", insert_params)],
-                         "SELECT (SELECT id FROM att)")  # fmt: skip
-    if attempt_id is None:
+def attempt(lease: Any, attempt: PushAttempt) -> bool:
+    """Log ``attempt`` of a record frozen earlier, under the hold; False (nothing written) when the
+    record is no longer being sent. Raises ``LeaseLost``.
+
+    The read that found it sending may predate the last holder's confirm: that statement took the
+    lease once the confirm, which releases it, committed, but read from a snapshot taken before.
+    This statement's snapshot is newer."""
+    insert_sql, insert_params = _insert(PushAttempt, attempt, "rec", {})
+    sending = (f"rec AS (SELECT 1 FROM {_q(PendingPush._meta.db_table)} WHERE id = %s AND state = %s "
+               "AND EXISTS (SELECT 1 FROM hold))", [attempt.push_id, PushState.SENDING.value])  # fmt: skip
+    held, attempt_id = _run([_hold(lease), sending, (f"att AS ({insert_sql} RETURNING id)", insert_params)],
+                            "SELECT (SELECT count(*) FROM hold), (SELECT id FROM att)")  # fmt: skip
+    if not held:
         raise _lost(lease)
     attempt.pk = attempt_id
+    return attempt_id is not None
 
 
 def _check(lease: Any) -> tuple[str, list[Any]]:

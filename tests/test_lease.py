@@ -12,14 +12,14 @@ import datetime as dt
 from unittest import mock
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models.functions import Now
 from django.utils import timezone
 
 from customersync import sync
 from customersync.exceptions import Busy, LeaseLost, RetryLater
 from customersync.lease import Lease, db_now_plus
-from customersync.models import Customer, PendingPush, PushLease, PushState, SyncStatus
+from customersync.models import Customer, PendingPush, PushAttempt, PushLease, PushState, SyncStatus
 from tests.support import push_in_thread
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -129,6 +129,50 @@ def test_request_outlasting_the_lease_new_holder_resends_the_same_body_and_old_h
     assert customer.sync_status == SyncStatus.IN_SYNC and customer.stripe_data["email"] == "b@example.com"
     applied = [r for r in posts(stripe, customer) if r.status == 200 and not r.replayed]
     assert len(applied) == 1
+
+
+def _waiting_on_locks(count: int) -> None:
+    """Wait until ``count`` other sessions wait for a lock (the caller holds one)."""
+    import time
+
+    deadline = time.monotonic() + 10
+    with connection.cursor() as cursor:
+        while True:
+            cursor.execute("SELECT pg_stat_clear_snapshot()")
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0] >= count:
+                return
+            assert time.monotonic() < deadline, f"fewer than {count} sessions came to wait for the lock"
+            time.sleep(0.01)
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the lease taken with the read is PostgreSQL's")
+def test_a_push_that_took_the_lease_as_the_last_holder_stored_it_does_not_send_it_again(stripe):
+    """Worker B reads while A's confirm, which stores the record and releases the lease, is about to
+    commit: B's statement takes the lease once it has, but reads from a snapshot taken before, where
+    the record is still being sent. B must not send it again (it did, under the same key: a wasted
+    request of the rate budget, answered from Stripe's idempotency store)."""
+    customer = mirrored(stripe, email="a@example.com")
+    customer.email = "b@example.com"
+    customer.save()
+    stripe.inject(delay=1, path_prefix=path_of(customer))  # within the 2 s timeout; the lease row is locked by then
+    a, a_results = push_in_thread(customer.pk)
+    stripe.wait_for_arrivals(1, method="POST", path_prefix=path_of(customer))
+    with transaction.atomic():
+        PushLease.objects.select_for_update().get(customer=customer)  # A's confirm and B's read queue here
+        _waiting_on_locks(1)  # A, answered, at its confirm
+        b, b_results = push_in_thread(customer.pk)
+        _waiting_on_locks(2)  # and B at the lease, behind A
+    a.join()
+    b.join()
+    assert len(posts(stripe, customer)) == 1
+    assert a_results[0].outcome is sync.Outcome.PUSHED
+    assert b_results[0].outcome is sync.Outcome.NOTHING, b_results
+    assert PushAttempt.objects.filter(push__customer=customer).count() == 1
+    customer.refresh_from_db()
+    assert customer.sync_status == SyncStatus.IN_SYNC and customer.stripe_data["email"] == "b@example.com"
 
 
 def test_worker_that_lost_its_lease_does_not_send(stripe):
