@@ -226,17 +226,19 @@ def save_latency(server):
 
 def push_rate(server, db_name: str):
     """4. Achieved push rate with 1, 2 and 4 workers against a 25/s budget (Stripe's cap per account),
-    200-400 ms server latency, 16 threads per worker: the default algorithm (window) and paced;
-    paced also with Celery's default pool (prefork, 16 processes per worker), and the bucket."""
+    200-400 ms server latency, 16 threads per worker: the default algorithm (paced), also with
+    Celery's default pool (prefork, 16 processes per worker); the window and the bucket to compare.
+    The fake server counts arrivals as the kernel stamped them."""
     from customersync import sync
     from customersync.models import Customer
     from tests.support import Worker
 
     budget = 25.0
     rows = []
-    runs = [(n, algorithm, "threads") for algorithm in ("window", "paced") for n in (1, 2, 4)]
-    for workers, algorithm, pool in [*runs, (2, "paced", "prefork"), (2, "bucket", "threads")]:
-        customers = _mirror(server, 120, f"rate{workers}{algorithm}{pool}-")
+    runs = [*((n, "paced", "threads") for n in (1, 2, 4)), (2, "paced", "prefork")]
+    runs += [*((n, "window", "threads") for n in (1, 2, 4)), (2, "bucket", "threads")]
+    for workers, algorithm, pool in runs:
+        customers = _mirror(server, 200, f"rate{workers}{algorithm}{pool}-")
         server.clear_requests()
         server.set_latency(0.2, 0.4)
         procs = [
@@ -272,7 +274,7 @@ def push_rate(server, db_name: str):
                 f"{achieved:.1f}/s (peak {peak}/1s)",
                 f"{budget:.0f}/s budget",
                 f"{achieved / budget:.2f}",
-                "target >= 0.97, peak <= 25" if algorithm != "bucket" else "(comparison)",
+                "target >= 0.97, peak <= 25" if algorithm == "paced" else "(comparison)",
             )
         )
     return rows

@@ -59,6 +59,10 @@ DEFAULT_API_VERSION = "2026-10-28.endive"
 IDEMPOTENCY_PREFIX = "customersync-"
 
 
+# Called right before a request goes; returns None or what to call once it is written.
+BeforeSend = Callable[[], "Callable[[], None] | None"]
+
+
 class StripeObject(dict[str, Any]):
     """Stripe's JSON answer, with the ``Request-Id`` of the response that carried it."""
 
@@ -229,18 +233,19 @@ class StripeClient:
         *,
         body: str | None = None,
         idempotency_key: str | None = None,
-        before_send: Callable[[], None] | None = None,
+        before_send: BeforeSend | None = None,
     ) -> StripeObject:
         """Update a customer with ``params``, or with an already encoded ``body``
         (a retry resends the exact bytes it sent under the same key). ``before_send``: called
-        right before the request goes, once it is built (a rate budget's last wait)."""
+        right before the request goes, once it is built (a rate budget's last wait); what it
+        returns, if not None, is called once the request is written (the budget's log of sends)."""
         path = f"/v1/customers/{_path_id(customer_id)}"
         return self._request("POST", path, params=params, body=body, idempotency_key=idempotency_key,
                              before_send=before_send)  # fmt: skip
 
     def create_customer(
         self, params: Mapping[str, Any] | None = None, *, body: str | None = None, idempotency_key: str | None = None,
-        before_send: Callable[[], None] | None = None,
+        before_send: BeforeSend | None = None,
     ) -> StripeObject:  # fmt: skip
         return self._request("POST", "/v1/customers", params=params, body=body, idempotency_key=idempotency_key,
                              before_send=before_send)  # fmt: skip
@@ -259,7 +264,7 @@ class StripeClient:
         query: Mapping[str, Any] | None = None,
         body: str | None = None,
         idempotency_key: str | None = None,
-        before_send: Callable[[], None] | None = None,
+        before_send: BeforeSend | None = None,
     ) -> StripeObject:
         headers = {
             "Stripe-Version": self.api_version,
@@ -274,14 +279,16 @@ class StripeClient:
             headers["Idempotency-Key"] = idempotency_key or f"{IDEMPOTENCY_PREFIX}{uuid.uuid4()}"
             data = (body if body is not None else encode(params or {})).encode("ascii")
         url = self.api_base + path
-        if before_send is not None:
-            before_send()
-        response, content = self._send(method, path, url, params=query, data=data, headers=headers)
+        written = before_send() if before_send is not None else None
+        response, content = self._send(method, path, url, written, params=query, data=data, headers=headers)
         return self._interpret(response, content, method, path)
 
-    def _send(self, method: str, path: str, url: str, **kwargs: Any) -> tuple[requests.Response, bytes]:
-        """The response and its whole body, read within the deadline and the size cap."""
-        watchdog = Watchdog(self.deadline)
+    def _send(
+        self, method: str, path: str, url: str, written: Callable[[], None] | None = None, **kwargs: Any
+    ) -> tuple[requests.Response, bytes]:
+        """The response and its whole body, read within the deadline and the size cap (``written``:
+        called once the request is written)."""
+        watchdog = Watchdog(self.deadline, written)
         try:
             with watchdog:
                 # The per-read timeout never outlasts the deadline either.

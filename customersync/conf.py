@@ -54,9 +54,9 @@ DEFAULTS: dict[str, Any] = {
     # The Redis holding the budget; None: the Celery broker's, if it is Redis
     # (otherwise the budget is per process).
     "RATE_LIMIT_REDIS_URL": None,
-    # "window" (sliding-window log, 0.1 s of slack), "paced" (reserved times: more of the budget,
-    # less slack for jitter between a request's stamp and its arrival) or "bucket".
-    "RATE_LIMIT_ALGORITHM": "window",
+    # "paced" (reserved times, and a log of when requests were really written: ~0.98 of the
+    # budget), "window" (sliding-window log of grants, 0.1 s of slack: ~0.93) or "bucket".
+    "RATE_LIMIT_ALGORITHM": "paced",
     # Seconds every worker pauses after Stripe answers 429 rate_limit.
     "RATE_LIMIT_PAUSE": 2.0,
     # Seconds a queued push waits before it runs, so a burst of saves becomes

@@ -7,30 +7,30 @@ is not a budget. ``acquire()`` blocks until a request may be sent.
 Three algorithms, each one Lua script on Redis's own clock (so workers on many
 machines agree):
 
-- ``paced``: reservations, one every ``(1 + PACE_SLACK) / rate``
+- ``paced`` (default): reservations, one every ``(1 + PACE_SLACK) / rate``
   seconds. ``acquire()`` reserves the next free time (at most ``HORIZON``
   ahead; beyond it, it asks again later) and sleeps until just before it;
   ``sending()``, called right before the request once the push has frozen
   and logged it, sleeps until the reserved time itself, so the database's
-  work between the two does not move the request. Reserved times are never
-  closer than that interval, so ``rate + 1`` requests span more than a
-  second; no reserved time is skipped while workers wait, so the budget is
-  used up to ``1 / (1 + PACE_SLACK)``. A request that reaches ``sending()``
-  late (a slow database, a thread the machine did not run in time) still
-  goes, but every request is stamped as it goes into a sliding-window log of
-  the times requests really left (``SENT_WINDOW``), which holds the next ones
-  back when a late one would crowd them.
-- ``window`` (default): a sliding-window log. A request is granted only if fewer than
-  ``rate`` were granted in the last window, so no window of that length ever
-  holds more than ``rate`` requests.
+  work between the two does not move the request. No reserved time is
+  skipped while workers wait, so the budget is used up to
+  ``1 / (1 + PACE_SLACK)``. What holds the rate, whatever is late, is a log
+  of when requests were really written: ``sending()`` admits a request only
+  if those written in the last ``SENT_WINDOW``, and those admitted but not
+  yet written, are fewer than ``rate``; the client reports the write (what
+  ``sending()`` returns, called once the bytes are out) and the request moves
+  from "going" to the log at that time. A thread the machine runs late, or a
+  write the interpreter lock delays, only holds the next requests back.
+- ``window``: a sliding-window log of grants. A request is granted only if
+  fewer than ``rate`` were granted in the last window, a little longer than a
+  second (``WINDOW_SLACK``) for the jitter between a grant here and the
+  request's arrival at Stripe.
 - ``bucket``: a token bucket of capacity 1, one token every window/``rate``
   seconds (``bench`` compares the three).
 
-The window is a little longer than a second (``WINDOW_SLACK``) so jitter
-between a grant here and the request's arrival at Stripe cannot squeeze
-``rate + 1`` arrivals into one second there. A 429 from Stripe pauses the
-whole fleet (``penalize``). Each Stripe account has its own budget and its own
-pause (``budget(name)``): a 429 on one account does not slow another.
+A 429 from Stripe pauses the whole fleet (``penalize``). Each Stripe account
+has its own budget and its own pause (``budget(name)``): a 429 on one account
+does not slow another.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from .exceptions import ConfigurationError
@@ -46,10 +47,11 @@ from .exceptions import ConfigurationError
 logger = logging.getLogger("customersync")
 
 WINDOW_SLACK = 0.1  # seconds added to the one-second window
-PACE_SLACK = 0.025  # the paced interval's margin: rate + 1 requests span at least 1.025 s
+PACE_SLACK = 0.0  # the paced interval's margin (the log of writes holds the rate; the pace only spreads requests)
 HORIZON = 0.5  # seconds: how far ahead a paced reservation may be
+GOING_TTL = 2.0  # seconds: an admitted request that never reports its write stops counting then
 LEAD = 0.05  # seconds: acquire() returns this long before the reserved time
-SENT_WINDOW = 1.02  # seconds: no window this long holds more than ``rate`` requests as they left
+SENT_WINDOW = 1.005  # seconds: no window this long holds more than ``rate`` requests as they were written
 
 _WINDOW = """
 local key, penalty = KEYS[1], KEYS[2]
@@ -66,6 +68,41 @@ if redis.call('ZCARD', key) < rate then
 end
 local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
 return math.max(1, math.ceil((tonumber(oldest[2]) + window_us - now) / 1000))
+"""
+
+# The paced budget's last word, right before a request is written: admitted only if the requests
+# written in the last SENT_WINDOW, and those admitted but not yet written, are fewer than the rate.
+# An admitted request counts as "going" (whatever its age: its write may be late) until _SENT
+# moves it to the log at the time it was written; one that never reports goes after GOING_TTL.
+_ADMIT = """
+local sent, going, penalty = KEYS[1], KEYS[2], KEYS[3]
+local rate, window_us, member = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local ttl_us = tonumber(ARGV[4])
+local pause = redis.call('PTTL', penalty)
+if pause > 0 then return pause * 1000 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('ZREMRANGEBYSCORE', sent, '-inf', now - window_us)
+redis.call('ZREMRANGEBYSCORE', going, '-inf', now - ttl_us)
+if redis.call('ZCARD', sent) + redis.call('ZCARD', going) < rate then
+  redis.call('ZADD', going, now, member)
+  redis.call('PEXPIRE', going, math.ceil(ttl_us / 1000))
+  return 0
+end
+local oldest = redis.call('ZRANGE', sent, 0, 0, 'WITHSCORES')
+if oldest[2] == nil then return 2000 end
+return math.max(100, tonumber(oldest[2]) + window_us - now)
+"""
+
+_SENT = """
+local sent, going = KEYS[1], KEYS[2]
+local member, window_us = ARGV[1], tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('ZREM', going, member)
+redis.call('ZADD', sent, now, member)
+redis.call('PEXPIRE', sent, math.ceil(window_us / 1000) + 1000)
+return 0
 """
 
 _BUCKET = """
@@ -105,8 +142,10 @@ class _Budget:
     def try_acquire(self) -> float:
         raise NotImplementedError
 
-    def sending(self) -> None:
-        """Right before the request goes (after ``acquire``): the paced budget waits for its time here."""
+    def sending(self) -> Callable[[], None] | None:
+        """Right before the request goes (after ``acquire``): the paced budget waits for its time
+        here, and returns what to call once the request is written (None: nothing)."""
+        return None
 
     def acquire(self, timeout: float | None = None) -> None:
         """Block until a request may go (raises TimeoutError after ``timeout`` seconds)."""
@@ -123,7 +162,7 @@ class _Budget:
 class RateBudget(_Budget):
     """``rate`` requests per second for everyone sharing ``name`` on this Redis."""
 
-    def __init__(self, redis_client: Any, rate: float, *, name: str = "stripe", algorithm: str = "window") -> None:
+    def __init__(self, redis_client: Any, rate: float, *, name: str = "stripe", algorithm: str = "paced") -> None:
         if rate <= 0:
             raise ConfigurationError(f"CUSTOMERSYNC['RATE_LIMIT'] must be positive (or 0 for no budget), not {rate!r}.")
         if algorithm not in _SCRIPTS:
@@ -135,7 +174,10 @@ class RateBudget(_Budget):
         self.penalty_key = f"customersync:budget:{name}:pause"
         self._script = redis_client.register_script(_SCRIPTS[algorithm])
         self.sent_key = f"customersync:budget:{name}:sent"
-        self._sent = redis_client.register_script(_WINDOW)
+        self.going_key = f"customersync:budget:{name}:going"
+        self._admit = redis_client.register_script(_ADMIT)
+        self._sent = redis_client.register_script(_SENT)
+        self._window_us = int(SENT_WINDOW * 1_000_000)
         self._slots = threading.local()  # this thread's reserved time (paced), on time.monotonic()
 
     def try_acquire(self) -> float:
@@ -160,16 +202,22 @@ class RateBudget(_Budget):
         if self.algorithm == "paced" and (early := self._slots.at - LEAD - time.monotonic()) > 0:
             time.sleep(early)  # the rest of the wait is in sending(), after the push's own statements
 
-    def sending(self) -> None:
+    def sending(self) -> Callable[[], None] | None:
         at, self._slots.at = getattr(self._slots, "at", None), None
         if at is None:
-            return
+            return None
         if (wait := at - time.monotonic()) > 0:
             time.sleep(wait)
-        window_us = int(SENT_WINDOW * 1_000_000)
-        while (wait_ms := int(self._sent(keys=[self.sent_key, self.penalty_key],
-                                         args=[self.rate, window_us, uuid.uuid4().hex]))) > 0:  # fmt: skip
-            time.sleep(wait_ms / 1000)
+        member = uuid.uuid4().hex
+        keys = [self.sent_key, self.going_key, self.penalty_key]
+        args = [self.rate, self._window_us, member, int(GOING_TTL * 1_000_000)]
+        while (wait_us := int(self._admit(keys=keys, args=args))) > 0:
+            time.sleep(wait_us / 1_000_000)
+
+        def written() -> None:  # the request is written: log it at this time, no longer as going
+            self._sent(keys=keys[:2], args=[member, self._window_us])
+
+        return written
 
     def penalize(self, seconds: float) -> None:
         """Pause every worker sharing this budget (Stripe answered 429)."""

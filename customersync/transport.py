@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Any
@@ -41,6 +43,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+logger = logging.getLogger("customersync")
 
 # The most the client reads of one answer. Stripe's customer objects and list
 # pages are far smaller; anything larger is not an answer this app can use.
@@ -128,8 +132,9 @@ class Watchdog:
     reused.
     """
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, written: Callable[[], None] | None = None) -> None:
         self.seconds = seconds
+        self.written = written  # called once, when the request is written (or its write failed)
         self.expires = time.monotonic() + seconds
         self.fired = False
         self.cut = False
@@ -202,6 +207,18 @@ def _claim(connection: _Watched) -> None:
             watchdog._claim(connection)
 
 
+def _written() -> None:
+    """The running request is written, or failed while being written: call its ``written``, once."""
+    watchdog = _CURRENT.get()
+    if watchdog is None or watchdog.written is None:
+        return
+    written, watchdog.written = watchdog.written, None
+    try:
+        written()
+    except Exception as err:  # noqa: BLE001 - the request is on its way: a failed note must not fail it
+        logger.warning("Could not note a request to Stripe as written: %s.", type(err).__name__)
+
+
 def _release(connection: object) -> None:
     """Before ``connection`` goes back to its pool: detach its watchdog, and close it if its request was cut."""
     if not isinstance(connection, _Watched):
@@ -238,7 +255,10 @@ class _Watched(HTTPConnection):
 
     def request(self, *args: Any, **kwargs: Any) -> None:
         _claim(self)
-        super().request(*args, **kwargs)
+        try:
+            super().request(*args, **kwargs)
+        finally:
+            _written()
 
     def close(self) -> None:
         with _LOCK:

@@ -101,7 +101,7 @@ CUSTOMERSYNC = {
     "WEBHOOK_SECRET": "whsec_test_secret",
     "PULL_RATE": 0,  # tests pull as fast as the fake server answers
     "RATE_LIMIT": float(os.environ.get("CUSTOMERSYNC_TEST_RATE_LIMIT", "50")),
-    "RATE_LIMIT_ALGORITHM": os.environ.get("CUSTOMERSYNC_TEST_RATE_ALGORITHM", "window"),
+    "RATE_LIMIT_ALGORITHM": os.environ.get("CUSTOMERSYNC_TEST_RATE_ALGORITHM", "paced"),
     # Tests wait on events, not on a coalescing window (bench measures that).
     "COALESCE_SECONDS": float(os.environ.get("CUSTOMERSYNC_TEST_COALESCE", "0")),
     # Other Stripe platforms (JSON), for workers of the several-accounts tests.

@@ -6,6 +6,7 @@ too), a chunked body that never ends, JSON nested too deep to parse.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 import tracemalloc
@@ -233,6 +234,36 @@ def test_the_environments_proxy_is_used_read_when_the_client_is_made(monkeypatch
         proxy.shutdown()
         proxy.server_close()
     assert seen == ["http://stripe.invalid/v1/customers/cus_Proxied"]
+
+
+def test_what_before_send_returns_is_called_once_the_request_is_written_before_the_answer(stripe, client):
+    """The rate budget logs a request when its bytes are written (``before_send``'s return), not
+    when the answer comes back: the answer here takes 0.5 s."""
+    customer = stripe.add_customer()
+    stripe.set_latency(0.5)
+    written: list[float] = []
+    client.update_customer(customer["id"], {"name": "A"}, before_send=lambda: lambda: written.append(time.monotonic()))
+    (request,) = stripe.requests
+    assert len(written) == 1
+    assert request.time <= written[0] < request.finished - 0.4
+
+
+def test_a_request_that_fails_while_written_is_still_reported_once():
+    """A refused connection: what ``before_send`` returned is called anyway (the budget counts the
+    request as sent, the safe side), and once; a failure there does not replace the request's."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed once the with ends: nothing listens there
+    calls = []
+
+    def written():
+        calls.append(1)
+        raise ConnectionError("the budget's Redis is away")
+
+    client = StripeClient(KEY, api_base=f"http://127.0.0.1:{port}", timeout=2.0, deadline=DEADLINE)
+    with pytest.raises(APIConnectionError):
+        client.update_customer("cus_1", {"name": "A"}, before_send=lambda: written)
+    assert calls == [1]
 
 
 def test_the_deadline_comes_from_the_settings_and_must_be_positive(stripe):
