@@ -7,20 +7,21 @@ is not a budget. ``acquire()`` blocks until a request may be sent.
 Three algorithms, each one Lua script on Redis's own clock (so workers on many
 machines agree):
 
-- ``paced`` (default): reservations, one every ``(1 + PACE_SLACK) / rate``
-  seconds. ``acquire()`` reserves the next free time (at most ``HORIZON``
-  ahead; beyond it, it asks again later) and sleeps until just before it;
+- ``paced`` (default): reserved times, one every ``1 / rate`` seconds.
+  ``acquire()`` reserves the next free time (at most ``HORIZON`` ahead;
+  beyond it, it asks again later) and sleeps until just before it;
   ``sending()``, called right before the request once the push has frozen
   and logged it, sleeps until the reserved time itself, so the database's
-  work between the two does not move the request. No reserved time is
-  skipped while workers wait, so the budget is used up to
-  ``1 / (1 + PACE_SLACK)``. What holds the rate, whatever is late, is a log
-  of when requests were really written: ``sending()`` admits a request only
-  if those written in the last ``SENT_WINDOW``, and those admitted but not
-  yet written, are fewer than ``rate``; the client reports the write (what
-  ``sending()`` returns, called once the bytes are out) and the request moves
-  from "going" to the log at that time. A thread the machine runs late, or a
-  write the interpreter lock delays, only holds the next requests back.
+  work between the two does not move the request. Times nobody reserved
+  because every worker was busy are still handed out, up to ``CATCH_UP``
+  back, so they are not lost to the budget. What holds the rate, whatever is
+  late, is a log of when requests were really written: ``sending()`` admits
+  a request only while those written in the last ``SENT_WINDOW``, and those
+  admitted but not yet written, are fewer than ``rate``; the client reports
+  the write (what ``sending()`` returns, called once the bytes are out) and
+  the request moves from "going" to the log at that time. A thread the
+  machine runs late, or a write the interpreter lock delays, only holds the
+  next requests back.
 - ``window``: a sliding-window log of grants. A request is granted only if
   fewer than ``rate`` were granted in the last window, a little longer than a
   second (``WINDOW_SLACK``) for the jitter between a grant here and the
@@ -47,8 +48,8 @@ from .exceptions import ConfigurationError
 logger = logging.getLogger("customersync")
 
 WINDOW_SLACK = 0.1  # seconds added to the one-second window
-PACE_SLACK = 0.0  # the paced interval's margin (the log of writes holds the rate; the pace only spreads requests)
 HORIZON = 0.5  # seconds: how far ahead a paced reservation may be
+CATCH_UP = 0.25  # seconds: how far back unreserved times are still handed out (the log caps the rate)
 GOING_TTL = 2.0  # seconds: an admitted request that never reports its write stops counting then
 LEAD = 0.05  # seconds: acquire() returns this long before the reserved time
 SENT_WINDOW = 1.005  # seconds: no window this long holds more than ``rate`` requests as they were written
@@ -124,12 +125,15 @@ return math.max(1, math.ceil((next_at - now) / 1000))
 
 _PACED = """
 local key, penalty = KEYS[1], KEYS[2]
-local interval_us, horizon_us = tonumber(ARGV[1]), tonumber(ARGV[2])
-local pause = redis.call('PTTL', penalty)
-if pause > 0 then return {pause * 1000, 0} end
+local interval_us, horizon_us, catch_up_us = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local slot = math.max(tonumber(redis.call('GET', key) or '0'), now)
+local pause = redis.call('PTTL', penalty)
+if pause > 0 then
+  redis.call('SET', key, now + pause * 1000, 'PX', 60000)  -- no catching up on the pause
+  return {pause * 1000, 0}
+end
+local slot = math.max(tonumber(redis.call('GET', key) or '0'), now - catch_up_us)
 if slot - now > horizon_us then return {slot - now - horizon_us, 0} end
 redis.call('SET', key, slot + interval_us, 'PX', 60000)
 return {0, slot - now}
@@ -184,9 +188,10 @@ class RateBudget(_Budget):
         """0 if a request may go now (paced: a time is reserved for it), else the seconds to wait
         before asking again."""
         if self.algorithm == "paced":
-            interval_us = int((1.0 + PACE_SLACK) * 1_000_000 / self.rate)
+            interval_us = int(1_000_000 / self.rate)  # the log of writes holds the rate: no margin here
             wait_us, ahead_us = self._script(
-                keys=[self.key, self.penalty_key], args=[interval_us, int(HORIZON * 1_000_000)]
+                keys=[self.key, self.penalty_key],
+                args=[interval_us, int(HORIZON * 1_000_000), int(CATCH_UP * 1_000_000)],
             )
             if int(wait_us) > 0:
                 return int(wait_us) / 1_000_000

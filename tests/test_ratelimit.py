@@ -98,6 +98,36 @@ def test_paced_requests_written_late_still_never_crowd_a_second(redis_client):
     assert len(written) >= 20 * 2
 
 
+def test_paced_times_nobody_reserved_while_every_worker_was_busy_are_not_lost(redis_client):
+    """Every worker busy for 0.3 s, reserving nothing: the next reservations get the times they
+    missed (up to CATCH_UP back, already due: the log of writes still holds the rate), not one
+    interval after another from now on, which would lose those 0.3 s of the budget for good."""
+    import time
+
+    budget = RateBudget(redis_client, 20, name=f"test-catch-up-{time.time()}", algorithm="paced")
+    assert budget.try_acquire() == 0
+    time.sleep(0.3)  # the busy workers (the scenario, not a wait for anything)
+    reserved = []
+    for _ in range(4):
+        assert budget.try_acquire() == 0
+        reserved.append(budget._slots.at)
+    now = time.monotonic()
+    assert all(at <= now for at in reserved), [round(at - now, 3) for at in reserved]
+    assert all(b - a > 0.04 for a, b in zip(reserved, reserved[1:], strict=False))  # still one per interval
+
+
+def test_paced_times_during_a_pause_for_a_429_are_not_caught_up_after_it(redis_client):
+    import time
+
+    budget = RateBudget(redis_client, 20, name=f"test-pause-{time.time()}", algorithm="paced")
+    paused_at = time.monotonic()
+    budget.penalize(0.2)
+    assert budget.try_acquire() > 0  # paused
+    time.sleep(0.3)  # the pause runs out (the scenario, not a wait for anything)
+    assert budget.try_acquire() == 0
+    assert budget._slots.at >= paused_at + 0.15  # from the pause's end, not handed out from before it
+
+
 def test_a_request_let_go_counts_until_it_is_written_then_at_its_write(redis_client):
     import time
 
