@@ -4,9 +4,8 @@ their outbox records.
     WITH cust AS (UPDATE customer SET <each changed key, where the customer's owner_values
                   differ for it>, owner_values = owner_values || <the values>, updated_at,
                   sync_status WHERE owner_id = <pk> AND <a key differs> RETURNING id, sync_status),
-         live AS (SELECT id FROM cust WHERE sync_status <> 'deleted'),
-         ins AS (INSERT INTO <the outbox> ... SELECT ... FROM live ON CONFLICT (one queued push
-                 per customer) DO NOTHING RETURNING customer_id),
+         ins AS (INSERT INTO <the outbox> ... SELECT ... FROM cust WHERE sync_status <> 'deleted'
+                 ON CONFLICT (one queued push per customer) DO NOTHING RETURNING customer_id),
          own AS (<the owner's UPDATE, as Django writes it> RETURNING pk)
     SELECT ARRAY(SELECT customer_id FROM ins), (SELECT count(*) FROM own)
 
@@ -77,15 +76,15 @@ def _param(kind: str, key: str, values: dict[str, Any], owner_pk: Any, now: Any,
 
 
 def _insert(connection: Any) -> tuple[str, list]:
-    """The outbox insert, one record per customer in ``live``: a key of its own for each, and the
-    customer's ``updated_at`` (this save's time) for its times."""
+    """The outbox insert, one record per customer ``cust`` wrote but one deleted in Stripe: a key of
+    its own for each, and the customer's ``updated_at`` (this save's time) for its times."""
     quote = connection.ops.quote_name
-    updated = f"live.{quote(_fields['updated_at'].column)}"
+    updated = f"cust.{quote(_fields['updated_at'].column)}"
     return insert_select(
         PendingPush,
         PendingPush(),
-        "live",
-        {"customer": f"live.{quote(Customer._meta.pk.column)}", "key": "gen_random_uuid()",
+        f"cust WHERE cust.{quote('sync_status')} <> '{SyncStatus.DELETED.value}'",
+        {"customer": f"cust.{quote(Customer._meta.pk.column)}", "key": "gen_random_uuid()",
          "created_at": updated, "enqueued_at": updated},
         connection,
     )  # fmt: skip
@@ -137,7 +136,9 @@ def _text(found: Mapping, keys: tuple[str, ...], own: str | None, own_pk: str, c
         field = _fields[column]
         name = quote(field.column)
         base: _Part = (name, [])
-        if top is not None:
+        if top is not None and len(keys) == 1:  # the statement's condition says it differs
+            base = (f"CAST(%s AS {field.db_type(connection)})", [("col", top)])
+        elif top is not None:
             when = cond(top)
             base = (
                 f"(CASE WHEN {when[0]} THEN CAST(%s AS {field.db_type(connection)}) ELSE {name} END)",
@@ -155,6 +156,9 @@ def _text(found: Mapping, keys: tuple[str, ...], own: str | None, own_pk: str, c
                 f"(CASE WHEN {base[0]} IS NULL AND NOT ({some[0]}) THEN NULL ELSE {value[0]} END)",
                 [*base[1], *some[1], *value[1]],
             )
+        if top is None and len(_leaves(tree)) == len(keys):  # the statement's condition is this one
+            sets.append((f"{name} = {value[0]}", value[1]))
+            continue
         when = any_cond(tree)
         sets.append(
             (f"{name} = CASE WHEN {when[0]} THEN {value[0]} ELSE {base[0]} END", [*when[1], *value[1], *base[1]])
@@ -172,13 +176,9 @@ def _text(found: Mapping, keys: tuple[str, ...], own: str | None, own_pk: str, c
         f"UPDATE {table} SET {assignments[0]} WHERE {table}.{owner_column} = %s AND ({differs[0]}) "
         f"RETURNING {table}.{customer_pk}, {table}.{quote('sync_status')}, {table}.{updated_at}"
     )
-    live = f"SELECT {customer_pk}, {updated_at} FROM cust WHERE {quote('sync_status')} <> '{SyncStatus.DELETED.value}'"
     insert, constants = _insert(connection)
     insert = connection.ops.compose_sql(insert, constants).replace("%", "%%")  # its constants in the text
-    text = (
-        f"WITH cust AS ({cust}), live AS ({live}), "
-        f"ins AS ({insert} {queued_conflict(connection)} RETURNING {quote('customer_id')})"
-    )
+    text = f"WITH cust AS ({cust}), ins AS ({insert} {queued_conflict(connection)} RETURNING {quote('customer_id')})"
     if own is None:
         return f"{text} SELECT ARRAY(SELECT {quote('customer_id')} FROM ins), 1", tuple(recipe)
     return (
