@@ -70,7 +70,8 @@ def remember(instance: Any, fields: Any = None) -> None:
     for key, name in by_field:
         if name in data and (fields is None or name in fields):
             loaded[key] = snapshot.of(data[name])
-    if computed and all(f.attname in data for f in instance._meta.concrete_fields):  # none deferred
+    # Methods and callables may read any field: only a whole save or load makes their values "as saved".
+    if computed and fields is None and all(f.attname in data for f in instance._meta.concrete_fields):
         for source in computed:
             try:
                 loaded[source.key] = snapshot.of(source.read(instance))

@@ -20,7 +20,7 @@ from customersync.models import Customer, PendingPush, PushState, SyncStatus
 from customersync.owners import mapping
 from customersync.push import Outcome
 from customersync.wire import decode
-from tests.owners import field, make_owner, owner_metadata_key, owner_model
+from tests.owners import field, make_owner, owner_metadata_key, owner_model, set_name
 
 pytestmark = [
     pytest.mark.django_db,
@@ -166,6 +166,30 @@ def test_update_fields_naming_a_mapped_field_is_one_statement_writing_that_field
     assert loaded(owner).city == "Paris"
     owner.save(update_fields=["city"])  # the city is still a change of this owner's
     assert Customer.objects.get(pk=customer.pk).address["city"] == "Lyon"
+
+
+def test_an_owner_model_selecting_on_save_has_its_update_then_the_customers(monkeypatch, django_assert_num_queries):
+    """Where Django's own update must run (``select_on_save``; on Django 6, fields it returns), the
+    customers' write follows it as a statement of its own."""
+    monkeypatch.setattr(owner_model()._meta, "select_on_save", True)
+    owner = make_owner(**{field("email"): "billing@acme.test"})
+    customer = linked_customer(owner)
+    owner = loaded(owner)
+    setattr(owner, field("email"), "accounts@acme.test")
+    with django_assert_num_queries(3):  # Django's SELECT and UPDATE, then the customers and the outbox
+        owner.save()
+    assert Customer.objects.get(pk=customer.pk).email == "accounts@acme.test"
+    assert PendingPush.objects.filter(customer=customer, state=PushState.PENDING).count() == 1
+
+
+def test_a_mapped_value_changed_but_left_out_of_update_fields_is_sent_by_a_later_save():
+    owner = make_owner(**{field("email"): "billing@acme.test"})
+    customer = linked_customer(owner)
+    owner = loaded(owner)
+    set_name(owner, "Renamed")
+    owner.save(update_fields=["plan_note"])  # names no mapped field: the renaming is not saved
+    owner.save()
+    assert Customer.objects.get(pk=customer.pk).name == "Renamed"
 
 
 def test_the_owner_as_loaded_decides_and_sync_from_owners_fixes_what_changed_without_a_save():
