@@ -7,8 +7,13 @@ in the same run, interleaved (one with, one without, in turn) so the machine's n
   alone, no app); every timed edit is the customer's first since it was in sync, so it writes
   its outbox record;
 - 3c. a save that changes nothing syncable (an unchanged customer saved again), against the same;
-- 3d. an owner's save that changes a mapped field (``OWNER_FIELDS``), against the owner's save
-  with the app's receivers disconnected (a site without the app).
+- 3d. an owner's save that changes a mapped field (``OWNER_FIELDS``), the owner model having
+  ``OwnerMixin`` (one statement on PostgreSQL), against the same owner's save with the app's
+  receivers disconnected: the same model's save doing none of the app's work (the mixin's
+  ``_do_update`` then finds no plan and calls Django's at once), i.e. a site without the app;
+  every timed save writes its customer's outbox record (the records are deleted between rounds,
+  untimed). The owner is loaded from the database, as a view has it. The next row is the same
+  save on the signal path (the mixin turned off, as a site without it has), for comparison.
 
 Uses the test settings' PostgreSQL, in a database of its own (``CUSTOMERSYNC_BENCH_DB``, default
 ``customersync_bench_saves``), and prints the queries each save made. Not a test: nothing asserts.
@@ -28,6 +33,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=400)
+    parser.add_argument(
+        "--prepared",
+        action="store_true",
+        help="server-side binding with psycopg's prepared statements (OPTIONS server_side_binding and "
+        "prepare_threshold), for both sides; Django's default is neither",
+    )
     args = parser.parse_args(argv)
     sys.path.insert(0, REPO)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
@@ -39,6 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     from django.test.utils import CaptureQueriesContext, override_settings, setup_databases, teardown_databases
 
     connection.settings_dict["TEST"]["NAME"] = os.environ.get("CUSTOMERSYNC_BENCH_DB", "customersync_bench_saves")
+    if args.prepared:
+        connection.settings_dict["OPTIONS"] = {
+            **connection.settings_dict.get("OPTIONS", {}),
+            "server_side_binding": True,
+            "prepare_threshold": 5,
+        }
     old = setup_databases(verbosity=0, interactive=False, aliases={"default"})
     try:
         # No publishing: the figures are the save's own cost (publishing runs after commit, in a thread).
@@ -47,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         teardown_databases(old, verbosity=0)
     print(f"Saves on {connection.vendor} ({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}), "
-          f"median of {args.rounds} interleaved rounds:")  # fmt: skip
+          f"median of {args.rounds} interleaved rounds{', prepared statements' if args.prepared else ''}:")  # fmt: skip
     print(f"{'figure':<58} {'with the app':>13} {'Django alone':>13} {'ratio':>6}  queries  target")
     for name, with_, without, queries, target in rows:
         print(f"{name:<58} {with_ * 1000:>10.3f} ms {without * 1000:>10.3f} ms {with_ / without:>6.2f}  "
@@ -111,10 +128,11 @@ def _figures(rounds: int, capture, connection) -> list:
     same = _interleaved(rounds, app_same, django_same)
     rows.append(("3c. one save changing nothing syncable", *same, len(queries), "<= 1.2"))
 
-    owner = make_owner("Bench", **{field("email"): "billing@bench.test"})
-    Customer.objects.filter(pk=one.pk).update(owner=owner, owner_values={"email": "billing@bench.test"})
+    created = make_owner("Bench", **{field("email"): "billing@bench.test"})
+    Customer.objects.filter(pk=one.pk).update(owner=created, owner_values={"email": "billing@bench.test"})
+    model = type(created)
+    owner = model.objects.get(pk=created.pk)
     email = field("email")
-    model = type(owner)
 
     def owner_with(i):
         setattr(owner, email, f"billing{i}@bench.test")
@@ -132,17 +150,28 @@ def _figures(rounds: int, capture, connection) -> list:
             pre_save.connect(owner_pre_save, sender=model, dispatch_uid="customersync.owner_pre_save")
             post_save.connect(owner_post_save, sender=model, dispatch_uid="customersync.owner_post_save")
 
-    with capture(connection) as queries:
-        owner_with(0)
-    mine, base = [], []
-    for i in range(rounds):
-        PendingPush.objects.all().delete()
-        started = time.perf_counter()
-        owner_with(i + 1)
-        mine.append(time.perf_counter() - started)
-        base.append(owner_without(i))
-    rows.append(("3d. owner save changing a mapped field (vs the owner alone)", statistics.median(mine[10:]),
-                 statistics.median(base[10:]), len(queries), "<= 1.5"))  # fmt: skip
+    def owner_rounds(name: str, target: str) -> None:
+        with capture(connection) as queries:
+            owner_with(0)
+        mine, base = [], []
+        for i in range(rounds):
+            PendingPush.objects.all().delete()
+            started = time.perf_counter()
+            owner_with(i + 1)
+            mine.append(time.perf_counter() - started)
+            base.append(owner_without(i))
+        rows.append((name, statistics.median(mine[10:]), statistics.median(base[10:]), len(queries), target))
+
+    owner_rounds("3d. owner save changing a mapped field (vs the owner alone)", "<= 1.5")
+    one_statement = model.__dict__.get("customersync_one_statement")
+    model.customersync_one_statement = False  # the signal path, as without OwnerMixin
+    try:
+        owner_rounds("    the same without OwnerMixin (the signal path)", "(comparison)")
+    finally:
+        if one_statement is None:
+            del model.customersync_one_statement
+        else:
+            model.customersync_one_statement = one_statement
     return rows
 
 

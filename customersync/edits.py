@@ -51,31 +51,45 @@ def _update(model: Any, pk: Any, version: int, values: list, connection: Any) ->
     """The guarded ``UPDATE``: its text built once per model, columns and connection, as Django
     would write it, for plain values; Django's compiler for anything else (an ``F()``, a field
     with a placeholder of its own)."""
-    plain = all(
-        not (hasattr(value, "resolve_expression") or hasattr(value, "prepare_database_save"))
-        and not hasattr(field, "get_placeholder")
-        and not field.generated
-        for field, _, value in values
-    )
+    found = plain_update(model, pk, values, connection, guard=("sync_version", version))
+    if found is not None:
+        return found
+    filtered = model._base_manager.using(connection.alias).filter(pk=pk, sync_version=version)
+    query = filtered.query.chain(sql.UpdateQuery)
+    query.add_update_fields(values)
+    update_sql, params = query.get_compiler(connection.alias).as_sql()
+    return update_sql, list(params)
+
+
+def plain_update(model: Any, pk: Any, values: list, connection: Any, guard: tuple = ()) -> tuple[str, list] | None:
+    """``UPDATE`` of ``model``'s row ``pk`` with ``values`` (Django's ``(field, model, value)``), and
+    ``guard`` (a column's name, then the value it must hold), as Django would write it, its text
+    built once per model, columns and connection; None when a value needs Django's compiler."""
+    for field, _, value in values:
+        if (
+            hasattr(value, "resolve_expression")
+            or hasattr(value, "prepare_database_save")
+            or hasattr(field, "get_placeholder")
+            or hasattr(field, "get_placeholder_sql")
+            or field.generated
+        ):
+            return None
     pk_field = model._meta.pk
-    if not plain:
-        filtered = model._base_manager.using(connection.alias).filter(pk=pk, sync_version=version)
-        query = filtered.query.chain(sql.UpdateQuery)
-        query.add_update_fields(values)
-        update_sql, params = query.get_compiler(connection.alias).as_sql()
-        return update_sql, list(params)
-    key = (model, tuple(field.column for field, _, _ in values), connection.alias, connection.vendor)
+    guarded = guard[0::2]
+    key = (model, tuple(field.column for field, _, _ in values), guarded, connection.alias, connection.vendor)
     statement = _updates.get(key)
     if statement is None:
         quote = connection.ops.quote_name
         table = quote(model._meta.db_table)
-        version_column = quote(model._meta.get_field("sync_version").column)
+        where = " AND ".join(
+            f"{table}.{quote(model._meta.get_field(name).column)} = %s" for name in (pk_field.name, *guarded)
+        )
         statement = _updates[key] = (
             f"UPDATE {table} SET {', '.join(f'{quote(column)} = %s' for column in key[1])} "
-            f"WHERE ({table}.{quote(pk_field.column)} = %s AND {table}.{version_column} = %s)"
+            f"WHERE {f'({where})' if guarded else where}"
         )
     params = [field.get_db_prep_save(value, connection=connection) for field, _, value in values]
-    return statement, [*params, pk_field.get_db_prep_value(pk, connection), version]
+    return statement, [*params, pk_field.get_db_prep_value(pk, connection), *guard[1::2]]
 
 
 _updates: dict[tuple, str] = {}

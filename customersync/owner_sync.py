@@ -12,6 +12,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connections, router, transaction
 
+from . import owner_save
 from .accounts import resolve
 from .conf import app_settings
 from .exceptions import Busy, ConfigurationError, CreateFailed, RetryLater
@@ -45,12 +46,15 @@ def owner_pre_save(sender: type, instance: Any, raw: bool = False, using: str | 
 
     Raises ``ValidationError`` keyed by the owner's fields for a value Stripe would refuse.
     """
+    owner_save.forget(instance)
     instance.__dict__.pop(_PENDING, None)
     if raw or instance._state.adding or instance.pk is None:
         return  # a new owner has no customer yet (get_or_create_for makes one)
     found = mapping()
     if found is None or (update_fields is not None and not found.touches(update_fields)):
         return
+    if owner_save.prepare(found, instance, using or router.db_for_write(sender, instance=instance), update_fields):
+        return  # OwnerMixin: its _do_update writes the customers, in the owner's statement
     customers = _changed_customers(found, instance, _customers_of(instance.pk, using))
     if customers:
         instance.__dict__[_PENDING] = customers
@@ -100,10 +104,12 @@ def _changed_customers(found: Mapping, owner: Any, customers: Any) -> list[tuple
     return changed_customers
 
 
-def owner_post_save(sender: type, instance: Any, raw: bool = False, using: str | None = None, **kwargs: Any) -> None:
+def owner_post_save(sender: type, instance: Any, created: bool = False, raw: bool = False, using: str | None = None,
+                    update_fields: Any = None, **kwargs: Any) -> None:  # fmt: skip
     """Write the customers pre_save prepared: the diff and the outbox do the rest."""
     for customer, fields in instance.__dict__.pop(_PENDING, ()):
         customer.save(using=using, update_fields=fields)
+    owner_save.saved(instance, created, update_fields)
 
 
 def check_owner(owner: Any) -> None:

@@ -22,6 +22,11 @@ after it (``post_save``), in the same transaction when the save runs in one
 (the admin, ``ATOMIC_REQUESTS``, ``transaction.atomic()``). Were that second
 write lost, the next owner save, or ``sync_from_owners``, sends it still.
 
+With ``owner_model.OwnerMixin`` on the owner model (PostgreSQL), a save instead
+compares the mapped values with the owner's as it was loaded, checks only the
+changed ones, and writes them with the owner's own ``UPDATE`` in one statement
+(``owner_save``, ``ownersql``), each key only where ``owner_values`` differs.
+
 ``OWNER_BOTH_WAYS`` names mapped parameters Stripe may change too: when a
 webhook or pull brings a new value, it is written to the owner's field with
 ``QuerySet.update()`` (no signals, so nothing is pushed back).

@@ -13,7 +13,7 @@ import datetime as dt
 import pickle
 from typing import Any
 
-__all__ = ["take", "changed"]
+__all__ = ["take", "of", "changed"]
 
 _IMMUTABLE = frozenset({str, int, bool, float, type(None), dt.datetime, dt.date})
 
@@ -34,6 +34,11 @@ def _snap(value: Any) -> Any:
         return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
     except Exception:  # noqa: BLE001 - any value pickle refuses is simply checked again
         return _Unmatched()
+
+
+def of(value: Any) -> Any:
+    """The snapshot of one value."""
+    return _snap(value)
 
 
 def take(instance: Any, names: tuple[str, ...]) -> dict[str, Any]:

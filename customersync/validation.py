@@ -303,6 +303,23 @@ def _check_all(customer: Any) -> dict[str, Any] | None:
     return params
 
 
+def field_errors(customer: Any, names: Any) -> dict[str, list[str]]:
+    """What ``check_edit`` reports about the fields ``names`` of a customer without a Stripe id (so
+    without a diff, and every error judged), checking those fields alone: an owner save checks the
+    values it changes on a scratch customer this way."""
+    names = set(names)
+    fields = {name: getattr(customer, name) for name in TABLE.state_fields if name in names}
+    columns = column_errors(customer, names)
+    wrong = shapes.check(fields)
+    if wrong:
+        return _joined(wrong, columns)
+    desired: dict[str, Any] = {}
+    for param in TABLE.state:
+        if param.field in fields:
+            set_path(desired, param.path, get_path(fields, param.path))
+    return _joined(validate(desired), columns)
+
+
 def refused_values(customer: Any) -> dict[str, list[str]]:
     """Values of the wrong type and keys that are no parameter, with the columns' own refusals."""
     wrong = _wrong_types(customer)

@@ -21,6 +21,7 @@ pytestmark = pytest.mark.e2e
 
 OWNER_TESTS = [
     "tests/test_owner.py",
+    "tests/test_owner_save.py",
     "tests/test_owner_e2e.py",
     "tests/test_owner_checks.py",
     "tests/test_link.py",

@@ -57,8 +57,10 @@ def test_readme_has_every_quickstart_block():
 ORGANIZATION_MODEL = """\
 from django.db import models
 
+from customersync.owner_model import OwnerMixin
 
-class Organization(models.Model):
+
+class Organization(OwnerMixin, models.Model):
     name = models.CharField(max_length=200)
     billing_email = models.EmailField(blank=True)
     street = models.CharField(max_length=200, blank=True)

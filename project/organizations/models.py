@@ -6,8 +6,10 @@ fields give which customer parameter; a save sends only what changed.
 
 from django.db import models
 
+from customersync.owner_model import OwnerMixin
 
-class Organization(models.Model):
+
+class Organization(OwnerMixin, models.Model):
     name = models.CharField(max_length=200)
     billing_email = models.EmailField(blank=True)
     phone = models.CharField(max_length=40, blank=True)

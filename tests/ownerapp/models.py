@@ -2,8 +2,10 @@
 
 from django.db import models
 
+from customersync.owner_model import OwnerMixin
 
-class Organization(models.Model):
+
+class Organization(OwnerMixin, models.Model):
     name = models.CharField(max_length=200)
     billing_email = models.EmailField(blank=True)
     phone = models.CharField(max_length=40, blank=True)

@@ -3,8 +3,10 @@
 from django.contrib.auth.models import AbstractUser
 from django.db import models
 
+from customersync.owner_model import OwnerMixin
 
-class User(AbstractUser):
+
+class User(OwnerMixin, AbstractUser):
     billing_email = models.EmailField(blank=True)
     phone = models.CharField(max_length=40, blank=True)
     street = models.CharField(max_length=200, blank=True)
