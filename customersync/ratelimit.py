@@ -49,6 +49,7 @@ logger = logging.getLogger("customersync")
 
 WINDOW_SLACK = 0.1  # seconds added to the one-second window
 HORIZON = 0.5  # seconds: how far ahead a paced reservation may be
+GAP = 0.5  # intervals (1 / rate): the least time between two requests let go
 CATCH_UP = 0.25  # seconds: how far back unreserved times are still handed out (the log caps the rate)
 GOING_TTL = 2.0  # seconds: an admitted request that never reports its write stops counting then
 LEAD = 0.05  # seconds: acquire() returns this long before the reserved time
@@ -72,19 +73,27 @@ return math.max(1, math.ceil((tonumber(oldest[2]) + window_us - now) / 1000))
 """
 
 # The paced budget's last word, right before a request is written: admitted only if the requests
-# written in the last SENT_WINDOW, and those admitted but not yet written, are fewer than the rate.
+# written in the last SENT_WINDOW, and those admitted but not yet written, are fewer than the rate,
+# and not sooner than GAP intervals after the last one (requests the log held back, or times
+# caught up, go spread out, not in a burst that the log would echo a second later).
 # An admitted request counts as "going" (whatever its age: its write may be late) until _SENT
 # moves it to the log at the time it was written; one that never reports goes after GOING_TTL.
 _ADMIT = """
 local sent, going, penalty = KEYS[1], KEYS[2], KEYS[3]
 local rate, window_us, member = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
-local ttl_us = tonumber(ARGV[4])
+local ttl_us, gap_us = tonumber(ARGV[4]), tonumber(ARGV[5])
 local pause = redis.call('PTTL', penalty)
 if pause > 0 then return pause * 1000 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 redis.call('ZREMRANGEBYSCORE', sent, '-inf', now - window_us)
 redis.call('ZREMRANGEBYSCORE', going, '-inf', now - ttl_us)
+local last = 0
+for _, set in ipairs({going, sent}) do
+  local newest = redis.call('ZRANGE', set, -1, -1, 'WITHSCORES')
+  if newest[2] then last = math.max(last, tonumber(newest[2])) end
+end
+if now < last + gap_us then return last + gap_us - now end
 if redis.call('ZCARD', sent) + redis.call('ZCARD', going) < rate then
   redis.call('ZADD', going, now, member)
   redis.call('PEXPIRE', going, math.ceil(ttl_us / 1000))
@@ -215,7 +224,7 @@ class RateBudget(_Budget):
             time.sleep(wait)
         member = uuid.uuid4().hex
         keys = [self.sent_key, self.going_key, self.penalty_key]
-        args = [self.rate, self._window_us, member, int(GOING_TTL * 1_000_000)]
+        args = [self.rate, self._window_us, member, int(GOING_TTL * 1_000_000), int(GAP * 1_000_000 / self.rate)]
         while (wait_us := int(self._admit(keys=keys, args=args))) > 0:
             time.sleep(wait_us / 1_000_000)
 

@@ -116,6 +116,30 @@ def test_paced_times_nobody_reserved_while_every_worker_was_busy_are_not_lost(re
     assert all(b - a > 0.04 for a, b in zip(reserved, reserved[1:], strict=False))  # still one per interval
 
 
+def test_paced_requests_let_go_together_are_spread_half_an_interval_apart(redis_client):
+    """Times caught up after a busy spell are all due at once: the requests still go at least half
+    an interval apart (Redis's clock), not in a burst that the log of writes would echo a second later."""
+    import threading
+    import time
+
+    budget = RateBudget(redis_client, 20, name=f"test-gap-{time.time()}", algorithm="paced")
+    assert budget.try_acquire() == 0
+    time.sleep(0.3)  # the busy workers (the scenario, not a wait for anything)
+
+    def client():
+        budget.acquire(timeout=5)
+        budget.sending()  # never written: each stays "going", scored when it was let go
+
+    threads = [threading.Thread(target=client) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    let_go = [score for _member, score in redis_client.zrange(budget.going_key, 0, -1, withscores=True)]
+    assert len(let_go) == 5
+    assert min(b - a for a, b in zip(let_go, let_go[1:], strict=False)) >= 0.5 / 20 * 1_000_000
+
+
 def test_paced_times_during_a_pause_for_a_429_are_not_caught_up_after_it(redis_client):
     import time
 
