@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, REPO)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
     os.environ["CUSTOMERSYNC_TEST_RATE_LIMIT"] = "0"  # the budget off: the pipeline's own ceiling
+    os.environ.setdefault("CUSTOMERSYNC_TEST_LOG_LEVEL", "WARNING")  # a line per push would bury the figures
     import django
 
     django.setup()
