@@ -21,7 +21,8 @@ machines agree):
   the write (what ``sending()`` returns, called once the bytes are out) and
   the request moves from "going" to the log at that time. A thread the
   machine runs late, or a write the interpreter lock delays, only holds the
-  next requests back.
+  next requests back. Requests are let go at least ``GAP`` intervals apart,
+  so those held back, or times caught up, spread out instead of bursting.
 - ``window``: a sliding-window log of grants. A request is granted only if
   fewer than ``rate`` were granted in the last window, a little longer than a
   second (``WINDOW_SLACK``) for the jitter between a grant here and the
