@@ -34,8 +34,9 @@ class OwnerMixin(_Base):
     customersync_one_statement = True
 
     @classmethod
-    def from_db(cls, db: Any, field_names: Any, values: Any) -> Any:
-        instance = super().from_db(db, field_names, values)
+    def from_db(cls, db: Any, field_names: Any, values: Any, **kwargs: Any) -> Any:
+        # **kwargs: Django 6.1 passes fetch_mode to a from_db that accepts it (and warns otherwise).
+        instance = super().from_db(db, field_names, values, **kwargs)
         from .owner_save import remember
 
         remember(instance)
