@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
@@ -55,6 +57,12 @@ ACTION_HELP = {
         "the same field."
     ),
 }
+
+
+def _description(action: Any) -> str:
+    """An action's description: an attribute from Django 6.1 (which warns at indexing), the third
+    item of a tuple before."""
+    return action.description if hasattr(action, "description") else action[2]
 
 
 class _TitledSelect(forms.Select):
@@ -245,8 +253,10 @@ class CustomerAdmin(admin.ModelAdmin):
 
         return view
 
-    def get_actions(self, request: HttpRequest):
-        actions = super().get_actions(request)
+    def get_actions(self, request: HttpRequest, action_location: Any = None):
+        # Django 6.1 says where the actions are shown (and warns at an override without the parameter).
+        where = {} if action_location is None else {"action_location": action_location}
+        actions = super().get_actions(request, **where)
         if "retry_failed" in actions and not Customer.objects.filter(sync_status=SyncStatus.FAILED).exists():
             del actions["retry_failed"]  # offered only when something failed
         return actions
@@ -255,7 +265,9 @@ class CustomerAdmin(admin.ModelAdmin):
         actions = self.get_actions(request)
         extra_context = {
             **(extra_context or {}),
-            "customersync_actions": [(actions[name][2], ACTION_HELP[name]) for name in ACTION_HELP if name in actions],
+            "customersync_actions": [
+                (_description(actions[name]), ACTION_HELP[name]) for name in ACTION_HELP if name in actions
+            ],
         }
         return super().changelist_view(request, extra_context)
 
