@@ -27,7 +27,8 @@ class _Unmatched:
     __hash__ = None  # type: ignore[assignment]
 
 
-def _snap(value: Any) -> Any:
+def of(value: Any) -> Any:
+    """The snapshot of one value."""
     if type(value) in _IMMUTABLE:
         return value
     try:
@@ -36,15 +37,10 @@ def _snap(value: Any) -> Any:
         return _Unmatched()
 
 
-def of(value: Any) -> Any:
-    """The snapshot of one value."""
-    return _snap(value)
-
-
 def take(instance: Any, names: tuple[str, ...]) -> dict[str, Any]:
     """The snapshot of ``instance``'s attributes ``names``."""
     values = instance.__dict__
-    return {name: _snap(values.get(name)) for name in names}
+    return {name: of(values.get(name)) for name in names}
 
 
 def changed(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
