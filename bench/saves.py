@@ -1,5 +1,6 @@
 """Benchmark what the app adds to a save, each figure a ratio against Django's own save measured
-in the same run, interleaved (one with, one without, in turn) so the machine's noise hits both.
+in the same run, interleaved (one with, one without, in turn, the order alternating each round)
+so the machine's noise, and whatever one side or a reset leaves behind, hits both.
 
     python -m bench.saves [--rounds 400]
 
@@ -11,8 +12,8 @@ in the same run, interleaved (one with, one without, in turn) so the machine's n
   ``OwnerMixin`` (one statement on PostgreSQL), against the same owner's save with the app's
   receivers disconnected: the same model's save doing none of the app's work (the mixin's
   ``_do_update`` then finds no plan and calls Django's at once), i.e. a site without the app;
-  every timed save writes its customer's outbox record (the records are deleted between rounds,
-  untimed). The owner is loaded from the database, as a view has it. The next row is the same
+  every timed save writes its customer's outbox record (the records are deleted, untimed, before
+  each save of either side). The owner is loaded from the database, as a view has it. The next row is the same
   save on the signal path (the mixin turned off, as a site without it has), for comparison.
 
 Uses the test settings' PostgreSQL, in a database of its own (``CUSTOMERSYNC_BENCH_DB``, default
@@ -73,14 +74,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _interleaved(rounds: int, ours, theirs, reset=None) -> tuple[float, float]:
+    """Medians of ``ours`` and ``theirs`` run in turn, each after ``reset`` (untimed), in alternating
+    order: what a reset or one side leaves behind (the collector's garbage, the database's and the
+    CPU's caches) falls on both sides alike. A function returning a number has timed itself."""
     mine, base = [], []
     for i in range(rounds):
-        for fn, samples in ((ours, mine), (theirs, base)):
+        pair = ((ours, mine), (theirs, base))
+        for fn, samples in pair if i % 2 == 0 else pair[::-1]:
             if reset is not None:
                 reset()
             started = time.perf_counter()
-            fn(i)
-            samples.append(time.perf_counter() - started)
+            took = fn(i)
+            samples.append(took if took is not None else time.perf_counter() - started)
     return statistics.median(mine[10:]), statistics.median(base[10:])  # the first rounds warm up
 
 
@@ -150,17 +155,13 @@ def _figures(rounds: int, capture, connection) -> list:
             pre_save.connect(owner_pre_save, sender=model, dispatch_uid="customersync.owner_pre_save")
             post_save.connect(owner_post_save, sender=model, dispatch_uid="customersync.owner_post_save")
 
+    def unqueued() -> None:  # untimed: no queued record, so the timed save writes one
+        PendingPush.objects.all()._raw_delete(PendingPush.objects.db)
+
     def owner_rounds(name: str, target: str) -> None:
         with capture(connection) as queries:
             owner_with(0)
-        mine, base = [], []
-        for i in range(rounds):
-            PendingPush.objects.all().delete()
-            started = time.perf_counter()
-            owner_with(i + 1)
-            mine.append(time.perf_counter() - started)
-            base.append(owner_without(i))
-        rows.append((name, statistics.median(mine[10:]), statistics.median(base[10:]), len(queries), target))
+        rows.append((name, *_interleaved(rounds, owner_with, owner_without, unqueued), len(queries), target))
 
     owner_rounds("3d. owner save changing a mapped field (vs the owner alone)", "<= 1.5")
     one_statement = model.__dict__.get("customersync_one_statement")

@@ -160,7 +160,7 @@ def write(owner: Any, values: dict[str, Any], base_qs: Any, using: str, pk_val: 
         # Django's own update first (it returns values, or checks the row exists), then the customers.
         updated = django_update(base_qs, using, pk_val, updates, update_fields, forced_update, *rest)
         if updated and found is not None:
-            _run(*ownersql.statement(found, values, pk_val, None, own_pk, connection), connection)
+            _queue(ownersql.run(found, values, pk_val, None, own_pk, connection)[0])
         return updated
     own = plain_update(model, pk_val, updates, connection)
     if own is None:  # an expression, or a field with a placeholder of its own: Django's compiler
@@ -168,17 +168,14 @@ def write(owner: Any, values: dict[str, Any], base_qs: Any, using: str, pk_val: 
         query.add_update_fields(updates)
         text, params = query.get_compiler(using).as_sql()
         own = (text, list(params))
-    count = _run(*ownersql.statement(found, values, pk_val, own, own_pk, connection), connection)
+    queued, count = ownersql.run(found, values, pk_val, own, own_pk, connection)
+    _queue(queued)
     return ([()] if count else []) if rest else count > 0
 
 
-def _run(text: str, params: list, connection: Any) -> int:
-    with connection.cursor() as cursor:
-        cursor.execute(text, params)
-        queued, count = cursor.fetchone()
+def _queue(queued: list[Any]) -> None:
     for customer_pk in queued:
         schedule_push(customer_pk)
-    return int(count)
 
 
 def saved(instance: Any, created: bool, update_fields: Any) -> None:

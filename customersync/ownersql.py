@@ -21,12 +21,30 @@ so it runs once they are locked and written: a push freezing the customer (under
 either ran before, and then its record is no longer the queued one (the unique index sees committed
 rows, so this inserts a new record), or runs after this commits and sends these values.
 
+Planning the customers' ``UPDATE`` and the outbox ``INSERT`` costs as much as the owner's whole
+``UPDATE``, at every save. So ``migrate`` also creates, for the mapping, a PL/pgSQL function holding
+``cust`` and ``ins`` for every mapped key at once (a key not given is left alone), whose plan
+PostgreSQL keeps for the session (``install``, from the app's ``post_migrate``):
+
+    WITH own AS (<the owner's UPDATE> RETURNING pk)
+    SELECT customersync_owner_<digest>(<pk>, <the values as JSON>, <now>), (SELECT count(*) FROM own)
+
+Its name carries a digest of its text (so of the mapping). The first owner save on a database
+connection is the statement above, which also says whether that function exists; the later ones on
+that connection call it when it does. A connection per request (``CONN_MAX_AGE = 0``) so keeps the
+statement above, with no query added; a mapping changed without ``migrate`` is logged, and saves
+take the statement above until ``migrate`` runs.
+
 Statement texts are built once per process, owner columns and set of keys.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import re
+import weakref
 from typing import Any
 
 from django.utils import timezone
@@ -35,25 +53,177 @@ from .edits import insert_select, queued_conflict
 from .models import Customer, PendingPush, SyncStatus
 from .owners import Mapping
 
+logger = logging.getLogger("customersync")
+
 # What fills each ``%s`` of a text: (kind, mapped key).
 Recipe = tuple[tuple[str, str], ...]
 _Part = tuple[str, list[tuple[str, str]]]
 
 
+def run(found: Mapping, values: dict[str, Any], owner_pk: Any, own: tuple[str, list] | None, own_pk: str,
+        connection: Any) -> tuple[list[Any], int]:  # fmt: skip
+    """Write ``values`` (mapped key -> value) to the customers of ``owner_pk``, with ``own`` (the
+    owner's ``UPDATE`` and its params; None: the customers alone), in one statement: (the customers
+    whose push was queued, the owner rows updated)."""
+    name, create = function(found, connection)
+    with connection.cursor() as cursor:
+        present = _present.setdefault(connection.connection, {})
+        if present.get(name):
+            text, params = _call(found, name, values, owner_pk, own, own_pk, connection)
+        else:
+            text, params = statement(found, values, owner_pk, own, own_pk, connection)
+            if name not in present:  # asked once per connection, in the same statement
+                text += f", to_regproc({_lit(name)}) IS NOT NULL"
+        cursor.execute(text, params)
+        queued, count, *exists = cursor.fetchone()
+    if exists:
+        present[name] = bool(exists[0])
+        if not exists[0] and name not in _missing:
+            _missing.add(name)
+            logger.warning(
+                "customersync: the database lacks the owner function for this OWNER_FIELDS (%s); owner saves "
+                "plan their statement each time until `manage.py migrate` creates it.",
+                name,
+            )
+    return queued, int(count)
+
+
+# Per database connection (the driver's): whether each owner function exists there.
+_present: weakref.WeakKeyDictionary[Any, dict[str, bool]] = weakref.WeakKeyDictionary()
+_missing: set[str] = set()
+
+
 def statement(found: Mapping, values: dict[str, Any], owner_pk: Any, own: tuple[str, list] | None,
               own_pk: str, connection: Any) -> tuple[str, list]:  # fmt: skip
-    """The statement writing ``values`` (mapped key -> value) to the customers of ``owner_pk``,
-    with ``own`` (the owner's ``UPDATE`` and its params; None: the customers alone); its result row
-    is (the customers whose push was queued, the owner rows updated)."""
+    """The statement writing ``values`` to the customers of ``owner_pk`` with ``own``, planned at
+    each run; its result row is (the customers whose push was queued, the owner rows updated)."""
     keys = tuple(values)
     cache_key = (own[0] if own else None, own_pk, keys, connection.alias, connection.vendor)
     found_text = _texts.get(cache_key)
     if found_text is None:
-        found_text = _texts[cache_key] = _text(found, keys, own[0] if own else None, own_pk, connection)
+        text, recipe = _text(found, keys, connection, in_function=False)
+        quote = connection.ops.quote_name
+        if own is None:
+            text = f"{text} SELECT ARRAY(SELECT {quote('customer_id')} FROM ins), 1"
+        else:
+            text = (
+                f"{text}, own AS ({own[0]} RETURNING {own_pk}) "
+                f"SELECT ARRAY(SELECT {quote('customer_id')} FROM ins), (SELECT count(*) FROM own)"
+            )
+        found_text = _texts[cache_key] = (text, recipe)
     text, recipe = found_text
     now = timezone.now()
     params = [_param(kind, key, values, owner_pk, now, connection) for kind, key in recipe]
     return text, [*params, *(own[1] if own else ())]
+
+
+def _call(found: Mapping, name: str, values: dict[str, Any], owner_pk: Any, own: tuple[str, list] | None,
+          own_pk: str, connection: Any) -> tuple[str, list]:  # fmt: skip
+    """The statement calling the owner function: the function first, so the customers' rows are
+    locked before the owner's (the module's notes)."""
+    key = (name, own[0] if own else None, own_pk, connection.alias)
+    text = _calls.get(key)
+    if text is None:
+        owner_type = _fields["owner"].db_type(connection)
+        call = f"{connection.ops.quote_name(name)}(CAST(%s AS {owner_type}), CAST(%s AS jsonb), %s, %s)"
+        text = _calls[key] = (
+            f"SELECT {call}, 1" if own is None
+            else f"WITH own AS ({own[0]} RETURNING {own_pk}) SELECT {call}, (SELECT count(*) FROM own)"
+        )  # fmt: skip
+    heads = {found.by_key[key].path[0] for key in values}
+    params = [
+        _fields["owner"].get_db_prep_value(owner_pk, connection),
+        json.dumps(values),
+        _columns_of(found).get(heads.pop(), 0) if len(heads) == 1 else 0,
+        _fields["updated_at"].get_db_prep_save(timezone.now(), connection=connection),
+    ]
+    return text, [*own[1], *params] if own else params
+
+
+_calls: dict[tuple, str] = {}
+
+
+def _columns_of(found: Mapping) -> dict[str, int]:
+    """The function's statement for each mapped column alone (1-based; 0: every key)."""
+    numbers = _numbers.get(found)
+    if numbers is None:
+        columns = _by_column(found)
+        numbers = _numbers[found] = {column: n for n, column in enumerate(columns, 1)} if len(columns) > 1 else {}
+    return numbers
+
+
+_numbers: dict[Mapping, dict[str, int]] = {}
+
+
+def function(found: Mapping, connection: Any) -> tuple[str, str]:
+    """The mapping's owner function on this connection: (its name, the statement creating it)."""
+    key = (found, connection.alias, connection.vendor)
+    made = _functions.get(key)
+    if made is None:
+        made = _functions[key] = _function(found, connection)
+    return made
+
+
+_functions: dict[tuple, tuple[str, str]] = {}
+
+
+def install(found: Mapping, connection: Any) -> None:
+    """Create the mapping's owner function (``post_migrate``; idempotent). Functions of earlier
+    mappings and versions are left for code still calling them during a deploy."""
+    with connection.cursor() as cursor:
+        cursor.execute(function(found, connection)[1])
+
+
+def _function(found: Mapping, connection: Any) -> tuple[str, str]:
+    """One statement per mapped column, for a save changing that column alone (the usual edit: a
+    statement writing the fewest columns costs the least), and one for every mapped key."""
+    quote = connection.ops.quote_name
+
+    def written(keys: tuple[str, ...]) -> str:
+        body, recipe = _text(found, keys, connection, in_function=True)
+        exprs = iter([_expression(kind, key) for kind, key in recipe])
+        body = re.sub("%%|%s", lambda match: "%" if match.group() == "%%" else next(exprs), body)
+        return f"{body} SELECT ARRAY(SELECT {quote('customer_id')} FROM ins) INTO queued;"
+
+    columns = _by_column(found)
+    every = written(tuple(source.key for source in found.sources))
+    if len(columns) > 1:
+        branches = [f"IF p_column = {n} THEN {written(keys)}" for n, keys in enumerate(columns.values(), 1)]
+        every = f"{' ELS'.join(branches)} ELSE {every} END IF;"
+    owner_type = _fields["owner"].db_type(connection)
+    pk_type = Customer._meta.pk.rel_db_type(connection)  # type: ignore[union-attr]
+    create = (
+        f"CREATE OR REPLACE FUNCTION {{name}}(p_owner {owner_type}, p_values jsonb, p_column integer, "
+        f"p_now timestamptz) RETURNS {pk_type}[] LANGUAGE plpgsql VOLATILE "
+        # One plan per statement, made once: PostgreSQL would otherwise plan each call anew, its values folded in.
+        "SET plan_cache_mode = force_generic_plan "
+        f"AS $customersync$DECLARE queued {pk_type}[]; BEGIN {every} RETURN queued; END$customersync$"
+    )
+    name = f"customersync_owner_{hashlib.sha256(create.encode()).hexdigest()[:12]}"
+    return name, create.replace("{name}", quote(name), 1)
+
+
+def _by_column(found: Mapping) -> dict[str, tuple[str, ...]]:
+    """The mapped keys by the customer column they are in, in the mapping's order."""
+    columns: dict[str, tuple[str, ...]] = {}
+    for source in found.sources:
+        columns[source.path[0]] = (*columns.get(source.path[0], ()), source.key)
+    return columns
+
+
+def _expression(kind: str, key: str) -> str:
+    """What fills a slot of the text in the function: the value from ``p_values`` (a key not given
+    is never read: each use sits behind its condition, which requires it)."""
+    value = f"(p_values -> {_lit(key)})"
+    if kind == "json":
+        return value
+    if kind == "col":
+        return f"NULLIF({value}, 'null'::jsonb)" if _fields[key].get_internal_type() == "JSONField" else (
+            f"(p_values ->> {_lit(key)})"
+        )  # fmt: skip
+    if kind == "nonempty":
+        return f"({value} NOT IN ('\"\"'::jsonb, 'null'::jsonb))"
+    return {"patch": "p_values", "now": "p_now", "owner": "p_owner"}[kind]
 
 
 # Per owner UPDATE, set of keys and connection: the text, and what fills its parameters.
@@ -99,12 +269,17 @@ def _join(separator: str, parts: list[_Part]) -> _Part:
     return separator.join(text for text, _ in parts), [item for _, recipe in parts for item in recipe]
 
 
-def _text(found: Mapping, keys: tuple[str, ...], own: str | None, own_pk: str, connection: Any) -> tuple[str, Recipe]:
+def _text(found: Mapping, keys: tuple[str, ...], connection: Any, in_function: bool) -> tuple[str, Recipe]:
+    """``WITH cust AS (...), ins AS (...)`` writing ``keys``: those given, or, in the function,
+    every mapped key, each only when ``p_values`` has it."""
     quote = connection.ops.quote_name
     table = quote(Customer._meta.db_table)
     applied = quote("owner_values")
 
     def cond(key: str) -> _Part:
+        if in_function:
+            name = _lit(key)
+            return f"(p_values ? {name} AND ({applied} -> {name}) IS DISTINCT FROM (p_values -> {name}))", []
         return f"({applied} -> {_lit(key)}) IS DISTINCT FROM CAST(%s AS jsonb)", [("json", key)]
 
     def any_cond(node: dict[str, Any]) -> _Part:
@@ -179,15 +354,7 @@ def _text(found: Mapping, keys: tuple[str, ...], own: str | None, own_pk: str, c
     insert, constants = _insert(connection)
     insert = connection.ops.compose_sql(insert, constants).replace("%", "%%")  # its constants in the text
     text = f"WITH cust AS ({cust}), ins AS ({insert} {queued_conflict(connection)} RETURNING {quote('customer_id')})"
-    if own is None:
-        return f"{text} SELECT ARRAY(SELECT {quote('customer_id')} FROM ins), 1", tuple(recipe)
-    return (
-        (
-            f"{text}, own AS ({own} RETURNING {own_pk}) "
-            f"SELECT ARRAY(SELECT {quote('customer_id')} FROM ins), (SELECT count(*) FROM own)"
-        ),
-        tuple(recipe),
-    )
+    return text, tuple(recipe)
 
 
 def _paren(part: _Part) -> _Part:

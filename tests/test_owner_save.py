@@ -2,7 +2,8 @@
 changed values and their outbox records, decided against the owner as loaded.
 
 Runs on whichever owner model the settings name (both test owner models have the mixin;
-``test_owner.py`` runs its tests on the signal path too, the mixin turned off).
+``test_owner.py`` runs its tests on the signal path too, the mixin turned off), and each test both
+ways ``ownersql`` writes: the statement planned at each save, and the mapping's owner function.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from django.core.exceptions import ValidationError
 from django.db import connection, connections, transaction
 from django.test import override_settings
 
-from customersync import sync
+from customersync import ownersql, sync
 from customersync.models import Customer, PendingPush, PushState, SyncStatus
 from customersync.owners import mapping
 from customersync.push import Outcome
@@ -28,6 +29,32 @@ pytestmark = [
 ]
 
 ADDRESS = {"street": "1 rue de Rivoli", "city": "Paris", "postal_code": "75001", "country": "FR"}
+
+
+class _Given(dict):
+    """What ``ownersql`` knows of a connection's owner functions, fixed: present (each mapping's
+    created on first use, as ``migrate`` creates the site's) or absent, with nothing asked."""
+
+    def __init__(self, present: bool) -> None:
+        super().__init__()
+        self.present = present
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+    def get(self, name, default=None):
+        if self.present and name not in self.keys():  # created past Django's query counting
+            connection.connection.execute(ownersql.function(mapping(), connection)[1])
+            self[name] = True
+        return self.present
+
+
+@pytest.fixture(params=["statement", "function"], autouse=True)
+def owner_sql(request, monkeypatch):
+    """Each test on both ways of writing: the statement, and the owner function."""
+    given = _Given(request.param == "function")
+    monkeypatch.setattr(ownersql, "_present", type("Every", (), {"setdefault": lambda self, conn, new: given})())
+    return request.param
 
 
 def linked_customer(owner, **values) -> Customer:
@@ -47,7 +74,7 @@ def loaded(owner):
 
 
 def test_a_mapped_change_is_one_statement_with_its_outbox_record_and_push(
-    django_assert_num_queries, django_capture_on_commit_callbacks
+    owner_sql, django_assert_num_queries, django_capture_on_commit_callbacks
 ):
     owner = make_owner(**{field("email"): "billing@acme.test", **ADDRESS})
     customer = linked_customer(owner)
@@ -55,7 +82,9 @@ def test_a_mapped_change_is_one_statement_with_its_outbox_record_and_push(
     setattr(owner, field("email"), "accounts@acme.test")
     with django_capture_on_commit_callbacks() as callbacks, django_assert_num_queries(1) as queries:
         owner.save()
-    assert queries.captured_queries[0]["sql"].startswith("WITH cust AS (UPDATE")
+    name = ownersql.function(mapping(), connection)[0]
+    sql = queries.captured_queries[0]["sql"]
+    assert sql.startswith("WITH cust AS (UPDATE") if owner_sql == "statement" else f'SELECT "{name}"(' in sql
     assert len(callbacks) == 1  # the push task, published on commit
     stored = Customer.objects.get(pk=customer.pk)
     assert stored.email == "accounts@acme.test" and stored.owner_values["email"] == "accounts@acme.test"
