@@ -22,12 +22,14 @@ either ran before, and then its record is no longer the queued one (the unique i
 rows, so this inserts a new record), or runs after this commits and sends these values.
 
 Planning the customers' ``UPDATE`` and the outbox ``INSERT`` costs as much as the owner's whole
-``UPDATE``, at every save. So ``migrate`` also creates, for the mapping, a PL/pgSQL function holding
-``cust`` and ``ins`` for every mapped key at once (a key not given is left alone), whose plan
-PostgreSQL keeps for the session (``install``, from the app's ``post_migrate``):
+``UPDATE``, at every save. So ``migrate`` also creates, for the mapping, a PL/pgSQL function whose
+plans PostgreSQL keeps for the session (``install``, from the app's ``post_migrate``). It holds
+``cust`` and ``ins`` once per mapped column, for a save changing that column alone, and once for
+every mapped key; in each, a key the values lack is left alone:
 
     WITH own AS (<the owner's UPDATE> RETURNING pk)
-    SELECT customersync_owner_<digest>(<pk>, <the values as JSON>, <now>), (SELECT count(*) FROM own)
+    SELECT customersync_owner_<digest>(<pk>, <the values as JSON>, <the column's statement, or 0>, <now>),
+           (SELECT count(*) FROM own)
 
 Its name carries a digest of its text (so of the mapping). The first owner save on a database
 connection is the statement above, which also says whether that function exists; the later ones on
@@ -65,7 +67,7 @@ def run(found: Mapping, values: dict[str, Any], owner_pk: Any, own: tuple[str, l
     """Write ``values`` (mapped key -> value) to the customers of ``owner_pk``, with ``own`` (the
     owner's ``UPDATE`` and its params; None: the customers alone), in one statement: (the customers
     whose push was queued, the owner rows updated)."""
-    name, create = function(found, connection)
+    name = function(found, connection)[0]
     with connection.cursor() as cursor:
         present = _present.setdefault(connection.connection, {})
         if present.get(name):
