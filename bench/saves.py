@@ -13,8 +13,10 @@ so the machine's noise, and whatever one side or a reset leaves behind, hits bot
   receivers disconnected: the same model's save doing none of the app's work (the mixin's
   ``_do_update`` then finds no plan and calls Django's at once), i.e. a site without the app;
   every timed save writes its customer's outbox record (the records are deleted, untimed, before
-  each save of either side). The owner is loaded from the database, as a view has it. The next row is the same
-  save on the signal path (the mixin turned off, as a site without it has), for comparison.
+  each save of either side). The owner is loaded from the database, as a view has it. The next rows, for
+  comparison: the same save as a connection's first, its statement planned at the save (what every
+  save costs with ``CONN_MAX_AGE = 0``), and on the signal path (the mixin turned off, as a site
+  without it has).
 
 Uses the test settings' PostgreSQL, in a database of its own (``CUSTOMERSYNC_BENCH_DB``, default
 ``customersync_bench_saves``), and prints the queries each save made. Not a test: nothing asserts.

@@ -104,15 +104,8 @@ def statement(found: Mapping, values: dict[str, Any], owner_pk: Any, own: tuple[
     found_text = _texts.get(cache_key)
     if found_text is None:
         text, recipe = _text(found, keys, connection, in_function=False)
-        quote = connection.ops.quote_name
-        if own is None:
-            text = f"{text} SELECT ARRAY(SELECT {quote('customer_id')} FROM ins), 1"
-        else:
-            text = (
-                f"{text}, own AS ({own[0]} RETURNING {own_pk}) "
-                f"SELECT ARRAY(SELECT {quote('customer_id')} FROM ins), (SELECT count(*) FROM own)"
-            )
-        found_text = _texts[cache_key] = (text, recipe)
+        queued = f"ARRAY(SELECT {connection.ops.quote_name('customer_id')} FROM ins)"
+        found_text = _texts[cache_key] = (_with_owner(text, queued, own, own_pk), recipe)
     text, recipe = found_text
     now = timezone.now()
     params = [_param(kind, key, values, owner_pk, now, connection) for kind, key in recipe]
@@ -128,10 +121,7 @@ def _call(found: Mapping, name: str, values: dict[str, Any], owner_pk: Any, own:
     if text is None:
         owner_type = _fields["owner"].db_type(connection)
         call = f"{connection.ops.quote_name(name)}(CAST(%s AS {owner_type}), CAST(%s AS jsonb), %s, %s)"
-        text = _calls[key] = (
-            f"SELECT {call}, 1" if own is None
-            else f"WITH own AS ({own[0]} RETURNING {own_pk}) SELECT {call}, (SELECT count(*) FROM own)"
-        )  # fmt: skip
+        text = _calls[key] = _with_owner(None, call, own, own_pk)
     heads = {found.by_key[key].path[0] for key in values}
     params = [
         _fields["owner"].get_db_prep_value(owner_pk, connection),
@@ -143,6 +133,15 @@ def _call(found: Mapping, name: str, values: dict[str, Any], owner_pk: Any, own:
 
 
 _calls: dict[tuple, str] = {}
+
+
+def _with_owner(ctes: str | None, first: str, own: tuple[str, list] | None, own_pk: str) -> str:
+    """``SELECT first, <the owner rows updated>``, after ``ctes`` and the owner's ``UPDATE``: ``first``
+    comes first in the select list, so the customers' rows are locked before the owner's (the notes)."""
+    if own is None:
+        return f"{ctes} SELECT {first}, 1" if ctes else f"SELECT {first}, 1"
+    updated = f"own AS ({own[0]} RETURNING {own_pk})"
+    return f"{f'{ctes}, ' if ctes else 'WITH '}{updated} SELECT {first}, (SELECT count(*) FROM own)"
 
 
 def _columns_of(found: Mapping) -> dict[str, int]:

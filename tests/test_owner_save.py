@@ -49,11 +49,20 @@ class _Given(dict):
         return self.present
 
 
+class _EveryConnection:
+    """``ownersql._present`` answering the same for every connection."""
+
+    def __init__(self, given: _Given) -> None:
+        self.given = given
+
+    def setdefault(self, connection: object, default: object) -> _Given:
+        return self.given
+
+
 @pytest.fixture(params=["statement", "function"], autouse=True)
 def owner_sql(request, monkeypatch):
     """Each test on both ways of writing: the statement, and the owner function."""
-    given = _Given(request.param == "function")
-    monkeypatch.setattr(ownersql, "_present", type("Every", (), {"setdefault": lambda self, conn, new: given})())
+    monkeypatch.setattr(ownersql, "_present", _EveryConnection(_Given(request.param == "function")))
     return request.param
 
 
