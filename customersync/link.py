@@ -34,7 +34,7 @@ from django.core.exceptions import FieldDoesNotExist
 from django.db import IntegrityError, models, transaction
 from django.db.models import Exists, F, OuterRef
 from django.db.models.fields.json import KeyTextTransform
-from django.db.models.functions import Lower, Trim
+from django.db.models.functions import Cast, Lower, Trim
 from django.utils import timezone
 
 from .accounts import resolve
@@ -138,8 +138,11 @@ def _by_metadata(found: Mapping, name: str) -> Matcher:
         key: Callable[[Any], str] = lambda owner: found.identity(owner.pk)  # noqa: E731
     else:
         key = lambda owner: str(owner.pk)  # noqa: E731
+    # The key's text, compared as text: a key transform's own ``__in`` reads the values as JSON
+    # on SQLite (where "1" is the number 1 and a customer id is no JSON at all).
+    text = Cast(KeyTextTransform(name, "metadata"), output_field=models.TextField())
     # Derived from the pk: no two owners have the same key.
-    return Matcher(f"metadata[{name!r}]", key, KeyTextTransform(name, "metadata"), shared=False, columns=("pk",))
+    return Matcher(f"metadata[{name!r}]", key, text, shared=False, columns=("pk",))
 
 
 def require_mapping() -> Mapping:
