@@ -9,6 +9,9 @@ Each cell is a whole test-suite run on PostgreSQL and Redis, nothing skipped:
   runs it (so CI leaves this cell to ``scripts/test``).
 - ``django6.0``: Python 3.12 with Django 6.0.
 - ``newest``: Python 3.13 with Django 6.1 and the newest Celery and kombu.
+- ``sqlite``: Python 3.13 with Django 6.1, as a new site starts, on SQLite (a file, so
+  the worker processes of the end-to-end tests share it): the whole suite but the tests
+  marked ``postgresql``, which need PostgreSQL itself.
 
 ``nox -s lint`` runs ruff (lint and format), mypy on the typed modules, and
 builds the sdist and wheel to check what a site would install.
@@ -26,7 +29,7 @@ import nox
 ROOT = Path(__file__).resolve().parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
-nox.options.sessions = ["lint", "tests(lowest)", "tests(django6.0)", "tests(newest)"]
+nox.options.sessions = ["lint", "tests(lowest)", "tests(django6.0)", "tests(newest)", "tests(sqlite)"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
@@ -46,6 +49,7 @@ CELLS = {
     "default": ("3.11", ["Django>=5.2,<6.0"]),
     "django6.0": ("3.12", ["Django>=6.0,<6.1"]),
     "newest": ("3.13", ["Django>=6.1,<6.2", "celery>=5.7,<5.8", "kombu>=5.7,<5.8"]),
+    "sqlite": ("3.13", ["Django>=6.1,<6.2"]),
 }
 
 
@@ -56,6 +60,12 @@ CELLS = {
 )
 def tests(session: nox.Session, pins: list[str]) -> None:
     """The whole suite on one cell of the matrix. Extra arguments go to pytest."""
+    env = {"PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1"}
+    args = list(session.posargs)
+    if session.name.endswith("(sqlite)"):
+        database = Path(session.create_tmp()) / "tests.sqlite3"
+        env["CUSTOMERSYNC_TEST_DATABASE_URL"] = f"sqlite:///{database}"
+        args = ["-m", "not postgresql", *args]
     session.install("--upgrade", "pip>=25.1")  # dependency groups
     session.install("-e", ".", "--group", "test", *pins)
     session.run(
@@ -69,8 +79,8 @@ def tests(session: nox.Session, pins: list[str]) -> None:
         "python",
         "-m",
         "pytest",
-        *session.posargs,
-        env={"PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1"},
+        *args,
+        env=env,
     )
 
 

@@ -160,6 +160,9 @@ def test_a_429_on_one_account_pauses_that_accounts_budget_only(stripe, fleet, se
     assert stripe.get_customer(SAME_ID, account="acct_C1")["name"] == "Ann of C1"
 
 
+# Two accounts' budgets together pass one account's rate only while workers write at once:
+# SQLite takes one writer at a time.
+@pytest.mark.postgresql
 def test_two_accounts_each_get_their_own_budget_through_real_workers(stripe, start_worker, published_tasks, fleet):
     """Rate figures per account: each stays within its budget in every one-second window, and
     together they exceed it (one shared budget would hold both to it)."""
