@@ -512,9 +512,9 @@ def test_the_rate_limit_answers_429_past_the_count_for_that_account_only(
 
 
 def test_the_rate_limit_counts_arrivals_in_the_last_second() -> None:
-    from customersync.testing.accounts import _Accounts
+    from customersync.testing.accounts import Accounts
 
-    accounts = _Accounts(None)
+    accounts = Accounts(None)
     accounts.set_rate_limit(CONNECTED, 2)
     assert [accounts.over_limit(CONNECTED, t) for t in (10.0, 10.2, 10.9)] == [False, False, True]
     assert accounts.over_limit(CONNECTED, 11.1) is True  # the refused 10.9 counts too: 10.2, 10.9, 11.1

@@ -20,32 +20,30 @@ It can play several Stripe accounts: platforms with their test and live
 keys (rotated with ``set_platform_keys``) and connected accounts reached with
 a ``Stripe-Context`` header, each account with its own customers and
 idempotency keys, faults and rate limits aimed at one account. Without a
-platform it takes one key, or any ``sk_test_`` key, as it always did.
+platform it takes one key, or any ``sk_test_`` key.
 
 It does not use the app's ``customersync.params``: it is the independent check
 on the app, so only ``customersync.wire`` (form encoding) is shared.
 
 Modules:
 
-- ``server``: ``FakeStripeServer``, its lifecycle and state, and the answer to each API request
-- ``state``: the server's helpers that read and set its state directly (customers per account, platforms)
-- ``accounts``: platforms, keys, connected accounts, the account a request acts on, rate limits
-- ``handler``: the HTTP server and request handler, and the ``_Backend`` interface between them
-- ``messages``: ``Headers``, ``RecordedRequest`` and responses
-- ``requestlog``: the request log and the waits on it
-- ``control``: the ``/_fake/`` control API
+- ``server``: ``FakeStripeServer``: its lifecycle, its state and the helpers that read and set
+  it directly, the request log and the waits on it, and the answer to each API request
+- ``handler``: the HTTP server and request handler, the ``Backend`` interface between them and
+  the server, and requests and responses as data (``Headers``, ``RecordedRequest``)
+- ``accounts``: platforms, keys, connected accounts, the account a request acts on, rate limits,
+  and each account's ``Idempotency-Key`` handling
+- ``store``: the customers, the API operations on them and seed data, and the ``/v1`` routes
+- ``rules``: the customer object, parameter validation, Stripe's update semantics, and
+  ``FakeStripeAPIError`` with the errors the API answers
 - ``faults``: injected faults
-- ``idempotency``: ``Idempotency-Key`` handling
-- ``api``: the ``/v1`` routes
-- ``store``: the customers and the API operations on them, and seed data
-- ``rules``: parameter validation and Stripe's update semantics
-- ``customer``: the customer object
-- ``errors``: ``FakeStripeAPIError`` and the errors the API answers
+- ``control``: the ``/_fake/`` control API
+- ``pytest_plugin``: the ``fake_stripe`` fixture for sites' own tests
 """
 
 from .control import CONTROL_HEADER, control_headers
-from .messages import DEFAULT_API_VERSION, Headers, RecordedRequest
-from .server import FakeStripeServer, is_loopback_host
+from .handler import DEFAULT_API_VERSION, Headers, RecordedRequest, is_loopback_host
+from .server import FakeStripeServer
 
 __all__ = [
     "CONTROL_HEADER",

@@ -13,8 +13,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from .messages import RecordedRequest
-from .server import FakeStripeServer, is_loopback_host
+from .handler import RecordedRequest, is_loopback_host
+from .server import FakeStripeServer
 
 
 def _print_request(record: RecordedRequest) -> None:

@@ -1,8 +1,9 @@
-"""Stripe accounts: platforms, their API keys, their connected accounts, and what a request acts on.
+"""Stripe accounts: platforms, their API keys, their connected accounts, what a request acts on,
+and each account's ``Idempotency-Key`` handling.
 
-Without a platform registered the fake is in legacy mode, as it always was:
-the server's ``api_key`` (or, when None, any ``sk_test_`` key) authenticates
-and requests act on one default store. A ``Stripe-Context`` (or the older
+Without a platform registered the fake is in legacy mode: the server's
+``api_key`` (or, when None, any ``sk_test_`` key) authenticates and requests
+act on one default store. A ``Stripe-Context`` (or the older
 ``Stripe-Account``) header naming an ``acct_...`` id acts on that account's
 own store instead, made on demand.
 
@@ -16,34 +17,125 @@ names: ``_live_`` in it is live mode (customers it creates have
 store.
 
 Each account, the legacy default one included, has its own customers and its
-own Idempotency-Keys. ``set_rate_limit`` answers 429 past a number of arrivals
-per second for one account.
+own Idempotency-Keys, honoured as Stripe does: a second request while one with
+the same key is in flight gets a 409; a key reused for a different request
+gets a 400; otherwise the first answer is replayed, marked
+``Idempotent-Replayed: true``. ``set_rate_limit`` answers 429 past a number of
+arrivals per second for one account.
+
+Public names: ``Accounts``, ``bearer_key``, ``key_fingerprint``,
+``is_live_key``, ``rate_limited``, ``in_progress``.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import secrets
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from .errors import FakeStripeAPIError
-from .idempotency import _IdempotencyKeys
-from .messages import Headers, _error_response, _Response
-from .store import _CustomerStore
+from .handler import Headers, RecordedRequest, Response
+from .rules import FakeStripeAPIError, random_id
+from .store import CustomerStore, error_response
+
+
+def bearer_key(headers: Headers) -> str | None:
+    """The API key from ``Authorization`` (Bearer, or Basic with the key as user name)."""
+    scheme, _, credential = (headers.get("Authorization") or "").strip().partition(" ")
+    if scheme.lower() == "bearer":
+        return credential.strip() or None
+    if scheme.lower() == "basic":
+        try:
+            return base64.b64decode(credential.strip(), validate=True).decode().partition(":")[0] or None
+        except (ValueError, UnicodeDecodeError):
+            return None
+    return None
+
+
+@dataclass
+class _CachedResult:
+    """What an Idempotency-Key was first used for, and the answer to replay."""
+
+    method: str
+    path: str
+    body: bytes
+    status: int
+    payload: bytes
+    request_id: str
+
+
+class _IdempotencyKeys:
+    """The keys in flight and the first answer given under each key. Not thread-safe: the server locks."""
+
+    def __init__(self) -> None:
+        self.in_flight: set[str] = set()
+        self.results: dict[str, _CachedResult] = {}
+
+    def begin(self, key: str) -> bool:
+        """Mark ``key`` in flight; False if it already is."""
+        if key in self.in_flight:
+            return False
+        self.in_flight.add(key)
+        return True
+
+    def end(self, key: str) -> None:
+        self.in_flight.discard(key)
+
+    def answer(self, record: RecordedRequest, key: str, execute: Callable[[], Response]) -> Response:
+        """The answer first given under ``key``, replayed; or ``execute()``'s, saved for replay."""
+        cached = self.results.get(key)
+        if cached is not None:
+            if (cached.method, cached.path, cached.body) != (record.method, record.path, record.body):
+                error = FakeStripeAPIError(
+                    400,
+                    "Keys for idempotent requests can only be used with the same parameters "
+                    "they were first used with. Try using a key other than "
+                    f"'{key}' if you meant to execute a different request.",
+                    type="idempotency_error",
+                )
+                return error_response(error, {"Idempotency-Key": key})
+            record.replayed = True
+            return Response(
+                cached.status,
+                cached.payload,
+                {"Idempotency-Key": key, "Idempotent-Replayed": "true", "Original-Request": cached.request_id},
+            )
+        response = execute()
+        response.headers["Idempotency-Key"] = key
+        # Like Stripe, save only requests that started executing: not 400 validation errors.
+        if 200 <= response.status < 300 or response.status == 404:
+            request_id = random_id("req_")
+            response.headers["Request-Id"] = request_id
+            self.results[key] = _CachedResult(
+                record.method, record.path, record.body, response.status, response.body, request_id
+            )
+        return response
+
+
+def in_progress(key: str) -> Response:
+    # Like Stripe: a second request while one with the same key is in flight.
+    error = FakeStripeAPIError(
+        409,
+        "There is currently another in-progress request using this Stripe API key and "
+        "idempotency key. Please try again later.",
+        type="idempotency_error",
+    )
+    return error_response(error, {"Idempotency-Key": key})
+
 
 # Arrivals are counted over this window (seconds) for set_rate_limit.
 _RATE_WINDOW = 1.0
 
 
-def _fingerprint(key: str | None) -> str:
+def key_fingerprint(key: str | None) -> str:
     """Tells keys apart in the log without holding them: the first 12 hex digits of the key's
     SHA-256 (``""`` for a request without a key)."""
     return hashlib.sha256(key.encode()).hexdigest()[:12] if key else ""
 
 
-def _livemode(key: str | None) -> bool:
+def is_live_key(key: str | None) -> bool:
     """Live mode for ``sk_live_...``/``rk_live_...`` keys, test mode for any other."""
     return key is not None and "_live_" in key
 
@@ -68,21 +160,21 @@ def _invalid_key() -> FakeStripeAPIError:
     return FakeStripeAPIError(401, "Invalid API Key provided.")
 
 
-def _rate_limited(account: str | None) -> _Response:
+def rate_limited(account: str | None) -> Response:
     error = FakeStripeAPIError(
         429,
         "Too many requests hit the API too quickly. We recommend an exponential backoff of your requests. "
         f"(rate limit set for {account or 'the default account'})",
         code="rate_limit",
     )
-    return _error_response(error)
+    return error_response(error)
 
 
 @dataclass
 class _Account:
     """One account's state: its customers and its Idempotency-Keys (Stripe scopes both per account)."""
 
-    store: _CustomerStore = field(default_factory=_CustomerStore)
+    store: CustomerStore = field(default_factory=CustomerStore)
     idempotency: _IdempotencyKeys = field(default_factory=_IdempotencyKeys)
 
 
@@ -92,7 +184,7 @@ class _Platform:
     connected: set[str]
 
 
-class _Accounts:
+class Accounts:
     """Every account, the platforms and their keys, and the rate limits. Not thread-safe: the server locks."""
 
     def __init__(self, api_key: str | None) -> None:
@@ -113,7 +205,7 @@ class _Accounts:
     def clear(self) -> None:
         """Forget every account's customers and saved idempotent answers, and the rate limits."""
         for account in (self.default, *self.accounts.values()):
-            account.store = _CustomerStore()
+            account.store = CustomerStore()
             account.idempotency.results.clear()
         self.limits.clear()
         self.arrivals.clear()

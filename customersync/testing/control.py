@@ -25,18 +25,24 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-from .messages import Headers, _json_bytes, _Response
+from .handler import Headers, Response, json_bytes
 
 if TYPE_CHECKING:
     from .server import FakeStripeServer
 
+
 CONTROL_HEADER = "X-Fake-Stripe-Control"
+
+
 # Customers one seed request may add: a typo's n=10**9 is refused; at the bound
 # the fake works a minute or two and holds some 400 MB (the Python API has no bound).
 MAX_SEED = 100_000
+
+
 MAX_PREFIX = 200
 
 
@@ -45,10 +51,18 @@ def control_headers(api_key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}", CONTROL_HEADER: "1"}
 
 
-def _control(fake: FakeStripeServer, method: str, path: str, body: bytes, headers: Headers) -> _Response:
-    """Answer a control request to ``fake``: 401 or 403 unless it carries the key and the control header."""
+def answer_control(
+    fake: FakeStripeServer,
+    authorized: Callable[[str | None], bool],
+    method: str,
+    path: str,
+    body: bytes,
+    headers: Headers,
+) -> Response:
+    """Answer a control request to ``fake``: 401 or 403 unless it carries a key that ``authorized``
+    takes and the control header."""
     scheme, _, credential = (headers.get("Authorization") or "").strip().partition(" ")
-    keyed = scheme.lower() == "bearer" and fake._authorized(credential.strip() or None)
+    keyed = scheme.lower() == "bearer" and authorized(credential.strip() or None)
     if not keyed or headers.get(CONTROL_HEADER) != "1":
         message = (
             "The control API needs the key the server takes, as Authorization: Bearer sk_test_..., "
@@ -56,9 +70,9 @@ def _control(fake: FakeStripeServer, method: str, path: str, body: bytes, header
         )
         error = {"error": {"type": "invalid_request_error", "message": message}}
         extra = {} if keyed else {"WWW-Authenticate": 'Bearer realm="fake-stripe control"'}
-        return _Response(403 if keyed else 401, _json_bytes(error), {"Content-Type": "application/json", **extra})
+        return Response(403 if keyed else 401, json_bytes(error), {"Content-Type": "application/json", **extra})
     status, payload = _dispatch(fake, method, path, body)
-    return _Response(status, _json_bytes(payload), {"Content-Type": "application/json"})
+    return Response(status, json_bytes(payload), {"Content-Type": "application/json"})
 
 
 def _dispatch(fake: FakeStripeServer, method: str, path: str, body: bytes) -> tuple[int, Any]:

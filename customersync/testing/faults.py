@@ -13,11 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .messages import _json_bytes, _merge_headers, _Response
+from .handler import Response, json_bytes, merge_headers
 
 # Apply the request, then deliver its answer slowly ("trickle": the body;
 # "trickle_headers": status line and headers too) or endlessly.
 _DELIVERIES = ("trickle", "trickle_headers", "endless")
+
+
 _FAULT_ACTIONS = (None, "drop", "drop_after", "reset", *_DELIVERIES)
 
 
@@ -34,7 +36,7 @@ def _default_fault_error(status: int) -> dict[str, Any]:
 
 
 @dataclass
-class _Fault:
+class Fault:
     status: int | None
     body: bytes | None
     headers: dict[str, str]
@@ -54,22 +56,22 @@ class _Fault:
             and (self.account is None or self.account == account)
         )
 
-    def response(self) -> _Response:
+    def response(self) -> Response:
         assert self.status is not None
         body = self.body
         if body is None:
-            body = _json_bytes({"error": self.error or _default_fault_error(self.status)})
-        return _Response(self.status, body)
+            body = json_bytes({"error": self.error or _default_fault_error(self.status)})
+        return Response(self.status, body)
 
-    def shape(self, response: _Response) -> _Response:
+    def shape(self, response: Response) -> Response:
         """The executed request's ``response`` as this fault delivers it: its headers added, slowly or endlessly."""
-        response.headers = _merge_headers(response.headers, self.headers)
+        response.headers = merge_headers(response.headers, self.headers)
         if self.action in _DELIVERIES:
             response.delivery, response.interval = self.action, self.trickle
         return response
 
 
-def _make_fault(
+def make_fault(
     *,
     status: int | None,
     body: str | bytes | None,
@@ -82,7 +84,7 @@ def _make_fault(
     path_prefix: str,
     trickle: float | None = None,
     account: str | None = None,
-) -> _Fault:
+) -> Fault:
     """A fault from ``FakeStripeServer.inject``'s arguments, checked (ValueError if inconsistent)."""
     if action not in _FAULT_ACTIONS:
         raise ValueError(f"action must be one of {_FAULT_ACTIONS}, not {action!r}")
@@ -102,7 +104,7 @@ def _make_fault(
         raise ValueError(f"account must be an acct_ id, not {account!r}")
     if isinstance(body, str):
         body = body.encode()
-    return _Fault(
+    return Fault(
         status=None if status is None else int(status),
         body=body,
         headers={str(k): str(v) for k, v in (headers or {}).items()},
@@ -117,19 +119,19 @@ def _make_fault(
     )
 
 
-class _FaultQueue:
+class FaultQueue:
     """Pending faults in the order injected. Not thread-safe: the server locks."""
 
     def __init__(self) -> None:
-        self.faults: list[_Fault] = []
+        self.faults: list[Fault] = []
 
-    def add(self, fault: _Fault) -> None:
+    def add(self, fault: Fault) -> None:
         self.faults.append(fault)
 
     def clear(self) -> None:
         self.faults.clear()
 
-    def take(self, method: str, path: str, account: str | None) -> _Fault | None:
+    def take(self, method: str, path: str, account: str | None) -> Fault | None:
         """The first fault matching the request; it leaves the queue once its ``times`` are used up."""
         for fault in self.faults:
             if fault.matches(method, path, account):

@@ -1,51 +1,193 @@
-"""HTTP for the fake: the listening server and the request handler.
+"""HTTP for the fake: the listening server, the request handler, and requests and responses as data.
 
 The handler only speaks HTTP. It reads a request, parses it into a
-``RecordedRequest``, passes it to the fake through the narrow :class:`_Backend`
-interface, and writes the answer the fake decided on, or drops the connection.
-It knows nothing of customers, faults, latency or idempotency, and never
-touches the fake's internals. The HTTP server keeps track of open connections
-itself, so that stopping the fake can shut them down.
+``RecordedRequest`` (recorded byte for byte: headers as sent, the raw body,
+the params it decoded to and the status answered), passes it to the fake
+through the narrow :class:`Backend` interface, and writes the ``Response`` the
+fake decided on, or drops the connection (``Abort``). It knows nothing of
+customers, faults, latency or idempotency, and never touches the fake's
+internals. The HTTP server keeps track of open connections itself, so that
+stopping the fake can shut them down.
+
+Public names: ``Headers``, ``RecordedRequest``, ``Response``, ``Abort``,
+``Backend``, ``FakeHTTPServer``, ``DEFAULT_API_VERSION``, ``is_loopback_host``,
+``require_loopback``, ``parse_headers``, ``json_bytes``, ``merge_headers``.
 """
 
 from __future__ import annotations
 
 import io
 import ipaddress
+import json
 import socket
 import socketserver
 import struct
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from ..wire import decode
-from .messages import Headers, RecordedRequest, _Abort, _parse_headers, _Response
+
+DEFAULT_API_VERSION = "2026-10-28.endive"
+
+
+class Headers(dict[str, str]):
+    """Header name -> value, keeping names as sent but looked up case-insensitively."""
+
+    def _find(self, name: object) -> str | None:
+        if not isinstance(name, str):
+            return None
+        if dict.__contains__(self, name):
+            return name
+        lowered = name.lower()
+        return next((key for key in self if key.lower() == lowered), None)
+
+    def __getitem__(self, name: str) -> str:
+        key = self._find(name)
+        if key is None:
+            raise KeyError(name)
+        return dict.__getitem__(self, key)
+
+    def __contains__(self, name: object) -> bool:
+        return self._find(name) is not None
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        key = self._find(name)
+        return default if key is None else dict.__getitem__(self, key)
+
+
+def parse_headers(items: Iterable[tuple[str, str]]) -> Headers:
+    """Headers as received, in order; a repeated header's values are joined, as HTTP allows."""
+    headers = Headers()
+    for name, value in items:
+        seen = headers._find(name)
+        headers[seen or name] = f"{headers[seen]}, {value}" if seen else value
+    return headers
+
+
+@dataclass
+class RecordedRequest:
+    """One API request as the server received it, and the status it answered.
+
+    A request is logged once its outcome is decided (just before the response
+    is written or the connection dropped); ``time`` is when it was received (``time.monotonic()``;
+    on Linux, when its bytes reached the machine, as the kernel stamped them).
+    """
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: Headers
+    body: bytes
+    params: dict[str, Any]
+    status: int | None
+    time: float
+    idempotency_key: str | None
+    # When the outcome was decided (monotonic), and whether it was a replay
+    # of an earlier answer under the same Idempotency-Key.
+    finished: float | None = None
+    replayed: bool = False
+    # The account the request was addressed to, from its key and Stripe-Context
+    # (or Stripe-Account) header as it arrived: a platform's or connected
+    # account's acct_ id, or None in legacy mode without the header or when
+    # the key authenticated no platform. And the first 12 hex digits of the
+    # key's SHA-256 ("" without a key), to tell keys apart without logging one.
+    account: str | None = None
+    key_fingerprint: str = ""
+
+    def summary(self) -> str:
+        query = "?" + urlencode(self.query) if self.query else ""
+        line = f"{self.method} {self.path}{query} {self.status if self.status is not None else 'dropped'}"
+        return f"{line} [{self.account}]" if self.account else line
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form, as served by ``GET /_fake/requests`` (``Authorization`` redacted)."""
+        return {
+            "method": self.method,
+            "path": self.path,
+            "query": self.query,
+            "headers": {name: _redacted(name, value) for name, value in self.headers.items()},
+            "body": self.body.decode("utf-8", "replace"),
+            "params": self.params,
+            "status": self.status,
+            "time": self.time,
+            "finished": self.finished,
+            "idempotency_key": self.idempotency_key,
+            "replayed": self.replayed,
+            "account": self.account,
+            "key_fingerprint": self.key_fingerprint,
+        }
+
+
+def _redacted(name: str, value: str) -> str:
+    """A header as the control API shows it: never the API key (``Bearer [redacted]``)."""
+    if name.lower() != "authorization":
+        return value
+    scheme = value.strip().partition(" ")[0]
+    return f"{scheme} [redacted]" if scheme.lower() in ("bearer", "basic") else "[redacted]"
+
+
+@dataclass
+class Response:
+    """An answer to write: status, body and headers, and how to deliver them.
+
+    ``delivery`` None writes it at once; ``"trickle"`` writes the status line and
+    headers at once, then the body a byte every ``interval`` seconds;
+    ``"trickle_headers"`` writes everything a byte at a time; ``"endless"`` sends
+    a chunked body that never ends (the body, then spaces, until the client
+    hangs up or the server stops).
+    """
+
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    delivery: str | None = None
+    interval: float = 0.0
+
+
+@dataclass
+class Abort:
+    """Close the connection without a response: FIN, or RST when ``reset``."""
+
+    reset: bool
+
+
+def json_bytes(payload: Any) -> bytes:
+    """Compact JSON: Stripe indents its answers, but whitespace means nothing to a client, and
+    the indenting encoder is Python's own, several times slower than the C one on a list page."""
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def merge_headers(base: dict[str, str], extra: Mapping[str, str]) -> dict[str, str]:
+    """``base`` updated with ``extra``, header names compared case-insensitively."""
+    merged = {key: value for key, value in base.items() if key.lower() not in {k.lower() for k in extra}}
+    merged.update(extra)
+    return merged
 
 
 @dataclass(frozen=True)
-class _Backend:
+class Backend:
     """All the handler may ask of the fake; ``FakeStripeServer`` builds one for its HTTP server.
 
     ``handle(request, params_ok)``
         An API request (anything outside ``/_fake/``), parsed; ``params_ok`` is
         False when its params were not UTF-8. Returns a context manager: entering
-        it decides the outcome, a ``_Response`` to write or an ``_Abort`` (close
+        it decides the outcome, a ``Response`` to write or an ``Abort`` (close
         without answering), and logs the request, so a client never outruns the
         log; the handler delivers the outcome inside the ``with``. Leaving it
         completes the exchange (releases the Idempotency-Key, calls ``on_request``).
     ``control(method, path, body, headers)``
-        A ``/_fake/`` control request; returns the ``_Response`` to write.
+        A ``/_fake/`` control request; returns the ``Response`` to write.
     """
 
-    handle: Callable[[RecordedRequest, bool], AbstractContextManager[_Response | _Abort]]
-    control: Callable[[str, str, bytes, Headers], _Response]
+    handle: Callable[[RecordedRequest, bool], AbstractContextManager[Response | Abort]]
+    control: Callable[[str, str, bytes, Headers], Response]
 
 
 def is_loopback_host(host: str) -> bool:
@@ -58,7 +200,7 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-def _require_loopback(host: str) -> None:
+def require_loopback(host: str) -> None:
     """Raise ValueError unless ``host`` is a loopback address."""
     if not is_loopback_host(host):
         raise ValueError(
@@ -67,10 +209,10 @@ def _require_loopback(host: str) -> None:
         )
 
 
-class _HTTPServer(ThreadingHTTPServer):
+class FakeHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], backend: _Backend) -> None:
+    def __init__(self, address: tuple[str, int], backend: Backend) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.backend = backend
         self._connections: set[socket.socket] = set()
@@ -110,6 +252,8 @@ class _HTTPServer(ThreadingHTTPServer):
 # busy machine, can be tens of milliseconds later and would blur a rate measured here).
 # Python names the option on few systems; Linux's value is 35 on the usual architectures.
 _SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35 if sys.platform == "linux" else None)
+
+
 _TIMESPEC = struct.Struct("@ll")
 
 
@@ -150,7 +294,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, like the SDKs' connection pools
     server_version = "FakeStripe/1.0"
     timeout = 60  # idle keep-alive connections end eventually
-    server: _HTTPServer
+    server: FakeHTTPServer
 
     def setup(self) -> None:
         super().setup()
@@ -179,15 +323,15 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         backend = self.server.backend
         if url.path.startswith("/_fake/"):
-            self._write(backend.control(self.command, url.path, body, _parse_headers(self.headers.items())))
+            self._write(backend.control(self.command, url.path, body, parse_headers(self.headers.items())))
             return
         record, params_ok = self._parse(url.path, url.query, body, received)
         with backend.handle(record, params_ok) as outcome:
-            if isinstance(outcome, _Abort):
+            if isinstance(outcome, Abort):
                 self._abort(reset=outcome.reset)
             elif outcome.delivery is None:
                 self._write(outcome)
-        if isinstance(outcome, _Response) and outcome.delivery is not None:
+        if isinstance(outcome, Response) and outcome.delivery is not None:
             # Delivered once the exchange is complete: the request was applied
             # and its Idempotency-Key answers a retry; only the answer is slow.
             self._deliver(outcome)
@@ -208,7 +352,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _parse(self, path: str, query: str, body: bytes, received: float) -> tuple[RecordedRequest, bool]:
         """The request as recorded, and whether its params decoded (False: not UTF-8)."""
-        headers = _parse_headers(self.headers.items())
+        headers = parse_headers(self.headers.items())
         raw_params = body if self.command == "POST" else query.encode()
         try:
             params, params_ok = _request_params(raw_params), True
@@ -227,7 +371,7 @@ class _Handler(BaseHTTPRequestHandler):
         )
         return record, params_ok
 
-    def _write(self, response: _Response) -> None:
+    def _write(self, response: Response) -> None:
         try:
             self.send_response(response.status)
             for name, value in response.headers.items():
@@ -238,8 +382,8 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:  # the client gave up (e.g. its timeout fired during a delay)
             self.close_connection = True
 
-    def _deliver(self, response: _Response) -> None:
-        """Write ``response`` a byte at a time, or with a body that never ends (see ``_Response``)."""
+    def _deliver(self, response: Response) -> None:
+        """Write ``response`` a byte at a time, or with a body that never ends (see ``Response``)."""
         self.close_connection = True
         endless = response.delivery == "endless"
         head = self._head(response, chunked=endless)
@@ -260,12 +404,16 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass  # the client gave up (its deadline passed)
 
-    def _head(self, response: _Response, *, chunked: bool) -> bytes:
+    def _head(self, response: Response, *, chunked: bool) -> bytes:
         """The status line and headers ``_write`` would send, as bytes."""
         reason = self.responses.get(response.status, ("",))[0]
-        lines = [f"{self.protocol_version} {response.status} {reason}", f"Server: {self.version_string()}",
-                 f"Date: {self.date_time_string()}", *(f"{k}: {v}" for k, v in response.headers.items()),
-                 "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(response.body)}"]  # fmt: skip
+        lines = [
+            f"{self.protocol_version} {response.status} {reason}",
+            f"Server: {self.version_string()}",
+            f"Date: {self.date_time_string()}",
+            *(f"{k}: {v}" for k, v in response.headers.items()),
+            "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(response.body)}",
+        ]
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
     def _abort(self, *, reset: bool) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from .messages import RecordedRequest
+from .handler import RecordedRequest
 from .server import FakeStripeServer
 
 KIT_API_KEY = "sk_test_customersync_kit"

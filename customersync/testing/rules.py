@@ -1,12 +1,23 @@
-"""Parameter rules: validation helpers and the setters for create/update params.
+"""Stripe's rules for customers: the customer object, parameter validation, update semantics, errors.
 
 Stripe's update semantics live here: ``''`` unsets a field (or is refused for
 one that cannot be unset), ``metadata[key]=`` deletes that one key, an address
 is replaced as a whole object, ``invoice_settings`` sub-fields are updated
-independently, and a token attaches a new default source.
+independently, and a token attaches a new default source. A ``Customer`` is
+the public object plus the state Stripe keeps beside it (sources, the tax IP
+address, cash balance settings).
+
+Errors are Stripe-shaped (``FakeStripeAPIError``) and name the bad ``param``
+as Stripe does, in bracket syntax for nested params (``shipping[name]``,
+``metadata[key]``).
 
 Deliberately separate from the app's ``customersync.params``: the fake is the
 independent check on the app's own validation, so it must not share it.
+
+Public names: ``FakeStripeAPIError``, ``invalid``, ``no_such_customer``,
+``Customer``, ``new_customer``, ``random_id``, ``CUSTOMER_FIELDS``,
+``apply_params``, ``normalize_field``, ``expansions``, ``reject_unknown_params``,
+``string_param``, ``INTEGER``.
 """
 
 from __future__ import annotations
@@ -15,19 +26,186 @@ import copy
 import ipaddress
 import json
 import re
+import secrets
+import string
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from .customer import _ADDRESS_KEYS, _Customer, _new_customer, _random_id
-from .errors import _cannot_unset, _invalid, _missing_param, _unknown_param
+
+class FakeStripeAPIError(Exception):
+    """An API error, answered as ``{"error": {type, code, message, param}}``.
+
+    Not the app's ``customersync.exceptions.StripeError``: that is what a client
+    raises on reading such an answer; this is what the fake raises to give one.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.code = code
+        self.param = param
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"type": self.type}
+        if self.code is not None:
+            error["code"] = self.code
+        error["message"] = self.message
+        if self.param is not None:
+            error["param"] = self.param
+        return {"error": error}
+
+
+def invalid(message: str, param: str | None, code: str | None = None) -> FakeStripeAPIError:
+    return FakeStripeAPIError(400, message, code=code, param=param)
+
+
+def _unknown_param(param: str) -> FakeStripeAPIError:
+    return invalid(f"Received unknown parameter: {param}", param, "parameter_unknown")
+
+
+def _missing_param(param: str, reported_as: str | None = None) -> FakeStripeAPIError:
+    return invalid(f"Missing required param: {param}.", reported_as or param, "parameter_missing")
+
+
+def _cannot_unset(param: str) -> FakeStripeAPIError:
+    # Stripe's answer to '' on a parameter that is not emptyable.
+    return invalid(
+        f"You passed an empty string for '{param}'. We assume empty values are an "
+        f"attempt to unset a parameter; however '{param}' cannot be unset. You should "
+        f"remove '{param}' from your request or supply a non-empty value.",
+        param,
+        "parameter_invalid_empty",
+    )
+
+
+def no_such_customer(customer_id: str, param: str = "id") -> FakeStripeAPIError:
+    # 404 for the customer in the path; 400 when a parameter (a list cursor) names it.
+    return FakeStripeAPIError(
+        404 if param == "id" else 400,
+        f"No such customer: '{customer_id}'",
+        code="resource_missing",
+        param=param,
+    )
+
+
+_ALNUM = string.ascii_letters + string.digits
+
+
+_ADDRESS_KEYS = ("city", "country", "line1", "line2", "postal_code", "state")
+
+
+def random_id(prefix: str, length: int = 14) -> str:
+    return prefix + "".join(secrets.choice(_ALNUM) for _ in range(length))
+
+
+def new_customer(customer_id: str, created: int, invoice_prefix: str | None = None) -> dict[str, Any]:
+    """A fresh customer object with the field set of the contract's fixture."""
+    return {
+        "id": customer_id,
+        "object": "customer",
+        "address": None,
+        "balance": 0,
+        "business_name": None,
+        "created": created,
+        "currency": None,
+        "default_source": None,
+        "delinquent": False,
+        "description": None,
+        "discount": None,
+        "email": None,
+        "individual_name": None,
+        "invoice_prefix": invoice_prefix or secrets.token_hex(4).upper(),
+        "invoice_settings": {
+            "custom_fields": None,
+            "default_payment_method": None,
+            "footer": None,
+            "rendering_options": None,
+        },
+        "livemode": False,
+        "metadata": {},
+        "name": None,
+        "next_invoice_sequence": 1,
+        "phone": None,
+        "preferred_locales": [],
+        "shipping": None,
+        "tax_exempt": "none",
+        "test_clock": None,
+    }
+
+
+CUSTOMER_FIELDS = frozenset(new_customer("cus_x", 0, "X"))
+
+
+@dataclass
+class Customer:
+    """A stored customer: the public object plus the write-only state Stripe keeps elsewhere."""
+
+    obj: dict[str, Any]
+    deleted: bool = False
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tax_ip_address: str | None = None
+    cash_balance_settings: dict[str, Any] = field(
+        default_factory=lambda: {"reconciliation_mode": "automatic", "using_merchant_default": True}
+    )
+
+    def deleted_stub(self) -> dict[str, Any]:
+        return {"id": self.obj["id"], "object": "customer", "deleted": True}
+
+    def attach(self, source_id: str, kind: str | None = None) -> dict[str, Any]:
+        if kind is None:
+            kind = {"card_": "card", "ba_": "bank_account", "src_": "source"}.get(
+                source_id[: source_id.find("_") + 1], "card"
+            )
+        source = {"id": source_id, "object": kind, "customer": self.obj["id"]}
+        self.sources[source_id] = source
+        return source
+
+    def render(self, expand: Iterable[str] = ()) -> dict[str, Any]:
+        """The object as the API returns it, with the supported expansions."""
+        if self.deleted:
+            return self.deleted_stub()
+        obj = copy.deepcopy(self.obj)
+        expand = set(expand)
+        if "default_source" in expand and obj["default_source"] in self.sources:
+            obj["default_source"] = copy.deepcopy(self.sources[obj["default_source"]])
+        if "tax" in expand:
+            obj["tax"] = {
+                "automatic_tax": "unrecognized_location",
+                "ip_address": self.tax_ip_address,
+                "location": None,
+                "provider": "stripe",
+            }
+        return obj
+
 
 _INVOICE_PREFIX = re.compile(r"[A-Z0-9]{1,12}")
-_INTEGER = re.compile(r"[+-]?\d+")
+
+
+INTEGER = re.compile(r"[+-]?\d+")
+
 
 _TAX_EXEMPT = ("none", "exempt", "reverse")
+
+
 _VALIDATE_LOCATION = ("auto", "deferred", "immediately")
+
+
 _RECONCILIATION_MODES = ("automatic", "manual", "merchant_default")
+
+
 _AMOUNT_TAX_DISPLAY = ("exclude_tax", "include_inclusive_tax")
+
 
 # Token prefix -> (prefix of the source id it becomes, source object type).
 # A "src_" source is attached as itself (its id kept), like Stripe does.
@@ -36,7 +214,11 @@ _TOKEN_KINDS = {
     "btok_": ("ba_", "bank_account"),
     "src_": ("", "source"),
 }
+
+
 _TOKEN_PARAMS = ("source", "card", "bank_account")
+
+
 _DEFAULT_SOURCE_PARAMS = (
     "default_source",
     "default_card",
@@ -45,13 +227,9 @@ _DEFAULT_SOURCE_PARAMS = (
 )
 
 
-# --------------------------------------------------------------------------
-# Parameter parsing helpers (each raises FakeStripeAPIError naming the bracket param)
-
-
-def _string(value: Any, param: str) -> str:
+def string_param(value: Any, param: str) -> str:
     if not isinstance(value, str):
-        raise _invalid(f"Invalid string: {json.dumps(value)}", param)
+        raise invalid(f"Invalid string: {json.dumps(value)}", param)
     return value
 
 
@@ -59,18 +237,18 @@ def _optional_string(value: Any, param: str) -> str | None:
     """A string sub-field: absent or ``''`` is null."""
     if value is None:
         return None
-    return _string(value, param) or None
+    return string_param(value, param) or None
 
 
 def _hash(value: Any, param: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise _invalid("Invalid hash", param)
+        raise invalid("Invalid hash", param)
     return value
 
 
 def _array(value: Any, param: str) -> list[Any]:
     if not isinstance(value, list):
-        raise _invalid("Invalid array", param)
+        raise invalid("Invalid array", param)
     return value
 
 
@@ -81,13 +259,13 @@ def _reject_unknown(value: Mapping[str, Any], allowed: Iterable[str], param: str
 
 
 def _enum(value: Any, allowed: tuple[str, ...], param: str, *, emptyable: bool = False) -> str | None:
-    text = _string(value, param)
+    text = string_param(value, param)
     if text == "":
         if emptyable:
             return None
         raise _cannot_unset(param)
     if text not in allowed:
-        raise _invalid(f"Invalid {param}: must be one of {', '.join(allowed)}", param)
+        raise invalid(f"Invalid {param}: must be one of {', '.join(allowed)}", param)
     return text
 
 
@@ -98,14 +276,14 @@ def _address(value: Any, param: str) -> dict[str, str | None]:
     return {key: _optional_string(fields.get(key), f"{param}[{key}]") for key in _ADDRESS_KEYS}
 
 
-def _expand(params: Mapping[str, Any]) -> list[str]:
+def expansions(params: Mapping[str, Any]) -> list[str]:
     if "expand" not in params:
         return []
     items = _array(params["expand"], "expand")
-    return [_string(item, f"expand[{index}]") for index, item in enumerate(items)]
+    return [string_param(item, f"expand[{index}]") for index, item in enumerate(items)]
 
 
-def _reject_unknown_top(params: Mapping[str, Any], allowed: Iterable[str]) -> None:
+def reject_unknown_params(params: Mapping[str, Any], allowed: Iterable[str]) -> None:
     for name in params:
         if name not in allowed:
             raise _unknown_param(name)
@@ -113,33 +291,33 @@ def _reject_unknown_top(params: Mapping[str, Any], allowed: Iterable[str]) -> No
 
 # Setters for create/update params: (customer, param name, value) -> None.
 # They run on a scratch copy, so raising half-way leaves the stored customer intact.
-_Setter = Callable[[_Customer, str, Any], None]
+_Setter = Callable[[Customer, str, Any], None]
 
 
-def _set_plain_string(customer: _Customer, name: str, value: Any) -> None:
-    text = _string(value, name)
+def _set_plain_string(customer: Customer, name: str, value: Any) -> None:
+    text = string_param(value, name)
     if name == "email" and len(text) > 512:
-        raise _invalid("Invalid email: must be at most 512 characters", name)
+        raise invalid("Invalid email: must be at most 512 characters", name)
     if name == "invoice_prefix" and text and not _INVOICE_PREFIX.fullmatch(text):
-        raise _invalid("Invalid invoice_prefix: must be 1 to 12 uppercase letters or digits", name)
+        raise invalid("Invalid invoice_prefix: must be 1 to 12 uppercase letters or digits", name)
     if name in ("business_name", "individual_name") and len(text) > 150:
-        raise _invalid(f"Invalid {name}: must be at most 150 characters", name)
+        raise invalid(f"Invalid {name}: must be at most 150 characters", name)
     customer.obj[name] = text or None
 
 
-def _set_integer(customer: _Customer, name: str, value: Any) -> None:
+def _set_integer(customer: Customer, name: str, value: Any) -> None:
     if value == "":
         raise _cannot_unset(name)
-    if not isinstance(value, str) or not _INTEGER.fullmatch(value):
+    if not isinstance(value, str) or not INTEGER.fullmatch(value):
         shown = value if isinstance(value, str) else json.dumps(value)
-        raise _invalid(f"Invalid integer: {shown}", name, "parameter_invalid_integer")
+        raise invalid(f"Invalid integer: {shown}", name, "parameter_invalid_integer")
     number = int(value)
     if name == "next_invoice_sequence" and number < 1:
-        raise _invalid("Invalid next_invoice_sequence: must be at least 1", name)
+        raise invalid("Invalid next_invoice_sequence: must be at least 1", name)
     customer.obj[name] = number
 
 
-def _set_metadata(customer: _Customer, name: str, value: Any) -> None:
+def _set_metadata(customer: Customer, name: str, value: Any) -> None:
     if value == "":
         customer.obj["metadata"] = {}
         return
@@ -147,27 +325,27 @@ def _set_metadata(customer: _Customer, name: str, value: Any) -> None:
     for key, item in _hash(value, name).items():
         param = f"metadata[{key}]"
         if not key:
-            raise _invalid("Metadata keys must not be empty", "metadata")
+            raise invalid("Metadata keys must not be empty", "metadata")
         if len(key) > 40:
-            raise _invalid(f"Metadata keys can be at most 40 characters long ({key!r})", param)
+            raise invalid(f"Metadata keys can be at most 40 characters long ({key!r})", param)
         if "[" in key or "]" in key:
-            raise _invalid(f"Metadata keys may not contain '[' or ']' ({key!r})", param)
-        item = _string(item, param)
+            raise invalid(f"Metadata keys may not contain '[' or ']' ({key!r})", param)
+        item = string_param(item, param)
         if len(item) > 500:
-            raise _invalid("Metadata values can be at most 500 characters long", param)
+            raise invalid("Metadata values can be at most 500 characters long", param)
         if item:
             metadata[key] = item
         else:
             metadata.pop(key, None)  # metadata[k]= deletes the key
     if len(metadata) > 50:
-        raise _invalid("Metadata can have at most 50 keys", "metadata")
+        raise invalid("Metadata can have at most 50 keys", "metadata")
 
 
-def _set_address(customer: _Customer, name: str, value: Any) -> None:
+def _set_address(customer: Customer, name: str, value: Any) -> None:
     customer.obj["address"] = None if value == "" else _address(value, name)
 
 
-def _set_shipping(customer: _Customer, name: str, value: Any) -> None:
+def _set_shipping(customer: Customer, name: str, value: Any) -> None:
     if value == "":
         customer.obj["shipping"] = None
         return
@@ -181,7 +359,7 @@ def _set_shipping(customer: _Customer, name: str, value: Any) -> None:
     customer.obj["shipping"] = {
         "address": _address(fields["address"], "shipping[address]"),
         "carrier": None,
-        "name": _string(fields["name"], "shipping[name]"),
+        "name": string_param(fields["name"], "shipping[name]"),
         "phone": _optional_string(fields.get("phone"), "shipping[phone]"),
         "tracking_number": None,
     }
@@ -192,7 +370,7 @@ def _custom_fields(value: Any, param: str) -> list[dict[str, str]] | None:
         return None
     entries = _array(value, param)
     if len(entries) > 4:
-        raise _invalid("You can specify at most 4 invoice custom fields", param)
+        raise invalid("You can specify at most 4 invoice custom fields", param)
     result = []
     for index, entry in enumerate(entries):
         entry_param = f"{param}[{index}]"
@@ -202,8 +380,8 @@ def _custom_fields(value: Any, param: str) -> list[dict[str, str]] | None:
             text = entry.get(key)
             if not text:
                 raise _missing_param(f"{entry_param}[{key}]", reported_as=param)
-            if len(_string(text, param)) > limit:
-                raise _invalid(f"Invalid {entry_param}[{key}]: must be at most {limit} characters", param)
+            if len(string_param(text, param)) > limit:
+                raise invalid(f"Invalid {entry_param}[{key}]: must be at most {limit} characters", param)
         result.append({"name": entry["name"], "value": entry["value"]})
     return result
 
@@ -222,7 +400,7 @@ def _rendering_options(value: Any, param: str) -> dict[str, str | None] | None:
     }
 
 
-def _set_invoice_settings(customer: _Customer, name: str, value: Any) -> None:
+def _set_invoice_settings(customer: Customer, name: str, value: Any) -> None:
     if value == "":
         raise _cannot_unset(name)
     fields = _hash(value, name)
@@ -239,19 +417,19 @@ def _set_invoice_settings(customer: _Customer, name: str, value: Any) -> None:
             settings[key] = _optional_string(item, param)
 
 
-def _set_preferred_locales(customer: _Customer, name: str, value: Any) -> None:
+def _set_preferred_locales(customer: Customer, name: str, value: Any) -> None:
     if value == "":
         raise _cannot_unset(name)
     items = _array(value, name)
-    customer.obj[name] = [_string(item, f"{name}[{index}]") for index, item in enumerate(items)]
+    customer.obj[name] = [string_param(item, f"{name}[{index}]") for index, item in enumerate(items)]
 
 
-def _set_tax_exempt(customer: _Customer, name: str, value: Any) -> None:
+def _set_tax_exempt(customer: Customer, name: str, value: Any) -> None:
     # Stripe reports an unset tax_exempt as "none".
     customer.obj[name] = _enum(value, _TAX_EXEMPT, name, emptyable=True) or "none"
 
 
-def _set_tax(customer: _Customer, name: str, value: Any) -> None:
+def _set_tax(customer: Customer, name: str, value: Any) -> None:
     if value == "":
         raise _cannot_unset(name)
     fields = _hash(value, name)
@@ -259,16 +437,16 @@ def _set_tax(customer: _Customer, name: str, value: Any) -> None:
     if "validate_location" in fields:  # a request option: validated, never stored
         _enum(fields["validate_location"], _VALIDATE_LOCATION, "tax[validate_location]")
     if "ip_address" in fields:
-        address = _string(fields["ip_address"], "tax[ip_address]")
+        address = string_param(fields["ip_address"], "tax[ip_address]")
         if address:
             try:
                 ipaddress.ip_address(address)
             except ValueError:
-                raise _invalid(f"Invalid IP address: {address}", "tax[ip_address]") from None
+                raise invalid(f"Invalid IP address: {address}", "tax[ip_address]") from None
         customer.tax_ip_address = address or None
 
 
-def _set_cash_balance(customer: _Customer, name: str, value: Any) -> None:
+def _set_cash_balance(customer: Customer, name: str, value: Any) -> None:
     fields = _hash(value, name)
     _reject_unknown(fields, ("settings",), name)
     if "settings" not in fields:
@@ -284,15 +462,15 @@ def _set_cash_balance(customer: _Customer, name: str, value: Any) -> None:
         }
 
 
-def _attach_token(customer: _Customer, name: str, value: Any) -> None:
-    token = _string(value, name)
+def _attach_token(customer: Customer, name: str, value: Any) -> None:
+    token = string_param(value, name)
     if token == "":
         raise _cannot_unset(name)
     prefix = next((p for p in _TOKEN_KINDS if token.startswith(p) and len(token) > len(p)), None)
     if prefix is None:
-        raise _invalid(f"No such token: '{token}'", name, "resource_missing")
+        raise invalid(f"No such token: '{token}'", name, "resource_missing")
     id_prefix, kind = _TOKEN_KINDS[prefix]
-    source_id = token if kind == "source" else _random_id(id_prefix)
+    source_id = token if kind == "source" else random_id(id_prefix)
     # Stripe: the new source becomes the default and the old default is deleted.
     old_default = customer.obj["default_source"]
     if old_default is not None:
@@ -301,23 +479,23 @@ def _attach_token(customer: _Customer, name: str, value: Any) -> None:
     customer.obj["default_source"] = source_id
 
 
-def _set_default_source(customer: _Customer, name: str, value: Any) -> None:
-    source_id = _string(value, name)
+def _set_default_source(customer: Customer, name: str, value: Any) -> None:
+    source_id = string_param(value, name)
     if source_id == "":
         raise _cannot_unset(name)
     if source_id not in customer.sources:
-        raise _invalid(f"No such source: '{source_id}'", name, "resource_missing")
+        raise invalid(f"No such source: '{source_id}'", name, "resource_missing")
     customer.obj["default_source"] = source_id
 
 
-def _check_expand(customer: _Customer, name: str, value: Any) -> None:
-    _expand({name: value})  # applied when rendering the response
+def _check_expand(customer: Customer, name: str, value: Any) -> None:
+    expansions({name: value})  # applied when rendering the response
 
 
-def _check_validate(customer: _Customer, name: str, value: Any) -> None:
+def _check_validate(customer: Customer, name: str, value: Any) -> None:
     if value not in ("true", "false"):
         shown = value if isinstance(value, str) else json.dumps(value)
-        raise _invalid(f"Invalid boolean: {shown}", name)
+        raise invalid(f"Invalid boolean: {shown}", name)
 
 
 _SETTERS: dict[str, _Setter] = {
@@ -350,7 +528,7 @@ _SETTERS: dict[str, _Setter] = {
 }
 
 
-def _apply(customer: _Customer, params: Mapping[str, Any]) -> None:
+def apply_params(customer: Customer, params: Mapping[str, Any]) -> None:
     """Apply create/update params to ``customer`` (a scratch copy)."""
     for name in params:
         if name not in _SETTERS:
@@ -360,7 +538,7 @@ def _apply(customer: _Customer, params: Mapping[str, Any]) -> None:
         _SETTERS[name](customer, name, value)
 
 
-def _normalize_field(name: str, value: Any) -> Any:
+def normalize_field(name: str, value: Any) -> Any:
     """Shape a field given to ``add_customer`` like the API would store it."""
     value = copy.deepcopy(value)
     if name == "address" and value is not None:
@@ -375,7 +553,7 @@ def _normalize_field(name: str, value: Any) -> Any:
             "tracking_number": value.get("tracking_number"),
         }
     if name == "invoice_settings":
-        settings = _new_customer("cus_x", 0, "X")["invoice_settings"]
+        settings = new_customer("cus_x", 0, "X")["invoice_settings"]
         settings.update(value or {})
         options = settings["rendering_options"]
         if options is not None:

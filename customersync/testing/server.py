@@ -3,59 +3,136 @@
 The server owns the state (the accounts with their customer stores and
 idempotency keys, the platforms and their keys, the request log, pending
 faults, latency and rate limits, all behind one lock) and the lifecycle. It
-serves HTTP through ``handler``, which sees only a narrow ``_Backend``
+serves HTTP through ``handler``, which sees only a narrow ``Backend``
 (``handle`` and ``control``), never the server's internals, and it decides
 every API answer in ``_handle``: on arrival the account the request is
 addressed to (``accounts``) and its rate limit, then latency and faults, then
 authentication (again, so a key retired meanwhile is refused), idempotency
 and the route, in that account's store.
+
+A test also reads and sets the state directly, not over HTTP and not logged:
+customers in any account's store (``account=None``: the legacy default store)
+and the accounts themselves (platforms, their keys and connected accounts, key
+rotation and rate limits). The request log keeps API requests as they arrive
+and as their outcomes are decided: a request is logged once its outcome is
+decided, just before the response is written or the connection dropped, so a
+client never outruns the log; arrivals are counted earlier, before any latency
+or delay.
+
+Public names: ``FakeStripeServer``.
 """
 
 from __future__ import annotations
 
+import copy
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
-from .accounts import _Accounts, _fingerprint, _livemode, _rate_limited
-from .api import _route
-from .control import _control
-from .errors import FakeStripeAPIError, _invalid
-from .faults import _Fault, _FaultQueue, _make_fault
-from .handler import _Backend, _HTTPServer, _require_loopback, is_loopback_host
-from .idempotency import _in_progress
-from .messages import (
+from ..wire import decode, encode
+from .accounts import Accounts, bearer_key, in_progress, is_live_key, key_fingerprint, rate_limited
+from .control import answer_control
+from .faults import Fault, FaultQueue, make_fault
+from .handler import (
     DEFAULT_API_VERSION,
-    Headers,
+    Abort,
+    Backend,
+    FakeHTTPServer,
     RecordedRequest,
-    _Abort,
-    _bearer_key,
-    _error_response,
-    _merge_headers,
-    _Response,
-    _with_api_headers,
+    Response,
+    merge_headers,
+    require_loopback,
 )
-from .requestlog import _RequestLog
-from .state import _StateMethods
+from .rules import Customer, FakeStripeAPIError, invalid, random_id
+from .store import error_response, route
 
-# Everything the single-module fake exported, still importable from here.
-__all__ = [
-    "DEFAULT_API_VERSION",
-    "FakeStripeServer",
-    "Headers",
-    "RecordedRequest",
-    "is_loopback_host",
-]
+
+def _with_api_headers(record: RecordedRequest, response: Response) -> Response:
+    """``response`` with the headers every API answer carries (its own take precedence)."""
+    version = record.headers.get("Stripe-Version") or DEFAULT_API_VERSION
+    headers = merge_headers(
+        {
+            "Content-Type": "application/json",
+            "Request-Id": random_id("req_"),
+            "Stripe-Version": version,
+        },
+        response.headers,
+    )
+    return replace(response, headers=headers)
+
+
+class _RequestLog:
+    """Logged requests (``entries``) and ``arrivals``, guarded by the server's lock."""
+
+    def __init__(self, lock: threading.RLock) -> None:
+        self.changed = threading.Condition(lock)
+        self.entries: list[RecordedRequest] = []
+        self.arrivals: list[RecordedRequest] = []
+
+    def arrived(self, record: RecordedRequest) -> None:
+        with self.changed:
+            self.arrivals.append(record)
+            self.changed.notify_all()
+
+    def decided(self, record: RecordedRequest) -> None:
+        with self.changed:
+            record.finished = time.monotonic()
+            self.entries.append(record)
+            self.changed.notify_all()
+
+    def clear(self) -> None:
+        with self.changed:
+            self.entries.clear()
+            self.arrivals.clear()
+
+    def wait_for(
+        self, predicate: Callable[[list[RecordedRequest]], bool], timeout: float, what: str
+    ) -> list[RecordedRequest]:
+        with self.changed:
+            if self.changed.wait_for(lambda: predicate(list(self.entries)), timeout):
+                return list(self.entries)
+            received = self._received()
+        raise TimeoutError(f"waited {timeout:g}s for {what}; all requests received:\n{received}")
+
+    def wait_for_requests(
+        self, count: int, timeout: float, method: str | None, path_prefix: str | None, *, arrivals: bool
+    ) -> list[RecordedRequest]:
+        """Wait for ``count`` matching entries (or ``arrivals``); TimeoutError lists what was received."""
+        wanted_method = method.upper() if method else None
+
+        def matching() -> list[RecordedRequest]:
+            return [
+                r
+                for r in (self.arrivals if arrivals else self.entries)
+                if (wanted_method is None or r.method == wanted_method)
+                and (path_prefix is None or r.path.startswith(path_prefix))
+            ]
+
+        with self.changed:
+            if self.changed.wait_for(lambda: len(matching()) >= count, timeout):
+                return matching()
+            found = len(matching())
+            received = self._received()
+        wanted = f"{wanted_method or 'any method'} {path_prefix or ''}*"
+        raise TimeoutError(
+            f"waited {timeout:g}s for {count} request(s) matching {wanted}, "
+            f"got {found}; all requests received:\n{received}"
+        )
+
+    def _received(self) -> str:
+        return "\n".join(f"  {r.summary()}" for r in self.entries) or "  (none)"
+
 
 # How often the serve loop checks for shutdown: stop() waits up to this long.
 _POLL_INTERVAL = 0.02
 
 
-class FakeStripeServer(_StateMethods):
+class FakeStripeServer:
     """An in-memory Stripe customers API on a local port.
 
     Use it as a context manager (``with FakeStripeServer() as server:``) or
@@ -76,18 +153,20 @@ class FakeStripeServer(_StateMethods):
         allow_non_loopback: bool = False,
     ) -> None:
         if not allow_non_loopback:
-            _require_loopback(host)  # a fake that takes any test key stays off reachable interfaces
+            require_loopback(host)  # a fake that takes any test key stays off reachable interfaces
         self._on_request = on_request
         self._lock = threading.RLock()
         self._stopping = threading.Event()
-        self._accounts = _Accounts(api_key)
+        self._accounts = Accounts(api_key)
         self._log = _RequestLog(self._lock)
         self._latency: tuple[float, float] = (0.0, 0.0)
-        self._faults = _FaultQueue()
+        self._faults = FaultQueue()
         self._serving = False
         self._thread: threading.Thread | None = None
         # The handler gets these two callables and nothing else of the server.
-        self._httpd = _HTTPServer((host, port), _Backend(handle=self._handle, control=partial(_control, self)))
+        self._httpd = FakeHTTPServer(
+            (host, port), Backend(handle=self._handle, control=partial(answer_control, self, self._authorized))
+        )
 
     def __repr__(self) -> str:
         return f"<FakeStripeServer {self.url}>"
@@ -147,6 +226,114 @@ class FakeStripeServer(_StateMethods):
             self._faults.clear()
             self._latency = (0.0, 0.0)
 
+    # customers and accounts, set and read directly (not logged)
+
+    @property
+    def customers(self) -> dict[str, dict[str, Any]]:
+        """Copy of the default store, id -> object in insertion order (deleted ones as their stub)."""
+        return self.customers_of(None)
+
+    def add_customer(self, *, account: str | None = None, **fields: Any) -> dict[str, Any]:
+        """Store a customer directly (not logged). Accepts ``id=`` and any customer-object field."""
+        with self._lock:
+            return self._accounts.account(account).store.add(fields).render()
+
+    def get_customer(self, customer_id: str, account: str | None = None) -> dict[str, Any] | None:
+        """The stored object (a deep copy), the deleted stub, or None."""
+        with self._lock:
+            customer = self._accounts.account(account).store.customers.get(customer_id)
+            return None if customer is None else customer.render()
+
+    def seed(self, n: int, prefix: str = "Customer", account: str | None = None) -> list[dict[str, Any]]:
+        """Store ``n`` plausible customers, deterministic given ``n`` (description ``"<prefix> <i>"``)."""
+        with self._lock:
+            return [customer.render() for customer in self._accounts.account(account).store.seed(int(n), prefix)]
+
+    def attach_source(
+        self, customer_id: str, source_id: str, kind: str | None = None, *, account: str | None = None
+    ) -> dict[str, Any]:
+        """Attach a source (``card_...``, ``ba_...``) to a customer without making it the default."""
+        with self._lock:
+            return copy.deepcopy(self._stored(customer_id, account).attach(source_id, kind))
+
+    def update_customer_directly(self, customer_id: str, account: str | None = None, **params: Any) -> dict[str, Any]:
+        """Apply an update as if another integration sent it (not logged, no idempotency).
+
+        ``params`` are update params as a client would pass them; they go through
+        the wire encoding, so the same validation and semantics apply.
+        """
+        with self._lock:
+            return self._accounts.account(account).store.update(customer_id, decode(encode(params)))
+
+    def delete_customer(self, customer_id: str, account: str | None = None) -> dict[str, Any]:
+        """Delete a customer as if from the dashboard (not logged)."""
+        with self._lock:
+            return self._accounts.account(account).store.delete(customer_id, {})
+
+    def sources(self, customer_id: str, account: str | None = None) -> list[dict[str, Any]]:
+        """The sources attached to a customer."""
+        with self._lock:
+            return copy.deepcopy(list(self._stored(customer_id, account).sources.values()))
+
+    def cash_balance_settings(self, customer_id: str, account: str | None = None) -> dict[str, Any]:
+        """The customer's cash balance settings (never returned on the customer object)."""
+        with self._lock:
+            return dict(self._stored(customer_id, account).cash_balance_settings)
+
+    def _stored(self, customer_id: str, account: str | None) -> Customer:
+        customer = self._accounts.account(account).store.customers.get(customer_id)
+        if customer is None:
+            raise KeyError(customer_id)
+        return customer
+
+    def add_platform(self, account_id: str, keys: Iterable[str], *, connected: Iterable[str] = ()) -> None:
+        """Register a platform ``acct_...`` whose API keys are ``keys`` (any of them authenticates),
+        with its ``connected`` accounts.
+
+        From the first platform on, only platforms' keys authenticate; the
+        server's ``api_key`` no longer does (for the control API either).
+        """
+        with self._lock:
+            self._accounts.add_platform(account_id, keys, connected)
+
+    def forget_platforms(self) -> None:
+        """Unregister every platform (and its retired keys): back to legacy mode, as a shared
+        server must be after a test that registered some; customers stay until ``reset()``."""
+        with self._lock:
+            self._accounts.forget_platforms()
+
+    def add_connected_account(self, platform: str, account_id: str) -> None:
+        """Connect ``account_id`` to ``platform``: its keys reach it with a ``Stripe-Context`` header."""
+        with self._lock:
+            self._accounts.add_connected(platform, account_id)
+
+    def set_platform_keys(self, account_id: str, keys: Iterable[str]) -> None:
+        """Rotate a platform's keys: from now on only ``keys`` authenticate for it.
+
+        A key it had before answers 401 "Expired API Key provided.", also to a
+        request already in flight (keys are checked after latency and delays).
+        """
+        with self._lock:
+            self._accounts.set_keys(account_id, keys)
+
+    def set_rate_limit(self, account: str | None, per_second: int | None) -> None:
+        """Answer 429 (``rate_limit``) to a request for ``account`` that arrives when
+        ``per_second`` requests for it already arrived in the last second.
+
+        Every arrival counts, the refused ones too, so a client that keeps
+        sending stays refused until it pauses. ``None`` for ``per_second``
+        lifts the limit; ``account=None`` limits legacy mode's default account.
+        ``reset()`` lifts every limit.
+        """
+        with self._lock:
+            self._accounts.set_rate_limit(account, per_second)
+
+    def customers_of(self, account: str | None) -> dict[str, dict[str, Any]]:
+        """Like ``customers``, for one account's store (None: the legacy default store)."""
+        with self._lock:
+            store = self._accounts.account(account).store
+            return {cid: customer.render() for cid, customer in store.customers.items()}
+
     # request log
 
     @property
@@ -190,7 +377,7 @@ class FakeStripeServer(_StateMethods):
         """
         return self._log.wait_for_requests(count, timeout, method, path_prefix, arrivals=_source == "_arrivals")
 
-    # faults, latency and the API key (platforms, keys and rate limits: _StateMethods)
+    # faults, latency and the API key
 
     def inject(
         self,
@@ -219,7 +406,7 @@ class FakeStripeServer(_StateMethods):
         Faults are consumed first-in first-out; ``method=None`` matches any method,
         ``account=None`` any account (else only requests acting on that ``acct_``).
         """
-        fault = _make_fault(
+        fault = make_fault(
             status=status,
             body=body,
             headers=headers,
@@ -252,10 +439,10 @@ class FakeStripeServer(_StateMethods):
         with self._lock:
             return self._accounts.authorized(key)
 
-    # answering API requests: the handler's _Backend (called from handler threads)
+    # answering API requests: the handler's Backend (called from handler threads)
 
     @contextmanager
-    def _handle(self, record: RecordedRequest, params_ok: bool) -> Iterator[_Response | _Abort]:
+    def _handle(self, record: RecordedRequest, params_ok: bool) -> Iterator[Response | Abort]:
         """Decide and log the outcome of an API request; the handler delivers it inside the ``with``.
 
         Leaving the ``with``, once the answer is written (or the connection
@@ -265,7 +452,7 @@ class FakeStripeServer(_StateMethods):
         key = record.idempotency_key if record.method == "POST" else None
         scope = record.account  # Idempotency-Keys are per account, like Stripe's
         if limited or (key is not None and not self._begin_key(scope, key)):
-            yield self._decided(record, _rate_limited(scope) if limited else _in_progress(str(key)))
+            yield self._decided(record, rate_limited(scope) if limited else in_progress(str(key)))
             self._report(record)
             return
         with self._lock:
@@ -280,8 +467,8 @@ class FakeStripeServer(_StateMethods):
 
     def _arrive(self, record: RecordedRequest) -> bool:
         """Note the account the request is addressed to and log its arrival; True if over its rate limit."""
-        key = _bearer_key(record.headers)
-        record.key_fingerprint = _fingerprint(key)
+        key = bearer_key(record.headers)
+        record.key_fingerprint = key_fingerprint(key)
         with self._lock:
             try:
                 record.account = self._accounts.resolve(key, record.headers)
@@ -294,27 +481,27 @@ class FakeStripeServer(_StateMethods):
         return limited
 
     def _outcome(
-        self, record: RecordedRequest, params_ok: bool, fault: _Fault | None, latency: float
-    ) -> _Response | _Abort:
+        self, record: RecordedRequest, params_ok: bool, fault: Fault | None, latency: float
+    ) -> Response | Abort:
         """Wait out latency and any fault delay, then apply the fault or execute the request."""
         if latency and self._stopping.wait(latency):
-            return _Abort(reset=False)
+            return Abort(reset=False)
         if fault is not None and fault.delay > 0 and self._stopping.wait(fault.delay):
-            return _Abort(reset=False)  # stop() interrupted the delay
+            return Abort(reset=False)  # stop() interrupted the delay
         if fault is not None and fault.action in ("drop", "reset"):
-            return _Abort(reset=fault.action == "reset")
+            return Abort(reset=fault.action == "reset")
         if fault is not None and fault.status is not None:
             response = fault.response()
-            response.headers = _merge_headers(response.headers, fault.headers)
+            response.headers = merge_headers(response.headers, fault.headers)
             return response
         response = self._execute(record, params_ok)
         if fault is not None and fault.action == "drop_after":
-            return _Abort(reset=False)  # applied (and cached), never answered
+            return Abort(reset=False)  # applied (and cached), never answered
         return response if fault is None else fault.shape(response)
 
-    def _decided(self, record: RecordedRequest, outcome: _Response | _Abort) -> _Response | _Abort:
+    def _decided(self, record: RecordedRequest, outcome: Response | Abort) -> Response | Abort:
         """Log the outcome, before it is delivered, so a client never outruns the log."""
-        if isinstance(outcome, _Abort):
+        if isinstance(outcome, Abort):
             self._log.decided(record)
             return outcome
         record.status = outcome.status
@@ -338,9 +525,9 @@ class FakeStripeServer(_StateMethods):
         if self._on_request is not None:
             self._on_request(record)
 
-    def _execute(self, record: RecordedRequest, params_ok: bool) -> _Response:
+    def _execute(self, record: RecordedRequest, params_ok: bool) -> Response:
         """Authenticate, then route the request in its account, honouring Idempotency-Key on POST."""
-        api_key = _bearer_key(record.headers)
+        api_key = bearer_key(record.headers)
         key = record.idempotency_key if record.method == "POST" else None
         # One lock around check, execution and caching: requests sharing a key are serialized.
         with self._lock:
@@ -349,8 +536,8 @@ class FakeStripeServer(_StateMethods):
                 account = self._accounts.account(self._accounts.resolve(api_key, record.headers))
             except FakeStripeAPIError as error:
                 auth = {"WWW-Authenticate": 'Bearer realm="Stripe"'} if error.status == 401 else {}
-                return _error_response(error, auth)
+                return error_response(error, auth)
             if not params_ok:
-                return _error_response(_invalid("Invalid request body: expected UTF-8 form encoding", None))
-            route = partial(_route, account.store, record, livemode=_livemode(api_key))
-            return route() if key is None else account.idempotency.answer(record, key, route)
+                return error_response(invalid("Invalid request body: expected UTF-8 form encoding", None))
+            execute = partial(route, account.store, record, livemode=is_live_key(api_key))
+            return execute() if key is None else account.idempotency.answer(record, key, execute)

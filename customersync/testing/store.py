@@ -1,7 +1,12 @@
-"""The customer store: customers in memory and the API operations on them.
+"""The customer store and the API's routes: what each ``/v1`` request does to an account's customers.
 
-Beside list, retrieve, create, update and delete (as the API does them), it
-adds customers directly and seeds plausible, deterministic ones for tests and demos.
+Beside list, search, retrieve, create, update and delete (as the API does
+them), the store adds customers directly and seeds plausible, deterministic
+ones for tests and demos. Beside the customer endpoints the routes answer just
+enough of the account and of customers' related lists for clients that look
+them up.
+
+Public names: ``CustomerStore``, ``route``, ``error_response``.
 """
 
 from __future__ import annotations
@@ -12,18 +17,42 @@ import re
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import unquote
 
-from .customer import _CUSTOMER_FIELDS, _Customer, _new_customer, _random_id
-from .errors import _invalid, _no_such_customer
-from .rules import _INTEGER, _apply, _expand, _normalize_field, _reject_unknown_top, _string
+from .handler import RecordedRequest, Response, json_bytes
+from .rules import (
+    CUSTOMER_FIELDS,
+    INTEGER,
+    Customer,
+    FakeStripeAPIError,
+    apply_params,
+    expansions,
+    invalid,
+    new_customer,
+    no_such_customer,
+    normalize_field,
+    random_id,
+    reject_unknown_params,
+    string_param,
+)
+
+
+def error_response(error: FakeStripeAPIError, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(error.status, json_bytes(error.body()), dict(headers or {}))
+
 
 _SEARCH_CLAUSE = re.compile(
     r"(?P<field>email|name|phone|metadata)(?:\['(?P<key>[^']+)'\])?:'(?P<value>(?:[^'\\]|\\')*)'"
 )
 
+
 # Plausible, deterministic data for seed().
 _FIRST_NAMES = ("Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Margaret", "Ken", "Frances", "Tim")
+
+
 _LAST_NAMES = ("Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Hamilton", "Thompson", "Allen", "Lee")
+
+
 _PLACES = (
     ("London", "GB", "10 Downing Street", "SW1A 2AA", None),
     ("Paris", "FR", "5 Avenue Anatole France", "75007", None),
@@ -31,15 +60,19 @@ _PLACES = (
     ("New York", "US", "350 Fifth Avenue", "10118", "NY"),
     ("Tokyo", "JP", "1-1 Chiyoda", "100-8111", "Tokyo"),
 )
+
+
 _LOCALES = (["en"], ["fr", "en"], ["de"], ["en-US"], ["ja", "en"])
+
+
 _SEGMENTS = ("smb", "enterprise", "startup")
 
 
-class _CustomerStore:
+class CustomerStore:
     """Customers in insertion order and the API operations on them. Not thread-safe: the server locks."""
 
     def __init__(self) -> None:
-        self.customers: dict[str, _Customer] = {}
+        self.customers: dict[str, Customer] = {}
         self._ids: list[str] = []
         self._position: dict[str, int] = {}
 
@@ -51,23 +84,23 @@ class _CustomerStore:
             self._position = {customer_id: index for index, customer_id in enumerate(self._ids)}
         return self._ids, self._position
 
-    def get_live(self, customer_id: str) -> _Customer:
+    def get_live(self, customer_id: str) -> Customer:
         """The customer, unless missing or deleted (then a 404 naming it)."""
         customer = self.customers.get(customer_id)
         if customer is None or customer.deleted:
-            raise _no_such_customer(customer_id)
+            raise no_such_customer(customer_id)
         return customer
 
     def list_page(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        _reject_unknown_top(params, ("limit", "starting_after", "ending_before", "email", "expand", "created"))
+        reject_unknown_params(params, ("limit", "starting_after", "ending_before", "email", "expand", "created"))
         created = params.get("created")
         bounds: dict[str, int] = {}
         if created is not None:
             if not isinstance(created, Mapping) or set(created) - {"gt", "gte", "lt", "lte"}:
-                raise _invalid("Invalid created: use created[gt], [gte], [lt] or [lte]", "created")
+                raise invalid("Invalid created: use created[gt], [gte], [lt] or [lte]", "created")
             for op, text in created.items():
-                if not _INTEGER.fullmatch(str(text)):
-                    raise _invalid(f"Invalid integer: {text}", f"created[{op}]", "parameter_invalid_integer")
+                if not INTEGER.fullmatch(str(text)):
+                    raise invalid(f"Invalid integer: {text}", f"created[{op}]", "parameter_invalid_integer")
                 bounds[op] = int(text)
 
         def in_range(stamp: int) -> bool:
@@ -80,21 +113,21 @@ class _CustomerStore:
 
         limit = 10
         if "limit" in params:
-            text = _string(params["limit"], "limit")
-            if not _INTEGER.fullmatch(text):
-                raise _invalid(f"Invalid integer: {text}", "limit", "parameter_invalid_integer")
+            text = string_param(params["limit"], "limit")
+            if not INTEGER.fullmatch(text):
+                raise invalid(f"Invalid integer: {text}", "limit", "parameter_invalid_integer")
             limit = int(text)
             if not 1 <= limit <= 100:
-                raise _invalid("Invalid limit: must be between 1 and 100", "limit")
+                raise invalid("Invalid limit: must be between 1 and 100", "limit")
         if "starting_after" in params and "ending_before" in params:
-            raise _invalid(
+            raise invalid(
                 "You may only specify one of these parameters: ending_before, starting_after.",
                 "ending_before",
             )
         ids, position = self._order()
         email = params.get("email")
 
-        def listed(indexes: Iterable[int]) -> list[_Customer]:
+        def listed(indexes: Iterable[int]) -> list[Customer]:
             """The first ``limit + 1`` customers listed at these places (one more tells ``has_more``)."""
             found = []
             for index in indexes:
@@ -106,15 +139,15 @@ class _CustomerStore:
             return found
 
         if "starting_after" in params:
-            cursor = _string(params["starting_after"], "starting_after")
+            cursor = string_param(params["starting_after"], "starting_after")
             if cursor not in position:
-                raise _no_such_customer(cursor, param="starting_after")
+                raise no_such_customer(cursor, param="starting_after")
             found = listed(range(position[cursor] - 1, -1, -1))
             page = found[:limit]
         elif "ending_before" in params:
-            cursor = _string(params["ending_before"], "ending_before")
+            cursor = string_param(params["ending_before"], "ending_before")
             if cursor not in position:
-                raise _no_such_customer(cursor, param="ending_before")
+                raise no_such_customer(cursor, param="ending_before")
             found = listed(range(position[cursor] + 1, len(ids)))  # the nearest newer ones first
             page = found[:limit][::-1]  # the page just before the cursor, still newest first
         else:
@@ -131,13 +164,13 @@ class _CustomerStore:
     def search(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """``GET /v1/customers/search``: exact matches on email, name, phone and
         ``metadata['key']``, joined with AND (Stripe's index lag is not modelled)."""
-        _reject_unknown_top(params, ("query", "limit", "page", "expand"))
-        query = _string(params.get("query", ""), "query")
+        reject_unknown_params(params, ("query", "limit", "page", "expand"))
+        query = string_param(params.get("query", ""), "query")
         wanted: list[tuple[str | None, str, str]] = []
         for clause in re.split(r"\s+AND\s+", query.strip()):
             match = _SEARCH_CLAUSE.fullmatch(clause.strip())
             if match is None:
-                raise _invalid(f"Invalid search query: {query!r}", "query", "search_query_invalid")
+                raise invalid(f"Invalid search query: {query!r}", "query", "search_query_invalid")
             field, key, value = match.group("field"), match.group("key"), match.group("value")
             wanted.append((key, field, value.replace("\\'", "'")))
 
@@ -158,49 +191,49 @@ class _CustomerStore:
         }
 
     def retrieve(self, customer_id: str, params: Mapping[str, Any]) -> dict[str, Any]:
-        _reject_unknown_top(params, ("expand",))
+        reject_unknown_params(params, ("expand",))
         customer = self.customers.get(customer_id)
         if customer is None:
-            raise _no_such_customer(customer_id)
-        return customer.render(_expand(params))
+            raise no_such_customer(customer_id)
+        return customer.render(expansions(params))
 
     def create(self, params: Mapping[str, Any], *, livemode: bool = False) -> dict[str, Any]:
-        customer = _Customer(_new_customer(_random_id("cus_"), int(time.time())))
+        customer = Customer(new_customer(random_id("cus_"), int(time.time())))
         customer.obj["livemode"] = livemode
-        _apply(customer, params)
+        apply_params(customer, params)
         self.customers[customer.obj["id"]] = customer
-        return customer.render(_expand(params))
+        return customer.render(expansions(params))
 
     def update(self, customer_id: str, params: Mapping[str, Any]) -> dict[str, Any]:
         scratch = copy.deepcopy(self.get_live(customer_id))
-        _apply(scratch, params)  # raises before anything is stored
+        apply_params(scratch, params)  # raises before anything is stored
         self.customers[customer_id] = scratch
-        return scratch.render(_expand(params))
+        return scratch.render(expansions(params))
 
     def delete(self, customer_id: str, params: Mapping[str, Any]) -> dict[str, Any]:
-        _reject_unknown_top(params, ())
+        reject_unknown_params(params, ())
         customer = self.get_live(customer_id)
         customer.deleted = True
         return customer.deleted_stub()
 
-    def add(self, fields: Mapping[str, Any], *, created: int | None = None) -> _Customer:
-        unknown = sorted(set(fields) - _CUSTOMER_FIELDS)
+    def add(self, fields: Mapping[str, Any], *, created: int | None = None) -> Customer:
+        unknown = sorted(set(fields) - CUSTOMER_FIELDS)
         if unknown:
             raise ValueError(f"not customer object fields: {', '.join(unknown)}")
-        customer_id = fields.get("id") or _random_id("cus_")
+        customer_id = fields.get("id") or random_id("cus_")
         if customer_id in self.customers:
             raise ValueError(f"customer {customer_id!r} already exists")
-        obj = _new_customer(customer_id, int(time.time()) if created is None else created)
+        obj = new_customer(customer_id, int(time.time()) if created is None else created)
         for name, value in fields.items():
             if name not in ("id", "object"):
-                obj[name] = _normalize_field(name, value)
-        customer = _Customer(obj)
+                obj[name] = normalize_field(name, value)
+        customer = Customer(obj)
         if obj["default_source"] is not None:  # keep default_source pointing at a real source
             customer.attach(obj["default_source"])
         self.customers[customer_id] = customer
         return customer
 
-    def seed(self, n: int, prefix: str) -> list[_Customer]:
+    def seed(self, n: int, prefix: str) -> list[Customer]:
         created = []
         for index in range(n):
             first = _FIRST_NAMES[index % len(_FIRST_NAMES)]
@@ -231,3 +264,79 @@ class _CustomerStore:
             }
             created.append(self.add(fields, created=1_700_000_000 + index * 3600))
         return created
+
+
+_CUSTOMER_PATH = re.compile(r"/v1/customers/([^/]+)")
+
+
+_RELATED_PATH = re.compile(r"/v1/customers/([^/]+)/(sources|tax_ids|cash_balance_transactions|balance_transactions)")
+
+
+_ACCOUNT: dict[str, Any] = {
+    "id": "acct_fakestripe000000",
+    "object": "account",
+    "type": "standard",
+    "country": "US",
+    "default_currency": "usd",
+    "email": "account@example.com",
+    "charges_enabled": True,
+    "payouts_enabled": True,
+    "details_submitted": True,
+    "created": 1_600_000_000,
+    "business_profile": {"name": "Fake Stripe account", "url": None, "support_email": None},
+    "settings": {"branding": {"icon": None, "logo": None}, "dashboard": {"display_name": "Fake"}},
+    "metadata": {},
+}
+
+
+def route(store: CustomerStore, record: RecordedRequest, *, livemode: bool = False) -> Response:
+    """Answer an authenticated API request with valid params (errors as Stripe-shaped responses).
+
+    ``store`` is the customers of the account the request acts on, and
+    ``livemode`` the mode of its key (what a customer it creates says).
+    """
+    method, path, params = record.method, record.path, record.params
+    match = _CUSTOMER_PATH.fullmatch(path)
+    try:
+        if path == "/v1/customers" and method == "GET":
+            payload = store.list_page(params)
+        elif path == "/v1/customers/search" and method == "GET":
+            payload = store.search(params)
+        elif path == "/v1/customers" and method == "POST":
+            payload = store.create(params, livemode=livemode)
+        elif path == "/v1/account" and method == "GET":
+            # Enough of the account for clients that look it up first (dj-stripe does).
+            payload = _ACCOUNT if record.account is None else {**_ACCOUNT, "id": record.account}
+        elif method == "GET" and (related := _RELATED_PATH.fullmatch(path)):
+            # Read-only lists of a customer's related objects, for clients that walk them.
+            customer = store.get_live(unquote(related.group(1)))
+            items = list(customer.sources.values()) if related.group(2) == "sources" else []
+            wanted = params.get("object")
+            payload = {
+                "object": "list",
+                "data": [copy.deepcopy(i) for i in items if not wanted or i.get("object") == wanted],
+                "has_more": False,
+                "url": path,
+            }
+        elif method == "GET" and path in ("/v1/payment_methods", "/v1/subscriptions"):
+            payload = {"object": "list", "data": [], "has_more": False, "url": path}
+        elif path == "/v1/accounts" and method == "GET":
+            payload = {
+                "object": "list",
+                "data": [],
+                "has_more": False,
+                "url": "/v1/accounts",
+            }  # no connected accounts
+        elif match and method in ("GET", "POST", "DELETE"):
+            customer_id = unquote(match.group(1))
+            operation = {
+                "GET": store.retrieve,
+                "POST": store.update,
+                "DELETE": store.delete,
+            }[method]
+            payload = operation(customer_id, params)
+        else:
+            raise FakeStripeAPIError(404, f"Unrecognized request URL ({method}: {path}).")
+    except FakeStripeAPIError as error:
+        return error_response(error)
+    return Response(200, json_bytes(payload))
