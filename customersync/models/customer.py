@@ -315,7 +315,7 @@ class Customer(models.Model):
 
         return check_edit(self)
 
-    def save(self, *args: Any, **kwargs: Any) -> None:
+    def save(self, **kwargs: Any) -> None:
         """Save an edit. When it changes what Stripe has, the same transaction
         writes an outbox record, and a push is queued when it commits.
 
@@ -332,11 +332,11 @@ class Customer(models.Model):
         outbox, connected in ``AppConfig.ready()``, records and publishes it.
         """
         using = kwargs["using"] = kwargs.get("using") or router.db_for_write(type(self), instance=self)
-        if args or kwargs.get("force_insert") or self._state.adding or self.pk is None or self._state.db != using:
+        if kwargs.get("force_insert") or self._state.adding or self.pk is None or self._state.db != using:
             # No savepoint: inside a caller's transaction this adds no round trips.
             with transaction.atomic(using=using, savepoint=False):
                 needs_push = self._decide()
-                super().save(*args, **kwargs)
+                super().save(**kwargs)
                 if needs_push:
                     signals.customer_changed.send(sender=Customer, customer=self)
             return
