@@ -333,9 +333,9 @@ class Customer(models.Model):
         """
         using = kwargs["using"] = kwargs.get("using") or router.db_for_write(type(self), instance=self)
         if kwargs.get("force_insert") or self._state.adding or self.pk is None or self._state.db != using:
+            needs_push = self._decide()  # a refused value raises before the transaction
             # No savepoint: inside a caller's transaction this adds no round trips.
             with transaction.atomic(using=using, savepoint=False):
-                needs_push = self._decide()
                 super().save(**kwargs)
                 if needs_push:
                     signals.customer_changed.send(sender=Customer, customer=self)
