@@ -1,64 +1,11 @@
-"""An edit's write in one statement (PostgreSQL): the customer's row, guarded by the version of
-the confirmed state it was diffed against, and its outbox record.
-
-``UPDATE customer ... WHERE pk AND sync_version = v`` and ``INSERT INTO pendingpush ...
-SELECT ... FROM (the update) ON CONFLICT (one pending record per customer) DO NOTHING``, as
-data-modifying CTEs of one statement: one round trip instead of a re-read, BEGIN, the
-update, a check for a queued push, the insert and COMMIT. The insert reads the update's
-row, so it runs once the row is locked and written: a worker freezing the customer either
-saw this edit or waits for it, as with separate statements in one transaction. The unique
-index decides "a push is already queued" against committed rows, not the statement's
-snapshot, so a record a worker froze meanwhile no longer counts as queued.
+"""Statement texts shared by the owner's one-statement write and the push's statements (PostgreSQL):
+an ``UPDATE`` of one row as Django would write it, an outbox ``INSERT ... SELECT`` and its conflict
+clause (one pending record per customer). Each text is built once per model, columns and connection.
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-from django.db import connections
-from django.db.models import sql
-from django.utils import timezone
-
-
-def write_edit(model: Any, pk: Any, version: int, values: list, using: str, record: bool) -> tuple[int, bool]:
-    """Run the update of ``model``'s row ``pk``, guarded by its ``sync_version`` being ``version``,
-    with ``values`` (Django's ``(field, model, value)``), and when ``record``, the outbox insert;
-    returns (rows updated, record inserted)."""
-    connection = connections[using]
-    update_sql, update_params = _update(model, pk, version, values, connection)
-    if not record:
-        with connection.cursor() as cursor:
-            cursor.execute(update_sql, update_params)
-            return cursor.rowcount, False
-    PendingPush = model._meta.get_field("pushes").related_model  # the outbox, without an import circle
-    quote = connection.ops.quote_name
-    pk_column = quote(model._meta.pk.column)
-    insert_sql, params = insert_select(
-        PendingPush, PendingPush(enqueued_at=timezone.now()), "upd", {"customer": f"upd.{pk_column}"}, connection
-    )
-    statement = (
-        f"WITH upd AS ({update_sql} RETURNING {quote(model._meta.db_table)}.{pk_column}), "
-        f"ins AS ({insert_sql} {queued_conflict(connection)} RETURNING 1) "
-        "SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM ins)"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(statement, [*update_params, *params])
-        updated, inserted = cursor.fetchone()
-    return updated, bool(inserted)
-
-
-def _update(model: Any, pk: Any, version: int, values: list, connection: Any) -> tuple[str, list]:
-    """The guarded ``UPDATE``: its text built once per model, columns and connection, as Django
-    would write it, for plain values; Django's compiler for anything else (an ``F()``, a field
-    with a placeholder of its own)."""
-    found = plain_update(model, pk, values, connection, guard=("sync_version", version))
-    if found is not None:
-        return found
-    filtered = model._base_manager.using(connection.alias).filter(pk=pk, sync_version=version)
-    query = filtered.query.chain(sql.UpdateQuery)
-    query.add_update_fields(values)
-    update_sql, params = query.get_compiler(connection.alias).as_sql()
-    return update_sql, list(params)
 
 
 def plain_update(model: Any, pk: Any, values: list, connection: Any, guard: tuple = ()) -> tuple[str, list] | None:

@@ -117,14 +117,14 @@ publisher = _Publisher()
 atexit.register(publisher.flush, 2.0)
 
 
-def schedule_push(customer_pk: int) -> None:
-    """Queue a push for when the current transaction commits (never for a rollback)."""
+def schedule_push(customer_pk: int, *, using: str | None = None) -> None:
+    """Queue a push for when the current transaction (of database ``using``) commits (never for a rollback)."""
     if not app_settings.PUSH_ON_SAVE:
         return
     if app_settings.PUBLISH_IN_BACKGROUND:
-        transaction.on_commit(lambda: publisher.submit(customer_pk))
+        transaction.on_commit(lambda: publisher.submit(customer_pk), using=using)
     else:
-        transaction.on_commit(lambda: enqueue(customer_pk, countdown=app_settings.COALESCE_SECONDS))
+        transaction.on_commit(lambda: enqueue(customer_pk, countdown=app_settings.COALESCE_SECONDS), using=using)
 
 
 def record_change(customer: Customer, **kwargs: Any) -> None:
@@ -133,18 +133,13 @@ def record_change(customer: Customer, **kwargs: Any) -> None:
     A customer whose push is already queued and not yet started joins it: no
     second record, no second task. The save's row lock orders this check
     against the worker's freeze, so the queued push is sure to include it.
-    Also the receiver of ``signals.customer_changed``. A save on PostgreSQL
-    wrote its record in its own statement (``edits``): then only the task is left.
+    Also the receiver of ``signals.customer_changed``.
     """
-    recorded = customer.__dict__.pop("_customersync_recorded", None)
-    if recorded is not None:
-        if recorded:
-            schedule_push(customer.pk)
+    records = PendingPush.objects.using(customer._state.db)
+    if records.filter(customer=customer, state=PushState.PENDING).exists():
         return
-    if PendingPush.objects.filter(customer=customer, state=PushState.PENDING).exists():
-        return
-    PendingPush.objects.create(customer=customer, enqueued_at=timezone.now())
-    schedule_push(customer.pk)
+    records.create(customer=customer, enqueued_at=timezone.now())
+    schedule_push(customer.pk, using=customer._state.db)
 
 
 def mark_for_push(queryset: Any, *, batch_size: int = 1000) -> int:

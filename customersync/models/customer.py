@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+from contextlib import nullcontext
 from typing import Any
 
-from django.db import DatabaseError, connections, models, router, transaction
+from django.db import DatabaseError, models, router, transaction
+from django.db.models.signals import post_save, pre_save
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -16,15 +18,24 @@ from ..exceptions import ParamError
 from ..merge import Merge, merge
 from ..params import TABLE, get_path, set_path
 
+OWNER_MODEL = owner_model_label()
+
 # Columns only the sync writes (under a row lock); an edit's save() never
 # writes them, so a form loaded before a push cannot roll back what Stripe
 # confirmed meanwhile.
-OWNER_MODEL = owner_model_label()
-
 SYNC_OWNED_FIELDS = frozenset(
-    {"stripe_data", "sync_version", "confirmed_at", "last_pushed_at", "last_pulled_at", "created", "livemode",
-     "currency", "delinquent"}
-)  # fmt: skip
+    {
+        "stripe_data",
+        "sync_version",
+        "confirmed_at",
+        "last_pushed_at",
+        "last_pulled_at",
+        "created",
+        "livemode",
+        "currency",
+        "delinquent",
+    }
+)
 
 
 class SyncStatus(models.TextChoices):
@@ -304,37 +315,63 @@ class Customer(models.Model):
 
         return check_edit(self)
 
-    def save(self, *args: Any, **kwargs: Any) -> None:
+    def save(self, **kwargs: Any) -> None:
         """Save an edit. When it changes what Stripe has, the same transaction
         writes an outbox record, and a push is queued when it commits.
 
-        The diff is against the confirmed state as stored now, never a copy
-        loaded before a push confirmed something newer: on PostgreSQL the write
-        is guarded by the version of the state it was diffed against (one
-        statement, with the outbox record: ``edits``), and diffed again when a
-        sync changed it meanwhile; elsewhere the state is re-read first.
+        The diff is against the confirmed state as stored at the write, never a
+        copy loaded before a push confirmed something newer: a stored customer is
+        written by a ``QuerySet.update()`` guarded by the version of the state it
+        was diffed against (``sync_version``), its row count the guard; when a
+        sync confirmed a newer state meanwhile, that state is read and the edit
+        diffed and written again. An edit never writes the columns the sync owns
+        (``SYNC_OWNED_FIELDS``). ``pre_save`` and ``post_save`` are sent as
+        ``Model.save()`` sends them; a new customer is ``Model.save()``'s own.
 
         The model only announces the change (``signals.customer_changed``); the
         outbox, connected in ``AppConfig.ready()``, records and publishes it.
         """
-        if self._state.adding or self.pk is None:
-            self._save_edit(args, kwargs, guarded=False)
+        using = kwargs["using"] = kwargs.get("using") or router.db_for_write(type(self), instance=self)
+        if kwargs.get("force_insert") or self._state.adding or self.pk is None or self._state.db != using:
+            needs_push = self._decide()  # a refused value raises before the transaction
+            # No savepoint: inside a caller's transaction this adds no round trips.
+            with transaction.atomic(using=using, savepoint=False):
+                super().save(**kwargs)
+                if needs_push:
+                    signals.customer_changed.send(sender=Customer, customer=self)
             return
-        if kwargs.get("update_fields") is None:
-            kwargs["update_fields"] = [
-                f.name for f in self._meta.concrete_fields if not f.primary_key and f.name not in SYNC_OWNED_FIELDS
-            ]
-        using = kwargs.get("using") or router.db_for_write(type(self), instance=self)
-        guarded = connections[using].vendor == "postgresql"
-        if not guarded:
-            self.stripe_data, self.sync_version = (
-                type(self)
-                ._base_manager.using(using)
-                .filter(pk=self.pk)
-                .values_list("stripe_data", "sync_version")
-                .get()
-            )
-        self._save_edit(args, kwargs, guarded=guarded)
+        update_fields = kwargs.get("update_fields")
+        if update_fields is None:  # every field loaded, but those the sync owns
+            skip = {*SYNC_OWNED_FIELDS, *self.get_deferred_fields()}
+            fields = self._meta.concrete_fields
+            update_fields = [f.name for f in fields if not (f.primary_key or {f.name, f.attname} & skip)]
+        elif not update_fields:
+            return  # as Model.save() with no fields to update
+        self._write_edit(using, frozenset({*update_fields, "sync_status", "sync_error"}))
+
+    def _write_edit(self, using: str, names: frozenset[str]) -> None:
+        cls = type(self)
+        fields = [cls._meta.get_field(name) for name in names]
+        pre_save.send(sender=cls, instance=self, raw=False, using=using, update_fields=names)
+        rows = cls._base_manager.using(using).filter(pk=self.pk)
+        for _attempt in range(20):
+            needs_push = self._decide()
+            values = {f.attname: f.pre_save(self, False) for f in fields}
+            # One statement needs no transaction; with the outbox record, one transaction.
+            with transaction.atomic(using=using, savepoint=False) if needs_push else nullcontext():
+                if rows.filter(sync_version=self.sync_version).update(**values):
+                    if needs_push:
+                        signals.customer_changed.send(sender=Customer, customer=self)
+                    post_save.send(
+                        sender=cls, instance=self, created=False, update_fields=names, raw=False, using=using
+                    )
+                    return
+            # A sync confirmed a newer state since this copy was loaded: diff against it.
+            row = rows.values_list("stripe_data", "sync_version").first()
+            if row is None:
+                raise DatabaseError("Save with update_fields did not affect any rows.")
+            self.stripe_data, self.sync_version = row
+        raise DatabaseError(f"Customer {self.pk}'s confirmed state kept changing while it was saved.")
 
     def _decide(self) -> bool:
         """Validate, diff and set the status: whether Stripe is owed something."""
@@ -343,47 +380,6 @@ class Customer(models.Model):
         if self.sync_status != SyncStatus.DELETED:
             self.settle(needs_push)
         return needs_push
-
-    def _save_edit(self, args: tuple, kwargs: dict[str, Any], *, guarded: bool) -> None:
-        needs_push = self._decide()
-        if kwargs.get("update_fields") is not None:
-            kwargs["update_fields"] = {*kwargs["update_fields"], "sync_status", "sync_error"}
-        if guarded:
-            # One statement (``_do_update``): atomic by itself, inside a caller's transaction or not.
-            self.__dict__["_customersync_write"] = needs_push
-            try:
-                super().save(*args, **kwargs)
-            finally:
-                needs_push = self.__dict__.pop("_customersync_write", needs_push)
-            if needs_push:
-                signals.customer_changed.send(sender=Customer, customer=self)
-            return
-        # No savepoint: inside a caller's transaction this adds no round trips.
-        with transaction.atomic(using=kwargs.get("using"), savepoint=False):
-            super().save(*args, **kwargs)
-            if needs_push:
-                signals.customer_changed.send(sender=Customer, customer=self)
-
-    def _do_update(self, base_qs: Any, using: Any, pk_val: Any, values: Any, update_fields: Any,
-                   forced_update: Any, *rest: Any) -> Any:  # fmt: skip
-        if "_customersync_write" not in self.__dict__ or not values:
-            return super()._do_update(base_qs, using, pk_val, values, update_fields, forced_update, *rest)
-        from ..edits import write_edit
-
-        for _attempt in range(20):
-            record = self.__dict__["_customersync_write"]
-            updated, inserted = write_edit(base_qs.model, pk_val, self.sync_version, values, using, record)
-            if updated:
-                self.__dict__["_customersync_recorded"] = inserted
-                return [()] if rest else True  # Django 6 returns the rows updated, 5.2 a bool
-            # A sync confirmed a newer state since this copy was loaded: diff against it.
-            row = base_qs.filter(pk=pk_val).values_list("stripe_data", "sync_version").first()
-            if row is None:
-                return [] if rest else False  # deleted meanwhile: Django's own error follows
-            self.stripe_data, self.sync_version = row
-            self.__dict__["_customersync_write"] = self._decide()
-            values = [(field, model, field.pre_save(self, False)) for field, model, _ in values]
-        raise DatabaseError(f"Customer {pk_val}'s confirmed state kept changing while it was saved.")
 
     def save_synced(self) -> None:
         """Write every column, outbox untouched: for the sync, under the row lock."""

@@ -69,8 +69,7 @@ class PendingPush(models.Model):
         verbose_name_plural = _("pending pushes")
         indexes = [models.Index(fields=["state", "enqueued_at"], name="customersync_push_sweep")]
         constraints = [
-            # At most one queued push per customer: later edits join it (an edit's
-            # single-statement write relies on this index to tell).
+            # At most one queued push per customer: later edits join it.
             models.UniqueConstraint(
                 fields=["customer"], condition=models.Q(state="pending"), name="customersync_one_queued_push"
             )
