@@ -34,7 +34,7 @@ from django.core.exceptions import FieldDoesNotExist
 from django.db import IntegrityError, models, transaction
 from django.db.models import Exists, F, OuterRef
 from django.db.models.fields.json import KeyTextTransform
-from django.db.models.functions import Lower, Trim
+from django.db.models.functions import Cast, Lower, Trim
 from django.utils import timezone
 
 from .accounts import resolve
@@ -138,8 +138,10 @@ def _by_metadata(found: Mapping, name: str) -> Matcher:
         key: Callable[[Any], str] = lambda owner: found.identity(owner.pk)  # noqa: E731
     else:
         key = lambda owner: str(owner.pk)  # noqa: E731
-    # Derived from the pk: no two owners have the same key.
-    return Matcher(f"metadata[{name!r}]", key, KeyTextTransform(name, "metadata"), shared=False, columns=("pk",))
+    # Derived from the pk: no two owners have the same key. Cast to text: SQLite compares a JSON key's
+    # ``__in`` values as JSON documents, which an owner's identity ("app.model:pk") is not.
+    value = Cast(KeyTextTransform(name, "metadata"), models.TextField())
+    return Matcher(f"metadata[{name!r}]", key, value, shared=False, columns=("pk",))
 
 
 def require_mapping() -> Mapping:
