@@ -1,6 +1,6 @@
 """Drops every ``customersync_owner_*`` PL/pgSQL function in the schemas on the search path (one
-per owner mapping, made by the app's ``post_migrate`` in releases that had it): nothing calls
-them, owner saves go through the ORM. A no-op on other databases, which never had them."""
+per owner mapping, made by ``migrate`` in releases that had them): nothing calls them, owner
+saves go through the ORM. A no-op on other databases, which never had them."""
 
 from django.db import migrations
 
