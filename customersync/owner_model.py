@@ -31,6 +31,9 @@ else:
 class OwnerMixin(_Base):
     """Remembers the owner's mapped values as loaded from the database."""
 
+    # What ``owner_save`` asks of a model: it does not import this module, which imports nothing of the app's.
+    customersync_remembers_loaded = True
+
     def save(self, *args: Any, **kwargs: Any) -> None:
         from .owner_save import in_one_transaction
 

@@ -25,7 +25,6 @@ from django.db import router, transaction
 
 from . import snapshot
 from .models import Customer
-from .owner_model import OwnerMixin
 from .owners import Mapping, Source, mapping
 from .validation import field_errors
 
@@ -56,7 +55,8 @@ _watch: dict[Mapping, tuple] = {}
 
 def _remembers(instance: Any) -> Mapping | None:
     found = mapping()
-    if found is None or not isinstance(instance, OwnerMixin) or not isinstance(instance, found.model):
+    remembers = getattr(type(instance), "customersync_remembers_loaded", False) is True  # OwnerMixin
+    if found is None or not remembers or not isinstance(instance, found.model):
         return None
     return found
 
