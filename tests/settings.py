@@ -112,8 +112,12 @@ CUSTOMERSYNC = {
     # Other Stripe platforms (JSON), for workers of the several-accounts tests.
     "PLATFORMS": json.loads(os.environ.get("CUSTOMERSYNC_TEST_PLATFORMS", "{}")),
 }
-_ADDRESS = {"address[line1]": "street", "address[city]": "city", "address[postal_code]": "postal_code",
-            "address[country]": "country"}  # fmt: skip
+_ADDRESS = {
+    "address[line1]": "street",
+    "address[city]": "city",
+    "address[postal_code]": "postal_code",
+    "address[country]": "country",
+}
 if OWNER == "organization" or OWNER in KEY_OWNERS:
     CUSTOMERSYNC["OWNER_MODEL"] = KEY_OWNERS.get(OWNER, "ownerapp.Organization")
     CUSTOMERSYNC["OWNER_FIELDS"] = {

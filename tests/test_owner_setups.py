@@ -35,8 +35,12 @@ KEY_OWNER_TESTS = [*OWNER_TESTS, "tests/test_owner_accounts.py"]
 
 
 def _env(owner: str, database_url: str | None = None) -> dict[str, str]:
-    env = {**os.environ, "CUSTOMERSYNC_TEST_OWNER": owner, "DJANGO_SETTINGS_MODULE": "tests.settings",
-           "PYTHONPATH": str(REPO)}  # fmt: skip
+    env = {
+        **os.environ,
+        "CUSTOMERSYNC_TEST_OWNER": owner,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "PYTHONPATH": str(REPO),
+    }
     env.pop("CUSTOMERSYNC_TEST_DB_NAME", None)
     if database_url:
         env["CUSTOMERSYNC_TEST_DATABASE_URL"] = database_url
@@ -131,23 +135,37 @@ def test_owner_tests_pass_with_an_owner_keyed_by_a_uuid_or_a_string_on_each_data
 
 def test_without_an_owner_model_the_app_works_as_before():
     check = run(
-        ["-c", (
-            "import django; django.setup()\n"
-            "from django.core.management import call_command\n"
-            "from customersync import sync\n"
-            "from customersync.exceptions import ConfigurationError\n"
-            "from customersync.models import Customer\n"
-            "assert 'owner' not in {f.name for f in Customer._meta.get_fields()}\n"
-            "call_command('makemigrations', '--check', '--dry-run', verbosity=0)\n"
-            "try:\n"
-            "    sync.get_or_create_for(object())\n"
-            "except ConfigurationError as err:\n"
-            "    print('refused:', err)\n"
-        )],
+        [
+            "-c",
+            (
+                "import django; django.setup()\n"
+                "from django.core.management import call_command\n"
+                "from customersync import sync\n"
+                "from customersync.exceptions import ConfigurationError\n"
+                "from customersync.models import Customer\n"
+                "assert 'owner' not in {f.name for f in Customer._meta.get_fields()}\n"
+                "call_command('makemigrations', '--check', '--dry-run', verbosity=0)\n"
+                "try:\n"
+                "    sync.get_or_create_for(object())\n"
+                "except ConfigurationError as err:\n"
+                "    print('refused:', err)\n"
+            ),
+        ],
         owner="none",
-    )  # fmt: skip
+    )
     assert check.returncode == 0, check.stderr
     assert "refused: CUSTOMERSYNC['OWNER_MODEL'] is not set" in check.stdout
-    result = run(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_sync.py", "tests/test_e2e.py",
-                  "tests/test_mirror.py"], "none")  # fmt: skip
+    result = run(
+        [
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_sync.py",
+            "tests/test_e2e.py",
+            "tests/test_mirror.py",
+        ],
+        "none",
+    )
     assert passed(result) >= 50
