@@ -5,13 +5,12 @@
     class Organization(OwnerMixin, models.Model):
         ...
 
-It adds no field (no migration) and overrides only documented methods: ``from_db`` and
-``refresh_from_db``, so the owner remembers its mapped values as loaded (``owner_save``), and
-``save``. Its saves take the same path as without it (``owner_sync``'s receivers); what the mixin
-adds is knowing, without a query, which mapped values a save changes: a save changing none costs
-nothing but the owner's own ``UPDATE``; only the changed ones are checked and compared with what
-its customers last had applied; and a save changing some, outside a transaction, runs in one, so
-the owner's row, its customers and their outbox records commit together, at one commit's cost.
+It adds no field (no migration) and overrides only Django's documented loading hooks
+(``from_db``, ``refresh_from_db``): the owner remembers its mapped values as loaded
+(``owner_save``). Its saves take the same path as without it (``owner_sync``'s receivers); what
+the mixin adds is knowing, without a query, which mapped values a save changes: a save changing
+none costs nothing but the owner's own ``UPDATE``, and only the changed ones are checked and
+compared with what its customers last had applied.
 
 This module imports nothing from the app at import time: a site's models import it.
 """
@@ -33,12 +32,6 @@ class OwnerMixin(_Base):
 
     # What ``owner_save`` asks of a model: it does not import this module, which imports nothing of the app's.
     customersync_remembers_loaded = True
-
-    def save(self, *args: Any, **kwargs: Any) -> None:
-        from .owner_save import in_one_transaction
-
-        with in_one_transaction(self, kwargs.get("using"), kwargs.get("update_fields")):
-            super().save(*args, **kwargs)
 
     @classmethod
     def from_db(cls, db: Any, field_names: Any, values: Any, **kwargs: Any) -> Any:

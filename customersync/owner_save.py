@@ -17,11 +17,10 @@ without a save (``QuerySet.update()``) is sent by ``sync_from_owners``.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import router, transaction
+from django.db import transaction
 
 from . import snapshot
 from .models import Customer
@@ -131,19 +130,6 @@ def changes(found: Mapping, instance: Any, update_fields: Any) -> tuple[dict[str
     for source in always:
         changed[source.key] = source.read(instance)
     return changed, fresh
-
-
-def in_one_transaction(instance: Any, using: str | None, update_fields: Any) -> Any:
-    """``OwnerMixin.save``'s context: a transaction when the save changes a mapped value outside one
-    (the owner's row, its customers and their outbox records commit together), else nothing."""
-    found = _remembers(instance)
-    if found is None or instance._state.adding or (update_fields is not None and not found.touches(update_fields)):
-        return nullcontext()
-    using = using or router.db_for_write(type(instance), instance=instance)
-    if not transaction.get_autocommit(using=using):
-        return nullcontext()
-    planned = changes(found, instance, update_fields)
-    return transaction.atomic(using=using) if planned is None or planned[0] else nullcontext()
 
 
 def check(found: Mapping, values: dict[str, Any]) -> None:
