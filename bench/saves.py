@@ -11,14 +11,11 @@ so the machine's noise, and whatever one side or a reset leaves behind, hits bot
   save and an outbox record's ``create()`` in one ``transaction.atomic()``, against the same;
 - 3c. a save that changes nothing syncable (an unchanged customer saved again), against the same;
 - 3d. an owner's save that changes a mapped field (``OWNER_FIELDS``), the owner model having
-  ``OwnerMixin`` (one statement on PostgreSQL), against the same owner's save with the app's
-  receivers disconnected: the same model's save doing none of the app's work (the mixin's
-  ``_do_update`` then finds no plan and calls Django's at once), i.e. a site without the app;
-  every timed save writes its customer's outbox record (the records are deleted, untimed, before
-  each save of either side). The owner is loaded from the database, as a view has it. The next rows, for
-  comparison: the same save as a connection's first, its statement planned at the save (what every
-  save costs with ``CONN_MAX_AGE = 0``), and on the signal path (the mixin turned off, as a site
-  without it has).
+  ``OwnerMixin``, against the same owner's save with the app's receivers disconnected: the same
+  model's save doing none of the app's work, i.e. a site without the app; every timed save writes
+  its customer's outbox record (the records are deleted, untimed, before each save of either
+  side). The owner is loaded from the database, as a view has it. The next row, for comparison:
+  the same save without what the mixin remembers (a site without ``OwnerMixin``).
 
 Uses the test settings' PostgreSQL, in a database of its own (``CUSTOMERSYNC_BENCH_DB``, default
 ``customersync_bench_saves``), and prints the queries each save made. Not a test: nothing asserts.
@@ -38,12 +35,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=400)
-    parser.add_argument(
-        "--prepared",
-        action="store_true",
-        help="server-side binding with psycopg's prepared statements (OPTIONS server_side_binding and "
-        "prepare_threshold), for both sides; Django's default is neither",
-    )
     args = parser.parse_args(argv)
     sys.path.insert(0, REPO)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
@@ -55,12 +46,6 @@ def main(argv: list[str] | None = None) -> int:
     from django.test.utils import CaptureQueriesContext, override_settings, setup_databases, teardown_databases
 
     connection.settings_dict["TEST"]["NAME"] = os.environ.get("CUSTOMERSYNC_BENCH_DB", "customersync_bench_saves")
-    if args.prepared:
-        connection.settings_dict["OPTIONS"] = {
-            **connection.settings_dict.get("OPTIONS", {}),
-            "server_side_binding": True,
-            "prepare_threshold": 5,
-        }
     old = setup_databases(verbosity=0, interactive=False, aliases={"default"})
     try:
         # No publishing: the figures are the save's own cost (publishing runs after commit, in a thread).
@@ -68,12 +53,16 @@ def main(argv: list[str] | None = None) -> int:
             rows = _figures(args.rounds, CaptureQueriesContext, connection)
     finally:
         teardown_databases(old, verbosity=0)
-    print(f"Saves on {connection.vendor} ({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}), "
-          f"median of {args.rounds} interleaved rounds{', prepared statements' if args.prepared else ''}:")  # fmt: skip
+    print(
+        f"Saves on {connection.vendor} ({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}), "
+        f"median of {args.rounds} interleaved rounds:"
+    )
     print(f"{'figure':<58} {'with the app':>13} {'Django alone':>13} {'ratio':>6}  queries  target")
     for name, with_, without, queries, target in rows:
-        print(f"{name:<58} {with_ * 1000:>10.3f} ms {without * 1000:>10.3f} ms {with_ / without:>6.2f}  "
-              f"{queries:>7}  {target}")  # fmt: skip
+        print(
+            f"{name:<58} {with_ * 1000:>10.3f} ms {without * 1000:>10.3f} ms {with_ / without:>6.2f}  "
+            f"{queries:>7}  {target}"
+        )
     return 0
 
 
@@ -97,10 +86,9 @@ def _figures(rounds: int, capture, connection) -> list:
     from django.db import models, transaction
     from django.db.models.signals import post_save, pre_save
 
-    from customersync import ownersql
+    from customersync import owner_save
     from customersync.models import Customer, PendingPush, SyncStatus
     from customersync.owner_sync import owner_post_save, owner_pre_save
-    from customersync.owners import mapping
     from customersync.pull import PullStats, store_page
     from tests.owners import field, make_owner
 
@@ -176,29 +164,18 @@ def _figures(rounds: int, capture, connection) -> list:
         PendingPush.objects.all()._raw_delete(PendingPush.objects.db)
 
     def owner_rounds(name: str, target: str) -> None:
-        owner_with(-1)  # the connection's first owner save (asks whether the owner function exists)
+        owner_with(-1)
         with capture(connection) as queries:
             owner_with(0)
         rows.append((name, *_interleaved(rounds, owner_with, owner_without, unqueued), len(queries), target))
 
-    owner_rounds("3d. owner save changing a mapped field (vs the owner alone)", "<= 1.5")
-    present = ownersql._present[connection.connection]
-    name = ownersql.function(mapping(), connection)[0]
-    exists = present[name]
-    present[name] = False  # as on a connection's first owner save: the statement, planned each time
+    owner_rounds("3d. owner save changing a mapped field (vs the owner alone)", "<= 2")
+    remembers = owner_save._remembers
+    owner_save._remembers = lambda instance: None  # nothing remembered, as without OwnerMixin
     try:
-        owner_rounds("    the same planned at each save (a connection's first)", "(comparison)")
+        owner_rounds("    the same without OwnerMixin", "(comparison)")
     finally:
-        present[name] = exists
-    one_statement = model.__dict__.get("customersync_one_statement")
-    model.customersync_one_statement = False  # the signal path, as without OwnerMixin
-    try:
-        owner_rounds("    the same without OwnerMixin (the signal path)", "(comparison)")
-    finally:
-        if one_statement is None:
-            del model.customersync_one_statement
-        else:
-            model.customersync_one_statement = one_statement
+        owner_save._remembers = remembers
     return rows
 
 

@@ -5,12 +5,12 @@
     class Organization(OwnerMixin, models.Model):
         ...
 
-It adds no field (no migration). With it, on PostgreSQL, an owner save that changes mapped
-values is one statement: the owner's own ``UPDATE``, its customers' changed values and their
-outbox records (``owner_save``, ``ownersql``), instead of a read of the customers before the
-owner's update and a write of each customer after it. What changed is decided against the owner's
-mapped values as it was loaded. Without it, or on other databases, saves take the signal path
-(``owner_sync``), as before.
+It adds no field (no migration) and overrides only Django's documented loading hooks
+(``from_db``, ``refresh_from_db``): the owner remembers its mapped values as loaded
+(``owner_save``). Its saves take the same path as without it (``owner_sync``'s receivers); what
+the mixin adds is knowing, without a query, which mapped values a save changes: a save changing
+none costs nothing but the owner's own ``UPDATE``, and only the changed ones are checked and
+compared with what its customers last had applied.
 
 This module imports nothing from the app at import time: a site's models import it.
 """
@@ -28,10 +28,10 @@ else:
 
 
 class OwnerMixin(_Base):
-    """Remembers the mapped values as loaded, and folds the customers' write into the owner's ``UPDATE``."""
+    """Remembers the owner's mapped values as loaded from the database."""
 
-    # False: saves take the signal path, as without the mixin.
-    customersync_one_statement = True
+    # What ``owner_save`` asks of a model: it does not import this module, which imports nothing of the app's.
+    customersync_remembers_loaded = True
 
     @classmethod
     def from_db(cls, db: Any, field_names: Any, values: Any, **kwargs: Any) -> Any:
@@ -47,13 +47,3 @@ class OwnerMixin(_Base):
         from .owner_save import remember
 
         remember(self, fields)
-
-    def _do_update(self, base_qs: Any, using: Any, pk_val: Any, values: Any, update_fields: Any,
-                   forced_update: Any, *rest: Any) -> Any:  # fmt: skip
-        from .owner_save import PLAN, write
-
-        plan = self.__dict__.pop(PLAN, None)
-        if plan is None:
-            return super()._do_update(base_qs, using, pk_val, values, update_fields, forced_update, *rest)
-        return write(self, plan, base_qs, using, pk_val, values, update_fields, forced_update, rest,
-                     super()._do_update)  # fmt: skip

@@ -1,41 +1,34 @@
-"""An owner save in one statement (``owner_model.OwnerMixin``, PostgreSQL).
+"""What ``owner_model.OwnerMixin`` remembers: the owner's mapped values as loaded.
 
-The owner remembers its mapped values as loaded (``remember``, from ``from_db``); its pre_save
-(``owner_sync.owner_pre_save``) compares them with what it holds now and validates only the keys
-that changed, on a scratch customer, without reading the customers (``prepare``); its
-``_do_update`` writes its row, those keys to its customers (where their ``owner_values`` differ)
-and their outbox records in one statement (``write``, ``ownersql``), and queues their pushes.
+An owner loaded from the database (``Model.from_db``, ``refresh_from_db``) remembers its mapped
+values (``remember``). Its pre_save (``owner_sync.owner_pre_save``) compares them with what it holds
+now (``changes``): a save that changes none costs nothing but the owner's own ``UPDATE``; the
+changed ones are checked alone, on a scratch customer, before any query (``check``), and only
+those are compared with what its customers last had applied. A key missing from what was
+remembered (the mapping changed since the load) counts as changed.
+
+The values a save wrote are remembered when its transaction commits (``keep_on_commit``): a save
+rolled back leaves the owner remembering what the database still has, so saving it again sends
+its change.
 
 What a save compares against is the owner as it was loaded, not its customers: a value changed
-without a save (``QuerySet.update()``) is sent by ``sync_from_owners``, as before.
+without a save (``QuerySet.update()``) is sent by ``sync_from_owners``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import connections
-from django.db.models import sql
+from django.db import transaction
 
-from . import ownersql, snapshot
-from .edits import plain_update
+from . import snapshot
 from .models import Customer
-from .outbox import schedule_push
 from .owners import Mapping, Source, mapping
 from .validation import field_errors
 
-# The owner's mapped values as loaded (snapshots), and the keys its save writes (pre_save -> _do_update).
+# The owner's mapped values as loaded (snapshots), in the instance's ``__dict__``.
 LOADED = "_customersync_loaded"
-PLAN = "_customersync_plan"
-FRESH = "_customersync_fresh"
-
-
-def enabled(instance: Any) -> bool:
-    """Whether ``instance`` takes ``OwnerMixin``'s one-statement save (its class attribute
-    ``customersync_one_statement``: False turns it off, keeping the mixin)."""
-    return getattr(instance, "customersync_one_statement", False) is True
 
 
 def _watched(found: Mapping) -> tuple[tuple[tuple[str, str], ...], tuple[Source, ...], tuple[Source, ...]]:
@@ -59,47 +52,69 @@ def _watched(found: Mapping) -> tuple[tuple[tuple[str, str], ...], tuple[Source,
 _watch: dict[Mapping, tuple] = {}
 
 
-def remember(instance: Any, fields: Any = None) -> None:
-    """Remember ``instance``'s mapped values as they are now (those of ``fields`` only, when given)."""
+def _remembers(instance: Any) -> Mapping | None:
     found = mapping()
-    if found is None or not enabled(instance) or not isinstance(instance, found.model):
-        return
+    remembers = getattr(type(instance), "customersync_remembers_loaded", False) is True  # OwnerMixin
+    if found is None or not remembers or not isinstance(instance, found.model):
+        return None
+    return found
+
+
+def current(instance: Any, fields: Any = None) -> dict[str, Any] | None:
+    """Snapshots of ``instance``'s mapped values as they are now (those of ``fields`` only, when
+    given); None for an instance that does not remember (no ``OwnerMixin``, no mapping)."""
+    found = _remembers(instance)
+    if found is None:
+        return None
     data = instance.__dict__
     by_field, computed, _ = _watched(found)
-    loaded = dict(data.get(LOADED) or {}) if fields is not None else {}
-    for key, name in by_field:
-        if name in data and (fields is None or name in fields):
-            loaded[key] = snapshot.of(data[name])
+    now = {
+        key: snapshot.of(data[name]) for key, name in by_field if name in data and (fields is None or name in fields)
+    }
     # Methods and callables may read any field: only a whole save or load makes their values "as saved".
     if computed and fields is None and all(f.attname in data for f in instance._meta.concrete_fields):
         for source in computed:
             try:
-                loaded[source.key] = snapshot.of(source.read(instance))
-            except Exception:  # noqa: BLE001 - never fail a load: a save reads it again
-                loaded.pop(source.key, None)
-    data[LOADED] = loaded
+                now[source.key] = snapshot.of(source.read(instance))
+            except Exception:  # noqa: BLE001 - never fail a load: missing, it counts as changed at the save
+                continue
+    return now
 
 
-def forget(instance: Any) -> None:
-    """pre_save: nothing left from a save that did not finish."""
-    instance.__dict__.pop(PLAN, None)
-    instance.__dict__.pop(FRESH, None)
+def keep(instance: Any, values: dict[str, Any], replace: bool = False) -> None:
+    """Remember ``values`` (snapshots) as ``instance``'s mapped values in the database."""
+    data = instance.__dict__
+    data[LOADED] = dict(values) if replace else {**(data.get(LOADED) or {}), **values}
+
+
+def remember(instance: Any, fields: Any = None) -> None:
+    """Remember ``instance``'s mapped values as they are now: it was just loaded, or inserted."""
+    now = current(instance, fields)
+    if now is not None:
+        keep(instance, now, replace=fields is None)
+
+
+def keep_on_commit(instance: Any, values: dict[str, Any], using: str) -> None:
+    """Remember ``values`` once the save's transaction commits (at once outside one)."""
+    if values:
+        transaction.on_commit(lambda: keep(instance, values), using=using)
 
 
 def _same(then: Any, now: Any) -> bool:
     return type(then) is type(now) and then == now
 
 
-def prepare(found: Mapping, instance: Any, using: str, update_fields: Any) -> bool:
-    """pre_save: whether this save takes the one-statement path; if so, the changed mapped values
-    are validated (raises ``ValidationError`` keyed by the owner's fields) and left for ``_do_update``."""
+def changes(found: Mapping, instance: Any, update_fields: Any) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The mapped values this save changes, against those remembered: (the values, their snapshots
+    to remember once saved); None when the owner remembers nothing (the caller compares every value
+    with its customers')."""
+    loaded = instance.__dict__.get(LOADED)
+    if loaded is None or _remembers(instance) is None:
+        return None
     data = instance.__dict__
-    loaded = data.get(LOADED)
-    if loaded is None or not enabled(instance) or instance._meta.parents or connections[using].vendor != "postgresql":
-        return False
     by_field, computed, always = _watched(found)
     changed: dict[str, Any] = {}
-    fresh: dict[str, Any] = {}  # the snapshots of the changed values, remembered once saved
+    fresh: dict[str, Any] = {}
     for key, name in by_field:
         if name not in data or (update_fields is not None and name not in update_fields):
             continue  # deferred and never loaded, or not written by this save
@@ -114,11 +129,7 @@ def prepare(found: Mapping, instance: Any, using: str, update_fields: Any) -> bo
             changed[source.key], fresh[source.key] = value, now
     for source in always:
         changed[source.key] = source.read(instance)
-    if changed:
-        check(found, changed)
-        data[PLAN] = changed
-    data[FRESH] = fresh
-    return True
+    return changed, fresh
 
 
 def check(found: Mapping, values: dict[str, Any]) -> None:
@@ -143,47 +154,3 @@ def check(found: Mapping, values: dict[str, Any]) -> None:
 
 
 _template: dict[str, Any] = {}
-
-
-def write(owner: Any, values: dict[str, Any], base_qs: Any, using: str, pk_val: Any, updates: list,
-          update_fields: Any, forced_update: Any, rest: tuple, django_update: Callable[..., Any]) -> Any:  # fmt: skip
-    """``_do_update`` with the keys pre_save left: the owner's row, its customers and their outbox
-    records in one statement; what Django expects back (5.2: whether a row was updated; 6.x: the
-    rows' returned values)."""
-    found = mapping()
-    connection = connections[using]
-    model = base_qs.model
-    quote = connection.ops.quote_name
-    own_pk = f"{quote(model._meta.db_table)}.{quote(model._meta.pk.column)}"
-    one = bool(updates) and not (rest and rest[0]) and (forced_update or not model._meta.select_on_save)
-    if found is None or not one:
-        # Django's own update first (it returns values, or checks the row exists), then the customers.
-        updated = django_update(base_qs, using, pk_val, updates, update_fields, forced_update, *rest)
-        if updated and found is not None:
-            _queue(ownersql.run(found, values, pk_val, None, own_pk, connection)[0])
-        return updated
-    own = plain_update(model, pk_val, updates, connection)
-    if own is None:  # an expression, or a field with a placeholder of its own: Django's compiler
-        query = base_qs.filter(pk=pk_val).query.chain(sql.UpdateQuery)
-        query.add_update_fields(updates)
-        text, params = query.get_compiler(using).as_sql()
-        own = (text, list(params))
-    queued, count = ownersql.run(found, values, pk_val, own, own_pk, connection)
-    _queue(queued)
-    return ([()] if count else []) if rest else count > 0
-
-
-def _queue(queued: list[Any]) -> None:
-    for customer_pk in queued:
-        schedule_push(customer_pk)
-
-
-def saved(instance: Any, created: bool, update_fields: Any) -> None:
-    """post_save: the values just saved are the ones a later save compares with."""
-    data = instance.__dict__
-    data.pop(PLAN, None)  # not used (an insert)
-    fresh = data.pop(FRESH, None)
-    if fresh is None or created:
-        remember(instance, update_fields)
-    elif fresh:
-        data[LOADED] = {**data[LOADED], **fresh}

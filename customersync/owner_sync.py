@@ -10,13 +10,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connections, router, transaction
+from django.db import IntegrityError, router, transaction
 
 from . import owner_save
 from .accounts import resolve
 from .conf import app_settings
 from .exceptions import Busy, ConfigurationError, CreateFailed, RetryLater
-from .loading import from_row
 from .models import Customer, SyncStatus
 from .owners import OWNER_METADATA_KEY, Mapping, mapping
 
@@ -39,57 +38,52 @@ def for_owner(owner: Any, account: Any = None) -> Customer | None:
     return Customer.objects.filter(owner_id=owner.pk, account=resolve(account)).first()
 
 
-def owner_pre_save(sender: type, instance: Any, raw: bool = False, using: str | None = None,
-                   update_fields: Any = None, **kwargs: Any) -> None:  # fmt: skip
+def owner_pre_save(
+    sender: type, instance: Any, raw: bool = False, using: str | None = None, update_fields: Any = None, **kwargs: Any
+) -> None:
     """Apply changed mapped values to the owner's customers (one per account) and validate them,
     before the owner is written.
 
     Raises ``ValidationError`` keyed by the owner's fields for a value Stripe would refuse.
     """
-    owner_save.forget(instance)
     instance.__dict__.pop(_PENDING, None)
     if raw or instance._state.adding or instance.pk is None:
         return  # a new owner has no customer yet (get_or_create_for makes one)
     found = mapping()
     if found is None or (update_fields is not None and not found.touches(update_fields)):
         return
-    if owner_save.prepare(found, instance, using or router.db_for_write(sender, instance=instance), update_fields):
-        return  # OwnerMixin: its _do_update writes the customers, in the owner's statement
-    customers = _changed_customers(found, instance, _customers_of(instance.pk, using))
-    if customers:
-        instance.__dict__[_PENDING] = customers
+    using = using or router.db_for_write(sender, instance=instance)
+    planned = owner_save.changes(found, instance, update_fields)
+    if planned is None:  # nothing remembered (no OwnerMixin): every value, against the customers'
+        values, fresh = found.values(instance), owner_save.current(instance, update_fields)
+    else:
+        values, fresh = planned
+        if not values:
+            return  # nothing mapped changed: the owner's own UPDATE alone
+        owner_save.check(found, values)  # before any query
+    customers = _changed_customers(found, instance, _customers_of(instance.pk, using, lock=True), values)
+    instance.__dict__[_PENDING] = (customers, fresh)
 
 
-def _customers_of(owner_pk: Any, using: str | None) -> list[Customer]:
-    """The owner's customers, as ``Customer.objects.filter(owner_id=owner_pk)`` loads them, with the
-    query compiled once per database: compiling it cost more than running it, on every owner save."""
-    using = using or router.db_for_read(Customer)
-    connection = connections[using]
-    key = (using, connection.vendor)
-    found = _reads.get(key)
-    if found is None:
-        compiler = Customer.objects.using(using).filter(owner_id=owner_pk).query.get_compiler(using)
-        statement, params = compiler.as_sql()
-        columns = [column for column, _, _ in compiler.select]
-        if len(params) != 1 or any(getattr(column, "target", None) is None for column in columns):
-            return list(Customer.objects.using(using).filter(owner_id=owner_pk))
-        converters = [(index, *pair) for index, pair in compiler.get_converters(columns).items()]
-        found = _reads[key] = (statement, tuple(column.target.attname for column in columns), converters)
-    statement, names, converters = found
-    with connection.cursor() as cursor:
-        cursor.execute(statement, [Customer._meta.get_field("owner").get_db_prep_value(owner_pk, connection)])
-        rows = cursor.fetchall()
-    return [from_row(Customer, using, names, row, converters, connection) for row in rows]
+def _customers_of(owner_pk: Any, using: str | None, lock: bool = False) -> list[Customer]:
+    """The owner's customers. ``lock``: for a save inside a transaction, their rows are locked
+    now, before the owner's: a push locks a customer's row, then its write-back updates the owner's,
+    so the two never wait on each other in a circle. Outside one, each statement commits on its own
+    and holds nothing."""
+    customers = Customer.objects.using(using or router.db_for_read(Customer)).filter(owner_id=owner_pk)
+    if lock and not transaction.get_autocommit(using=customers.db):
+        customers = customers.select_for_update()
+    return list(customers)
 
 
-# Per database: the statement, the attributes its columns fill, and the converters Django applies.
-_reads: dict[tuple, tuple[str, tuple[str, ...], list]] = {}
-
-
-def _changed_customers(found: Mapping, owner: Any, customers: Any) -> list[tuple[Customer, list[str]]]:
-    """The owner's customers its mapped values changed, with the values applied and validated,
-    and the fields that were set (the write sets only those: the rest is as it was read)."""
-    values = found.values(owner)
+def _changed_customers(
+    found: Mapping, owner: Any, customers: Any, values: dict[str, Any] | None = None
+) -> list[tuple[Customer, list[str]]]:
+    """The owner's customers its mapped values (``values``: those given; default: every one)
+    changed, with the values applied and validated, and the fields that were set (the write sets
+    only those: the rest is as it was read)."""
+    if values is None:
+        values = found.values(owner)
     changed_customers = []
     for customer in customers:
         changed = found.changed(customer.owner_values or {}, values)
@@ -104,12 +98,25 @@ def _changed_customers(found: Mapping, owner: Any, customers: Any) -> list[tuple
     return changed_customers
 
 
-def owner_post_save(sender: type, instance: Any, created: bool = False, raw: bool = False, using: str | None = None,
-                    update_fields: Any = None, **kwargs: Any) -> None:  # fmt: skip
-    """Write the customers pre_save prepared: the diff and the outbox do the rest."""
-    for customer, fields in instance.__dict__.pop(_PENDING, ()):
+def owner_post_save(
+    sender: type,
+    instance: Any,
+    created: bool = False,
+    raw: bool = False,
+    using: str | None = None,
+    update_fields: Any = None,
+    **kwargs: Any,
+) -> None:
+    """Write the customers pre_save prepared (their save writes the outbox record and queues the
+    push); the values saved are remembered when the transaction commits."""
+    if created:
+        owner_save.remember(instance)  # an insert rolled back and saved again is an insert again
+        return
+    customers, fresh = instance.__dict__.pop(_PENDING, ((), None))
+    for customer, fields in customers:
         customer.save(using=using, update_fields=fields)
-    owner_save.saved(instance, created, update_fields)
+    if fresh is not None:
+        owner_save.keep_on_commit(instance, fresh, using or router.db_for_write(sender, instance=instance))
 
 
 def check_owner(owner: Any) -> None:

@@ -22,10 +22,10 @@ after it (``post_save``), in the same transaction when the save runs in one
 (the admin, ``ATOMIC_REQUESTS``, ``transaction.atomic()``). Were that second
 write lost, the next owner save, or ``sync_from_owners``, sends it still.
 
-With ``owner_model.OwnerMixin`` on the owner model (PostgreSQL), a save instead
-compares the mapped values with the owner's as it was loaded, checks only the
-changed ones, and writes them with the owner's own ``UPDATE`` in one statement
-(``owner_save``, ``ownersql``), each key only where ``owner_values`` differs.
+With ``owner_model.OwnerMixin`` on the owner model, a save compares the mapped
+values with the owner's as it was loaded first: one that changes none reads no
+customer, and only the changed values are checked and compared with
+``owner_values`` (``owner_save``).
 
 ``OWNER_BOTH_WAYS`` names mapped parameters Stripe may change too: when a
 webhook or pull brings a new value, it is written to the owner's field with
@@ -151,9 +151,11 @@ class Mapping:
         return {s.key: s.read(owner) for s in self.sources}
 
     def changed(self, base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-        """The values that differ from ``base`` (the ones last applied)."""
+        """The values (of those given) that differ from ``base`` (the ones last applied)."""
         return {
-            s.key: values[s.key] for s in self.sources if s.key not in base or not s.same(base[s.key], values[s.key])
+            key: value
+            for key, value in values.items()
+            if key not in base or not self.by_key[key].same(base[key], value)
         }
 
     def apply(self, customer: Any, values: dict[str, Any]) -> None:

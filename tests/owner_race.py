@@ -11,7 +11,7 @@ import sys
 import threading
 
 
-def main(owner_pk: int, threads: int) -> None:
+def main(owner_pk: str, threads: int) -> None:
     import django
 
     django.setup()
@@ -49,4 +49,4 @@ def main(owner_pk: int, threads: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]))
+    main(sys.argv[1], int(sys.argv[2]))

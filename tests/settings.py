@@ -17,8 +17,9 @@ as on a machine whose clock is wrong).
 
 ``CUSTOMERSYNC_TEST_OWNER`` picks the site's owner model: ``organization`` (the
 default: ``tests.ownerapp.Organization``), ``user`` (a custom user model,
-``tests.useraccounts.User``) or ``none`` (no owner link, as a site without the
-setting has it).
+``tests.useraccounts.User``), ``uuid`` or ``code`` (an organization whose primary
+key is a UUID, or a string: ``tests.keyowners``) or ``none`` (no owner link, as a
+site without the setting has it).
 """
 
 import datetime
@@ -31,6 +32,8 @@ from django.utils import timezone
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 OWNER = os.environ.get("CUSTOMERSYNC_TEST_OWNER", "organization")
+# Organizations keyed by something else than a number.
+KEY_OWNERS = {"uuid": "keyowners.UuidOrganization", "code": "keyowners.CodeOrganization"}
 SECRET_KEY = "tests-only"
 DEBUG = False
 ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
@@ -49,6 +52,8 @@ if OWNER == "user":
     AUTH_USER_MODEL = "useraccounts.User"
 elif OWNER == "organization":
     INSTALLED_APPS.insert(0, "tests.ownerapp")
+elif OWNER in KEY_OWNERS:
+    INSTALLED_APPS.insert(0, "tests.keyowners")
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -107,10 +112,14 @@ CUSTOMERSYNC = {
     # Other Stripe platforms (JSON), for workers of the several-accounts tests.
     "PLATFORMS": json.loads(os.environ.get("CUSTOMERSYNC_TEST_PLATFORMS", "{}")),
 }
-_ADDRESS = {"address[line1]": "street", "address[city]": "city", "address[postal_code]": "postal_code",
-            "address[country]": "country"}  # fmt: skip
-if OWNER == "organization":
-    CUSTOMERSYNC["OWNER_MODEL"] = "ownerapp.Organization"
+_ADDRESS = {
+    "address[line1]": "street",
+    "address[city]": "city",
+    "address[postal_code]": "postal_code",
+    "address[country]": "country",
+}
+if OWNER == "organization" or OWNER in KEY_OWNERS:
+    CUSTOMERSYNC["OWNER_MODEL"] = KEY_OWNERS.get(OWNER, "ownerapp.Organization")
     CUSTOMERSYNC["OWNER_FIELDS"] = {
         "name": "name",
         "email": "billing_email",

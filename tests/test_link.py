@@ -338,7 +338,7 @@ def test_queries_grow_with_batches_not_owners(stripe, django_assert_max_num_quer
         (["--field", "no_such_field"], r"--field no_such_field: .* \(CUSTOMERSYNC\['OWNER_MODEL'\]\) has no such"),
         (["--metadata", "metadata[org_id]"], r"give the metadata key alone"),
         (["--email", "--batch-size", "0"], r"--batch-size must be at least 1"),
-        (["not-a-pk", "--email"], r"Not an owner pk"),
+        (["not-a-pk" * 40, "--email"], r"Not an owner pk"),  # no number, no UUID, longer than a string pk
     ],
 )
 def test_errors(args, message):

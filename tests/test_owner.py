@@ -12,14 +12,22 @@ import json
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import connection
+from django.db import transaction
 from django.test import override_settings
 from django.urls import reverse
 
-from customersync import signals, sync
+from customersync import owner_save, signals, sync
 from customersync.models import Conflict, Customer, PendingPush, PushState, SyncStatus
 from customersync.wire import decode
-from tests.owners import field, identity, make_owner, owner_metadata_key, owner_model, set_name
+from tests.owners import (
+    field,
+    identity,
+    make_owner,
+    owner_metadata_key,
+    owner_model,
+    owner_save_queries,
+    set_name,
+)
 from tests.test_mirror import deliver, event, signed
 
 pytestmark = pytest.mark.django_db
@@ -31,13 +39,12 @@ def posts(stripe, path_prefix="/v1/customers"):
     return [r for r in stripe.requests if r.method == "POST" and r.path.startswith(path_prefix)]
 
 
-@pytest.fixture(params=["one statement", "signals"])
+@pytest.fixture(params=["mixin", "signals"])
 def save_path(request, monkeypatch):
-    """How owner saves reach the customers: the owner model's ``OwnerMixin`` (one statement on
-    PostgreSQL), or the signal path a site without the mixin has (the mixin turned off)."""
-    if request.param == "signals" or connection.vendor != "postgresql":
-        monkeypatch.setattr(owner_model(), "customersync_one_statement", False)
-        return "signals"
+    """How owner saves know what changed: the owner model's ``OwnerMixin`` (its values as loaded),
+    or what a site without the mixin has (nothing remembered: every value against the customers')."""
+    if request.param == "signals":
+        monkeypatch.setattr(owner_save, "_remembers", lambda instance: None)
     return request.param
 
 
@@ -222,7 +229,7 @@ def test_owner_save_changing_nothing_mapped_writes_nothing(linked, stripe, djang
     owner.plan_note = "not mapped"
     # The owner's UPDATE alone with the mixin (compared with the owner as loaded); without it, the
     # owner's UPDATE and finding its customer.
-    with django_assert_num_queries(1 if save_path == "one statement" else 2):
+    with django_assert_num_queries(1 if save_path == "mixin" else 2):
         owner.save()
     assert Customer.objects.get(pk=customer.pk).updated_at == before
     assert not PendingPush.objects.filter(customer=customer, state=PushState.PENDING).exists()
@@ -230,22 +237,66 @@ def test_owner_save_changing_nothing_mapped_writes_nothing(linked, stripe, djang
     assert stripe.requests == []
 
 
-def test_owner_save_changing_a_mapped_value_writes_only_what_it_applied(linked, django_assert_num_queries, save_path):
+def test_owner_save_changing_a_mapped_value_writes_only_what_it_applied(linked, save_path):
     owner, customer = linked
     # Changed in the row since the owner's customer was last written (as by an edit meanwhile).
     Customer.objects.filter(pk=customer.pk).update(description="set elsewhere")
     setattr(owner, field("email"), "accounts@acme.test")
-    # With the mixin, one statement: the owner's UPDATE, the customer's and its outbox record.
-    # Without: the owner's UPDATE, finding its customer, and the customer's save (its guarded update,
-    # the look for a queued push and the outbox record).
-    expected = 1 if save_path == "one statement" else 5
-    with django_assert_num_queries(expected):
+    # The owner's UPDATE and finding its customer, then the customer's own save (with its outbox
+    # record): the same on every database, with the mixin or without.
+    with owner_save_queries() as queries:
         owner.save()
+    assert (queries.own, queries.customer_saves) == (2, 1)
     stored = Customer.objects.get(pk=customer.pk)
     assert stored.email == "accounts@acme.test" and stored.description == "set elsewhere"
     assert stored.owner_values["email"] == "accounts@acme.test"
     assert stored.sync_status == SyncStatus.PENDING
     assert PendingPush.objects.filter(customer=customer, state=PushState.PENDING).count() == 1
+
+
+def test_an_owner_save_rolled_back_then_saved_again_sends_its_change(linked, stripe, save_path):
+    owner, customer = linked
+    owner = owner_model().objects.get(pk=owner.pk)  # as a view loads it
+    setattr(owner, field("email"), "again@acme.test")
+    with pytest.raises(RuntimeError), transaction.atomic():
+        owner.save()
+        raise RuntimeError("the view fails after the save")
+    assert Customer.objects.get(pk=customer.pk).email == "billing@acme.test"
+    owner.save()
+    push_now(customer)
+    (request,) = posts(stripe)
+    assert request.body == b"email=again%40acme.test"
+
+
+def test_a_committed_owner_save_then_saved_unchanged_sends_nothing_more(
+    linked, stripe, save_path, django_capture_on_commit_callbacks
+):
+    owner, customer = linked
+    owner = owner_model().objects.get(pk=owner.pk)
+    setattr(owner, field("email"), "once@acme.test")
+    with django_capture_on_commit_callbacks(execute=True):
+        owner.save()
+    push_now(customer)
+    stripe.clear_requests()
+    with owner_save_queries() as queries:
+        owner.save()
+    # The mixin remembered the values saved once they committed: the owner's UPDATE alone.
+    assert (queries.total, queries.customer_saves) == (1 if save_path == "mixin" else 2, 0)
+    push_now(customer)
+    assert posts(stripe) == []
+
+
+def test_a_key_added_to_the_mapping_is_sent_by_the_next_save(linked, stripe, settings, save_path):
+    owner, customer = linked
+    owner_model().objects.filter(pk=owner.pk).update(plan_note="gold")
+    owner = owner_model().objects.get(pk=owner.pk)  # loaded with the mapping as it was
+    mapping = {**settings.CUSTOMERSYNC["OWNER_FIELDS"], "metadata[plan]": "plan_note"}
+    with override_settings(CUSTOMERSYNC={**settings.CUSTOMERSYNC, "OWNER_FIELDS": mapping}):
+        owner.save()  # nothing of the owner changed: the mapping did
+        push_now(customer)
+    (request,) = posts(stripe)
+    assert request.body == b"metadata[plan]=gold"
+    assert Customer.objects.get(pk=customer.pk).owner_values["metadata[plan]"] == "gold"
 
 
 def test_owner_value_stripe_would_refuse_is_an_error_on_the_owner_field(linked, stripe):

@@ -1,69 +1,46 @@
-"""An owner save with ``OwnerMixin`` on PostgreSQL: one statement for the owner's row, its customers'
-changed values and their outbox records, decided against the owner as loaded.
+"""An owner save with ``OwnerMixin``: what changed is decided against the owner as loaded, only the
+changed values are checked (before any query) and compared with what its customers last had
+applied; its customers are written through their own save, with their outbox records.
 
-Runs on whichever owner model the settings name (both test owner models have the mixin;
-``test_owner.py`` runs its tests on the signal path too, the mixin turned off), and each test both
-ways ``ownersql`` writes: the statement planned at each save, and the mapping's owner function.
+Runs on whichever owner model the settings name (every test owner model has the mixin;
+``test_owner.py`` runs its tests without it too), on every database.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from contextlib import nullcontext
 
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection, connections, transaction
 from django.test import override_settings
 
-from customersync import ownersql, sync
+from customersync import outbox, sync
 from customersync.models import Customer, PendingPush, PushState, SyncStatus
 from customersync.owners import mapping
 from customersync.push import Outcome
 from customersync.wire import decode
-from tests.owners import field, make_owner, owner_metadata_key, owner_model, set_name
+from tests.owners import field, make_owner, owner_metadata_key, owner_model, owner_save_queries, set_name
 
-pytestmark = [
-    pytest.mark.django_db,
-    pytest.mark.skipif(connection.vendor != "postgresql", reason="the one-statement save is PostgreSQL's"),
-]
+pytestmark = pytest.mark.django_db
 
 ADDRESS = {"street": "1 rue de Rivoli", "city": "Paris", "postal_code": "75001", "country": "FR"}
 
 
-class _Given(dict):
-    """What ``ownersql`` knows of a connection's owner functions, fixed: present (each mapping's
-    created on first use, as ``migrate`` creates the site's) or absent, with nothing asked."""
+@pytest.fixture
+def published(monkeypatch, django_capture_on_commit_callbacks):
+    """The customers whose push task the block's commit publishes."""
+    pks: list = []
+    monkeypatch.setattr(outbox.publisher, "submit", pks.append)
+    monkeypatch.setattr(outbox, "enqueue", lambda pk, **kwargs: pks.append(pk))
 
-    def __init__(self, present: bool) -> None:
-        super().__init__()
-        self.present = present
+    def capture():
+        return django_capture_on_commit_callbacks(execute=True)
 
-    def __contains__(self, name: object) -> bool:
-        return True
-
-    def get(self, name, default=None):
-        if self.present and name not in self.keys():  # created past Django's query counting
-            connection.connection.execute(ownersql.function(mapping(), connection)[1])
-            self[name] = True
-        return self.present
-
-
-class _EveryConnection:
-    """``ownersql._present`` answering the same for every connection."""
-
-    def __init__(self, given: _Given) -> None:
-        self.given = given
-
-    def setdefault(self, connection: object, default: object) -> _Given:
-        return self.given
-
-
-@pytest.fixture(params=["statement", "function"], autouse=True)
-def owner_sql(request, monkeypatch):
-    """Each test on both ways of writing: the statement, and the owner function."""
-    monkeypatch.setattr(ownersql, "_present", _EveryConnection(_Given(request.param == "function")))
-    return request.param
+    capture.pks = pks
+    return capture
 
 
 def linked_customer(owner, **values) -> Customer:
@@ -82,28 +59,25 @@ def loaded(owner):
     return owner_model().objects.get(pk=owner.pk)
 
 
-def test_a_mapped_change_is_one_statement_with_its_outbox_record_and_push(
-    owner_sql, django_assert_num_queries, django_capture_on_commit_callbacks
-):
+def test_a_mapped_change_writes_its_customer_with_its_outbox_record_and_push(published):
     owner = make_owner(**{field("email"): "billing@acme.test", **ADDRESS})
     customer = linked_customer(owner)
     owner = loaded(owner)
     setattr(owner, field("email"), "accounts@acme.test")
-    with django_capture_on_commit_callbacks() as callbacks, django_assert_num_queries(1) as queries:
+    with published(), owner_save_queries() as queries:
         owner.save()
-    name = ownersql.function(mapping(), connection)[0]
-    sql = queries.captured_queries[0]["sql"]
-    assert sql.startswith("WITH cust AS (UPDATE") if owner_sql == "statement" else f'SELECT "{name}"(' in sql
-    assert len(callbacks) == 1  # the push task, published on commit
+    # The owner's UPDATE, the read of its customers, the customer's own save: on every database.
+    assert (queries.own, queries.customer_saves) == (2, 1)
+    assert published.pks == [customer.pk]  # the push task, published on commit
     stored = Customer.objects.get(pk=customer.pk)
     assert stored.email == "accounts@acme.test" and stored.owner_values["email"] == "accounts@acme.test"
     assert stored.sync_status == SyncStatus.PENDING and stored.updated_at > customer.updated_at
     (record,) = PendingPush.objects.all()
-    assert (record.customer_id, record.state, record.enqueued_at) == (customer.pk, PushState.PENDING, stored.updated_at)
+    assert (record.customer_id, record.state) == (customer.pk, PushState.PENDING)
     assert getattr(loaded(owner), field("email")) == "accounts@acme.test"
 
 
-def test_exact_values_written_a_column_an_address_part_and_a_metadata_key(settings, django_assert_num_queries):
+def test_exact_values_written_a_column_an_address_part_and_a_metadata_key(settings):
     fields = {**settings.CUSTOMERSYNC["OWNER_FIELDS"], "metadata[plan]": "plan_note"}
     with override_settings(CUSTOMERSYNC={**settings.CUSTOMERSYNC, "OWNER_FIELDS": fields}):
         owner = make_owner(plan_note="silver", **{field("email"): "billing@acme.test", **ADDRESS})
@@ -112,8 +86,9 @@ def test_exact_values_written_a_column_an_address_part_and_a_metadata_key(settin
         owner = loaded(owner)
         setattr(owner, field("email"), "accounts@acme.test")
         owner.city, owner.plan_note = "Lyon", "gold"
-        with django_assert_num_queries(1):
+        with owner_save_queries() as queries:
             owner.save()
+    assert (queries.own, queries.customer_saves) == (2, 1)
     stored = Customer.objects.get(pk=customer.pk)
     assert stored.email == "accounts@acme.test"
     assert stored.address == {"line1": "1 rue de Rivoli", "city": "Lyon", "postal_code": "75001", "country": "FR"}
@@ -136,31 +111,43 @@ def test_exact_values_written_a_column_an_address_part_and_a_metadata_key(settin
     ],
 )
 def test_object_parts_are_applied_as_the_mapping_applies_them(settings, address, shipping, city):
-    """The statement's JSON against ``Mapping.apply``, the Python reference, on the same customer."""
+    """What the save writes against ``Mapping.apply`` on the same customer; where the customer's
+    own checks refuse the result (a shipping address without a name), the save is refused and nothing
+    is written."""
     fields = {**settings.CUSTOMERSYNC["OWNER_FIELDS"], "shipping[address][city]": "city"}
     with override_settings(CUSTOMERSYNC={**settings.CUSTOMERSYNC, "OWNER_FIELDS": fields}):
         owner = make_owner(**{**ADDRESS, "city": "Paris"})
         customer = linked_customer(owner)
         Customer.objects.filter(pk=customer.pk).update(address=address, shipping=shipping)
+        before = Customer.objects.get(pk=customer.pk)
         expected = Customer.objects.get(pk=customer.pk)
         found = mapping()
         found.apply(expected, {"address[city]": city, "shipping[address][city]": city})
+        try:
+            expected.validate_for_stripe()
+        except ValidationError:
+            expected = before
         owner = loaded(owner)
         owner.city = city
-        owner.save()
+        if expected is before:
+            with pytest.raises(ValidationError):
+                owner.save()
+        else:
+            owner.save()
     stored = Customer.objects.get(pk=customer.pk)
     assert (stored.address, stored.shipping) == (expected.address, expected.shipping)
 
 
-def test_a_key_whose_value_the_customer_already_has_applied_is_not_written(django_assert_num_queries):
+def test_a_key_whose_value_the_customer_already_has_applied_is_not_written():
     owner = make_owner(**{field("email"): "billing@acme.test"})
     customer = linked_customer(owner)
     owner = loaded(owner)
     # Applied already (as by a write-back), while this copy of the owner was loaded before.
     Customer.objects.filter(pk=customer.pk).update(owner_values={**customer.owner_values, "email": "new@acme.test"})
     setattr(owner, field("email"), "new@acme.test")
-    with django_assert_num_queries(1):
+    with owner_save_queries() as queries:
         owner.save()
+    assert (queries.own, queries.customer_saves) == (2, 0)  # read, found applied, not written
     stored = Customer.objects.get(pk=customer.pk)
     assert stored.email == "billing@acme.test" and stored.updated_at == customer.updated_at
     assert stored.sync_status == SyncStatus.IN_SYNC and not PendingPush.objects.exists()
@@ -185,20 +172,21 @@ def test_a_save_changing_nothing_mapped_is_the_owners_update_alone(django_assert
     linked_customer(owner)
     owner = loaded(owner)
     owner.plan_note = "not mapped"
-    with django_assert_num_queries(1) as queries:
+    with django_assert_num_queries(1):
         owner.save()
-    assert queries.captured_queries[0]["sql"].startswith(f'UPDATE "{owner._meta.db_table}"')
+    assert loaded(owner).plan_note == "not mapped"
     assert not PendingPush.objects.exists()
 
 
-def test_update_fields_naming_a_mapped_field_is_one_statement_writing_that_field_alone(django_assert_num_queries):
+def test_update_fields_naming_a_mapped_field_writes_that_field_alone():
     owner = make_owner(**{field("email"): "billing@acme.test", **ADDRESS})
     customer = linked_customer(owner)
     owner = loaded(owner)
     setattr(owner, field("email"), "accounts@acme.test")
     owner.city = "Lyon"  # not saved: not sent either
-    with django_assert_num_queries(1):
+    with owner_save_queries() as queries:
         owner.save(update_fields=[field("email")])
+    assert (queries.own, queries.customer_saves) == (2, 1)
     stored = Customer.objects.get(pk=customer.pk)
     assert stored.email == "accounts@acme.test" and stored.address["city"] == "Paris"
     assert loaded(owner).city == "Paris"
@@ -206,16 +194,16 @@ def test_update_fields_naming_a_mapped_field_is_one_statement_writing_that_field
     assert Customer.objects.get(pk=customer.pk).address["city"] == "Lyon"
 
 
-def test_an_owner_model_selecting_on_save_has_its_update_then_the_customers(monkeypatch, django_assert_num_queries):
-    """Where Django's own update must run (``select_on_save``; on Django 6, fields it returns), the
-    customers' write follows it as a statement of its own."""
+def test_an_owner_model_selecting_on_save_has_its_select_and_update_then_the_customers(monkeypatch):
+    """``select_on_save``: Django's own SELECT before its UPDATE, the rest as always."""
     monkeypatch.setattr(owner_model()._meta, "select_on_save", True)
     owner = make_owner(**{field("email"): "billing@acme.test"})
     customer = linked_customer(owner)
     owner = loaded(owner)
     setattr(owner, field("email"), "accounts@acme.test")
-    with django_assert_num_queries(3):  # Django's SELECT and UPDATE, then the customers and the outbox
+    with owner_save_queries() as queries:
         owner.save()
+    assert (queries.own, queries.customer_saves) == (3, 1)
     assert Customer.objects.get(pk=customer.pk).email == "accounts@acme.test"
     assert PendingPush.objects.filter(customer=customer, state=PushState.PENDING).count() == 1
 
@@ -254,17 +242,17 @@ def test_refresh_from_db_takes_the_values_it_loads_as_the_ones_to_compare_with()
     assert Customer.objects.get(pk=customer.pk).email == "again@acme.test"
 
 
-def test_a_customer_deleted_in_stripe_keeps_its_status_and_gets_no_record(django_capture_on_commit_callbacks):
+def test_a_customer_deleted_in_stripe_keeps_its_status_and_gets_no_record(published):
     owner = make_owner(**{field("email"): "billing@acme.test"})
     customer = linked_customer(owner)
     Customer.objects.filter(pk=customer.pk).mark_deleted()
     owner = loaded(owner)
     setattr(owner, field("email"), "accounts@acme.test")
-    with django_capture_on_commit_callbacks() as callbacks:
+    with published():
         owner.save()
     stored = Customer.objects.get(pk=customer.pk)
     assert stored.email == "accounts@acme.test" and stored.sync_status == SyncStatus.DELETED
-    assert callbacks == [] and not PendingPush.objects.exists()
+    assert published.pks == [] and not PendingPush.objects.exists()
 
 
 def test_a_failed_customer_becomes_pending_and_keeps_its_error_as_settle_does():
@@ -282,16 +270,16 @@ def test_a_failed_customer_becomes_pending_and_keeps_its_error_as_settle_does():
     assert stored.sync_error == {"message": "No."}
 
 
-def test_a_second_save_joins_the_queued_push(django_capture_on_commit_callbacks):
+def test_a_second_save_joins_the_queued_push(published):
     owner = make_owner(**{field("email"): "billing@acme.test"})
     customer = linked_customer(owner)
     owner = loaded(owner)
     setattr(owner, field("email"), "one@acme.test")
     owner.save()
     owner.city = "Lyon"
-    with django_capture_on_commit_callbacks() as callbacks:
+    with published():
         owner.save()
-    assert callbacks == []
+    assert published.pks == []
     assert PendingPush.objects.filter(customer=customer, state=PushState.PENDING).count() == 1
 
 
@@ -308,8 +296,8 @@ def test_the_push_sends_exactly_what_changed(stripe):
     assert decode(request.body) == {"address": address}  # an object is sent whole
 
 
-def test_a_value_stripe_already_has_settles_in_the_push_without_a_request(stripe):
-    """Saved pending with its record (the statement does not diff), the push finds nothing to send."""
+def test_a_value_stripe_already_has_settles_without_a_request(stripe):
+    """The customer's save diffs against what Stripe has: nothing to send, nothing queued."""
     owner = make_owner(**{field("email"): "billing@acme.test"})
     customer = sync.get_or_create_for(owner, wait=True)
     stripe.update_customer_directly(customer.stripe_id, email="portal@acme.test")
@@ -319,9 +307,7 @@ def test_a_value_stripe_already_has_settles_in_the_push_without_a_request(stripe
     owner = loaded(owner)
     setattr(owner, field("email"), "portal@acme.test")
     owner.save()
-    stored = Customer.objects.get(pk=customer.pk)
-    assert stored.sync_status == SyncStatus.PENDING and stored.owner_values["email"] == "portal@acme.test"
-    assert PendingPush.objects.filter(customer=customer, state=PushState.PENDING).count() == 1
+    assert Customer.objects.get(pk=customer.pk).owner_values["email"] == "portal@acme.test"
     assert sync.push(customer.pk).outcome is Outcome.NOTHING
     assert stripe.requests == []
     stored = Customer.objects.get(pk=customer.pk)
@@ -329,11 +315,14 @@ def test_a_value_stripe_already_has_settles_in_the_push_without_a_request(stripe
     assert not PendingPush.objects.filter(customer=customer, state=PushState.PENDING).exists()
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks and pg_stat_activity are PostgreSQL's")
+@pytest.mark.parametrize("in_transaction", [False, True], ids=["autocommit", "atomic"])
 @pytest.mark.django_db(transaction=True)
-def test_a_save_racing_a_push_waits_for_the_customer_row_and_never_holds_the_owner_first():
-    """A push freezes a customer under its row lock, and its write-back then updates the owner: the
-    owner's statement locks the customers before the owner's row, so it waits without holding the
-    owner's, and once the push committed it writes its value and queues a record of its own."""
+def test_a_save_racing_a_push_waits_for_the_customer_row_and_never_holds_the_owner_first(in_transaction):
+    """A push freezes a customer under its row lock, and its write-back then updates the owner: an
+    owner save waits for the customer's row without holding the owner's (in a transaction it locks
+    its customers before its UPDATE; outside one, its UPDATE committed already), and once the push
+    committed it writes its value and queues a record of its own."""
     owner = make_owner(**{field("email"): "billing@acme.test"})
     customer = linked_customer(owner)
     saver = loaded(owner)
@@ -342,7 +331,8 @@ def test_a_save_racing_a_push_waits_for_the_customer_row_and_never_holds_the_own
 
     def save() -> None:
         try:
-            saver.save()
+            with transaction.atomic(durable=True) if in_transaction else nullcontext():
+                saver.save()
         except BaseException as err:  # reported below
             errors.append(err)
         finally:

@@ -83,13 +83,6 @@ class CustomerQuerySet(models.QuerySet):
         """A pending customer turned out to have nothing to send."""
         return self.filter(sync_status=SyncStatus.PENDING).update(sync_status=SyncStatus.IN_SYNC, sync_error=None)
 
-    @staticmethod
-    def pending_sql(quote: Any) -> str:
-        """The status an owner's one-statement write gives (``ownersql``), in SQL: pending, as
-        ``settle(True)`` makes it (the error stays); a customer deleted in Stripe stays deleted."""
-        column = quote("sync_status")
-        return f"CASE WHEN {column} = '{SyncStatus.DELETED.value}' THEN {column} ELSE '{SyncStatus.PENDING.value}' END"
-
 
 class Customer(models.Model):
     """One Stripe customer: the state operators want, and what Stripe last confirmed.

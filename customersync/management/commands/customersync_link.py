@@ -62,7 +62,8 @@ class Command(BaseCommand):
         try:
             found = link.require_mapping()
             match = link.matcher(found, field=options["field"], email=options["email"], metadata=options["metadata"])
-            pks = [found.model._meta.pk.to_python(pk) for pk in owner_pks]
+            # clean(): the pk's type and its validators (a string pk's length), whatever its field.
+            pks = [found.model._meta.pk.clean(pk, None) for pk in owner_pks]
             account = accounts.resolve(options["account"])
         except ValidationError as err:
             raise CommandError(f"Not an owner pk: {'; '.join(err.messages)}") from err
