@@ -74,7 +74,17 @@ TEMPLATES = [
 ]
 WSGI_APPLICATION = "project.wsgi.application"
 
-DATABASES = {"default": dj_database_url.parse(os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'demo.sqlite3'}"))}
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'demo.sqlite3'}"), conn_health_checks=True
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Django's connection pool (psycopg[pool]): Celery's Django fix-up closes a worker's connection
+    # before and after every task, whatever CONN_MAX_AGE says; with the pool that hands it back
+    # instead of closing it, so a push task does not open a connection of its own (see the README's
+    # "Worker settings"). The pool is per process: run the worker with --pool=threads.
+    DATABASES["default"]["OPTIONS"] = {**DATABASES["default"].get("OPTIONS", {}), "pool": True}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"
