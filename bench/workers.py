@@ -197,6 +197,28 @@ def plain_loop(server: FakeServer, customers: list) -> float:
     return len(customers) / (time.monotonic() - began)
 
 
+def publish_cost(customers: list, broker: str) -> tuple[float, float]:
+    """Milliseconds per published push task: through ``outbox.publish`` (pooled, one producer for the
+    batch), and through a connection of its own per task; nothing consumes them (flushed after)."""
+    import redis
+    from celery import current_app
+
+    from customersync import outbox
+
+    pks = [customer.pk for customer in customers]
+    outbox.publish(pks[:10])  # the pool's first connection
+    began = time.perf_counter()
+    outbox.publish(pks)
+    pooled = (time.perf_counter() - began) / len(pks) * 1000
+    began = time.perf_counter()
+    for pk in pks:
+        with current_app.connection_for_write() as connection:
+            current_app.send_task(outbox.PUSH_TASK, args=[pk], connection=connection, **outbox.queue_options())
+    own = (time.perf_counter() - began) / len(pks) * 1000
+    redis.Redis.from_url(broker).flushdb()
+    return pooled, own
+
+
 def breakdown(directory: str, pushes: int, seconds: float, slots: int) -> list[str]:
     """Where a push task's time went, from ``bench.probe``'s lines (push tasks only)."""
     lines = []
@@ -264,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         sync.pull()
         customers = list(Customer.objects.order_by("pk"))
         plain = plain_loop(server, customers)
+        pooled, own = publish_cost(customers, broker)
         runs = [("marked", "recommended", RECOMMENDED), ("saves", "recommended", RECOMMENDED)]
         if args.compare:
             no_pool = {"BENCH_DB_POOL": "0"}
@@ -300,6 +323,10 @@ def main(argv: list[str] | None = None) -> int:
         "budget off, fake server (its own process) answering at once"
     )
     print(f"  baseline, plain requests POST loop: {plain:.0f} requests/s (mean of one loop before, one after)")
+    print(
+        f"  publishing a push task: {pooled:.2f} ms through the pooled producer, {own:.2f} ms over a connection "
+        f"of its own (ratio {pooled / own:.2f})"
+    )
     for how, label, pushes, seconds in rows:
         rate = pushes / seconds
         print(
