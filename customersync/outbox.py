@@ -26,7 +26,6 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
-from kombu import pools
 
 from .conf import app_settings
 from .models import Customer, PendingPush, PushState, SyncStatus
@@ -87,18 +86,11 @@ def publish(customer_pks: list[int], *, countdown: float | None = None) -> list[
     return published
 
 
-class _Producers(pools.PoolGroup):
-    """Producer pools keyed by their broker connection, each over connections of its own."""
-
-    def create(self, connection: Any, limit: int) -> pools.ProducerPool:
-        return pools.ProducerPool(connection.Pool(limit=limit), limit=limit)
-
-
-_producers: dict[int, _Producers] = {}
+_producers: dict[int, Any] = {}
 _producers_lock = threading.Lock()
 
 
-def producers() -> pools.ProducerPool:
+def producers() -> Any:
     """This process's pool of producers to the site's broker, over connections that never retry.
 
     Pooled as Celery pools its own (a publish through it costs a fraction of a
@@ -118,8 +110,19 @@ def producers() -> pools.ProducerPool:
         group = _producers.get(pid)
         if group is None:
             _producers.clear()  # a parent's pools: dropped, not closed (their sockets are the parent's)
-            group = _producers[pid] = _Producers(limit=pools.get_limit(), close_after_fork=False)
+            group = _producers[pid] = _producer_group()
         return group[connection]
+
+
+def _producer_group() -> Any:
+    """Producer pools keyed by their broker connection, each over connections of its own."""
+    from kombu import pools
+
+    class Producers(pools.PoolGroup):
+        def create(self, connection: Any, limit: int) -> pools.ProducerPool:
+            return pools.ProducerPool(connection.Pool(limit=limit), limit=limit)
+
+    return Producers(limit=pools.get_limit(), close_after_fork=False)
 
 
 class _Publisher:
