@@ -4,7 +4,8 @@ Starts its own fake Stripe server on loopback and its own worker processes,
 uses the test settings' PostgreSQL and Redis (db 12, a database of its own)
 and prints a table; every figure is a ratio against a baseline measured in
 the same run. The benches that have modules of their own (the saves, the push
-pipeline with 2 and 4 worker processes, the pull with its memory) run first and
+pipeline with 2 and 4 worker processes, the pipeline through real workers, the pull
+with its memory) run first and
 print their output after the table: ``--quick`` leaves them out. Benchmarks are not tests:
 nothing here asserts.
 """
@@ -26,6 +27,7 @@ MORE = (
     ("bench.saves",),
     ("bench.pipeline", "--workers", "2"),
     ("bench.pipeline", "--workers", "4"),
+    ("bench.workers", "--compare"),
     ("bench.pull", "--customers", "10000", "--memory"),
 )
 

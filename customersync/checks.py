@@ -133,6 +133,34 @@ def check_celery(app_configs: Any = None, **kwargs: Any) -> list:
     return messages
 
 
+@register(deploy=True)
+def check_worker_database(app_configs: Any = None, **kwargs: Any) -> list:
+    """Warn when every push task would open a database connection of its own (``manage.py check --deploy``).
+
+    Celery's Django fix-up closes a worker's connections before and after each
+    task, whatever ``CONN_MAX_AGE`` says; only Django's connection pool turns
+    that close into a hand-back. SQLite opens a file, not a connection: not warned.
+    """
+    from django.conf import settings
+    from django.db import router
+
+    from .models import Customer
+
+    alias = router.db_for_write(Customer)
+    database = settings.DATABASES.get(alias, {})
+    if database.get("ENGINE", "").endswith("sqlite3") or (database.get("OPTIONS") or {}).get("pool"):
+        return []
+    return [
+        Warning(
+            f"The database {alias!r} has no connection pool: Celery closes a worker's connection around every "
+            "task (whatever CONN_MAX_AGE says), so every push opens a new database connection.",
+            hint=f"Set DATABASES[{alias!r}]['OPTIONS'] = {{'pool': True}} (Django's connection pool, "
+            "psycopg[pool]) and run the workers with --pool=threads; see the README's Worker settings.",
+            id="customersync.W014",
+        )
+    ]
+
+
 @register()
 def check_owner(app_configs: Any = None, **kwargs: Any) -> list:
     """The owner link's settings: a model that exists, and a mapping that parses and can be written back."""

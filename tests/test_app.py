@@ -105,3 +105,25 @@ def test_celery_check_sees_tasks_that_lost_late_acks():
     finally:
         task.acks_late = True
     assert ids == {"customersync.W012"}
+
+
+@pytest.mark.parametrize(
+    "engine, options, expected",
+    [
+        ("django.db.backends.postgresql", {}, {"customersync.W014"}),
+        ("django.db.backends.postgresql", {"pool": False}, {"customersync.W014"}),
+        ("django.db.backends.postgresql", {"pool": True}, set()),
+        ("django.db.backends.postgresql", {"pool": {"min_size": 2, "max_size": 8}}, set()),
+        ("django.db.backends.sqlite3", {}, set()),
+    ],
+)
+@pytest.mark.filterwarnings("ignore:Overriding setting DATABASES:UserWarning")
+def test_deploy_check_warns_when_every_push_task_opens_a_database_connection(engine, options, expected):
+    from django.conf import settings
+
+    database = {**settings.DATABASES["default"], "ENGINE": engine, "OPTIONS": options}
+    with override_settings(CUSTOMERSYNC={"API_KEY": "sk_test_1"}, DATABASES={"default": database}):
+        ids = {m.id for m in run_checks(include_deployment_checks=True) if m.id == "customersync.W014"}
+        # Not a warning of plain `manage.py check`: the site's tests and development run without a pool.
+        assert not {m.id for m in run_checks() if m.id == "customersync.W014"}
+    assert ids == expected

@@ -229,6 +229,26 @@ def test_mark_for_push_after_queryset_update(stripe, django_capture_on_commit_ca
     assert sorted(r.body for r in stripe.requests if r.method == "POST") == [b"description=bulk+edited"] * 2
 
 
+@pytest.mark.django_db
+def test_the_drain_publishes_its_batch_and_stamps_it_in_constant_queries(stripe, purge_broker, published_tasks):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    for count in (2, 6):
+        for i in range(count):
+            stripe.add_customer(name=f"d{count}-{i}")
+        sync.pull()
+        Customer.objects.filter(name__startswith=f"d{count}-").update(description=f"bulk {count}")
+        assert sync.mark_for_push(Customer.objects.filter(name__startswith=f"d{count}-")) == count
+        published_tasks.clear()
+        with CaptureQueriesContext(connection) as queries:
+            assert sync.drain() == (count, 0)
+        # The customers' ids, one UPDATE stamping them all, what is left: the same for 2 and for 6.
+        assert len(queries.captured_queries) == 3
+        assert len(published_tasks) == count
+        assert not PendingPush.objects.filter(state=PushState.PENDING, enqueued_at=None).exists()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_the_grant_is_taken_right_before_the_request_not_before_a_slow_freeze(stripe):
     """An operator's save holds the customer's row while the push freezes its change: the
