@@ -5,7 +5,8 @@ it is still in flight under this push: a late answer for a record already confir
 or given up changes nothing, so it never rolls back a newer state), the customer read
 under its row lock with the answer merged in and written, a new outbox record when an
 edit made meanwhile is still owed to Stripe, and last the lease's check
-(``Lease.settle``): released when nothing else is open, renewed otherwise. A holder
+(``Lease.settle``): renewed for the push's next round when Stripe is still owed
+something, released otherwise. A holder
 that lost its lease stores nothing of the answer but the attempt's success.
 """
 
@@ -63,12 +64,12 @@ def store(
             customer.save_synced()
             if still_pending:
                 _owed_again(customer, now)
-            released = lease.settle()
+            lease.settle(still_pending)
     except LeaseLost:
         if attempt is not None:
             _succeeded(attempt, request_id, now)  # Stripe's answer all the same
         raise
-    lease.released = released
+    lease.released = not still_pending
     return customer
 
 

@@ -37,16 +37,14 @@ import socket
 import uuid
 
 from django.db import DatabaseError, IntegrityError, router, transaction
-from django.db.models import DateTimeField, Exists, ExpressionWrapper, OuterRef, Q
+from django.db.models import DateTimeField, ExpressionWrapper, Q
 from django.db.models.functions import Now
 
 from .conf import app_settings
 from .exceptions import Busy, LeaseLost
-from .models import PendingPush, PushLease, PushState
+from .models import PushLease
 
 logger = logging.getLogger("customersync")
-
-OPEN = (PushState.PENDING, PushState.SENDING)
 
 
 def db_now_plus(seconds: float) -> ExpressionWrapper:
@@ -65,7 +63,7 @@ class Lease:
     def __init__(self, customer_pk: int, owner: str | None = None, *, using: str | None = None) -> None:
         self.customer_pk = customer_pk
         self.using = using or router.db_for_write(PushLease)
-        self.released = False  # by the confirm that left nothing open (``settle``)
+        self.released = False  # by the confirm that left nothing owed (``settle``)
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
     def _rows(self):
@@ -122,15 +120,15 @@ class Lease:
         if not self._mine().update(expires_at=db_now_plus(app_settings.LEASE_SECONDS), renewed_at=Now()):
             raise self._lost()
 
-    def settle(self) -> bool:
-        """The confirm's last statement: release the lease when no record of the customer is open (True),
-        else renew it for the next round (False); ``LeaseLost`` when it is no longer this holder's. The
-        caller marks it ``released`` once its transaction commits."""
-        others = PendingPush.objects.filter(customer_id=OuterRef("customer_id"), state__in=OPEN)
-        if self._mine().exclude(Exists(others)).update(owner="", expires_at=None, renewed_at=None):
-            return True
-        self.hold()
-        return False
+    def settle(self, more: bool) -> None:
+        """The confirm's last statement: renew the lease for the next round when the customer still
+        owes Stripe something (``more``), else release it; ``LeaseLost`` when it is no longer this
+        holder's. The caller marks it ``released`` once its transaction commits. (A record an edit
+        queued meanwhile with nothing left to send is its own task's, as any edit's is.)"""
+        if more:
+            self.hold()
+        elif not self._mine().update(owner="", expires_at=None, renewed_at=None):
+            raise self._lost()
 
     def _lost(self) -> LeaseLost:
         logger.warning("Lost the lease of customer %s: stopping without sending.", self.customer_pk)

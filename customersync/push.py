@@ -11,12 +11,12 @@
 3. ``_send`` sends it;
 4. ``confirm.store`` stores Stripe's answer as the confirmed state in one
    transaction, keeping edits made while the request was in flight (they have their
-   own outbox record and task), and releases the lease when nothing else is open;
+   own outbox record and task), and releases the lease when nothing is left owed;
    ``_failed`` records a refusal.
 
 An update push is eleven statements in three writing transactions: the read and the
 lease, the take (four statements) and the confirm (five). A push that finds nothing
-to send ends after the read. Every statement goes to the router's database for
+queued and nothing owed ends after two reads, writing nothing. Every statement goes to the router's database for
 writing customers, chosen once per push.
 
 Retryable failures (network, 401, 409, 429, 5xx, ``Stripe-Should-Retry: true``)
@@ -54,8 +54,8 @@ from .exceptions import (
     Unstorable,
     is_retryable,
 )
-from .lease import OPEN, Lease
-from .models import AttemptOutcome, Customer, PendingPush, PushAttempt, PushLease, PushState, SyncStatus
+from .lease import Lease
+from .models import Account, AttemptOutcome, Customer, PendingPush, PushAttempt, PushLease, PushState, SyncStatus
 from .params import TABLE
 from .wire import encode, flatten
 
@@ -63,6 +63,7 @@ logger = logging.getLogger("customersync")
 
 # Rounds of push within one lease: picks up edits made during the previous request.
 _MAX_ROUNDS = 3
+OPEN = (PushState.PENDING, PushState.SENDING)
 REDACTED = "[redacted]"
 _FROZEN = ("state", "operation", "params", "body", "sent_state", "sent_once", "frozen_at")
 
@@ -118,17 +119,16 @@ def push(customer_pk: int, *, client: StripeClient | None = None, resume: str | 
     found = _read(customer_pk, using)
     if found is None:
         return PushResult(Outcome.SKIPPED)
-    if not found.waiting and (idle := _idle(found)) is not None:
-        return idle  # nothing queued, nothing to send: no lease, no write
+    if not found.waiting and (idle := _idle(customer_pk, using)) is not None:
+        return idle  # nothing queued, nothing owed: no lease, no write
     lease = Lease(customer_pk, owner=resume, using=using).acquire(row=found.leased)
     try:
-        account = found.account if found.account_id is not None else None
-        platform = accounts.platform_of(account)  # read from settings once per push
-        limiter = ratelimit.budget(accounts.budget_name(account), platform.rate_limit)
+        platform = accounts.platform_of(found.account)  # read from settings once per push
+        limiter = ratelimit.budget(accounts.budget_name(found.account), platform.rate_limit)
         result, waiting = PushResult(Outcome.NOTHING), found.waiting
         for round_ in range(_MAX_ROUNDS):
             if round_ and lease.released:
-                break  # the confirm found nothing saved while the request was in flight
+                break  # the confirm found nothing owed: no edit saved while the request was in flight
             taken = _granted(customer_pk, lease, limiter, waiting)
             if isinstance(taken, PushResult):
                 # A later round with nothing left does not hide what was pushed.
@@ -144,25 +144,43 @@ def push(customer_pk: int, *, client: StripeClient | None = None, resume: str | 
         lease.release()
 
 
-def _read(customer_pk: int, using: str) -> Customer | None:
-    """The customer and its account, unlocked, with whether a record is open (``waiting``) and
-    whether its lease row exists (``leased``): what to wait for, before the lease."""
-    return (
-        Customer.objects.using(using)
-        .select_related("account")
-        .annotate(
-            waiting=Exists(PendingPush.objects.filter(customer_id=OuterRef("pk"), state__in=OPEN)),
-            leased=Exists(PushLease.objects.filter(customer_id=OuterRef("pk"))),
+@dataclass
+class _Found:
+    """What the push reads before its lease: the customer's account (its rate budget), whether a
+    record is open (``waiting``) and whether the customer's lease row exists (``leased``)."""
+
+    account: Account | None
+    waiting: bool
+    leased: bool
+
+
+def _read(customer_pk: int, using: str) -> _Found | None:
+    """The customer's ``_Found``, unlocked, in one narrow query; None when it does not exist."""
+    try:
+        account_id, platform, connected, waiting, leased = (
+            Customer.objects.using(using)
+            .filter(pk=customer_pk)
+            .annotate(
+                waiting=Exists(PendingPush.objects.filter(customer_id=OuterRef("pk"), state__in=OPEN)),
+                leased=Exists(PushLease.objects.filter(customer_id=OuterRef("pk"))),
+            )
+            .values_list("account_id", "account__platform", "account__stripe_account", "waiting", "leased")
+            .get()
         )
-        .filter(pk=customer_pk)
-        .first()
-    )
+    except Customer.DoesNotExist:
+        return None
+    account = None
+    if account_id is not None:
+        account = Account.from_db(using, ["id", "platform", "stripe_account"], [account_id, platform, connected])
+    return _Found(account, waiting, leased)
 
 
-def _idle(customer: Customer) -> PushResult | None:
-    """The result of a push with no record open, when the customer as read owes Stripe nothing
-    and needs no write (a pending status is settled under the lease); None: take the lease."""
-    if customer.sync_status == SyncStatus.DELETED:
+def _idle(customer_pk: int, using: str) -> PushResult | None:
+    """The result of a push with no record open, when the customer owes Stripe nothing and needs
+    no write (a pending status is settled under the lease); None: take the lease. Unlocked: an
+    edit saved meanwhile has its own record and task."""
+    customer = Customer.objects.using(using).filter(pk=customer_pk).first()
+    if customer is None or customer.sync_status == SyncStatus.DELETED:
         return PushResult(Outcome.SKIPPED)
     if customer.sync_status == SyncStatus.PENDING or not customer.stripe_id:
         return None

@@ -92,12 +92,12 @@ def test_a_create_push_keeps_the_budget(stripe):
     assert customer.stripe_id and customer.sync_status == SyncStatus.IN_SYNC
 
 
-def test_a_push_with_nothing_to_send_reads_once_and_writes_nothing(stripe):
+def test_a_push_with_nothing_to_send_reads_twice_and_writes_nothing(stripe):
     customer = edited(stripe)
     push.push(customer.pk)
     with CaptureQueriesContext(connection) as captured:
         assert push.push(customer.pk).outcome is push.Outcome.NOTHING
-    assert shape(captured) == (1, 0), listing(captured)
+    assert shape(captured) == (2, 0), listing(captured)
     assert not PushLease.objects.filter(customer=customer).exclude(owner="").exists()
 
 
