@@ -17,8 +17,8 @@ from .models import Customer, PendingPush
 logger = logging.getLogger("customersync")
 
 
-def problem(record: PendingPush, response: dict[str, Any], stripe_id: str | None) -> str | None:
-    """What makes a 200 unusable as the answer for this customer, or None."""
+def problem(record: PendingPush, response: dict[str, Any], stripe_id: str | None, customer: Customer) -> str | None:
+    """What makes a 200 unusable as the answer for ``customer`` (as the push read it), or None."""
     answered = response.get("id")
     if (
         not isinstance(answered, str)
@@ -30,19 +30,17 @@ def problem(record: PendingPush, response: dict[str, Any], stripe_id: str | None
         return f"Stripe answered for another customer ({answered[:80]}) than the one pushed ({stripe_id})."
     if record.operation == "create":
         # The same cus_ id in another account is another customer.
-        account_id = Customer.objects.filter(pk=record.customer_id).values_list("account_id", flat=True).first()
-        if Customer.objects.filter(stripe_id=answered, account_id=account_id).exclude(pk=record.customer_id).exists():
+        others = Customer.objects.using(customer._state.db).filter(stripe_id=answered, account_id=customer.account_id)
+        if others.exclude(pk=customer.pk).exists():
             return f"Stripe's answer is customer {answered[:80]}, which another customer here already mirrors."
     return None
 
 
-def owners_customer_in_stripe(record: PendingPush, client: StripeClient) -> dict[str, Any] | None:
+def owners_customer_in_stripe(customer: Customer, client: StripeClient) -> dict[str, Any] | None:
     """The Stripe customer an earlier run created for this customer's owner (by its metadata), if any."""
     mapping = owners.mapping()
-    if mapping is None:
-        return None
-    owner_id = Customer.objects.filter(pk=record.customer_id).values_list("owner_id", flat=True).get()
-    if owner_id is None:
+    owner_id = getattr(customer, "owner_id", None)
+    if mapping is None or owner_id is None:
         return None
     identity = mapping.identity(owner_id)
     found = client.search_customers(f"metadata['{owners.OWNER_METADATA_KEY}']:'{identity}'").get("data") or []

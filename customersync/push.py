@@ -1,20 +1,23 @@
 """The push, for one customer.
 
-1. ``push`` takes the customer's lease (``lease.Lease``): at most one request
-   per customer is in flight, across every worker process;
-2. ``_take`` takes the pending work: a record frozen by an earlier attempt
-   that did not finish (resent as it is, under the same idempotency key), or
-   else the diff of the customer's current state against the last state
-   Stripe confirmed, frozen on the newest outbox record (older ones join it);
-3. ``_send`` sends it, logging one ``PushAttempt`` per request;
-4. ``confirm`` stores Stripe's answer as the confirmed state, keeping edits
-   made while the request was in flight (they have their own outbox record
-   and task); ``_failed`` records a refusal.
+1. ``push`` reads the customer (its account names the key and the rate budget) and
+   takes its lease (``lease.Lease``): at most one request per customer is in flight,
+   across every worker process;
+2. after the budget's grant, ``_take`` takes the pending work in one transaction,
+   under the lease's hold and the customer's row lock: a record frozen by an earlier
+   attempt that did not finish (resent as it is, under the same idempotency key), or
+   else the diff of the customer's current state against the last state Stripe
+   confirmed, frozen on the queued outbox record; the attempt is logged with it;
+3. ``_send`` sends it;
+4. ``confirm.store`` stores Stripe's answer as the confirmed state in one
+   transaction, keeping edits made while the request was in flight (they have their
+   own outbox record and task), and releases the lease when nothing is left owed;
+   ``_failed`` records a refusal.
 
-On PostgreSQL the common case takes three statements, each its own transaction
-(``pushread``, ``pushsql``): the lease with the read, the freeze with the attempt,
-and the confirm with the attempt's success (which tells whether another record
-is open, and releases the lease when none is).
+An update push is eleven statements in three writing transactions: the read and the
+lease, the take (four statements) and the confirm (five). A push that finds nothing
+queued and nothing owed ends after two reads, writing nothing. Every statement goes to the router's database for
+writing customers, chosen once per push.
 
 Retryable failures (network, 401, 409, 429, 5xx, ``Stripe-Should-Retry: true``)
 raise ``RetryLater``; the caller retries with backoff and the record keeps
@@ -31,14 +34,14 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote_plus
 
-from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
-from django.db.models import F
+from django.db import DatabaseError, InterfaceError, OperationalError, connections, router, transaction
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
-from . import accounts, answers, confirm, owners, pushread, pushsql, ratelimit, signals
+from . import accounts, answers, owners, ratelimit, signals
 from .client import StripeClient
 from .conf import app_settings
-from .confirm import under_lock as _confirm  # under the row lock (and a late answer's test calls it)
+from .confirm import store as _confirm  # the late answer's test calls it
 from .exceptions import (
     APIError,
     AuthenticationError,
@@ -52,17 +55,17 @@ from .exceptions import (
     is_retryable,
 )
 from .lease import Lease
-from .models import AttemptOutcome, Customer, PendingPush, PushAttempt, PushState, SyncStatus
+from .models import Account, AttemptOutcome, Customer, PendingPush, PushAttempt, PushLease, PushState, SyncStatus
 from .params import TABLE
-from .pushsql import Taken
 from .wire import encode, flatten
 
 logger = logging.getLogger("customersync")
 
 # Rounds of push within one lease: picks up edits made during the previous request.
 _MAX_ROUNDS = 3
-_OPEN = (PushState.PENDING, PushState.SENDING)
+OPEN = (PushState.PENDING, PushState.SENDING)
 REDACTED = "[redacted]"
+_FROZEN = ("state", "operation", "params", "body", "sent_state", "sent_once", "frozen_at")
 
 
 class Outcome(str, enum.Enum):
@@ -78,6 +81,15 @@ class PushResult:
     outcome: Outcome
     params: dict[str, Any] = field(default_factory=dict)
     error: dict[str, Any] | None = None
+
+
+@dataclass
+class Taken:
+    """What ``_take`` froze: the record, its customer as read under the row lock, the attempt logged."""
+
+    record: PendingPush
+    customer: Customer
+    attempt: PushAttempt
 
 
 def redact(params: dict[str, Any]) -> dict[str, Any]:
@@ -103,20 +115,25 @@ def push(customer_pk: int, *, client: StripeClient | None = None, resume: str | 
     when the database stayed away: pass it back as ``resume`` to take up the
     lease again at once.
     """
-    lease, first = pushread.take_lease(Lease(customer_pk, owner=resume))
-    if lease is None:
+    using = router.db_for_write(Customer)
+    found = _read(customer_pk, using)
+    if found is None:
         return PushResult(Outcome.SKIPPED)
+    if not found.waiting and (idle := _idle(customer_pk, using)) is not None:
+        return idle  # nothing queued, nothing owed: no lease, no write
+    lease = Lease(customer_pk, owner=resume, using=using).acquire(row=found.leased)
     try:
-        result = PushResult(Outcome.NOTHING)
-        more: bool | None = None
+        platform = accounts.platform_of(found.account)  # read from settings once per push
+        limiter = ratelimit.budget(accounts.budget_name(found.account), platform.rate_limit)
+        result, waiting = PushResult(Outcome.NOTHING), found.waiting
         for round_ in range(_MAX_ROUNDS):
-            if round_ and not (more if more is not None else _open(customer_pk)):
-                break  # nothing was saved while the last request was in flight
-            taken, early = _take(customer_pk, lease, first if round_ == 0 else pushread.UNREAD)
-            if taken is None:
+            if round_ and lease.released:
+                break  # the confirm found nothing owed: no edit saved while the request was in flight
+            taken = _granted(customer_pk, lease, limiter, waiting)
+            if isinstance(taken, PushResult):
                 # A later round with nothing left does not hide what was pushed.
-                return result if result.outcome is Outcome.PUSHED else (early or result)
-            result, more = _send(taken, client, lease)
+                return result if result.outcome is Outcome.PUSHED else taken
+            result, waiting = _send(taken, client, lease, limiter), True
             if result.outcome is not Outcome.PUSHED:
                 return result
         return result
@@ -127,64 +144,142 @@ def push(customer_pk: int, *, client: StripeClient | None = None, resume: str | 
         lease.release()
 
 
-def _open(customer_pk: int) -> bool:
-    return PendingPush.objects.filter(customer_id=customer_pk, state__in=_OPEN).exists()
+@dataclass
+class _Found:
+    """What the push reads before its lease: the customer's account (its rate budget), whether a
+    record is open (``waiting``) and whether the customer's lease row exists (``leased``)."""
+
+    account: Account | None
+    waiting: bool
+    leased: bool
 
 
-def _take(customer_pk: int, lease: Lease, first: Any = pushread.UNREAD) -> tuple[Taken | None, PushResult | None]:
-    """The record to send now; or None and the result when there is nothing to send. ``first``:
-    what the statement that took the lease read (``pushread.UNREAD``: read now)."""
-    if pushsql.enabled() and (taken := pushread.read(lease) if first is pushread.UNREAD else first) is not None:
-        return taken, None
-    record, early = _freeze(customer_pk, lease)
-    return (Taken(record) if record is not None else None), early
+def _read(customer_pk: int, using: str) -> _Found | None:
+    """The customer's ``_Found``, unlocked, in one narrow query; None when it does not exist."""
+    try:
+        account_id, platform, connected, waiting, leased = (
+            Customer.objects.using(using)
+            .filter(pk=customer_pk)
+            .annotate(
+                waiting=Exists(PendingPush.objects.filter(customer_id=OuterRef("pk"), state__in=OPEN)),
+                leased=Exists(PushLease.objects.filter(customer_id=OuterRef("pk"))),
+            )
+            .values_list("account_id", "account__platform", "account__stripe_account", "waiting", "leased")
+            .get()
+        )
+    except Customer.DoesNotExist:
+        return None
+    account = None
+    if account_id is not None:
+        account = Account.from_db(using, ["id", "platform", "stripe_account"], [account_id, platform, connected])
+    return _Found(account, waiting, leased)
 
 
-def _freeze(customer_pk: int, lease: Lease) -> tuple[PendingPush | None, PushResult | None]:
-    """The record to send now, frozen under the customer's row lock; or None and the result."""
-    now = timezone.now()
-    with transaction.atomic():
+def _idle(customer_pk: int, using: str) -> PushResult | None:
+    """The result of a push with no record open, when the customer owes Stripe nothing and needs
+    no write (a pending status is settled under the lease); None: take the lease. Unlocked: an
+    edit saved meanwhile has its own record and task."""
+    customer = Customer.objects.using(using).filter(pk=customer_pk).first()
+    if customer is None or customer.sync_status == SyncStatus.DELETED:
+        return PushResult(Outcome.SKIPPED)
+    if customer.sync_status == SyncStatus.PENDING or not customer.stripe_id:
+        return None
+    try:
+        return None if customer.pending_params() else PushResult(Outcome.NOTHING)
+    except ParamError:
+        return None
+
+
+def _granted(customer_pk: int, lease: Lease, limiter: Any, waiting: bool) -> Taken | PushResult:
+    """``_take`` after the budget's grant, waited for before the hold in ``_take``, which stops this
+    push if the wait outlasted the lease. Without a record open nothing is waited for, unless the take
+    finds something to send after all."""
+    if limiter is not None and waiting:
+        limiter.acquire()
+    taken = _take(customer_pk, lease, granted=limiter is None or waiting)
+    if taken is None:
+        limiter.acquire()
+        taken = _take(customer_pk, lease)
+    return taken  # type: ignore[return-value]
+
+
+def _take(customer_pk: int, lease: Lease, *, granted: bool = True) -> Taken | PushResult | None:
+    """Freeze the record to send and log its attempt, under the hold and the customer's row lock;
+    or the result when there is nothing to send. None: something to send, but not ``granted`` the
+    budget yet (nothing written)."""
+    using, now = lease.using, timezone.now()
+    with transaction.atomic(using=using):
         lease.hold()
-        customer = Customer.objects.select_for_update().filter(pk=customer_pk).first()
-        if customer is None:
-            return None, PushResult(Outcome.SKIPPED)
-        records = PendingPush.objects.filter(customer_id=customer_pk)
-        inflight = records.filter(state=PushState.SENDING).order_by("id").first()
+        records = list(
+            PendingPush.objects.using(using)
+            .select_related("customer__account")
+            .select_for_update(of=("customer",))
+            .filter(customer_id=customer_pk, state__in=OPEN)
+            .order_by("id")
+        )
+        if records:
+            customer = records[0].customer
+        else:
+            customer = (
+                Customer.objects.using(using)
+                .select_related("account")
+                .select_for_update(of=("self",))
+                .filter(pk=customer_pk)
+                .first()
+            )
+            if customer is None:
+                return PushResult(Outcome.SKIPPED)
+        pushes = PendingPush.objects.using(using).filter(customer_id=customer_pk)
+        account = customer.account if customer.account_id is not None else None
+        refusal = accounts.mode_problem(customer, accounts.platform_of(account))
+        inflight = next((r for r in records if r.state == PushState.SENDING), None)
         if inflight is not None:
             horizon = now - dt.timedelta(seconds=app_settings.RETRY_HORIZON)
             if inflight.frozen_at and inflight.frozen_at > horizon:
-                return inflight, None
+                if refusal is not None:
+                    return _refuse(customer_pk, pushes, refusal, now)
+                return _attempt(inflight, customer, using) if granted else None
             # Too old to resend under its key (Stripe keeps keys 24 hours): recompute.
-            records.filter(pk=inflight.pk).update(state=PushState.FAILED, completed_at=now)
-        pending = list(records.filter(state=PushState.PENDING).order_by("id"))
+            pushes.filter(pk=inflight.pk).update(state=PushState.FAILED, completed_at=now)
+        pending = [r for r in records if r.state == PushState.PENDING]
         if customer.sync_status == SyncStatus.DELETED:
-            records.filter(state=PushState.PENDING).update(state=PushState.NOTHING, completed_at=now)
-            return None, PushResult(Outcome.SKIPPED)
+            pushes.filter(state=PushState.PENDING).update(state=PushState.NOTHING, completed_at=now)
+            return PushResult(Outcome.SKIPPED)
         creating = not customer.stripe_id
         try:
             params = customer.pending_params()
         except ParamError as err:
             error = {"type": "local_error", "param": err.param, "message": err.message}
-            records.filter(state=PushState.PENDING).update(state=PushState.FAILED, completed_at=now)
-            Customer.objects.filter(pk=customer_pk).mark_failed(error)
-            return None, PushResult(Outcome.FAILED, error=error)
+            pushes.filter(state=PushState.PENDING).update(state=PushState.FAILED, completed_at=now)
+            Customer.objects.using(using).filter(pk=customer_pk).mark_failed(error)
+            return PushResult(Outcome.FAILED, error=error)
         if not params and not creating:
-            records.filter(state=PushState.PENDING).update(state=PushState.NOTHING, completed_at=now)
-            Customer.objects.filter(pk=customer_pk).mark_settled()
-            return None, PushResult(Outcome.NOTHING)
-        record = pending[-1] if pending else PendingPush.objects.create(customer=customer, enqueued_at=now)
-        records.filter(state=PushState.PENDING).exclude(pk=record.pk).update(
-            state=PushState.SUPERSEDED, superseded_by=record, completed_at=now
-        )
-        fields = ["state", "operation", "params", "body", "sent_state", "sent_once", "frozen_at"]
+            if pending:
+                pushes.filter(state=PushState.PENDING).update(state=PushState.NOTHING, completed_at=now)
+            if customer.sync_status == SyncStatus.PENDING:
+                Customer.objects.using(using).filter(pk=customer_pk).mark_settled()
+            return PushResult(Outcome.NOTHING)
+        if refusal is not None:
+            return _refuse(customer_pk, pushes, refusal, now)
+        if not granted:
+            return None
+        if not pending:
+            # Read again under the row lock: an edit's record committed since the read above is seen.
+            pending = list(pushes.filter(state=PushState.PENDING).order_by("id"))
+        record = pending[-1] if pending else PendingPush(customer=customer, enqueued_at=now)
+        if len(pending) > 1:
+            pushes.filter(state=PushState.PENDING).exclude(pk=record.pk).update(
+                state=PushState.SUPERSEDED, superseded_by=record, completed_at=now
+            )
+        frozen = list(_FROZEN)
         owner_id = getattr(customer, "owner_id", None)
         mapping = owners.mapping() if creating and owner_id is not None else None
         if mapping is not None:
             # An owner's create goes under a key from the owner, the same from
             # every process; a new key only after an earlier create was given up.
-            given_up = records.filter(operation="create", frozen_at__isnull=False).exclude(pk=record.pk).count()
+            given_up = pushes.filter(operation="create", frozen_at__isnull=False).exclude(pk=record.pk).count()
             record.key = mapping.create_key(owner_id, given_up, customer.account_id)
-            fields.append("key")
+            frozen.append("key")
         record.state = PushState.SENDING
         record.operation = "create" if creating else "update"
         record.params = params
@@ -192,67 +287,80 @@ def _freeze(customer_pk: int, lease: Lease) -> tuple[PendingPush | None, PushRes
         record.sent_state = customer.desired_state()
         record.sent_once = dict(customer.pending_once or {})
         record.frozen_at = now
-        record.save(update_fields=fields)
-    return record, None
+        if record.pk is None:
+            record.save(using=using, force_insert=True)
+        else:
+            pushes.filter(pk=record.pk).update(**{name: getattr(record, name) for name in frozen})
+        return _attempt(record, customer, using)
 
 
-def _send(taken: Taken, client: StripeClient | None, lease: Lease) -> tuple[PushResult, bool | None]:
-    """Send the record; the result, and whether another record is open (None: not known)."""
-    record = taken.record
-    customer = taken.read[0] if taken.read else Customer.objects.select_related("account").get(pk=record.customer_id)
-    stripe_id, account = customer.stripe_id, customer.account
-    platform = accounts.platform_of(account)  # read from settings once per push
-    if (refusal := accounts.mode_problem(customer, platform)) is not None:
-        # A test key never writes to a live customer, nor a live key to a test one: refused before any request.
-        return _refuse(record, lease, {"type": "local_error", "code": "livemode_mismatch", "param": "livemode",
-                                       "message": refusal}), None  # fmt: skip
-    client = client or accounts.client_for(account, platform)
-    params = record.params or {}
-    limiter = ratelimit.budget(accounts.budget_name(account), platform.rate_limit)
-    if limiter is not None:
-        limiter.acquire()  # before the hold below, which stops this push if the wait outlasted the lease
+def _attempt(record: PendingPush, customer: Customer, using: str) -> Taken:
+    """The attempt about to be sent, logged (in the take's transaction)."""
     attempt = PushAttempt(
-        push=record, customer_id=record.customer_id, params=redact(params), idempotency_key=record.idempotency_key
+        push=record,
+        customer_id=record.customer_id,
+        params=redact(record.params or {}),
+        idempotency_key=record.idempotency_key,
     )
-    if (early := _record_attempt(taken, attempt, lease)) is not None:
-        return early, None  # the edit saved meanwhile left nothing to send
-    record, params = taken.record, taken.record.params or {}  # frozen again when the row changed meanwhile
+    attempt.save(using=using, force_insert=True)
+    return Taken(record, customer, attempt)
+
+
+def _refuse(customer_pk: int, pushes: Any, refusal: str, now: Any) -> PushResult:
+    """Give up the open records before any request, the customer failed with ``refusal``."""
+    # A test key never writes to a live customer, nor a live key to a test one.
+    error = {"type": "local_error", "code": "livemode_mismatch", "param": "livemode", "message": refusal}
+    pushes.filter(state__in=OPEN).update(state=PushState.FAILED, completed_at=now)
+    Customer.objects.using(pushes.db).filter(pk=customer_pk).mark_failed(error)
+    logger.error("Push of %s refused: %s", customer_pk, error["message"])
+    transaction.on_commit(
+        lambda: signals.push_failed.send(sender=Customer, customer_pk=customer_pk, error=error), using=pushes.db
+    )
+    return PushResult(Outcome.FAILED, error=error)
+
+
+def _send(taken: Taken, client: StripeClient | None, lease: Lease, limiter: Any) -> PushResult:
+    """Send the record and store what Stripe answered."""
+    record, customer, attempt = taken.record, taken.customer, taken.attempt
+    stripe_id, account = customer.stripe_id, customer.account if customer.account_id is not None else None
+    client = client or accounts.client_for(account)
+    params = record.params or {}
     # The paced budget's last wait, right before the bytes go (not before a slow statement).
     before_send, adopted = (limiter.sending if limiter is not None else None), False
     try:
-        if record.operation == "create" and (existing := answers.owners_customer_in_stripe(record, client)) is not None:
+        if record.operation == "create" and (existing := answers.owners_customer_in_stripe(customer, client)):
             # An earlier run created this owner's customer: take it, and push the difference.
             logger.info("Found %s's customer in Stripe: %s", record.customer_id, existing.get("id"))
             response, adopted, stripe_id = existing, True, existing.get("id")
         elif record.operation == "create":
             # Its own key, from the record: a retried create never makes two customers.
             logger.info("Creating %s: POST /v1/customers %s", record.customer_id, loggable(params))
-            response = client.create_customer(body=record.body, idempotency_key=record.idempotency_key,
-                                              before_send=before_send)  # fmt: skip
+            response = client.create_customer(
+                body=record.body, idempotency_key=record.idempotency_key, before_send=before_send
+            )
             stripe_id = response.get("id")
         else:
             logger.info("Pushing %s: POST /v1/customers/%s %s", record.customer_id, stripe_id, loggable(params))
-            response = client.update_customer(stripe_id, body=record.body, idempotency_key=record.idempotency_key,
-                                              before_send=before_send)  # fmt: skip
+            response = client.update_customer(
+                stripe_id, body=record.body, idempotency_key=record.idempotency_key, before_send=before_send
+            )
     except StripeError as err:
         if limiter is not None and isinstance(err, RateLimitError) and err.code != "lock_timeout":
             limiter.penalize(app_settings.RATE_LIMIT_PAUSE)  # slow the fleet on this account, not just this worker
-        return _failed(record, attempt, err, lease), None
-    problem, more = answers.problem(record, response, stripe_id), None
+        return _failed(record, attempt, err, lease)
+    problem = answers.problem(record, response, stripe_id, customer)
     if problem is None:
         try:
-            stored, more = _confirm_until_stored(
-                record, response, lease, attempt=attempt, adopted=adopted, read=taken.read
-            )
+            stored = _confirm_until_stored(record, response, lease, attempt=attempt, adopted=adopted)
         except Unstorable as err:
             problem = f"Stripe's answer holds values this mirror cannot store ({err.message})."
     if problem is not None:
         # Not Stripe's answer for this customer, or not one to keep: nothing of it is stored.
         request_id = getattr(response, "request_id", None)
         bad = APIError(problem, http_status=200, request_id=request_id, should_retry=False)
-        return _failed(record, attempt, bad, lease), None
+        return _failed(record, attempt, bad, lease)
     if stored is None:
-        return PushResult(Outcome.SKIPPED), None  # a late answer for a record no longer in flight
+        return PushResult(Outcome.SKIPPED)  # a late answer for a record no longer in flight
     logger.info("Pushed %s (%s): Stripe confirmed.", record.customer_id, stripe_id)
     if record.operation == "create" and signals.customer_created.has_listeners(Customer):
         owner = getattr(stored, "owner", None) if owners.mapping() is not None else None
@@ -260,42 +368,7 @@ def _send(taken: Taken, client: StripeClient | None, lease: Lease) -> tuple[Push
             sender=Customer, customer_pk=record.customer_id, stripe_id=stripe_id, owner=owner, found=adopted
         )
     signals.customer_pushed.send(sender=Customer, customer_pk=record.customer_id, params=params)
-    return PushResult(Outcome.PUSHED, params=params), more
-
-
-def _record_attempt(taken: Taken, attempt: PushAttempt, lease: Lease) -> PushResult | None:
-    """Log the attempt under the hold (renewed for a whole request, right before it), freezing
-    the record in the same statement when it is still queued; frozen under the row lock when the
-    customer changed since it was read, or the record read as being sent no longer is."""
-    if not pushsql.enabled():
-        with transaction.atomic():
-            lease.hold()
-            attempt.save(force_insert=True)
-        return None
-    if taken.frozen and pushsql.attempt(lease, attempt):
-        return None
-    if not taken.frozen and taken.read is not None:
-        if pushsql.freeze_and_attempt(lease, taken.record, taken.read[0], taken.read[1], attempt):
-            taken.frozen = True
-            return None
-    record, early = _freeze(taken.record.customer_id, lease)
-    if record is None:
-        return early
-    taken.record, taken.read, attempt.push = record, None, record
-    attempt.params, attempt.idempotency_key = redact(record.params or {}), record.idempotency_key
-    return None if pushsql.attempt(lease, attempt) else PushResult(Outcome.SKIPPED)
-
-
-def _refuse(record: PendingPush, lease: Lease, error: dict[str, Any]) -> PushResult:
-    """Give up the record before any request, the customer failed with ``error``."""
-    with transaction.atomic():
-        lease.hold()
-        PendingPush.objects.filter(pk=record.pk).update(state=PushState.FAILED, completed_at=timezone.now())
-        Customer.objects.filter(pk=record.customer_id).mark_failed(error)
-    logger.error("Push of %s refused: %s", record.customer_id, error["message"])
-    customer_pk = record.customer_id
-    transaction.on_commit(lambda: signals.push_failed.send(sender=Customer, customer_pk=customer_pk, error=error))
-    return PushResult(Outcome.FAILED, params=record.params or {}, error=error)
+    return PushResult(Outcome.PUSHED, params=params)
 
 
 def _finish(attempt: PushAttempt, outcome: str, *, err: StripeError | None = None, **fields: Any) -> None:
@@ -308,39 +381,42 @@ def _finish(attempt: PushAttempt, outcome: str, *, err: StripeError | None = Non
             error_param=err.param or "",
             error_message=err.message,
         )
-    PushAttempt.objects.filter(pk=attempt.pk).update(outcome=outcome, finished_at=timezone.now(), **fields)
+    PushAttempt.objects.using(attempt._state.db).filter(pk=attempt.pk).update(
+        outcome=outcome, finished_at=timezone.now(), **fields
+    )
 
 
 def _failed(record: PendingPush, attempt: PushAttempt, err: StripeError, lease: Lease) -> PushResult:
-    with transaction.atomic():
+    with transaction.atomic(using=lease.using):
         lease.hold()  # only the holder records what happened
-        outcome = _record_failure(record, attempt, err)
+        outcome = _record_failure(record, attempt, err, lease.using)
     if isinstance(outcome, RetryLater):
         raise outcome  # once what happened is stored
     return outcome
 
 
-def _record_failure(record: PendingPush, attempt: PushAttempt, err: StripeError) -> PushResult | RetryLater:
+def _record_failure(record: PendingPush, attempt: PushAttempt, err: StripeError, using: str) -> PushResult | RetryLater:
     error = err.as_dict()
     customer_pk = record.customer_id
     now = timezone.now()
+    customers = Customer.objects.using(using).filter(pk=customer_pk)
     if _in_progress(err):
         # Our own earlier request under this key is still running at Stripe
         # (a worker died waiting for it): wait for it, it is not a failure.
         _finish(attempt, AttemptOutcome.RETRY, err=err)
         return RetryLater(err, max(record.attempts, 1))
+    pushes = PendingPush.objects.using(using).filter(pk=record.pk)
     if is_retryable(err):
-        PendingPush.objects.filter(pk=record.pk).update(attempts=F("attempts") + 1)
+        pushes.update(attempts=F("attempts") + 1)
         attempts = record.attempts + 1
         if attempts <= app_settings.MAX_RETRIES:
             _finish(attempt, AttemptOutcome.RETRY, err=err)
-            Customer.objects.filter(pk=customer_pk).note_error(error)
+            customers.note_error(error)
             logger.warning("Push of %s will be retried (attempt %s): %s", customer_pk, attempts, err)
             return RetryLater(err, attempts)
         logger.warning("Push of %s failed after %s attempts: %s", customer_pk, attempts, err)
     _finish(attempt, AttemptOutcome.DELETED if _is_missing(err) else AttemptOutcome.FAILED, err=err)
-    PendingPush.objects.filter(pk=record.pk).update(state=PushState.FAILED, completed_at=now)
-    customers = Customer.objects.filter(pk=customer_pk)
+    pushes.update(state=PushState.FAILED, completed_at=now)
     if _is_missing(err):
         logger.warning("Customer %s no longer exists in Stripe.", customer_pk)
         customers.mark_deleted(sync_error=error)
@@ -352,7 +428,9 @@ def _record_failure(record: PendingPush, attempt: PushAttempt, err: StripeError)
             logger.warning("Push of %s failed: %s", customer_pk, err)
         customers.mark_failed(error)
         outcome = Outcome.FAILED
-    transaction.on_commit(lambda: signals.push_failed.send(sender=Customer, customer_pk=customer_pk, error=error))
+    transaction.on_commit(
+        lambda: signals.push_failed.send(sender=Customer, customer_pk=customer_pk, error=error), using=using
+    )
     return PushResult(outcome, params=record.params or {}, error=error)
 
 
@@ -365,35 +443,28 @@ def _is_missing(err: StripeError) -> bool:
 
 
 def _confirm_until_stored(
-    record: PendingPush, response: dict[str, Any], lease: Lease, *, attempt: PushAttempt, adopted: bool = False,
-    read: tuple[Customer, str] | None = None,
-) -> tuple[Customer | None, bool | None]:  # fmt: skip
-    """The attempt's success and the confirm, retried while the database is away: Stripe's
+    record: PendingPush, response: dict[str, Any], lease: Lease, *, attempt: PushAttempt, adopted: bool = False
+) -> Customer | None:
+    """The confirm with the attempt's success, retried while the database is away: Stripe's
     answer is known, so it is not asked again; for at most half the lease, then
     ``DatabaseError`` (the task retries, resuming the lease, and resends the frozen body
-    under its key: Stripe replays its answer). ``read``: the customer as read and its row's
-    digest, for the confirm in one statement. Returns the stored customer (None: a late
-    answer) and whether another record is open (None: not known)."""
+    under its key: Stripe replays its answer). Returns the stored customer (None: a late answer)."""
     give_up = time.monotonic() + app_settings.LEASE_SECONDS / 2
     delay = 0.2
     request_id = getattr(response, "request_id", "") or ""
     while True:
         try:
             # The first write after the answer: the database may be gone already.
-            if read is not None and not adopted and pushsql.enabled() and attempt.pk is not None:
-                found = confirm.in_one_statement(record, response, lease, read, (attempt.pk, request_id))
-                if found is not None:
-                    return found
-                read = None  # the row changed since it was read: under its lock
-            _finish(attempt, AttemptOutcome.SUCCEEDED, http_status=200, request_id=request_id)
-            return _confirm(record, response, lease, adopted=adopted), None
+            return _confirm(record, response, lease, attempt=attempt, request_id=request_id, adopted=adopted)
         except (OperationalError, InterfaceError) as err:
             if time.monotonic() + delay > give_up:
                 raise
             logger.warning(
                 "Stripe confirmed %s but the database is unavailable; storing its answer again in %.1f s: %s",
-                record.customer_id, delay, type(err).__name__,
-            )  # fmt: skip
-            connection.close()  # a fresh connection for the next try
+                record.customer_id,
+                delay,
+                type(err).__name__,
+            )
+            connections[lease.using].close()  # a fresh connection for the next try
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
