@@ -47,11 +47,13 @@ def merge(
     for param in TABLE.state:
         mine = get_path(local, param.path)
         theirs = get_path(remote, param.path)
+        ours = norm(param, mine)
         before = norm(param, get_path(base, param.path))
-        if norm(param, mine) in (before, norm(param, theirs)):
+        # Each side normalized once, Stripe's only when the local value is not the base's.
+        if ours == before or ours == (remote_value := norm(param, theirs)):
             set_path(result.state, param.path, to_local(param, theirs))
             continue
-        if base is not None and norm(param, theirs) != before:
+        if base is not None and remote_value != before:
             result.conflicts.append((param.name, mine, theirs))
             if remote_wins:
                 set_path(result.state, param.path, to_local(param, theirs))
