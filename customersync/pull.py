@@ -222,7 +222,7 @@ def store_page(
                     gone.append(customer.pk)
                 continue
             fresh = customer is None
-            read = () if customer is None else _row(customer, compared)
+            read = () if fresh else _row(customer, compared)
             customer = customer or Customer(account=account)
             merge = customer.merge_remote(obj, base=customer.stripe_data, remote_wins=remote_wins, at=confirmed)
             customer.last_pulled_at = now
