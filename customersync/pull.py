@@ -204,7 +204,8 @@ def store_page(
     customers = Customer.objects.using(using)
     columns = [f for f in Customer._meta.concrete_fields if not f.primary_key]
     written = [f.name for f in columns]
-    compared = [f.attname for f in columns if f.name not in _STAMPS]  # what a merge can change
+    compared = [f for f in columns if f.name not in _STAMPS]  # what a merge can change
+    names = [f.attname for f in compared]
     # No savepoint: a caller's transaction fails as a whole, and a page costs no more round trips.
     with transaction.atomic(using=using, savepoint=False):
         ids = [obj["id"] for obj in objects]
@@ -222,11 +223,12 @@ def store_page(
                     gone.append(customer.pk)
                 continue
             fresh = customer is None
-            read = () if fresh else _row(customer, compared)
+            read = () if fresh else _row(customer, names)
             customer = customer or Customer(account=account)
             merge = customer.merge_remote(obj, base=customer.stripe_data, remote_wins=remote_wins, at=confirmed)
             customer.last_pulled_at = now
-            problems = column_errors(customer)
+            # A value as read from the mirror fits its column: only those the merge changed are judged.
+            problems = column_errors(customer, None if fresh else _moved(customer, compared, read))
             if problems:
                 _skip(obj["id"], problems, source, stats)
                 if not fresh:
@@ -252,8 +254,13 @@ def store_page(
             customer.settle(customer.needs_push(), keep_failure=True)
         # Both-ways values go to the site's owners (their owner_values record it, so the row is written).
         owners.write_back([customer for customer, _read in merged])
-        changed = [customer for customer, read in merged if _row(customer, compared) != read]
-        same = [customer.pk for customer, read in merged if _row(customer, compared) == read]
+        changed: list[Customer] = []
+        same: list[int] = []
+        for customer, read in merged:
+            if _row(customer, names) == read:
+                same.append(customer.pk)
+            else:
+                changed.append(customer)
         if new:
             customers.bulk_create(new)
         if changed:
@@ -278,6 +285,11 @@ _STAMPS = frozenset({"last_pulled_at", "confirmed_at", "updated_at"})
 
 def _row(customer: Customer, names: list[str]) -> tuple[Any, ...]:
     return tuple(getattr(customer, name) for name in names)
+
+
+def _moved(customer: Customer, fields: list[Any], read: tuple[Any, ...]) -> list[str]:
+    """The names of ``fields`` whose value on ``customer`` is not the one ``read``."""
+    return [f.name for f, was in zip(fields, read, strict=True) if getattr(customer, f.attname) != was]
 
 
 def _skip(stripe_id: str, problems: dict[str, list[str]], source: str, stats: PullStats) -> None:
