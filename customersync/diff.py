@@ -21,7 +21,7 @@ from . import shapes
 from .exceptions import ParamError
 from .params import TABLE, Param, Role, Shape, set_path
 
-__all__ = ["diff", "normalize", "MISSING"]
+__all__ = ["diff", "normalize", "same", "MISSING"]
 
 
 class _Missing:
@@ -62,6 +62,23 @@ def _clean_object(value: Any, children: Mapping[str, Any]) -> dict[str, Any] | N
         if item is not None:
             out[key] = item
     return out or None
+
+
+def same(a: Any, b: Any) -> bool:
+    """Whether ``a`` and ``b`` are equal with the same types all the way down, so that they surely
+    normalize alike (``1 == True`` does not). Cheaper than normalizing both; ``False`` says nothing."""
+    if a is b:
+        return True
+    kind = type(a)
+    if kind is not type(b):
+        return False
+    if kind is str or kind is int or kind is bool:
+        return a == b
+    if kind is dict:
+        return a.keys() == b.keys() and all(same(value, b[key]) for key, value in a.items())
+    if kind is list:
+        return len(a) == len(b) and all(map(same, a, b))
+    return False
 
 
 def normalize(param: Param, value: Any) -> Any:
@@ -164,6 +181,8 @@ def diff(
         if wanted is MISSING:
             continue
         current = _lookup(confirmed, param.path)
+        if same(wanted, current):
+            continue
         old = normalize(param, None if current is MISSING else current)
         new = normalize(param, wanted)
         if old != new:

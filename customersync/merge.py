@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .diff import normalize
+from .diff import normalize, same
 from .exceptions import ParamError
 from .params import TABLE, Param, Shape, get_path, set_path
 
@@ -47,11 +47,17 @@ def merge(
     for param in TABLE.state:
         mine = get_path(local, param.path)
         theirs = get_path(remote, param.path)
-        before = norm(param, get_path(base, param.path))
-        if norm(param, mine) in (before, norm(param, theirs)):
+        earlier = get_path(base, param.path)
+        if same(mine, earlier):  # not edited here: the common case, decided without normalizing
             set_path(result.state, param.path, to_local(param, theirs))
             continue
-        if base is not None and norm(param, theirs) != before:
+        ours = norm(param, mine)
+        before = norm(param, earlier)
+        # Each side normalized once, Stripe's only when the local value is not the base's.
+        if ours == before or ours == (remote_value := norm(param, theirs)):
+            set_path(result.state, param.path, to_local(param, theirs))
+            continue
+        if base is not None and remote_value != before:
             result.conflicts.append((param.name, mine, theirs))
             if remote_wins:
                 set_path(result.state, param.path, to_local(param, theirs))

@@ -3,11 +3,12 @@
 Each page is written in a constant number of queries (``store_page``), which
 the webhook events reuse for one customer. Stripe's object is merged into the
 mirror three ways (``merge.merge``): a field edited here and not yet pushed
-is kept, and a conflict is recorded when Stripe changed it too. Plain
-customers new to the mirror, and customers Stripe has as the mirror last
-stored them, get the same answers without the merge (``pull_rows``), and on
-PostgreSQL each kind of write is one statement a page. The next page is
-fetched, in a thread, while the database stores the one before (``_read_ahead``).
+is kept, and a conflict is recorded when Stripe changed it too. A page is
+written through the ORM, the same statements on every database: one read,
+``bulk_create`` for new customers, an upsert on the primary key for changed
+ones, one UPDATE of the timestamps for those the merge left as they were. The
+next page is fetched, in a thread, while the database stores the one before
+(``_read_ahead``).
 
 A customer holding a value its columns cannot (``values.column_errors``: a
 name longer than the column, a NUL character) is skipped, with a warning
@@ -26,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import transaction
+from django.db import router, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -36,7 +37,6 @@ from .client import StripeClient
 from .conf import app_settings
 from .exceptions import Unstorable
 from .models import Account, Conflict, Customer, PullCursor, Resolution, SyncStatus
-from .pull_rows import PageWriter
 from .ratelimit import LocalBudget
 from .values import column_errors
 
@@ -85,10 +85,11 @@ def pull(
     if cursor is None:
         cursor = "customersync_pull" if account is None else f"customersync_pull:{account.pk}"
     stats = PullStats()
-    state = PullCursor.objects.filter(name=cursor).first() if resume else None
+    using = router.db_for_write(Customer)
+    cursors = PullCursor.objects.using(using)  # a page and the cursor past it commit together
+    state = cursors.filter(name=cursor).first() if resume else None
     if state is None:
-        state = PullCursor(name=cursor, started_at=timezone.now(), complete_walk=since is None and limit is None)
-        state.save()
+        state = cursors.create(name=cursor, started_at=timezone.now(), complete_walk=since is None and limit is None)
     # A pull is sequential: this process's own pacer keeps it within PULL_RATE.
     pacer = LocalBudget(app_settings.PULL_RATE) if app_settings.PULL_RATE else None
     pages = client.iter_customers(
@@ -98,13 +99,10 @@ def pull(
         max_items=limit,
         before_page=pacer.acquire if pacer else None,
     )
-    expect_new = True  # an import, until a page finds customers the mirror holds
     for data in _read_ahead(pages):
-        created = stats.created
-        with transaction.atomic():  # a page and the cursor past it commit together
-            store_page(data, stats, account=account, expect_new=expect_new)
-            PullCursor.objects.filter(name=cursor).update(starting_after=data[-1]["id"], pulled=F("pulled") + len(data))
-        expect_new = stats.created - created == len(data)
+        with transaction.atomic(using=using):
+            store_page(data, stats, account=account)
+            cursors.filter(name=cursor).update(starting_after=data[-1]["id"], pulled=F("pulled") + len(data))
         stats.pages += 1
         if progress:
             progress(stats)
@@ -112,14 +110,15 @@ def pull(
         # Not met in a whole walk: gone from Stripe. Customers confirmed after
         # the walk began (a create pushed meanwhile) may not be listed yet.
         stats.deleted = (
-            Customer.objects.filter(account=account)
+            Customer.objects.using(using)
+            .filter(account=account)
             .exclude(stripe_id=None)
             .exclude(sync_status=SyncStatus.DELETED)
             .filter(Q(last_pulled_at__lt=state.started_at) | Q(last_pulled_at=None))
             .exclude(confirmed_at__gte=state.started_at)
             .mark_deleted()
         )
-    PullCursor.objects.filter(name=cursor).delete()
+    cursors.filter(name=cursor).delete()
     return stats
 
 
@@ -177,7 +176,7 @@ def pull_one(stripe_id: str, *, client: StripeClient | None = None, account: Any
     store_page([client.retrieve_customer(stripe_id)], stats, account=account)
     if stripe_id in stats.unstorable:
         raise Unstorable(stripe_id, stats.unstorable[stripe_id])
-    return Customer.objects.get(account=account, stripe_id=stripe_id)
+    return Customer.objects.using(router.db_for_write(Customer)).get(account=account, stripe_id=stripe_id)
 
 
 def store_page(
@@ -187,34 +186,33 @@ def store_page(
     at: dt.datetime | None = None,
     source: str = "pull",
     account: Account | None = None,
-    expect_new: bool = False,
 ) -> None:
     """Write customers of ``account`` from Stripe in a constant number of queries, keeping local edits.
 
-    Plain customers new to the mirror, and ones Stripe has as the mirror last
-    saw them, take the fast lane (``pull_rows``); the rest are merged here.
-    ``expect_new``: most are likely new (an import), so on PostgreSQL the
-    plain ones are created first and only the others looked up and locked.
+    One read locks the page's customers the mirror holds; each customer is
+    merged (``Customer.merge_remote``); then one statement of each kind writes
+    the page: new customers created, changed ones written whole (an upsert on
+    the primary key, so one statement whatever the rows hold), and those the
+    merge left as they were get only the pull's timestamps.
     """
     now = timezone.now()
+    confirmed = at or now
     objects = list(objects)
     remote_wins = app_settings.CONFLICT_POLICY == "remote_wins"
     resolution = Resolution.REMOTE_WINS if remote_wins else Resolution.LOCAL_WINS
+    using = router.db_for_write(Customer)
+    customers = Customer.objects.using(using)
+    columns = [f for f in Customer._meta.concrete_fields if not f.primary_key]
+    written = [f.name for f in columns]
+    compared = [f for f in columns if f.name not in _STAMPS]  # what a merge can change
+    names = [f.attname for f in compared]
     # No savepoint: a caller's transaction fails as a whole, and a page costs no more round trips.
-    with transaction.atomic(savepoint=False):
-        rows = PageWriter(account, now, at or now)
-        created = rows.insert_new(objects) if expect_new else set()
-        objects = [obj for obj in objects if obj["id"] not in created]
-        existing = {
-            c.stripe_id: c
-            for c in Customer.objects.select_for_update().filter(
-                account=account, stripe_id__in=[o["id"] for o in objects]
-            )
-        } if objects else {}  # fmt: skip
-        fast: list[tuple[dict[str, Any], str]] = []
+    with transaction.atomic(using=using, savepoint=False):
+        ids = [obj["id"] for obj in objects]
+        locked = customers.select_for_update().filter(account=account, stripe_id__in=ids) if ids else ()
+        existing = {c.stripe_id: c for c in locked}
         new: list[Customer] = []
-        merged: list[Customer] = []  # existing customers, in the page's order
-        same: set[int] = set()  # of those, the ones Stripe has as the mirror last saw them
+        merged: list[tuple[Customer, tuple[Any, ...]]] = []  # existing customers, and their rows as read
         conflicts: list[Conflict] = []
         gone: list[int] = []
         met: list[int] = []
@@ -224,52 +222,74 @@ def store_page(
                 if customer is not None:
                     gone.append(customer.pk)
                 continue
-            if customer is None and (row := rows.new_row(obj)) is not None:
-                fast.append(row)
-                continue
-            if customer is not None and rows.unchanged(customer, obj):
-                customer.last_pulled_at, customer.confirmed_at = now, at or now
-                merged.append(customer)
-                same.add(customer.pk)
-                continue
             fresh = customer is None
+            read = () if fresh else _row(customer, names)
             customer = customer or Customer(account=account)
-            merge = customer.merge_remote(obj, base=customer.stripe_data, remote_wins=remote_wins, at=at or now)
+            merge = customer.merge_remote(obj, base=customer.stripe_data, remote_wins=remote_wins, at=confirmed)
             customer.last_pulled_at = now
-            problems = column_errors(customer)
+            # A value as read from the mirror fits its column: only those the merge changed are judged.
+            problems = column_errors(customer, None if fresh else _moved(customer, compared, read))
             if problems:
                 _skip(obj["id"], problems, source, stats)
                 if not fresh:
                     met.append(customer.pk)  # still in Stripe: a whole walk must not mark it deleted
                 continue
-            (new if fresh else merged).append(customer)
+            if fresh:
+                new.append(customer)
+            else:
+                customer.revive()  # it exists after all
+                merged.append((customer, read))
             stats.kept_local += bool(merge.kept)
             conflicts += [
-                Conflict(customer=customer, param=param, local_value=mine, remote_value=theirs, source=source,
-                         resolution=resolution)
+                Conflict(
+                    customer=customer,
+                    param=param,
+                    local_value=mine,
+                    remote_value=theirs,
+                    source=source,
+                    resolution=resolution,
+                )
                 for param, mine, theirs in merge.conflicts
-            ]  # fmt: skip
-            if customer.pk:
-                customer.revive()  # it exists after all
+            ]
             customer.settle(customer.needs_push(), keep_failure=True)
-        # Both-ways values go to the site's owners; an unchanged customer whose owner
-        # was behind gets its owner_values recorded, so its row is written too.
-        recorded = {c.pk: c.owner_values for c in merged if c.pk in same}
-        owners.write_back(merged)
-        same = {c.pk for c in merged if c.pk in same and c.owner_values is recorded[c.pk]}
-        rows.insert(fast, new)
-        rows.update([c for c in merged if c.pk not in same])
-        rows.touch(list(same))
+        # Both-ways values go to the site's owners (their owner_values record it, so the row is written).
+        owners.write_back([customer for customer, _read in merged])
+        changed: list[Customer] = []
+        same: list[int] = []
+        for customer, read in merged:
+            if _row(customer, names) == read:
+                same.append(customer.pk)
+            else:
+                changed.append(customer)
+        if new:
+            customers.bulk_create(new)
+        if changed:
+            customers.bulk_create(changed, update_conflicts=True, unique_fields=["pk"], update_fields=written)
+        if same:
+            customers.filter(pk__in=same).update(last_pulled_at=now, confirmed_at=confirmed)
         if conflicts:
-            Conflict.objects.bulk_create(conflicts)
+            Conflict.objects.using(using).bulk_create(conflicts)
             signals.conflict_recorded.send(sender=Customer, conflicts=conflicts)
         if gone:
-            Customer.objects.filter(pk__in=gone).mark_deleted(last_pulled_at=now)
+            customers.filter(pk__in=gone).mark_deleted(last_pulled_at=now)
         if met:
-            Customer.objects.filter(pk__in=met).update(last_pulled_at=now)
-    stats.created += len(created) + len(fast) + len(new)
+            customers.filter(pk__in=met).update(last_pulled_at=now)
+    stats.created += len(new)
     stats.updated += len(merged) + len(gone)
     stats.conflicts += len(conflicts)
+
+
+# The pull's own timestamps, and Django's: what moves on a customer met unchanged.
+_STAMPS = frozenset({"last_pulled_at", "confirmed_at", "updated_at"})
+
+
+def _row(customer: Customer, names: list[str]) -> tuple[Any, ...]:
+    return tuple(getattr(customer, name) for name in names)
+
+
+def _moved(customer: Customer, fields: list[Any], read: tuple[Any, ...]) -> list[str]:
+    """The names of ``fields`` whose value on ``customer`` is not the one ``read``."""
+    return [f.name for f, was in zip(fields, read, strict=True) if getattr(customer, f.attname) != was]
 
 
 def _skip(stripe_id: str, problems: dict[str, list[str]], source: str, stats: PullStats) -> None:

@@ -16,6 +16,7 @@ Errors are keyed like the rest of the validation: Stripe's bracket names
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -33,6 +34,9 @@ NUL = "\x00"
 # The fields whose values can be refused here; any other field's value always fits.
 JUDGED: tuple[type[models.Field], ...] = (models.CharField, models.TextField, models.IntegerField, models.JSONField)
 _NUL_MESSAGE = "The database cannot store the NUL character (\\x00): remove it."
+# JSON text holds a NUL only as this escape; every other value ``_json`` judges, JSON refuses.
+_NUL_ESCAPE = "\\u0000"
+_STRICT = json.JSONEncoder(allow_nan=False, ensure_ascii=False).encode
 
 
 def column_errors(instance: models.Model, fields: Iterable[str] | None = None) -> dict[str, list[str]]:
@@ -71,9 +75,18 @@ def _problems(field: models.Field, value: Any) -> Iterable[tuple[str, str]]:
         low, high = INTEGER_RANGES[field.get_internal_type()]
         if not low <= value <= high:
             yield name, f"Use a whole number from {low} to {high}, the range its database column holds."
-    elif isinstance(field, models.JSONField):
+    elif isinstance(field, models.JSONField) and not _plain_json(value):
         # pending_once holds Stripe's own parameters: name them as Stripe does.
         yield from _json(() if name == "pending_once" else (name,), value)
+
+
+def _plain_json(value: Any) -> bool:
+    """Whether ``value`` surely fits a JSON column: JSON encodes it (in C) and it holds no NUL. When
+    not, ``_json`` walks it to name what does not fit (a false alarm finds nothing)."""
+    try:
+        return _NUL_ESCAPE not in _STRICT(value)
+    except (TypeError, ValueError, RecursionError):
+        return False
 
 
 def _json(path: tuple[str, ...], value: Any) -> Iterable[tuple[str, str]]:

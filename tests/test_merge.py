@@ -47,3 +47,9 @@ def test_stripes_values_arrive_as_the_mirror_stores_them():
     assert result.state["email"] == ""
     assert result.state["metadata"] == {} and result.state["preferred_locales"] == []
     assert result.state["tax_exempt"] == "none" and result.state["address"] is None
+
+
+def test_a_local_value_equal_to_the_base_in_python_but_not_as_stripe_reads_it_is_an_edit():
+    # True == 1 in Python, but Stripe is sent "True", not "1": an edit made here, and Stripe changed it too.
+    result = merge(state(metadata={"k": True}), state(metadata={"k": "2"}), state(metadata={"k": 1}))
+    assert result.conflicts == [("metadata", {"k": True}, {"k": "2"})]

@@ -1,11 +1,9 @@
-"""The pull writes a page in a constant number of queries, and its fast lane writes what the general path would.
+"""The pull writes a page in a constant number of queries, and stores every kind of customer it meets.
 
 Query counts, never timings: a page of 10 costs what a page of 100 costs, for
-new customers, for a second run that finds them unchanged, and for one that
-finds them changed in Stripe. ``pull_rows`` answers the common cases without
-the general merge; each scenario below runs twice, once with that fast lane
-turned off, and both must leave the same rows, conflicts and owners. And the
-walk remembers one page of ids to stop a list that repeats itself, so a pull's
+new customers, for a second run that finds them unchanged, for one that finds
+them changed in Stripe, and for a page mixing all three. And the walk
+remembers one page of ids to stop a list that repeats itself, so a pull's
 memory does not grow with the account.
 """
 
@@ -24,15 +22,13 @@ from customersync.client import StripeClient
 from customersync.exceptions import APIError
 from customersync.models import Conflict, Customer, SyncStatus
 from customersync.pull import store_page
-from customersync.pull_rows import PageWriter
 from tests.owners import field, make_owner, owner_model
 
 pytestmark = pytest.mark.django_db
 
-# On SQLite Django splits bulk_create and bulk_update by its 999 parameters: the
-# portable path's count grows with the page there (see test_mirror too).
+# On SQLite Django splits bulk_create by its 999 parameters: the count grows with the page there.
 postgres_only = pytest.mark.skipif(
-    connection.vendor != "postgresql", reason="one statement per page is the PostgreSQL path's"
+    connection.vendor != "postgresql", reason="one statement per kind and page is PostgreSQL's"
 )
 
 LOOKUP = 1  # the SELECT ... FOR UPDATE of the customers the mirror holds
@@ -63,30 +59,27 @@ def changed(page):
 
 
 @postgres_only
-@pytest.mark.parametrize("expect_new, lookup", [(False, LOOKUP), (True, 0)])
 @pytest.mark.parametrize("size", [10, 100])
-def test_a_page_of_new_customers_is_one_insert(stripe, size, expect_new, lookup, django_assert_num_queries):
+def test_a_page_of_new_customers_is_one_insert(stripe, size, django_assert_num_queries):
     page = seeded(stripe, size)
-    with django_assert_num_queries(lookup + 1):
-        store_page(page, sync.PullStats(), expect_new=expect_new)
+    with django_assert_num_queries(LOOKUP + 1):
+        store_page(page, sync.PullStats())
     assert Customer.objects.count() == size
 
 
 @postgres_only
-@pytest.mark.parametrize("expect_new, tried", [(False, 0), (True, 1)])  # an INSERT that creates nothing
 @pytest.mark.parametrize("size", [10, 100])
-def test_a_second_run_over_unchanged_customers_is_one_update(stripe, size, expect_new, tried,
-                                                             django_assert_num_queries):  # fmt: skip
+def test_a_second_run_over_unchanged_customers_is_one_update(stripe, size, django_assert_num_queries):
     page = seeded(stripe, size)
     store_page(page, sync.PullStats())
-    with django_assert_num_queries(tried + LOOKUP + 1):
-        store_page(page, sync.PullStats(), expect_new=expect_new)
+    with django_assert_num_queries(LOOKUP + 1):
+        store_page(page, sync.PullStats())
     assert Customer.objects.count() == size
 
 
 @postgres_only
 @pytest.mark.parametrize("size", [10, 100])
-def test_a_second_run_over_changed_customers_is_one_update(stripe, size, django_assert_num_queries):
+def test_a_second_run_over_changed_customers_is_one_write(stripe, size, django_assert_num_queries):
     page = seeded(stripe, size)
     store_page(page, sync.PullStats())
     with django_assert_num_queries(LOOKUP + 1):
@@ -103,10 +96,9 @@ def mixed(stripe, size):
 
 
 @postgres_only
-@pytest.mark.parametrize("expect_new", [False, True])
-def test_a_mixed_page_costs_the_same_for_10_and_100_customers(stripe, expect_new):
-    small, large = queries(mixed(stripe, 10), expect_new=expect_new), queries(mixed(stripe, 100), expect_new=expect_new)
-    assert small == large == LOOKUP + 3, (small, large)  # insert, update, touch
+def test_a_mixed_page_costs_the_same_for_10_and_100_customers(stripe):
+    small, large = queries(mixed(stripe, 10)), queries(mixed(stripe, 100))
+    assert small == large == LOOKUP + 3, (small, large)  # insert, write of the changed, touch
     assert Customer.objects.count() == 100
 
 
@@ -124,47 +116,18 @@ def test_a_whole_pull_costs_the_same_per_page_for_pages_of_10_and_100(stripe):
     for again in (False, True):
         one_small, three_small = walk(10, 1, again=again), walk(10, 3, again=again)
         one_large, three_large = walk(100, 1, again=again), walk(100, 3, again=again)
-        assert one_small == one_large and three_small == three_large, (again, one_small, one_large, three_small,
-                                                                        three_large)  # fmt: skip
-        # Per page: the page's own queries and the cursor's. An import creates first and looks
-        # nothing up; a second walk tries that on its first page only, then looks up and touches.
-        per_page = LOOKUP + 1 if again else 1
-        assert (three_small - one_small) / 2 == FRAME + per_page + 1, (again, one_small, three_small)
+        assert one_small == one_large and three_small == three_large, (
+            again,
+            one_small,
+            one_large,
+            three_small,
+            three_large,
+        )
+        # Per page: the lookup, one write (an insert, or the touch of a second walk), the cursor.
+        assert (three_small - one_small) / 2 == FRAME + LOOKUP + 1 + 1, (again, one_small, three_small)
 
 
-# -- the fast lane writes what the general path writes --------------------------------
-
-
-@pytest.fixture
-def general_only(monkeypatch):
-    """Turn the fast lane off: every customer is merged the general way."""
-
-    def turn_off():
-        monkeypatch.setattr(PageWriter, "new_row", lambda self, obj: None)
-        monkeypatch.setattr(PageWriter, "unchanged", lambda self, customer, obj: False)
-
-    return turn_off
-
-
-@pytest.fixture
-def lane(monkeypatch):
-    """How many customers the fast lane took: new ones, and unchanged ones."""
-    taken = {"new": 0, "unchanged": 0}
-    new_row, unchanged = PageWriter.new_row, PageWriter.unchanged
-
-    def count_new(self, obj):
-        row = new_row(self, obj)
-        taken["new"] += row is not None
-        return row
-
-    def count_unchanged(self, customer, obj):
-        same = unchanged(self, customer, obj)
-        taken["unchanged"] += same
-        return same
-
-    monkeypatch.setattr(PageWriter, "new_row", count_new)
-    monkeypatch.setattr(PageWriter, "unchanged", count_unchanged)
-    return taken
+# -- what a page stores ------------------------------------------------------------------
 
 
 SKIPPED = {"id", "owner_id", "updated_at", "last_pulled_at", "confirmed_at"}
@@ -188,17 +151,31 @@ def snapshot(stats):
 
 
 def new_objects(stripe):
-    """Customers new to the mirror: plain ones, rich plain ones, ones that are not plain, ones that do not fit."""
+    """Customers new to the mirror: plain ones, rich ones, ones of other shapes, ones that do not fit."""
     plain = stripe.seed(4)
     rich = stripe.add_customer(
         shipping={"name": "Dock 4", "phone": None, "address": {"city": "Lyon", "country": "FR", "line1": "1 quai"}},
-        invoice_settings={"custom_fields": [{"name": "PO", "value": "7"}], "footer": "Thanks", "rendering_options":
-                          {"amount_tax_display": "exclude_tax", "template": None}},
-        balance=-500, next_invoice_sequence=7, preferred_locales=["fr", "en"], tax_exempt="exempt",
+        invoice_settings={
+            "custom_fields": [{"name": "PO", "value": "7"}],
+            "footer": "Thanks",
+            "rendering_options": {"amount_tax_display": "exclude_tax", "template": None},
+        },
+        balance=-500,
+        next_invoice_sequence=7,
+        preferred_locales=["fr", "en"],
+        tax_exempt="exempt",
         metadata={"plan": "pro", "seats": "4"},
-    )  # fmt: skip
-    empty = {**stripe.add_customer(), "email": None, "metadata": None, "preferred_locales": None,
-             "invoice_settings": None, "address": {}, "currency": "eur", "delinquent": True}  # fmt: skip
+    )
+    empty = {
+        **stripe.add_customer(),
+        "email": None,
+        "metadata": None,
+        "preferred_locales": None,
+        "invoice_settings": None,
+        "address": {},
+        "currency": "eur",
+        "delinquent": True,
+    }
 
     def variant(**changes):
         obj = {**copy.deepcopy(plain[0]), **changes}
@@ -220,19 +197,23 @@ def new_objects(stripe):
     return [*plain, rich, empty, *variants]
 
 
-@pytest.mark.parametrize("expect_new", [False, True])
-def test_new_customers_are_stored_as_the_general_path_stores_them(stripe, lane, general_only, expect_new):
+def test_new_customers_are_stored_or_skipped_whatever_their_shape(stripe):
     objects = new_objects(stripe)
     stats = sync.PullStats()
-    store_page(copy.deepcopy(objects), stats, expect_new=expect_new)
-    fast = snapshot(stats)
-    assert stats.created == len(objects) - 5 and stats.skipped == 5
-    assert lane["new"] == 8  # 4 seeded, the rich one, the empty one, Stripe's shipping keys, no created
-    Customer.objects.all().delete()
-    general_only()
-    stats = sync.PullStats()
     store_page(copy.deepcopy(objects), stats)
-    assert snapshot(stats) == fast
+    rows, conflicts, _counts = snapshot(stats)
+    assert stats.created == len(objects) - 5 and stats.skipped == 5 and not conflicts
+    assert set(stats.unstorable) == {f"cus_variant{i}" for i in range(5, 10)}
+    pending = {stripe_id for stripe_id, row in rows.items() if row["sync_status"] != SyncStatus.IN_SYNC}
+    assert pending == {"cus_variant0", "cus_variant2", "cus_variant4"}  # owed a push: not Stripe's own shapes
+    assert rows[objects[4]["id"]]["invoice_settings"]["footer"] == "Thanks"
+    assert rows["cus_variant1"]["default_source"] == "card_1"
+    # A page stored again in one go leaves the same rows.
+    Customer.objects.all().delete()
+    again = sync.PullStats()
+    for obj in copy.deepcopy(objects):
+        store_page([obj], again)
+    assert snapshot(again) == snapshot(stats)
 
 
 def second_run(stripe):
@@ -243,8 +224,9 @@ def second_run(stripe):
     ids = [obj["id"] for obj in objects]
     Customer.objects.filter(stripe_id=ids[1]).update(name="Edited here", sync_status=SyncStatus.PENDING)
     Customer.objects.filter(stripe_id=ids[2]).update(name="Edited here", sync_status=SyncStatus.PENDING)
-    Customer.objects.filter(stripe_id=ids[3]).update(phone="+1 edited", sync_status=SyncStatus.FAILED,
-                                                     sync_error={"message": "refused"})  # fmt: skip
+    Customer.objects.filter(stripe_id=ids[3]).update(
+        phone="+1 edited", sync_status=SyncStatus.FAILED, sync_error={"message": "refused"}
+    )
     Customer.objects.filter(stripe_id=ids[4]).update(sync_status=SyncStatus.DELETED)
     Customer.objects.filter(stripe_id=ids[5]).update(sync_status=SyncStatus.PENDING)
     if settings.CUSTOMERSYNC.get("OWNER_MODEL"):
@@ -258,24 +240,28 @@ def second_run(stripe):
     return page
 
 
-@pytest.mark.parametrize("expect_new", [False, True])
-def test_a_second_run_stores_what_the_general_path_stores(stripe, lane, general_only, expect_new):
+def test_a_second_run_keeps_edits_records_conflicts_and_revives(stripe):
     page = second_run(stripe)
-    stats = sync.PullStats()
-    store_page(copy.deepcopy(page), stats, expect_new=expect_new)
-    fast = snapshot(stats)
-    assert lane["unchanged"] == 3  # 0, and the linked 6 and 7 (7's owner written back, so its row too)
-    assert fast[1] and fast[0][page[1]["id"]]["name"] == "Edited here"  # kept, and a conflict recorded
-    assert fast[0][page[4]["id"]]["sync_status"] == SyncStatus.IN_SYNC  # revived
-    assert fast[0][page[5]["id"]]["sync_status"] == SyncStatus.IN_SYNC  # nothing to send after all
-    Customer.objects.all().delete()
-    if settings.CUSTOMERSYNC.get("OWNER_MODEL"):
-        owner_model()._base_manager.all().delete()
-    general_only()
-    page = second_run(stripe)
+    before = {c.stripe_id: c.updated_at for c in Customer.objects.all()}
     stats = sync.PullStats()
     store_page(copy.deepcopy(page), stats)
-    assert snapshot(stats) == fast
+    rows, conflicts, _counts = snapshot(stats)
+    assert rows[page[1]["id"]]["name"] == "Edited here"  # kept
+    assert rows[page[2]["id"]]["name"] == "Edited here"  # kept, and a conflict recorded
+    assert [c[:2] for c in conflicts] == [(page[2]["id"], "name")]
+    assert rows[page[3]["id"]]["sync_status"] == SyncStatus.FAILED  # the refused edit is still unsent
+    assert rows[page[4]["id"]]["sync_status"] == SyncStatus.IN_SYNC  # revived
+    assert rows[page[5]["id"]]["sync_status"] == SyncStatus.IN_SYNC  # nothing to send after all
+    assert rows[page[8]["id"]]["email"] == "new@example.com"
+    assert stats.updated == 9 and stats.kept_local == 3 and stats.conflicts == 1
+    after = {c.stripe_id: c.updated_at for c in Customer.objects.all()}
+    untouched = {stripe_id for stripe_id in before if after[stripe_id] == before[stripe_id]}
+    linked = settings.CUSTOMERSYNC.get("OWNER_MODEL")
+    # Left as they were by the merge (edits kept, still owed): only the pull's timestamps move. A linked
+    # customer whose owner gets Stripe's both-ways values back records them, so its row is written.
+    assert untouched == {page[i]["id"] for i in ((0, 1, 3) if linked else (0, 1, 3, 6, 7))}
+    if linked:
+        assert rows[page[7]["id"]]["owner"][field("phone")] == page[7]["phone"]
 
 
 def test_an_unchanged_customer_gets_only_the_pulls_timestamps(stripe):
