@@ -148,7 +148,8 @@ def _waiting_on_locks(count: int) -> None:
             time.sleep(0.01)
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="waits on PostgreSQL's row locks (pg_stat_activity)")
+# Waits on PostgreSQL's row locks (pg_stat_activity).
+@pytest.mark.postgresql
 def test_a_push_that_took_the_lease_as_the_last_holder_stored_it_does_not_send_it_again(stripe):
     """Worker B reads while A's confirm, which stores the record and releases the lease, is about to
     commit: B's statement takes the lease once it has, but reads from a snapshot taken before, where

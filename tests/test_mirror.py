@@ -44,7 +44,7 @@ def queries_for_page(stripe, size):
 
 
 # Django splits a SQLite bulk_create by its 999 parameters: there the count grows with the page.
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="one statement per kind and page is PostgreSQL's")
+@pytest.mark.postgresql
 def test_queries_per_page_do_not_grow_with_the_page(stripe, django_assert_max_num_queries):
     small, large = queries_for_page(stripe, 10), queries_for_page(stripe, 100)
     assert small == large, (small, large)

@@ -315,7 +315,8 @@ def test_a_value_stripe_already_has_settles_without_a_request(stripe):
     assert not PendingPush.objects.filter(customer=customer, state=PushState.PENDING).exists()
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks and pg_stat_activity are PostgreSQL's")
+# Row locks and pg_stat_activity are PostgreSQL's.
+@pytest.mark.postgresql
 @pytest.mark.parametrize("in_transaction", [False, True], ids=["autocommit", "atomic"])
 @pytest.mark.django_db(transaction=True)
 def test_a_save_racing_a_push_waits_for_the_customer_row_and_never_holds_the_owner_first(in_transaction):

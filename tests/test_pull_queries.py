@@ -27,9 +27,7 @@ from tests.owners import field, make_owner, owner_model
 pytestmark = pytest.mark.django_db
 
 # On SQLite Django splits bulk_create by its 999 parameters: the count grows with the page there.
-postgres_only = pytest.mark.skipif(
-    connection.vendor != "postgresql", reason="one statement per kind and page is PostgreSQL's"
-)
+postgres_only = pytest.mark.postgresql
 
 LOOKUP = 1  # the SELECT ... FOR UPDATE of the customers the mirror holds
 # A pull's page is a transaction of its own; inside the test's, a savepoint (SAVEPOINT, RELEASE).
