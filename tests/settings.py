@@ -82,8 +82,10 @@ if OWNER != "organization" and not DATABASES["default"]["ENGINE"].endswith("sqli
     # Another owner setup has other tables: a test database of its own.
     DATABASES["default"]["NAME"] += f"_{OWNER}"
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-    # A file, not memory, so worker processes can share the test database.
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / f".pytest-db-{OWNER}.sqlite3")}
+    # A file, not memory, so worker processes can share the test database; beside the URL's file,
+    # so runs given different URLs never share one.
+    _named = Path(DATABASES["default"]["NAME"] or BASE_DIR / "tests.sqlite3")
+    DATABASES["default"]["TEST"] = {"NAME": str(_named.with_name(f"{_named.stem}-test-{OWNER}.sqlite3"))}
 if os.environ.get("CUSTOMERSYNC_TEST_DB_NAME"):
     DATABASES["default"]["NAME"] = os.environ["CUSTOMERSYNC_TEST_DB_NAME"]
 
