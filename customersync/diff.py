@@ -73,7 +73,7 @@ def same(a: Any, b: Any) -> bool:
     if kind is not type(b):
         return False
     if kind is str or kind is int or kind is bool:
-        return a == b
+        return bool(a == b)
     if kind is dict:
         return a.keys() == b.keys() and all(same(value, b[key]) for key, value in a.items())
     if kind is list:
