@@ -86,6 +86,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # "Worker settings"). The pool is per process: run the worker with --pool=threads, and let the
     # pool hold a connection per thread (psycopg_pool's default holds 4; threads beyond wait).
     DATABASES["default"]["OPTIONS"] = {**DATABASES["default"].get("OPTIONS", {}), "pool": {"max_size": 8}}
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A transaction takes SQLite's write lock when it begins, so one that reads and then writes
+    # waits for another writer (up to the busy timeout) instead of failing "database is locked".
+    DATABASES["default"]["OPTIONS"] = {**DATABASES["default"].get("OPTIONS", {}), "transaction_mode": "IMMEDIATE"}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"

@@ -86,6 +86,9 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # so runs given different URLs never share one.
     _named = Path(DATABASES["default"]["NAME"] or BASE_DIR / "tests.sqlite3")
     DATABASES["default"]["TEST"] = {"NAME": str(_named.with_name(f"{_named.stem}-test-{OWNER}.sqlite3"))}
+    # As a site on SQLite should (the README's quick start): a transaction that reads and then
+    # writes waits for another writer instead of failing "database is locked".
+    DATABASES["default"]["OPTIONS"] = {"transaction_mode": "IMMEDIATE"}
 if os.environ.get("CUSTOMERSYNC_TEST_DB_NAME"):
     DATABASES["default"]["NAME"] = os.environ["CUSTOMERSYNC_TEST_DB_NAME"]
 
