@@ -122,7 +122,7 @@ def _machine(connection, broker: str) -> str:
 def _mirror(server, n: int, prefix: str):
     from customersync import sync
     from customersync.models import Customer
-    from customersync.pull import store_page
+    from customersync.pull.pages import store_page
 
     ids = [server.add_customer(name=f"{prefix}{i}", email=f"{prefix}{i}@example.com")["id"] for i in range(n)]
     store_page([server.get_customer(i) for i in ids], sync.PullStats())
@@ -167,8 +167,8 @@ def _quiet(server, seconds: float = 1.5) -> None:
 
 def request_bytes():
     """2. Bytes of a one-field edit against stripe-python's Customer.modify with every field."""
-    from customersync.diff import diff
-    from customersync.wire import encode
+    from customersync.core.diff import diff
+    from customersync.core.encoding import encode
     from tests.contract import customer_fixture
 
     customer = {
@@ -303,7 +303,7 @@ def diff_cost(server):
     n = 2000
     started = time.perf_counter()
     for _ in range(n):
-        from customersync.wire import encode
+        from customersync.core.encoding import encode
 
         encode(customer.pending_params())
     per_diff = (time.perf_counter() - started) / n

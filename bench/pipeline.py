@@ -97,9 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext, override_settings, setup_databases, teardown_databases
 
-    from customersync import push, sync
+    from customersync import sync
     from customersync.models import Customer
-    from customersync.pull import store_page
+    from customersync.pull.pages import store_page
+    from customersync.push import send
     from customersync.testing import FakeStripeServer
 
     connection.settings_dict["TEST"]["NAME"] = "customersync_bench_pipeline"
@@ -126,11 +127,11 @@ def main(argv: list[str] | None = None) -> int:
 
             first, rest = customers[0], customers[1:]
             with CaptureQueriesContext(connection) as captured:
-                push.push(first.pk)  # also warms up the client and the fake server
+                send.push(first.pk)  # also warms up the client and the fake server
             queries = len(captured.captured_queries)
 
             def push_one(customer) -> None:
-                push.push(customer.pk)
+                send.push(customer.pk)
 
             server.clear_requests()
             pipeline = spread(args.workers, rest, push_one)

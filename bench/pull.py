@@ -83,8 +83,8 @@ def _throughput(customers: int) -> None:
     from django.test.utils import override_settings
 
     from customersync import sync
-    from customersync.client import StripeClient
     from customersync.models import Customer
+    from customersync.stripe.client import StripeClient
     from customersync.testing import FakeStripeServer
 
     rows = []
@@ -210,7 +210,7 @@ def _memory(sizes: list[int]) -> None:
 def _child(kind: str) -> int:
     """One memory run in this process: walk or pull every page, then report the peak RSS."""
     from customersync import sync
-    from customersync.client import StripeClient
+    from customersync.stripe.client import StripeClient
 
     started = time.perf_counter()
     if kind == "walk":

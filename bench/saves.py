@@ -86,10 +86,10 @@ def _figures(rounds: int, capture, connection) -> list:
     from django.db import models, transaction
     from django.db.models.signals import post_save, pre_save
 
-    from customersync import owner_save
     from customersync.models import Customer, PendingPush, SyncStatus
-    from customersync.owner_sync import owner_post_save, owner_pre_save
-    from customersync.pull import PullStats, store_page
+    from customersync.owner import save
+    from customersync.owner.customers import owner_post_save, owner_pre_save
+    from customersync.pull.pages import PullStats, store_page
     from tests.owners import field, make_owner
 
     obj = {"id": "cus_BenchSaves", "object": "customer", "name": "Ann", "email": "ann@example.com", "created": 1}
@@ -170,12 +170,12 @@ def _figures(rounds: int, capture, connection) -> list:
         rows.append((name, *_interleaved(rounds, owner_with, owner_without, unqueued), len(queries), target))
 
     owner_rounds("3d. owner save changing a mapped field (vs the owner alone)", "<= 2")
-    remembers = owner_save._remembers
-    owner_save._remembers = lambda instance: None  # nothing remembered, as without OwnerMixin
+    remembers = save._remembers
+    save._remembers = lambda instance: None  # nothing remembered, as without OwnerMixin
     try:
         owner_rounds("    the same without OwnerMixin", "(comparison)")
     finally:
-        owner_save._remembers = remembers
+        save._remembers = remembers
     return rows
 
 

@@ -88,7 +88,7 @@ def run(
     from django.db import InterfaceError, OperationalError, connection, transaction
 
     from customersync import sync
-    from customersync.diff import diff
+    from customersync.core.diff import diff
     from customersync.models import Customer, PendingPush, PushState
     from tests.support import Worker
 

@@ -45,9 +45,9 @@ def change(customer, rng: random.Random, tag: str) -> None:
 
 def counters(server, stripe_ids: dict[int, str], rolled_back: set[int], log=print) -> dict[str, int]:
     """The six counters that must be 0, and the requests sent, for the customers in ``stripe_ids``."""
-    from customersync.diff import diff
+    from customersync.core.diff import diff
+    from customersync.core.encoding import decode, flatten
     from customersync.models import Customer
-    from customersync.wire import decode, flatten
 
     path_to_pk = {f"/v1/customers/{sid}": pk for pk, sid in stripe_ids.items()}
     posts = [r for r in server.requests if r.method == "POST" and r.path in path_to_pk]

@@ -203,7 +203,7 @@ def publish_cost(customers: list, broker: str) -> tuple[float, float]:
     import redis
     from celery import current_app
 
-    from customersync import outbox
+    from customersync.push import outbox
 
     pks = [customer.pk for customer in customers]
     outbox.publish(pks[:10])  # the pool's first connection

@@ -25,9 +25,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .client import StripeClient
 from .conf import MISSING, app_settings
 from .exceptions import ConfigurationError
+from .stripe.client import StripeClient
 
 if TYPE_CHECKING:
     from .models import Account, Customer
@@ -178,9 +178,14 @@ def client_for(account: Account | None, found: Platform | None = None) -> Stripe
             clients.clear()
         key, base, version, timeout, deadline, connected, header = config
         client = clients[config] = StripeClient(
-            key, api_base=base, api_version=version, timeout=timeout, deadline=deadline,
-            stripe_account=connected, account_header=header,
-        )  # fmt: skip
+            key,
+            api_base=base,
+            api_version=version,
+            timeout=timeout,
+            deadline=deadline,
+            stripe_account=connected,
+            account_header=header,
+        )
     return client
 
 

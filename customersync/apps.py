@@ -8,7 +8,7 @@ class CustomerSyncConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import account_checks, checks  # noqa: F401  (registers the system checks)
-        from .receivers import connect
+        from .checks import accounts, configuration  # noqa: F401  (registers the system checks)
+        from .owner.receivers import connect
 
         connect()

@@ -11,8 +11,8 @@ from typing import Any
 from django.conf import settings
 from django.core.signals import setting_changed
 
-from .client import DEFAULT_API_BASE, DEFAULT_API_VERSION
 from .exceptions import ConfigurationError
+from .stripe.client import DEFAULT_API_BASE, DEFAULT_API_VERSION
 
 DEFAULTS: dict[str, Any] = {
     # Secret (sk_...) or restricted (rk_...) key. Required to talk to Stripe.

@@ -37,13 +37,13 @@ class OwnerMixin(_Base):
     def from_db(cls, db: Any, field_names: Any, values: Any, **kwargs: Any) -> Any:
         # **kwargs: Django 6.1 passes fetch_mode to a from_db that accepts it (and warns otherwise).
         instance = super().from_db(db, field_names, values, **kwargs)
-        from .owner_save import remember
+        from .owner.save import remember
 
         remember(instance)
         return instance
 
     def refresh_from_db(self, using: Any = None, fields: Any = None, from_queryset: Any = None) -> None:
         super().refresh_from_db(using=using, fields=fields, from_queryset=from_queryset)
-        from .owner_save import remember
+        from .owner.save import remember
 
         remember(self, fields)

@@ -12,12 +12,12 @@ Each lives in the module of its job (the layout in the README):
 
 from __future__ import annotations
 
-from .events import handle_event
 from .exceptions import Busy, RetryLater
-from .outbox import drain, mark_for_push, publisher, record_change, request_push, sweep
-from .owner_sync import OwnerSyncResult, check_owner, for_owner, get_or_create_for, sync_from_owners
-from .pull import PullStats, pull, pull_one
-from .push import Outcome, PushResult, loggable, push, redact
+from .owner.customers import OwnerSyncResult, check_owner, for_owner, get_or_create_for, sync_from_owners
+from .pull.pages import PullStats, pull, pull_one
+from .push.outbox import drain, mark_for_push, publisher, record_change, request_push, sweep
+from .push.send import Outcome, PushResult, loggable, push, redact
+from .webhooks.events import handle_event
 
 __all__ = [
     "Busy",

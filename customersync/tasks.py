@@ -11,8 +11,8 @@ import random
 from celery import shared_task
 from django.db import DatabaseError
 
-from . import outbox, push
 from .exceptions import Busy, RetryLater
+from .push import outbox, send
 
 
 def backoff(failed_attempts: int) -> float:
@@ -34,7 +34,7 @@ def push_customer(self, customer_pk: int, resume: str | None = None) -> str:
     ``resume``: the lease a run that lost the database held, taken up again at once.
     """
     try:
-        return push.push(customer_pk, resume=resume).outcome.value
+        return send.push(customer_pk, resume=resume).outcome.value
     except Busy:
         # Another worker is pushing this customer; its turn comes shortly.
         raise self.retry(countdown=random.uniform(0.2, 1.0)) from None

@@ -4,7 +4,7 @@
 
 from django.urls import path
 
-from .webhooks import webhook
+from .webhooks.views import webhook
 
 app_name = "customersync"
 urlpatterns = [

@@ -76,7 +76,7 @@ class SaveQueries:
 def owner_save_queries():
     """Count the queries of the block's owner save (``SaveQueries``). Its promise: the owner's own
     ``UPDATE``, one read of its customers when a mapped value changed (none else), then each changed
-    customer's own ``save()`` (whose cost is the save's promise, ``tests/test_save_queries.py``)."""
+    customer's own ``save()`` (whose cost is the save's promise, ``tests/models/test_save_queries.py``)."""
     from customersync.models import Customer
 
     counts = SaveQueries()

@@ -10,10 +10,10 @@ from django.core.management import CommandError, call_command
 from django.test import override_settings
 
 from customersync import sync
-from customersync.client import StripeClient
 from customersync.exceptions import APIConnectionError
 from customersync.management.commands.customersync_push import Command as PushCommand
 from customersync.models import Customer
+from customersync.stripe.client import StripeClient
 
 pytestmark = pytest.mark.django_db
 

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.test_quickstart import REPO, readme_blocks
+from tests.e2e.test_quickstart import REPO, readme_blocks
 
 LOAD = "import project.settings as s; print('loaded', s.DEBUG, s.SECRET_KEY, s.CUSTOMERSYNC['WEBHOOK_SECRET'])"
 OWN = {"DJANGO_SECRET_KEY": "an-own-secret-0123456789", "STRIPE_WEBHOOK_SECRET": "whsec_own"}

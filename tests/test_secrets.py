@@ -13,11 +13,11 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.urls import reverse
 
-from customersync.client import StripeClient
 from customersync.exceptions import StripeError
 from customersync.models import Customer, PendingPush, PushAttempt
+from customersync.stripe.client import StripeClient
 from tests.conftest import wait_for_tasks
-from tests.test_e2e import mirrored
+from tests.e2e.test_e2e import mirrored
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

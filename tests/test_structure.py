@@ -1,4 +1,16 @@
-"""The app's shape: no import circle, a Celery-free core, one owner of the sync status."""
+"""The app's shape: its packages' layers, no import circle, a Celery-free core, one owner of the sync status.
+
+The layers, read from every import of the app (inside functions too; not
+under ``if TYPE_CHECKING:``):
+
+- ``core/`` is pure: it imports no Django, Celery or kombu, and of the app
+  only ``core/`` and ``exceptions``;
+- ``stripe/`` imports no models (what a request needs arrives as arguments);
+- ``push/`` takes from ``owner/`` only the mapping;
+- nothing outside ``admin/`` imports ``admin/`` (Django's autodiscovery does);
+- no module imports another package's ``_private`` name;
+- the fake Stripe server (``testing/``) shares only the form encoding with the app.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 APP = REPO / "customersync"
 MODULES = sorted(p for p in APP.rglob("*.py") if "migrations" not in p.parts)
+PURE = ("django", "celery", "kombu")
 
 
 def module_name(path: Path) -> str:
@@ -18,6 +31,11 @@ def module_name(path: Path) -> str:
 
 
 NAMES = {module_name(p): p for p in MODULES}
+
+
+def package_of(name: str) -> str:
+    """The package a module belongs to (a package's ``__init__`` belongs to the package itself)."""
+    return name if NAMES[name].name == "__init__.py" else name.rpartition(".")[0]
 
 
 def _runtime_nodes(tree: ast.AST):
@@ -30,10 +48,12 @@ def _runtime_nodes(tree: ast.AST):
         yield from _runtime_nodes(node)
 
 
-def imports_of(path: Path) -> set[str]:
-    """Every module of the app that ``path`` imports, at any depth (functions included)."""
-    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
-    found: set[str] = set()
+def imported_names(path: Path) -> list[tuple[str, str | None]]:
+    """``(module, name)`` for every import of ``path`` at any depth: ``name`` is what ``from module
+    import name`` takes (None for ``import module``); relative imports resolved."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: list[tuple[str, str | None]] = []
     for node in _runtime_nodes(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
             base = node.module or ""
@@ -41,17 +61,39 @@ def imports_of(path: Path) -> set[str]:
                 anchor = package.split(".")
                 anchor = anchor[: len(anchor) - (node.level - 1)]
                 base = ".".join([*anchor, base] if base else anchor)
-            if not base.startswith("customersync"):
-                continue
-            for alias in node.names:
-                candidate = f"{base}.{alias.name}"
-                found.add(candidate if candidate in NAMES else base)
+            found += [(base, alias.name) for alias in node.names]
         elif isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.startswith("customersync")}
+            found += [(alias.name, None) for alias in node.names]
+    return found
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module of the app that ``path`` imports, at any depth (functions included)."""
+    found: set[str] = set()
+    for base, name in imported_names(path):
+        if not base.startswith("customersync"):
+            continue
+        candidate = f"{base}.{name}" if name else base
+        found.add(candidate if candidate in NAMES else base)
     return {name for name in found if name in NAMES} - {module_name(path)}
 
 
 GRAPH = {name: imports_of(path) for name, path in NAMES.items()}
+
+
+def in_package(name: str, package: str) -> bool:
+    return name == f"customersync.{package}" or name.startswith(f"customersync.{package}.")
+
+
+def reachable(start: str) -> set[str]:
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for target in GRAPH[todo.pop()]:
+            if target not in seen:
+                seen.add(target)
+                todo.append(target)
+    return seen
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -77,6 +119,99 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+# --------------------------------------------------------------------------
+# the layers
+
+
+def test_the_pure_core_imports_no_django_celery_or_kombu_and_of_the_app_only_itself():
+    core = [name for name in NAMES if in_package(name, "core")]
+    assert core, "no customersync.core package"
+    for name in core:
+        outside = {base for base, _ in imported_names(NAMES[name]) if base and base.split(".")[0] in PURE}
+        assert not outside, (name, outside)
+        app = {t for t in GRAPH[name] if not in_package(t, "core")}
+        assert app <= {"customersync.exceptions"}, (name, app)
+
+
+def test_the_stripe_package_imports_no_models():
+    stripe = [name for name in NAMES if in_package(name, "stripe")]
+    assert stripe, "no customersync.stripe package"
+    for name in stripe:
+        models = {t for t in reachable(name) if in_package(t, "models")}
+        assert not models, f"{name} reaches the models through {sorted(models)}"
+
+
+def test_the_push_takes_from_owner_only_the_mapping():
+    for name in NAMES:
+        if in_package(name, "push"):
+            owner = {t for t in GRAPH[name] if in_package(t, "owner")}
+            assert owner <= {"customersync.owner.mapping"}, (name, owner)
+
+
+def test_nothing_imports_the_admin_package():
+    # Django's admin autodiscovery imports customersync.admin; the app never does.
+    for name, targets in GRAPH.items():
+        if not in_package(name, "admin"):
+            admin = {t for t in targets if in_package(t, "admin")}
+            assert not admin, (name, admin)
+
+
+def test_no_module_imports_another_packages_private_name():
+    found = []
+    for name, path in NAMES.items():
+        for base, imported in imported_names(path):
+            if base not in NAMES or not imported or not imported.startswith("_") or imported.startswith("__"):
+                continue
+            if package_of(base) != package_of(name):
+                found.append(f"{name} imports {imported} from {base}")
+    assert not found, found
+
+
+def test_every_package_says_its_public_names():
+    for name, path in NAMES.items():
+        if path.name != "__init__.py" or name == "customersync" or "management" in name:
+            continue
+        tree = ast.parse(path.read_text())
+        declares = any(
+            isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "__all__" for t in node.targets)
+            for node in tree.body
+        )
+        assert declares or (ast.get_docstring(tree) or "").strip(), f"{name} says nothing of its public names"
+
+
+def test_the_fake_server_does_not_lean_on_the_apps_table():
+    # It is the independent check on the app: only the wire encoding is shared.
+    # (The pytest plugin is the glue between the two, for sites' tests.)
+    for name, targets in GRAPH.items():
+        if name.startswith("customersync.testing") and name != "customersync.testing.pytest_plugin":
+            outside = {t for t in targets if not t.startswith("customersync.testing")}
+            assert outside <= {"customersync.core.encoding", "customersync.core"}, (name, outside)
+
+
+# --------------------------------------------------------------------------
+# the checks above can fail
+
+
+def test_the_layer_checks_see_what_they_check():
+    assert "customersync.core.encoding" in GRAPH["customersync.stripe.client"]
+    assert any(in_package(t, "push") for t in reachable("customersync.sync"))
+    assert package_of("customersync.push") == "customersync.push"
+
+
+def test_the_graph_sees_imports_inside_functions():
+    # The checks above would be blind if function-level imports were missed.
+    inside = set()
+    for name, path in NAMES.items():
+        for function in ast.walk(ast.parse(path.read_text())):
+            if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for node in ast.walk(function):
+                    if isinstance(node, ast.ImportFrom) and node.level and node.module:
+                        inside.add((name, node.module.split(".")[0]))
+    assert inside, "no function-level import left to check the graph with"
+    for name, first in inside:
+        assert any(target.split(".")[1] == first or first in target for target in GRAPH[name]), (name, first)
+
+
 def test_no_import_circle_among_the_apps_modules():
     cycle = find_cycle(GRAPH)
     assert cycle is None, "import circle: " + " -> ".join(cycle or [])
@@ -86,46 +221,25 @@ def test_the_circle_finder_finds_a_circle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
 
 
-def test_the_graph_sees_imports_inside_functions():
-    # The check above would be blind if function-level imports were missed.
-    assert "customersync.validation" in GRAPH["customersync.models.customer"]
-
-
-def test_the_fake_server_does_not_lean_on_the_apps_table():
-    # It is the independent check on the app: only the wire encoding is shared.
-    # (The pytest plugin is the glue between the two, for sites' tests.)
-    for name, targets in GRAPH.items():
-        if name.startswith("customersync.testing") and name != "customersync.testing.pytest_plugin":
-            outside = {t for t in targets if not t.startswith("customersync.testing")}
-            assert outside <= {"customersync.wire"}, (name, outside)
-
-
 def test_models_and_the_pure_core_import_without_celery():
-    code = """
+    core = sorted(name for name in NAMES if in_package(name, "core"))
+    code = f"""
 import sys
 import django
 from django.conf import settings
 
 settings.configure(
     INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "customersync"],
-    DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+    DATABASES={{"default": {{"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}}},
 )
 django.setup()
-import customersync.models, customersync.diff, customersync.wire, customersync.params, customersync.merge
+import customersync.models, {", ".join(core)}
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("celery", "kombu"))
 print("celery modules:", loaded)
 assert not loaded
 """
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_the_pure_core_imports_nothing_from_django():
-    for name in ("customersync.params", "customersync.diff", "customersync.wire", "customersync.merge"):
-        tree = ast.parse(NAMES[name].read_text())
-        modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and not n.level}
-        modules |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-        assert not {m for m in modules if m and m.split(".")[0] in ("django", "celery", "kombu")}, name
 
 
 def test_only_the_models_write_the_sync_status():

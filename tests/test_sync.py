@@ -5,8 +5,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from customersync import sync
+from customersync.core.encoding import decode
 from customersync.models import Customer, SyncStatus
-from customersync.wire import decode
 
 pytestmark = pytest.mark.django_db
 

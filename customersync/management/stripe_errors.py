@@ -17,9 +17,9 @@ from typing import Any
 
 import requests
 
-from customersync.client import DEFAULT_API_BASE
 from customersync.conf import app_settings
 from customersync.exceptions import APIConnectionError, StripeError
+from customersync.stripe.client import DEFAULT_API_BASE
 
 # The first of these found in the exception's chain says why the connection failed.
 _REASONS: tuple[tuple[type[BaseException], str], ...] = (

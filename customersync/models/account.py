@@ -16,8 +16,8 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-from ..client import ACCOUNT_ID
 from ..conf import app_settings
+from ..stripe.client import ACCOUNT_ID
 
 DEFAULT_PLATFORM = "default"
 PLATFORM_NAME = r"[a-z0-9][a-z0-9_-]{0,63}"

@@ -13,10 +13,10 @@ from django.utils.translation import gettext_lazy as _
 
 from .. import signals
 from ..conf import owner_model_label
-from ..diff import diff
+from ..core.diff import diff
+from ..core.merge import Merge, merge
+from ..core.params import TABLE, get_path, set_path
 from ..exceptions import ParamError
-from ..merge import Merge, merge
-from ..params import TABLE, get_path, set_path
 
 OWNER_MODEL = owner_model_label()
 
@@ -290,7 +290,7 @@ class Customer(models.Model):
         """Django's checks of each field, except those holding a value ``validate_for_stripe``
         refuses: ``clean()`` reports them by their Stripe names, and Django would first turn
         a dict given for a text field into its repr."""
-        from ..validation import refused_fields
+        from .validation import refused_fields
 
         super().clean_fields(exclude={*(exclude or ()), *refused_fields(self)})
 
@@ -304,7 +304,7 @@ class Customer(models.Model):
         Run by ``clean()`` (forms) and by ``save()``, so a bad value never reaches the outbox.
         Returns the pending params it computed on the way (None without a Stripe id).
         """
-        from ..validation import check_edit
+        from .validation import check_edit
 
         return check_edit(self)
 

@@ -7,7 +7,7 @@ import uuid
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-from ..client import IDEMPOTENCY_PREFIX
+from ..stripe.client import IDEMPOTENCY_PREFIX
 from .customer import Customer
 
 

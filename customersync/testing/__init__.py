@@ -22,8 +22,8 @@ a ``Stripe-Context`` header, each account with its own customers and
 idempotency keys, faults and rate limits aimed at one account. Without a
 platform it takes one key, or any ``sk_test_`` key.
 
-It does not use the app's ``customersync.params``: it is the independent check
-on the app, so only ``customersync.wire`` (form encoding) is shared.
+It does not use the app's ``customersync.core.params``: it is the independent check
+on the app, so only ``customersync.core.encoding`` (form encoding) is shared.
 
 Modules:
 

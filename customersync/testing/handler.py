@@ -32,7 +32,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from ..wire import decode
+from ..core.encoding import decode
 
 DEFAULT_API_VERSION = "2026-10-28.endive"
 

@@ -80,7 +80,7 @@ class FakeStripe:
 @pytest.fixture
 def fake_stripe(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeStripe]:
     """The app pointed at a fake Stripe server on 127.0.0.1, with no broker publishing."""
-    from customersync import outbox
+    from customersync.push import outbox
 
     with FakeStripeServer(api_key=KIT_API_KEY) as server:
         kit = FakeStripe(server)

@@ -11,7 +11,7 @@ Errors are Stripe-shaped (``FakeStripeAPIError``) and name the bad ``param``
 as Stripe does, in bracket syntax for nested params (``shipping[name]``,
 ``metadata[key]``).
 
-Deliberately separate from the app's ``customersync.params``: the fake is the
+Deliberately separate from the app's ``customersync.core.params``: the fake is the
 independent check on the app's own validation, so it must not share it.
 
 Public names: ``FakeStripeAPIError``, ``invalid``, ``no_such_customer``,

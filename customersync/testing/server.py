@@ -34,7 +34,7 @@ from dataclasses import replace
 from functools import partial
 from typing import Any
 
-from ..wire import decode, encode
+from ..core.encoding import decode, encode
 from .accounts import Accounts, bearer_key, in_progress, is_live_key, key_fingerprint, rate_limited
 from .control import answer_control
 from .faults import Fault, FaultQueue, make_fault

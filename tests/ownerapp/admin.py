@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 
-from customersync.owner_admin import OwnerAdminMixin
+from customersync.admin.owner import OwnerAdminMixin
 
 from .models import Organization
 

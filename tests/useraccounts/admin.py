@@ -3,7 +3,7 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 
-from customersync.owner_admin import OwnerAdminMixin
+from customersync.admin.owner import OwnerAdminMixin
 
 from .models import User
 

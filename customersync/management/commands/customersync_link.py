@@ -5,8 +5,9 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from customersync import accounts, link
+from customersync import accounts
 from customersync.exceptions import ConfigurationError
+from customersync.owner import linking as link
 
 LISTED = {
     link.AMBIGUOUS: "ambiguous",

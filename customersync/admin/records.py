@@ -1,0 +1,307 @@
+"""The sync's records in the admin, read-only: the sync log (push attempts), conflicts, webhook events.
+
+Also how a customer's page shows its latest attempts and conflicts. Every
+moment reads the same way (``admin_display.when``); what a push sent reads as
+the pending-changes panel names it, never as a form body or JSON; long texts
+are cut to their column with the whole text on hover and on the record's page.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext_lazy as _
+
+from ..models import Conflict, Customer, PushAttempt, WebhookEvent
+from . import display
+from .display import shown, truncated, when
+from .params import sent_lines
+
+# Rows of the customer page's history; the rest are a link away, in the sync log.
+HISTORY_ROWS = 10
+RECORD_FORM = "admin/customersync/record_change_form.html"
+
+
+class ReadOnlyMixin:
+    """The sync log is written by the sync only."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+def customer_title(customer: Customer) -> str:
+    """``Ann (cus_123)``: the name an operator knows, and the id Stripe knows."""
+    name = customer.name or customer.email
+    if name and customer.stripe_id:
+        return f"{name} ({customer.stripe_id})"
+    return str(customer)
+
+
+def attempt_number(attempt: PushAttempt) -> int:
+    """1 for the customer's first push attempt, 2 for the next..."""
+    return PushAttempt.objects.filter(customer_id=attempt.customer_id, id__lte=attempt.id).count()
+
+
+def attempt_error(attempt: PushAttempt) -> str:
+    if attempt.error_param:
+        return f"{attempt.error_message} ({attempt.error_param})"
+    return attempt.error_message
+
+
+def sent_names(params: dict[str, Any]) -> str:
+    """The parameters a push sent, by name: ``email, address``."""
+    return ", ".join(name for name, _value, _whole in sent_lines(params))
+
+
+@admin.register(PushAttempt)
+class PushAttemptAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    change_form_template = RECORD_FORM
+    list_display = ("started", "customer_link", "result", "sent_summary", "error_summary")
+    list_filter = ("outcome", "http_status")
+    search_fields = ("customer__stripe_id", "customer__email", "request_id", "idempotency_key")
+    list_select_related = ("customer",)
+    date_hierarchy = "started_at"
+    fields = (
+        "customer_page",
+        "outcome",
+        "started",
+        "finished",
+        "sent_params",
+        "http_status",
+        "request_id",
+        "error_details",
+        "idempotency_key",
+    )
+    readonly_fields = fields
+
+    class Media:
+        css = {"all": ("customersync/admin.css",)}
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return request.user.has_perm("customersync.view_customer") or super().has_view_permission(request, obj)
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        attempt = self.get_object(request, object_id)
+        if attempt is not None:
+            title = _("Push attempt %(number)d for %(customer)s") % {
+                "number": attempt_number(attempt),
+                "customer": customer_title(attempt.customer),
+            }
+            extra_context = {**(extra_context or {}), "subtitle": title}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    @admin.display(description=_("started"), ordering="started_at")
+    def started(self, obj: PushAttempt) -> str:
+        return when(obj.started_at)
+
+    @admin.display(description=_("finished"), ordering="finished_at")
+    def finished(self, obj: PushAttempt) -> str:
+        return when(obj.finished_at)
+
+    @admin.display(description=_("customer"), ordering="customer")
+    def customer_link(self, obj: PushAttempt) -> str:
+        text = truncated(str(obj.customer), title=customer_title(obj.customer))
+        return display.admin_link(obj.customer, self.admin_site, text)
+
+    @admin.display(description=_("outcome"), ordering="outcome")
+    def result(self, obj: PushAttempt) -> str:
+        """The outcome and Stripe's HTTP status: ``Failed (HTTP 400)``."""
+        if obj.http_status:
+            return format_html(
+                '<span class="customersync-nowrap">{} <span class="customersync-quiet">HTTP {}</span></span>',
+                obj.get_outcome_display(),
+                obj.http_status,
+            )
+        return obj.get_outcome_display()
+
+    @admin.display(description=_("customer"))
+    def customer_page(self, obj: PushAttempt) -> str:
+        return display.admin_link(obj.customer, self.admin_site, customer_title(obj.customer))
+
+    @admin.display(description=_("sent"))
+    def sent_summary(self, obj: PushAttempt) -> str:
+        return truncated(sent_names(obj.params))
+
+    @admin.display(description=_("params sent"))
+    def sent_params(self, obj: PushAttempt) -> str:
+        return display.sent(obj.params)
+
+    @admin.display(description=_("error"), ordering="error_message")
+    def error_summary(self, obj: PushAttempt) -> str:
+        return truncated(attempt_error(obj))
+
+    @admin.display(description=_("Stripe's error"))
+    def error_details(self, obj: PushAttempt) -> str:
+        if not obj.error_message:
+            return "-"
+        return display.error_details(
+            {"message": obj.error_message, "param": obj.error_param, "code": obj.error_code, "type": obj.error_type}
+        )
+
+
+@admin.register(Conflict)
+class ConflictAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    change_form_template = RECORD_FORM
+    list_display = ("detected", "customer_link", "param", "local", "remote", "outcome")  # where seen: a filter
+    list_filter = ("resolution", "source")
+    search_fields = ("customer__stripe_id", "customer__email", "param")
+    list_select_related = ("customer",)
+    fields = ("customer_page", "detected", "param", "local", "remote", "source", "resolution")
+    readonly_fields = fields
+
+    class Media:
+        css = {"all": ("customersync/admin.css",)}
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        conflict = self.get_object(request, object_id)
+        if conflict is not None:
+            title = _("Conflict on %(param)s of %(customer)s") % {
+                "param": conflict.param,
+                "customer": customer_title(conflict.customer),
+            }
+            extra_context = {**(extra_context or {}), "subtitle": title}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    @admin.display(description=_("detected"), ordering="detected_at")
+    def detected(self, obj: Conflict) -> str:
+        return when(obj.detected_at)
+
+    @admin.display(description=_("customer"), ordering="customer")
+    def customer_link(self, obj: Conflict) -> str:
+        text = truncated(str(obj.customer), title=customer_title(obj.customer))
+        return display.admin_link(obj.customer, self.admin_site, text)
+
+    @admin.display(description=_("resolution"), ordering="resolution")
+    def outcome(self, obj: Conflict) -> str:
+        """``Local edit kept``; the rest of the explanation on hover and on the page."""
+        full = obj.get_resolution_display()
+        return truncated(str(full).split(" (")[0], title=full)
+
+    @admin.display(description=_("customer"))
+    def customer_page(self, obj: Conflict) -> str:
+        return display.admin_link(obj.customer, self.admin_site, customer_title(obj.customer))
+
+    @admin.display(description=_("local edit"))
+    def local(self, obj: Conflict) -> str:
+        return truncated(shown(obj.local_value, "-"))
+
+    @admin.display(description=_("value in Stripe"))
+    def remote(self, obj: Conflict) -> str:
+        return truncated(shown(obj.remote_value, "-"))
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ("received", "type", "event", "stripe_id", "outcome")  # created in Stripe: on the event's page
+    list_filter = ("type", "outcome")
+    search_fields = ("event_id", "stripe_id")
+    fields = ("event_id", "type", "stripe_id", "created_in_stripe", "received", "outcome", "idempotency_key")
+    readonly_fields = fields
+
+    class Media:
+        css = {"all": ("customersync/admin.css",)}
+
+    @admin.display(description=_("received"), ordering="received_at")
+    def received(self, obj: WebhookEvent) -> str:
+        return when(obj.received_at)
+
+    @admin.display(description=_("event id"), ordering="event_id")
+    def event(self, obj: WebhookEvent) -> str:
+        return truncated(obj.event_id)
+
+    @admin.display(description=_("created in Stripe"), ordering="created")
+    def created_in_stripe(self, obj: WebhookEvent) -> str:
+        return when(obj.created)
+
+
+def history_table(customer: Customer, admin_site: admin.AdminSite) -> str:
+    """The customer's latest push attempts, newest first: when, outcome, what was sent, Stripe's answer."""
+    if customer.pk is None:
+        return "-"
+    attempts = list(PushAttempt.objects.filter(customer=customer).order_by("-started_at", "-id")[: HISTORY_ROWS + 1])
+    if not attempts:
+        return str(_("No push yet."))
+    labels = (_("started"), _("outcome"), _("sent"), _("HTTP status"), _("Stripe request id"), _("error"))
+    header = format_html_join("", "<th>{}</th>", ((label,) for label in labels))
+    rows = format_html_join(
+        "",
+        '<tr><td data-label="{}">{}</td><td data-label="{}">{}</td><td data-label="{}">{}</td>'
+        '<td data-label="{}">{}</td><td data-label="{}">{}</td><td data-label="{}">{}</td></tr>',
+        (
+            (
+                labels[0],
+                display.admin_link(attempt, admin_site, when(attempt.started_at)),
+                labels[1],
+                attempt.get_outcome_display(),
+                labels[2],
+                display.sent(attempt.params),
+                labels[3],
+                attempt.http_status or "-",
+                labels[4],
+                attempt.request_id or "-",
+                labels[5],
+                attempt_error(attempt) or "-",
+            )
+            for attempt in attempts[:HISTORY_ROWS]
+        ),
+    )
+    table = format_html(
+        '<table class="customersync-table customersync-history"><thead><tr>{}</tr></thead><tbody>{}</tbody></table>',
+        header,
+        rows,
+    )
+    if len(attempts) <= HISTORY_ROWS:
+        return table
+    url = reverse("admin:customersync_pushattempt_changelist", current_app=admin_site.name)
+    return format_html(
+        '{}<p class="customersync-more"><a href="{}?customer__id__exact={}">{}</a></p>',
+        table,
+        url,
+        customer.pk,
+        _("Every attempt, in the sync log"),
+    )
+
+
+def conflicts_table(customer: Customer) -> str:
+    """Fields Stripe changed while an edit here was not yet pushed (latest 10)."""
+    conflicts = (
+        list(Conflict.objects.filter(customer=customer).order_by("-detected_at", "-id")[:10]) if customer.pk else []
+    )
+    if not conflicts:
+        return str(_("None."))
+    labels = (_("detected"), _("parameter"), _("local edit"), _("value in Stripe"), _("resolution"))
+    rows = format_html_join(
+        "",
+        '<tr><td data-label="{}">{}</td><td data-label="{}"><code>{}</code></td><td data-label="{}">{}</td>'
+        '<td data-label="{}">{}</td><td data-label="{}">{}</td></tr>',
+        (
+            (
+                labels[0],
+                when(c.detected_at),
+                labels[1],
+                c.param,
+                labels[2],
+                shown(c.local_value, "-"),
+                labels[3],
+                shown(c.remote_value, "-"),
+                labels[4],
+                c.get_resolution_display(),
+            )
+            for c in conflicts
+        ),
+    )
+    return format_html(
+        '<table class="customersync-table customersync-conflicts"><thead><tr>{}</tr></thead><tbody>{}</tbody></table>',
+        format_html_join("", "<th>{}</th>", ((label,) for label in labels)),
+        rows,
+    )

@@ -1,0 +1,114 @@
+"""Whether each value fits the column that stores it, checked before a row is written.
+
+A value the database cannot hold must be an error naming its field, not an
+``OverflowError`` or a ``DataError`` from the driver (which, in a bulk write,
+fails the whole page). The limits are the model's own, the same on every
+database (SQLite would take more): the integer fields' ranges (``balance`` is a
+``BigIntegerField``, ``next_invoice_sequence`` a ``PositiveIntegerField``, at
+most 2147483647), ``max_length``, no ``None`` where the column is not
+nullable, JSON that JSON can hold, and no NUL character in text or JSON
+(PostgreSQL cannot store it).
+
+Errors are keyed like the rest of the validation: Stripe's bracket names
+(``address[line1]``, ``metadata[plan]``; ``tax[ip_address]`` for a value in
+``pending_once``), the field's name for other columns (``stripe_data[name]``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from django.db import models
+from django.db.backends.base.operations import BaseDatabaseOperations
+
+from ..core.shapes import kind
+
+__all__ = ["column_errors", "INTEGER_RANGES", "JUDGED"]
+
+# The model's limits, not the connection's: SQLite reports a 64-bit range for every integer field.
+INTEGER_RANGES: dict[str, tuple[int, int]] = BaseDatabaseOperations.integer_field_ranges
+NUL = "\x00"
+# The fields whose values can be refused here; any other field's value always fits.
+JUDGED: tuple[type[models.Field], ...] = (models.CharField, models.TextField, models.IntegerField, models.JSONField)
+_NUL_MESSAGE = "The database cannot store the NUL character (\\x00): remove it."
+# JSON text holds a NUL only as this escape; every other value ``_json`` judges, JSON refuses.
+_NUL_ESCAPE = "\\u0000"
+_STRICT = json.JSONEncoder(allow_nan=False, ensure_ascii=False).encode
+
+
+def column_errors(instance: models.Model, fields: Iterable[str] | None = None) -> dict[str, list[str]]:
+    """Every value of ``instance`` (or of its ``fields``) that its column cannot hold; ``{}`` when all fit."""
+    errors: dict[str, list[str]] = {}
+    only = set(fields) if fields is not None else None
+    for field in instance._meta.concrete_fields:
+        if field.primary_key or field.is_relation or (only is not None and field.name not in only):
+            continue
+        value = getattr(instance, field.attname)
+        for key, message in _problems(field, value):
+            errors.setdefault(key, []).append(message)
+    return errors
+
+
+def _problems(field: models.Field, value: Any) -> Iterable[tuple[str, str]]:
+    name = field.name
+    if value is None:
+        if not field.null and isinstance(field, (models.CharField, models.TextField)):
+            yield name, "Cannot be null: use '' for no value."
+        elif not field.null and isinstance(field, (models.IntegerField, models.JSONField)):
+            yield name, "Cannot be null."
+        return
+    if isinstance(field, (models.CharField, models.TextField)):
+        if not isinstance(value, str):
+            yield name, f"Expected text, not {kind(value)}."
+            return
+        if field.max_length is not None and len(value) > field.max_length:
+            yield name, f"Use at most {field.max_length} characters (this has {len(value)})."
+        if NUL in value:
+            yield name, _NUL_MESSAGE
+    elif isinstance(field, models.IntegerField):
+        if isinstance(value, bool) or not isinstance(value, int):
+            yield name, f"Enter a whole number, not {kind(value)}."
+            return
+        low, high = INTEGER_RANGES[field.get_internal_type()]
+        if not low <= value <= high:
+            yield name, f"Use a whole number from {low} to {high}, the range its database column holds."
+    elif isinstance(field, models.JSONField) and not _plain_json(value):
+        # pending_once holds Stripe's own parameters: name them as Stripe does.
+        yield from _json(() if name == "pending_once" else (name,), value)
+
+
+def _plain_json(value: Any) -> bool:
+    """Whether ``value`` surely fits a JSON column: JSON encodes it (in C) and it holds no NUL. When
+    not, ``_json`` walks it to name what does not fit (a false alarm finds nothing)."""
+    try:
+        return _NUL_ESCAPE not in _STRICT(value)
+    except (TypeError, ValueError, RecursionError):
+        return False
+
+
+def _json(path: tuple[str, ...], value: Any) -> Iterable[tuple[str, str]]:
+    def where(*more: str) -> str:
+        parts = (*path, *more)
+        return parts[0] + "".join(f"[{part}]" for part in parts[1:]) if parts else "pending_once"
+
+    if isinstance(value, str):
+        if NUL in value:
+            yield where(), _NUL_MESSAGE
+    elif type(value) is dict or isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                yield where(), f"Cannot store a key of type {type(key).__name__} in JSON ({key!r})."
+            elif isinstance(key, str) and NUL in key:
+                yield where(), f"Key {key!r}: the database cannot store the NUL character (\\x00) in a key."
+            else:
+                yield from _json((*path, str(key)), item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _json(path, item)
+    elif isinstance(value, float) and not math.isfinite(value):
+        yield where(), f"Cannot store {value} in JSON."
+    elif value is not None and not isinstance(value, (bool, int, float)):
+        yield where(), f"Cannot store {type(value).__name__} in JSON."

@@ -1,0 +1,301 @@
+"""Customers owned by the site's own model: the mapping, kept in step both ways.
+
+``CUSTOMERSYNC["OWNER_FIELDS"]`` says which customer parameter comes from
+which owner attribute::
+
+    "OWNER_FIELDS": {
+        "email": "billing_email",          # a field
+        "name": "get_full_name",           # a method or property (called when callable)
+        "phone": "profile.phone",          # a dotted path
+        "address[city]": "city",           # one key of an object parameter
+        "metadata[org_id]": "pk",          # one metadata key
+        "description": lambda org: ...,   # a callable taking the owner
+    }
+
+An owner save compares the mapped values with the ones last applied to its
+customer (``Customer.owner_values``), not with the customer's current values:
+only what the site changed is sent, and a value a customer changed in Stripe
+(the Billing Portal) is never pushed back over by an unrelated save. Values
+Stripe would refuse raise ``ValidationError`` keyed by the owner's field
+*before* the owner row is written (``pre_save``); the customer is written
+after it (``post_save``), in the same transaction when the save runs in one
+(the admin, ``ATOMIC_REQUESTS``, ``transaction.atomic()``). Were that second
+write lost, the next owner save, or ``sync_from_owners``, sends it still.
+
+With ``owner_model.OwnerMixin`` on the owner model, a save compares the mapped
+values with the owner's as it was loaded first: one that changes none reads no
+customer, and only the changed values are checked and compared with
+``owner_values`` (``owner_save``).
+
+``OWNER_BOTH_WAYS`` names mapped parameters Stripe may change too: when a
+webhook or pull brings a new value, it is written to the owner's field with
+``QuerySet.update()`` (no signals, so nothing is pushed back).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from django.apps import apps
+from django.core.exceptions import NON_FIELD_ERRORS, FieldDoesNotExist, ValidationError
+from django.core.signals import setting_changed
+from django.db import models
+
+from ..conf import app_settings, owner_model_label
+from ..core.merge import norm
+from ..core.params import TABLE, Param, Shape, get_path
+from ..exceptions import ConfigurationError
+
+logger = logging.getLogger("customersync")
+
+# The metadata key naming a created customer's owner ("app_label.model:pk"):
+# a later run finds the customer by it instead of creating another.
+OWNER_METADATA_KEY = "customersync_owner"
+# Idempotency keys of owners' creates: uuid5 of the owner's identity.
+_CREATE_NAMESPACE = uuid.UUID("5c7e3b7e-8f21-4a4e-9d7f-3a0c8f2f4c11")
+
+
+def parse_key(key: str) -> tuple[str, ...]:
+    """``"address[city]"`` -> ``("address", "city")``."""
+    head, bracket, rest = key.partition("[")
+    parts = [head]
+    if bracket:
+        if not rest.endswith("]"):
+            raise ValueError(key)
+        parts += rest[:-1].split("][")
+    if not all(parts):
+        raise ValueError(key)
+    return tuple(parts)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One mapped parameter: where its value comes from on the owner."""
+
+    key: str
+    path: tuple[str, ...]
+    param: Param
+    attr: str | Callable[[Any], Any]
+    both_ways: bool
+    # The owner's field that holds the value (errors go there; both-ways writes
+    # go there); None for a callable, a property or a path through a relation.
+    field: str | None
+
+    def read(self, owner: Any) -> Any:
+        if callable(self.attr):
+            value = self.attr(owner)
+        else:
+            value = owner
+            for part in self.attr.split("."):
+                value = getattr(value, part, None)
+                if value is None:
+                    break
+            if callable(value) and not isinstance(value, models.Model):
+                value = value()
+        return self.clean(value)
+
+    def same(self, a: Any, b: Any) -> bool:
+        """Whether two values of this source are the same to Stripe."""
+        if len(self.path) > 1:
+            return (a if a is not None else "") == (b if b is not None else "")
+        return bool(norm(self.param, a) == norm(self.param, b))
+
+    def clean(self, value: Any) -> Any:
+        """The value in Stripe's shape: strings for metadata and string params, '' for none."""
+        wants_str = self.param.shape is Shape.MAP or len(self.path) > 1 or self.param.type is str
+        if value is None:
+            return "" if wants_str else None
+        if wants_str and not isinstance(value, str):
+            return str(value)
+        return value
+
+
+class Mapping:
+    """``OWNER_FIELDS`` for the owner model, parsed once (checks report what does not parse)."""
+
+    def __init__(self, model: type[models.Model], fields: dict[str, Any], both_ways: Iterable[str]) -> None:
+        self.model = model
+        both = set(both_ways)
+        sources = []
+        for key, attr in fields.items():
+            path = parse_key(key)
+            param = _param_for(path)
+            if param is None:
+                raise ConfigurationError(
+                    f"CUSTOMERSYNC['OWNER_FIELDS'] maps {key!r}, which is not a customer parameter that is mirrored."
+                )
+            sources.append(
+                Source(
+                    key=key,
+                    path=path,
+                    param=param,
+                    attr=attr,
+                    both_ways=key in both or path[0] in both,
+                    field=_owner_field(model, attr),
+                )
+            )
+        self.sources: tuple[Source, ...] = tuple(sources)
+        self.by_key: dict[str, Source] = {s.key: s for s in self.sources}
+        self.both_ways = tuple(s for s in self.sources if s.both_ways)
+
+    def touches(self, update_fields: Iterable[str]) -> bool:
+        """Whether a save of only ``update_fields`` can change a mapped value."""
+        names = set(update_fields)
+        return any(s.field is None or s.field in names for s in self.sources)
+
+    def values(self, owner: Any) -> dict[str, Any]:
+        return {s.key: s.read(owner) for s in self.sources}
+
+    def changed(self, base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+        """The values (of those given) that differ from ``base`` (the ones last applied)."""
+        return {
+            key: value
+            for key, value in values.items()
+            if key not in base or not self.by_key[key].same(base[key], value)
+        }
+
+    def apply(self, customer: Any, values: dict[str, Any]) -> None:
+        """Set ``values`` on the customer's fields (object keys set one by one)."""
+        for key, value in values.items():
+            path = self.by_key[key].path
+            if len(path) == 1:
+                setattr(customer, path[0], value)
+                continue
+            top = dict(getattr(customer, path[0]) or {})
+            if top == {} and value in ("", None) and getattr(customer, path[0]) is None:
+                continue  # no object yet, nothing to put in it
+            node = top
+            for part in path[1:-1]:
+                node[part] = dict(node.get(part) or {})
+                node = node[part]
+            node[path[-1]] = value
+            setattr(customer, path[0], top)
+        customer.owner_values = {**(customer.owner_values or {}), **values}
+
+    def fields(self, keys: Iterable[str]) -> list[str]:
+        """The customer's fields ``apply`` writes for these keys (with ``owner_values``)."""
+        return [*dict.fromkeys(self.by_key[key].path[0] for key in keys), "owner_values"]
+
+    def owner_errors(self, error: ValidationError) -> ValidationError:
+        """A customer's ``ValidationError`` (keyed by Stripe params) keyed by the owner's fields."""
+        out: dict[str, list[str]] = {}
+        for param, messages in error.message_dict.items():
+            field = self.field_for_param(param)
+            label = f"Stripe's {param}"
+            out.setdefault(field or NON_FIELD_ERRORS, []).extend(
+                f"{message} ({label})" if field is None else message for message in messages
+            )
+        return ValidationError(out)
+
+    def field_for_param(self, param: str) -> str | None:
+        for s in self.sources:
+            if s.key == param or s.key.startswith(param + "[") or param.startswith(s.key + "["):
+                return s.field
+        return None
+
+    def from_stripe(self, customer: Any) -> dict[str, Any]:
+        """Both-ways values Stripe changed, as ``{owner_field: value}``; records them as applied."""
+        updates: dict[str, Any] = {}
+        applied = dict(customer.owner_values or {})
+        state = customer.desired_state()
+        for s in self.both_ways:
+            value = s.clean(get_path(state, s.path))
+            if s.key in applied and s.same(applied[s.key], value):
+                continue
+            if s.field is None:
+                continue
+            applied[s.key] = value
+            updates[s.field] = _for_field(self.model._meta.get_field(s.field), value)
+        if updates:
+            customer.owner_values = applied
+        return updates
+
+    def identity(self, owner_pk: Any) -> str:
+        """What the created customer's metadata says about its owner: ``"app_label.model:pk"``."""
+        return f"{self.model._meta.label_lower}:{owner_pk}"
+
+    def create_key(self, owner_pk: Any, generation: int, account_pk: int | None = None) -> uuid.UUID:
+        """The idempotency key of an owner's create in an account: the same from every process and retry."""
+        where = "" if account_pk is None else f"@{account_pk}"
+        return uuid.uuid5(_CREATE_NAMESPACE, f"{self.model._meta.label_lower}:{owner_pk}:{generation}{where}")
+
+
+def _param_for(path: tuple[str, ...]) -> Param | None:
+    """The mirrored parameter a mapping key lives in (``address[city]`` is in ``address``)."""
+    for n in range(len(path), 0, -1):
+        param = TABLE.by_name.get(path[0] + "".join(f"[{p}]" for p in path[1:n]))
+        if param is not None and param in TABLE.state:
+            if param.shape is Shape.MAP and len(path) != 2:
+                return None  # metadata[key], one level
+            return param
+    return None
+
+
+def _owner_field(model: type[models.Model], attr: Any) -> str | None:
+    if callable(attr) or "." in attr:
+        return None
+    if attr == "pk":
+        return model._meta.pk.name
+    try:
+        field = model._meta.get_field(attr)
+    except FieldDoesNotExist:
+        return None
+    return field.name if field.concrete and not field.is_relation else None
+
+
+def _for_field(field: models.Field, value: Any) -> Any:
+    """A value from Stripe as the owner's field stores it ('' or None for none)."""
+    if value in ("", None):
+        return None if field.null and not isinstance(field, (models.CharField, models.TextField)) else ""
+    return value
+
+
+def write_back(customers: Iterable[Any]) -> int:
+    """Write both-ways values Stripe changed to the customers' owners; returns how many owners.
+
+    Called by the sync (pull, webhook, a push's answer) under the customer's
+    row lock, before the customer row is written (its ``owner_values`` record
+    what was written back). The owner is written with ``QuerySet.update()``:
+    no signals, so nothing is pushed back.
+    """
+    found = mapping()
+    if found is None or not found.both_ways:
+        return 0
+    written = 0
+    for customer in customers:
+        owner_id = getattr(customer, "owner_id", None)
+        if owner_id is None:
+            continue
+        updates = found.from_stripe(customer)
+        if updates:
+            found.model._base_manager.filter(pk=owner_id).update(**updates)
+            written += 1
+    return written
+
+
+_cache: dict[str, Mapping] = {}
+
+
+def mapping() -> Mapping | None:
+    """The site's mapping, or None when no owner model is set."""
+    label = owner_model_label()
+    if not label:
+        return None
+    found = _cache.get(label)
+    if found is None:
+        found = _cache[label] = Mapping(
+            apps.get_model(label), dict(app_settings.OWNER_FIELDS or {}), app_settings.OWNER_BOTH_WAYS or ()
+        )
+    return found
+
+
+def _reload(*, setting: str, **kwargs: Any) -> None:
+    if setting == "CUSTOMERSYNC":
+        _cache.clear()
+
+
+setting_changed.connect(_reload, dispatch_uid="customersync.owner.mapping.reload")

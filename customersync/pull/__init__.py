@@ -1,0 +1,7 @@
+"""The pull: importing or refreshing the mirror from Stripe, a page at a time.
+
+Modules and their public names:
+
+- ``pages``: The pull: import or refresh the mirror from Stripe, a page at a time.
+  Public: ``PullStats``, ``pull``, ``pull_one``, ``store_page``.
+"""

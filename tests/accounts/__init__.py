@@ -1,0 +1,1 @@
+"""Several Stripe accounts, test and live mode."""

@@ -1,0 +1,1 @@
+"""The pure core: the parameter table, the diff, the merge, the form encoding."""

@@ -1,0 +1,1 @@
+"""End to end: real workers, real browsers, the README's quick start."""

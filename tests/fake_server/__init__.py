@@ -1,0 +1,1 @@
+"""The fake Stripe server (``customersync.testing``) and the fixture sites use."""

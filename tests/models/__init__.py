@@ -1,0 +1,1 @@
+"""The models' saves: their checks, their queries, values the columns cannot hold."""

@@ -1,0 +1,1 @@
+"""Customers owned by the site's own model."""

@@ -1,0 +1,1 @@
+"""The pull and the mirror."""

@@ -1,0 +1,1 @@
+"""The push: outbox, lease, confirm, and the push under failure."""

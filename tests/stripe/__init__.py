@@ -1,0 +1,1 @@
+"""The Stripe client, its transport and the rate budget."""
