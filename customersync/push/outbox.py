@@ -8,9 +8,11 @@ publishes again whatever waited too long. Changes made without ``save()`` are
 marked in bulk (``mark_for_push``) and published at the rate budget
 (``drain``).
 
-Tasks are published by name, so this module imports Celery only when it
-publishes, and never the tasks module; always through a pooled producer
-(``publish``), a batch of tasks through one.
+Tasks are published by name, so this module never imports the tasks module;
+always through a pooled producer (``publish``), a batch of tasks through one.
+Celery is imported with the module, not at a first publish: a first import of
+Celery racing in several threads can fail with "cannot import name
+'current_app'", and a site's threads may all save at once.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import queue
 import threading
 from typing import Any
 
+from celery import current_app
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -62,7 +65,6 @@ def publish(customer_pks: list[int], *, countdown: float | None = None) -> list[
     not Celery's connection retries; the first failure ends the batch (logged),
     its outbox records stay and the sweeper queues them again.
     """
-    from celery import current_app
     from kombu.exceptions import LimitExceeded, OperationalError
 
     options: dict[str, Any] = {"retry": False, **queue_options()}
@@ -98,8 +100,6 @@ def producers() -> Any:
     broker URL, and per process: a forked child opens its own and never touches
     its parent's sockets.
     """
-    from celery import current_app
-
     timeout = app_settings.BROKER_TIMEOUT
     connection = current_app.connection_for_write(
         connect_timeout=timeout,
@@ -222,8 +222,6 @@ def mark_for_push(queryset: Any, *, batch_size: int = 1000) -> int:
 
 
 def _publish_drain() -> None:
-    from celery import current_app
-
     current_app.send_task(DRAIN_TASK, **queue_options())
 
 

@@ -44,6 +44,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from celery import current_app
+
 from ..exceptions import ConfigurationError
 
 logger = logging.getLogger("customersync")
@@ -297,7 +299,5 @@ def budget(name: str = "stripe", rate: float | None = None) -> Any | None:
 
 
 def _broker_redis_url() -> str | None:
-    from celery import current_app
-
     url = current_app.conf.broker_url or ""
     return url if url.startswith(("redis://", "rediss://")) else None
