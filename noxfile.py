@@ -63,7 +63,9 @@ def tests(session: nox.Session, pins: list[str]) -> None:
     env = {"PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1"}
     args = list(session.posargs)
     if session.name.endswith("(sqlite)"):
-        database = Path(session.create_tmp()) / "tests.sqlite3"
+        # Beside the virtualenv, not in session.create_tmp(): that also points TMPDIR into
+        # the clone, where the private PostgreSQL clusters' initdb (run as postgres) cannot go.
+        database = Path(session.virtualenv.location) / "tests.sqlite3"
         env["CUSTOMERSYNC_TEST_DATABASE_URL"] = f"sqlite:///{database}"
         args = ["-m", "not postgresql", *args]
     session.install("--upgrade", "pip>=25.1")  # dependency groups
