@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import glob
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -32,9 +33,18 @@ _TEMPLATE_LOCK = threading.Lock()
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free loopback port for a server started later, below the ephemeral range (32768-60999):
+    one from that range can be taken by an outgoing socket before the server listens on it, or
+    between a stop and a restart on the same port."""
+    for _ in range(500):
+        port = random.randrange(20000, 32768)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("No free loopback port between 20000 and 32767.")
 
 
 def postgres_bin() -> Path:

@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import threading
@@ -29,6 +28,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from django.conf import settings
+
+from tests.private_services import free_port
 
 REPO = Path(__file__).resolve().parent.parent.parent
 README = REPO / "README.md"
@@ -68,12 +69,6 @@ class Organization(OwnerMixin, models.Model):
     postal_code = models.CharField(max_length=20, blank=True)
     country = models.CharField(max_length=2, blank=True)
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Lines:
@@ -208,7 +203,7 @@ def test_quickstart_as_written(site):
 
     # The bundled fake Stripe server, as "Try it without a Stripe account" says,
     # on a free port rather than 12111.
-    port = str(_free_port())
+    port = str(free_port())
     server = None
     for line in blocks["fake-stripe"].replace("12111", port).splitlines():
         if line.startswith("python -m customersync.testing"):

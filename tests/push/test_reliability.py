@@ -7,7 +7,6 @@ events: requests logged or arriving at the server, and task results.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import threading
 import time
@@ -23,6 +22,7 @@ from customersync.models import AttemptOutcome, Customer, PendingPush, PushAttem
 from tests.admin_forms import form_data, post, set_metadata
 from tests.conftest import wait_for_tasks
 from tests.e2e.test_e2e import mirrored, posts_for
+from tests.private_services import free_port
 from tests.support import push_in_thread
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -82,17 +82,11 @@ def test_broker_flushed_after_enqueue_the_sweeper_delivers(stripe, start_worker,
     assert customer.sync_status == SyncStatus.IN_SYNC
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class RedisServer:
     """A Redis of the test's own on a free loopback port, to stop and start."""
 
     def __init__(self):
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process = None
 
