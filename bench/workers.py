@@ -12,8 +12,9 @@ the same run against the same server, is a plain ``requests`` loop POSTing the
 same one-field update. Then a run with ``bench.probe`` in the workers says where
 a push task's time goes. ``--compare`` adds rows for other settings (a
 connection per task, the thread pool). Uses the test settings' PostgreSQL
-server (a database of its own, ``customersync_bench_workers``) and Redis (db 11
-unless ``BENCH_WORKERS_REDIS_URL``). A benchmark, not a test: nothing here asserts.
+server (a database of its own, named after the settings' one with
+``_bench_workers`` appended) and Redis (db 11 unless ``BENCH_WORKERS_REDIS_URL``).
+A benchmark, not a test: nothing here asserts.
 """
 
 from __future__ import annotations
@@ -253,12 +254,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sys.path.insert(0, REPO)
     database = urlsplit(os.environ.get("CUSTOMERSYNC_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test"))
+    name = f"{database.path.strip('/') or 'customersync'}_bench_workers"  # beside the settings' own database
     broker = os.environ.get("BENCH_WORKERS_REDIS_URL", "redis://127.0.0.1:6379/11")
     server = FakeServer()
     os.environ.update(
         {
             "DJANGO_SETTINGS_MODULE": "bench.site_settings",
-            "DATABASE_URL": urlunsplit(database._replace(path="/customersync_bench_workers_base")),
+            "DATABASE_URL": urlunsplit(database._replace(path=f"/{name}_base")),
             "CELERY_BROKER_URL": broker,
             "STRIPE_API_BASE": server.url,
             "STRIPE_API_KEY": API_KEY,
@@ -276,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     from customersync.models import Customer
 
     redis.Redis.from_url(broker).flushdb()
-    connection.settings_dict["TEST"]["NAME"] = "customersync_bench_workers"
+    connection.settings_dict["TEST"]["NAME"] = name
     old = setup_databases(verbosity=0, interactive=False, aliases={"default"})
     os.environ["DATABASE_URL"] = urlunsplit(database._replace(path=f"/{connection.settings_dict['NAME']}"))
     probe = tempfile.mkdtemp(prefix="bench-probe-")
