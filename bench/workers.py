@@ -9,8 +9,10 @@ PostgreSQL, against the bundled fake Stripe server run as its own process
 (``python -m customersync.testing``) answering at once. Each run is timed from
 the first publish to the last request the fake server received; the baseline, in
 the same run against the same server, is a plain ``requests`` loop POSTing the
-same one-field update. Then a run with ``bench.probe`` in the workers says where
-a push task's time goes. ``--compare`` adds rows for other settings (a
+same one-field update. Each run also says the CPU its worker processes used per
+push (all of a worker's threads share one core under the GIL: a second of CPU
+over that figure is one process's ceiling). Then a run with ``bench.probe`` in the
+workers says where a push task's time goes. ``--compare`` adds rows for other settings (a
 connection per task, the thread pool). Uses the test settings' PostgreSQL
 server (a database of its own, named after the settings' one with
 ``_bench_workers`` appended) and Redis (db 11 unless ``BENCH_WORKERS_REDIS_URL``).
@@ -85,8 +87,21 @@ class FakeServer:
         self.process.wait(timeout=10)
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) a process has used so far; 0.0 where ``/proc`` is not there."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Workers:
-    """``celery -A project worker`` processes on the bench's database, broker and fake server."""
+    """``celery -A project worker`` processes on the bench's database, broker and fake server.
+
+    ``cpu``: the CPU seconds the worker processes used from their answering a ping to ``stop()``.
+    """
 
     def __init__(self, count: int, pool: str, concurrency: int, env: dict[str, str]) -> None:
         from project.celery import app
@@ -122,11 +137,13 @@ class Workers:
         while time.monotonic() < deadline:
             answered = {name for reply in app.control.ping(destination=self.names, timeout=0.5) for name in reply}
             if answered >= set(self.names):
+                self.cpu = -sum(cpu_seconds(process.pid) for process in self.processes)
                 return
         self.stop()
         raise RuntimeError("the workers did not answer a ping within 60 s")
 
     def stop(self) -> None:
+        self.cpu += sum(cpu_seconds(process.pid) for process in self.processes)
         for process in self.processes:
             process.send_signal(signal.SIGTERM)
         for process in self.processes:
@@ -160,8 +177,9 @@ def _wait_until_pushed(n: int, timeout: float = 300) -> None:
         time.sleep(0.2)
 
 
-def pipeline_run(server: FakeServer, customers: list, how: str, workers: dict, tag: str) -> tuple[int, float]:
-    """Push every customer's one-field change through real workers; (pushes, seconds from first publish)."""
+def pipeline_run(server: FakeServer, customers: list, how: str, workers: dict, tag: str) -> tuple[int, float, float]:
+    """Push every customer's one-field change through real workers; (pushes, seconds from first publish,
+    CPU seconds the worker processes used)."""
     from customersync import sync
     from customersync.models import Customer
 
@@ -180,7 +198,7 @@ def pipeline_run(server: FakeServer, customers: list, how: str, workers: dict, t
         posts = server.posts()
     finally:
         running.stop()
-    return len(posts), max(r["time"] for r in posts) - published[0]
+    return len(posts), max(r["time"] for r in posts) - published[0], running.cpu
 
 
 def plain_loop(server: FakeServer, customers: list) -> float:
@@ -307,10 +325,10 @@ def main(argv: list[str] | None = None) -> int:
                 ),
             ]
         for i, (how, label, workers) in enumerate(runs):
-            pushes, seconds = pipeline_run(server, customers, how, workers, str(i))
-            rows.append((how, label, pushes, seconds))
+            pushes, seconds, cpu = pipeline_run(server, customers, how, workers, str(i))
+            rows.append((how, label, pushes, seconds, cpu))
         probed = {**RECOMMENDED, "env": {"BENCH_PROBE_DIR": probe}}
-        pushes, seconds = pipeline_run(server, customers, "marked", probed, "probe")
+        pushes, seconds, _cpu = pipeline_run(server, customers, "marked", probed, "probe")
         where = breakdown(probe, pushes, seconds, RECOMMENDED["workers"] * RECOMMENDED["concurrency"])
         plain_after = plain_loop(server, customers)
     finally:
@@ -329,10 +347,11 @@ def main(argv: list[str] | None = None) -> int:
         f"  publishing a push task: {pooled:.2f} ms through the pooled producer, {own:.2f} ms over a connection "
         f"of its own (ratio {pooled / own:.2f})"
     )
-    for how, label, pushes, seconds in rows:
+    for how, label, pushes, seconds, cpu in rows:
         rate = pushes / seconds
         print(
             f"  {how:<6} {label:<42} {pushes} pushes in {seconds:.2f} s = {rate:.0f} pushes/s, ratio {rate / plain:.2f}"
+            f", worker CPU {cpu / pushes * 1000:.1f} ms a push"
         )
     print(f"where a push task's time goes (a run of {args.customers} marked, bench.probe in the workers):")
     print("\n".join(where))
