@@ -9,11 +9,13 @@ PostgreSQL, against the bundled fake Stripe server run as its own process
 (``python -m customersync.testing``) answering at once. Each run is timed from
 the first publish to the last request the fake server received; the baseline, in
 the same run against the same server, is a plain ``requests`` loop POSTing the
-same one-field update. Each run also says the CPU its worker processes used per
-push (all of a worker's threads share one core under the GIL: a second of CPU
-over that figure is one process's ceiling). Then a run with ``bench.probe`` in the
-workers says where a push task's time goes. ``--compare`` adds rows for other settings (a
-connection per task, the thread pool). Uses the test settings' PostgreSQL
+same one-field update. Each run also says the CPU used per push by its worker
+processes (all of a worker's threads share one core under the GIL: a second of
+CPU over that figure is one process's ceiling), by the database's backends on
+this host and by the fake server: together, what the machine's cores must
+afford per push. Then a run with ``bench.probe`` in the workers says where a
+push task's time goes. ``--compare`` adds rows for other settings (a connection
+per task, the thread pool). Uses the test settings' PostgreSQL
 server (a database of its own, named after the settings' one with
 ``_bench_workers`` appended) and Redis (db 11 unless ``BENCH_WORKERS_REDIS_URL``).
 A benchmark, not a test: nothing here asserts.
@@ -97,6 +99,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def database_cpu(name: str) -> float:
+    """CPU seconds used so far by this host's PostgreSQL backends connected to database ``name``
+    (found by their process titles; 0.0 when the server runs elsewhere)."""
+    total = 0.0
+    for path in glob.glob("/proc/[0-9]*/cmdline"):
+        try:
+            with open(path, "rb") as cmdline:
+                title = cmdline.read().decode(errors="replace")
+        except OSError:
+            continue
+        if title.startswith("postgres:") and f" {name} " in title:
+            total += cpu_seconds(int(path.split("/")[2]))
+    return total
+
+
 class Workers:
     """``celery -A project worker`` processes on the bench's database, broker and fake server.
 
@@ -177,14 +194,20 @@ def _wait_until_pushed(n: int, timeout: float = 300) -> None:
         time.sleep(0.2)
 
 
-def pipeline_run(server: FakeServer, customers: list, how: str, workers: dict, tag: str) -> tuple[int, float, float]:
+def pipeline_run(
+    server: FakeServer, customers: list, how: str, workers: dict, tag: str
+) -> tuple[int, float, dict[str, float]]:
     """Push every customer's one-field change through real workers; (pushes, seconds from first publish,
-    CPU seconds the worker processes used)."""
+    CPU seconds used meanwhile by the worker processes, the database's backends and the fake server)."""
+    from django.db import connection
+
     from customersync import sync
     from customersync.models import Customer
 
     server.control("DELETE", "requests")
     running = Workers(workers["workers"], workers["pool"], workers["concurrency"], workers["env"])
+    database = connection.settings_dict["NAME"]
+    cpu = {"workers": 0.0, "database": -database_cpu(database), "fake server": -cpu_seconds(server.process.pid)}
     try:
         published = _first_publish()
         if how == "marked":
@@ -197,8 +220,11 @@ def pipeline_run(server: FakeServer, customers: list, how: str, workers: dict, t
         _wait_until_pushed(len(customers))
         posts = server.posts()
     finally:
+        cpu["database"] += database_cpu(database)
+        cpu["fake server"] += cpu_seconds(server.process.pid)
         running.stop()
-    return len(posts), max(r["time"] for r in posts) - published[0], running.cpu
+    cpu["workers"] = running.cpu
+    return len(posts), max(r["time"] for r in posts) - published[0], cpu
 
 
 def plain_loop(server: FakeServer, customers: list) -> float:
@@ -351,7 +377,10 @@ def main(argv: list[str] | None = None) -> int:
         rate = pushes / seconds
         print(
             f"  {how:<6} {label:<42} {pushes} pushes in {seconds:.2f} s = {rate:.0f} pushes/s, ratio {rate / plain:.2f}"
-            f", worker CPU {cpu / pushes * 1000:.1f} ms a push"
+        )
+        print(
+            "         CPU a push: "
+            + ", ".join(f"{where} {seconds * 1000 / pushes:.1f} ms" for where, seconds in cpu.items())
         )
     print(f"where a push task's time goes (a run of {args.customers} marked, bench.probe in the workers):")
     print("\n".join(where))
