@@ -12,8 +12,9 @@ the same run against the same server, is a plain ``requests`` loop POSTing the
 same one-field update. Each run also says the CPU used per push by its worker
 processes (all of a worker's threads share one core under the GIL: a second of
 CPU over that figure is one process's ceiling), by the database's backends on
-this host and by the fake server: together, what the machine's cores must
-afford per push. Then a run with ``bench.probe`` in the workers says where a
+this host, by the fake server and by the bench's own process (the marking or
+the saves, whose duration it also says): together, what the machine's cores
+must afford per push. Then a run with ``bench.probe`` in the workers says where a
 push task's time goes. ``--compare`` adds rows for other settings (a connection
 per task, the thread pool). Uses the test settings' PostgreSQL
 server (a database of its own, named after the settings' one with
@@ -196,9 +197,10 @@ def _wait_until_pushed(n: int, timeout: float = 300) -> None:
 
 def pipeline_run(
     server: FakeServer, customers: list, how: str, workers: dict, tag: str
-) -> tuple[int, float, dict[str, float]]:
+) -> tuple[int, float, float, dict[str, float]]:
     """Push every customer's one-field change through real workers; (pushes, seconds from first publish,
-    CPU seconds used meanwhile by the worker processes, the database's backends and the fake server)."""
+    seconds this process took to mark or save them, CPU seconds used meanwhile by the worker processes,
+    the database's backends, the fake server and this process)."""
     from django.db import connection
 
     from customersync import sync
@@ -208,8 +210,10 @@ def pipeline_run(
     running = Workers(workers["workers"], workers["pool"], workers["concurrency"], workers["env"])
     database = connection.settings_dict["NAME"]
     cpu = {"workers": 0.0, "database": -database_cpu(database), "fake server": -cpu_seconds(server.process.pid)}
+    cpu["this process"] = -time.process_time()
     try:
         published = _first_publish()
+        began = time.monotonic()
         if how == "marked":
             Customer.objects.filter(pk__in=[c.pk for c in customers]).update(description=f"marked {tag}")
             sync.mark_for_push(Customer.objects.filter(pk__in=[c.pk for c in customers]))
@@ -217,14 +221,16 @@ def pipeline_run(
             for customer in customers:
                 customer.description = f"saved {tag}"
                 customer.save()
+        made = time.monotonic() - began
         _wait_until_pushed(len(customers))
         posts = server.posts()
     finally:
         cpu["database"] += database_cpu(database)
         cpu["fake server"] += cpu_seconds(server.process.pid)
+        cpu["this process"] += time.process_time()
         running.stop()
     cpu["workers"] = running.cpu
-    return len(posts), max(r["time"] for r in posts) - published[0], cpu
+    return len(posts), max(r["time"] for r in posts) - published[0], made, cpu
 
 
 def plain_loop(server: FakeServer, customers: list) -> float:
@@ -351,10 +357,10 @@ def main(argv: list[str] | None = None) -> int:
                 ),
             ]
         for i, (how, label, workers) in enumerate(runs):
-            pushes, seconds, cpu = pipeline_run(server, customers, how, workers, str(i))
-            rows.append((how, label, pushes, seconds, cpu))
+            pushes, seconds, made, cpu = pipeline_run(server, customers, how, workers, str(i))
+            rows.append((how, label, pushes, seconds, made, cpu))
         probed = {**RECOMMENDED, "env": {"BENCH_PROBE_DIR": probe}}
-        pushes, seconds, _cpu = pipeline_run(server, customers, "marked", probed, "probe")
+        pushes, seconds, _made, _cpu = pipeline_run(server, customers, "marked", probed, "probe")
         where = breakdown(probe, pushes, seconds, RECOMMENDED["workers"] * RECOMMENDED["concurrency"])
         plain_after = plain_loop(server, customers)
     finally:
@@ -373,14 +379,14 @@ def main(argv: list[str] | None = None) -> int:
         f"  publishing a push task: {pooled:.2f} ms through the pooled producer, {own:.2f} ms over a connection "
         f"of its own (ratio {pooled / own:.2f})"
     )
-    for how, label, pushes, seconds, cpu in rows:
+    for how, label, pushes, seconds, made, cpu in rows:
         rate = pushes / seconds
         print(
             f"  {how:<6} {label:<42} {pushes} pushes in {seconds:.2f} s = {rate:.0f} pushes/s, ratio {rate / plain:.2f}"
         )
         print(
-            "         CPU a push: "
-            + ", ".join(f"{where} {seconds * 1000 / pushes:.1f} ms" for where, seconds in cpu.items())
+            f"         {'marking' if how == 'marked' else 'saving'} them took this process {made:.2f} s; CPU a push: "
+            + ", ".join(f"{where} {used * 1000 / pushes:.1f} ms" for where, used in cpu.items())
         )
     print(f"where a push task's time goes (a run of {args.customers} marked, bench.probe in the workers):")
     print("\n".join(where))
