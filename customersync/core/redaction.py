@@ -2,7 +2,8 @@
 
 ``scrub`` replaces, in any text, whatever is shaped like a Stripe secret (a
 secret or restricted key, live or test: ``sk_live_``, ``sk_test_``,
-``rk_live_``, ``rk_test_``; a webhook signing secret, ``whsec_``) and each
+``rk_live_``, ``rk_test_``; a webhook signing secret, ``whsec_``; the prefix
+and at least four characters of the secret) and each
 secret it is given (the keys and webhook secrets configured, whatever their
 shape), with ``[redacted]``. A configured secret's tail after its prefix
 is replaced too when it is long enough to be unmistakable, so an echo that
@@ -21,8 +22,9 @@ from collections.abc import Iterable
 __all__ = ["REDACTED", "SECRET_SHAPE", "scrub", "storable"]
 
 REDACTED = "[redacted]"
-# Stripe's secrets: letters and digits after the prefix (a webhook secret's may hold + / =).
-SECRET_SHAPE = re.compile(r"(?:[sr]k_(?:live|test)_|whsec_)[A-Za-z0-9+/=_-]*")
+# Stripe's secrets: letters and digits after the prefix (a webhook secret's may hold + / =). Stripe's
+# own masked echo of a key (``sk_test_****ests``) shows none of it and is kept: it says which key.
+SECRET_SHAPE = re.compile(r"(?:[sr]k_(?:live|test)_|whsec_)[A-Za-z0-9+/=_-]{4,}")
 _PREFIX = re.compile(r"^(?:[sr]k_(?:live|test)_|whsec_)")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # A configured secret's tail shorter than this is not replaced on its own (it could be any word).
