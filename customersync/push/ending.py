@@ -17,7 +17,8 @@ What is retried and what fails (``error_of``):
 
 - Stripe's errors: Stripe's rules (``exceptions.is_retryable``);
 - a connection that failed outside the client (``OSError``, the rate
-  budget's Redis away): retried with backoff, up to ``MAX_RETRIES``;
+  budget's Redis away), or the worker's soft time limit: retried with
+  backoff, up to ``MAX_RETRIES``;
 - a pause after a 429 (``Paused``): handed back with its countdown, not
   counted as a failure;
 - the database away (``database_away``): raised with the lease's owner, and
@@ -70,12 +71,15 @@ def database_away(err: BaseException) -> bool:
 
 
 def _transient() -> tuple[type[BaseException], ...]:
-    """Connections that failed outside the client: the network's, and the rate budget's Redis."""
+    """What a retry outlives: a connection that failed outside the client (the network's, the rate
+    budget's Redis), and the worker's soft time limit cutting a slow push short."""
+    from billiard.exceptions import SoftTimeLimitExceeded
+
     try:
         from redis import exceptions as redis_errors
     except ImportError:
-        return (OSError,)
-    return (OSError, redis_errors.ConnectionError, redis_errors.TimeoutError)
+        return (OSError, SoftTimeLimitExceeded)
+    return (OSError, SoftTimeLimitExceeded, redis_errors.ConnectionError, redis_errors.TimeoutError)
 
 
 def error_of(err: BaseException) -> StripeError:

@@ -47,8 +47,8 @@ from ..core.params import TABLE
 from ..exceptions import (
     APIError,
     AuthenticationError,
-    IdempotencyError,
     Busy,
+    IdempotencyError,
     ParamError,
     Paused,
     PermissionDeniedError,
@@ -118,9 +118,11 @@ def push(customer_pk: int, *, client: StripeClient | None = None, resume: str | 
 
     Raises ``Busy`` when another worker is pushing this customer (``LeaseLost``
     when this one stopped holding its lease), ``RetryLater`` after a retryable
-    error, and ``DatabaseError`` with the lease's owner in ``.customersync_lease``
-    when the database stayed away: pass it back as ``resume`` to take up the
-    lease again at once.
+    error (``Paused`` while the account's budget is paused after a 429), and
+    ``DatabaseError`` with the lease's owner in ``.customersync_lease`` when the
+    database stayed away: pass it back as ``resume`` to take up the lease again
+    at once. Nothing else: whatever else is raised once the lease is taken ends
+    the push recorded (``_ended``).
     """
     using = router.db_for_write(Customer)
     found = _read(customer_pk, using)
