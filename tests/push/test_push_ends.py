@@ -15,7 +15,7 @@ import pytest
 from django.conf import settings
 
 from customersync import signals, sync
-from customersync.exceptions import Paused, RetryLater
+from customersync.exceptions import CreateFailed, Paused, RetryLater
 from customersync.models import Account, AttemptOutcome, Customer, PendingPush, PushAttempt, PushState, SyncStatus
 from customersync.push import send
 from tests.owners import make_owner
@@ -122,6 +122,29 @@ def test_a_create_answered_with_a_200_that_cannot_be_read_ends_failed(stripe, ch
     assert customer.stripe_id is None and not customer.stripe_data  # no id, nothing stored
     assert states(customer) == [PushState.FAILED]
     assert [a[0] for a in attempts(customer)] == [AttemptOutcome.FAILED]
+
+
+@pytest.mark.parametrize(("change", "error_type", "says"), MALFORMED_ANSWERS)
+def test_an_owners_create_waited_for_ends_in_create_failed_with_the_error(stripe, change, error_type, says):
+    owner = make_owner("Acme")
+    hostile(stripe, change, name="Acme")
+    with pytest.raises(CreateFailed) as info:
+        sync.get_or_create_for(owner, wait=True, timeout=10)
+    assert says_it(info.value.error["message"], says) and of_type(info.value.error["type"], error_type)
+    assert [(r.method, r.path) for r in stripe.requests] == [("GET", "/v1/customers/search"), ("POST", "/v1/customers")]
+    customer = sync.for_owner(owner)
+    assert customer.sync_status == SyncStatus.FAILED and customer.stripe_id is None
+    assert states(customer) == [PushState.FAILED]
+
+
+def test_an_owners_create_in_an_account_whose_platform_was_removed_fails_naming_it(stripe):
+    Account.objects.create(platform="gone")
+    owner = make_owner("Acme")
+    with pytest.raises(CreateFailed) as info:
+        sync.get_or_create_for(owner, account="gone", wait=True, timeout=10)
+    assert "No platform 'gone'" in info.value.error["message"] and info.value.error["type"] == "ConfigurationError"
+    assert stripe.requests == []
+    assert states(sync.for_owner(owner, account="gone")) == [PushState.FAILED]
 
 
 # -- the owner's search before a create: an answer that is not a list of customers ------------------
