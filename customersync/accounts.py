@@ -89,6 +89,27 @@ def secrets_of(value: Any) -> tuple[str, ...]:
     return tuple(str(v) for v in value if v)
 
 
+def configured_secrets() -> tuple[str, ...]:
+    """Every API key and webhook secret in the settings, the default platform's and each platform's:
+    what ``core.redaction.scrub`` takes out of stored text. Read as leniently as it can be: a
+    ``PLATFORMS`` setting that is not what it should be still gives the secrets it holds."""
+    names = ("API_KEY", "WEBHOOK_SECRET", "CONNECT_WEBHOOK_SECRET")
+    try:
+        settings = [app_settings.get(name) for name in (*names, "PLATFORMS")]
+    except ConfigurationError:  # an unknown key in CUSTOMERSYNC: the shapes are still redacted
+        return ()
+    *sources, entries = settings
+    if isinstance(entries, dict):
+        sources += [entry.get(name) for entry in entries.values() if isinstance(entry, dict) for name in names]
+    found: list[str] = []
+    for value in sources:
+        try:
+            found += secrets_of(value)
+        except (TypeError, ValueError):  # not text nor a list of it: nothing there to hide
+            continue
+    return tuple(found)
+
+
 def platforms() -> dict[str, Platform]:
     """Every platform, ``"default"`` (the top-level keys) first."""
     found = {

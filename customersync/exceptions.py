@@ -9,9 +9,12 @@ Django's kinds catches ours. Nothing else from Django is imported.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured, SuspiciousOperation
+
+from .core.redaction import scrub
 
 __all__ = [
     "CustomerSyncError",
@@ -20,6 +23,7 @@ __all__ = [
     "EventError",
     "Busy",
     "RetryLater",
+    "Paused",
     "ParamError",
     "Unstorable",
     "StripeError",
@@ -30,6 +34,7 @@ __all__ = [
     "IdempotencyError",
     "RateLimitError",
     "APIError",
+    "AttemptError",
 ]
 
 
@@ -83,16 +88,18 @@ class Unstorable(CustomerSyncError, ValueError):
 FIELD_MAX, PARAM_MAX, MESSAGE_MAX = 64, 255, 5000
 
 
-def _cut(value: object, limit: int) -> str | None:
+def _cut(value: object, limit: int, secrets: Iterable[str] = ()) -> str | None:
+    """``value`` as text every column can hold, cut to ``limit``, with ``secrets`` and anything
+    shaped like a Stripe secret redacted (a hostile server's 401 may echo the key it was sent)."""
     if value is None:
         return None
-    text = value if isinstance(value, str) else str(value)
-    text = text.replace("\x00", "")
+    text = scrub(value if isinstance(value, str) else str(value), secrets)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class StripeError(CustomerSyncError):
-    """Stripe answered, or could not be reached. Never carries the API key."""
+    """Stripe answered, or could not be reached. Never carries the API key, nor anything shaped
+    like a Stripe secret (``core.redaction``): what it holds may be logged, shown and stored."""
 
     def __init__(
         self,
@@ -115,7 +122,7 @@ class StripeError(CustomerSyncError):
         self.request_id = _cut(request_id, PARAM_MAX)
         # Stripe-Should-Retry, when the response carried it.
         self.should_retry = should_retry
-        super().__init__(message)
+        super().__init__(self.message)
 
     def __str__(self) -> str:
         parts = [self.message]
@@ -133,6 +140,18 @@ class StripeError(CustomerSyncError):
         if details:
             parts.append(f"({', '.join(details)})")
         return " ".join(parts)
+
+    def redact(self, secrets: Iterable[str]) -> StripeError:
+        """This error with each of ``secrets`` (the keys and webhook secrets configured) taken out of
+        every field, in place, before it is stored; returns it."""
+        secrets = tuple(secrets)
+        self.message = _cut(self.message, MESSAGE_MAX, secrets) or ""
+        self.type = _cut(self.type, FIELD_MAX, secrets)
+        self.code = _cut(self.code, FIELD_MAX, secrets)
+        self.param = _cut(self.param, PARAM_MAX, secrets)
+        self.request_id = _cut(self.request_id, PARAM_MAX, secrets)
+        self.args = (self.message,)
+        return self
 
     def as_dict(self) -> dict[str, Any]:
         """What is stored on the customer and shown in the admin."""
@@ -174,6 +193,13 @@ class APIError(StripeError):
     """5xx, or a response that is not Stripe's JSON."""
 
 
+class AttemptError(StripeError):
+    """Something other than a Stripe error ended a push: an exception of any kind raised between
+    its take and its confirm (a value in Stripe's answer that cannot be read, a setting that cannot
+    make a client, the rate budget's store away), kept as its type (``type``) and its message,
+    redacted. ``should_retry`` says whether it can succeed later."""
+
+
 def is_retryable(err: StripeError) -> bool:
     """Stripe's rules: obey Stripe-Should-Retry, else retry network, 409, 429 and 5xx; and 401,
     a key retired by a rotation while the push waited (workers restarted with the new key send
@@ -197,6 +223,23 @@ class RetryLater(CustomerSyncError):
         self.error = error
         self.attempts = attempts
         super().__init__(str(error))
+
+
+class Paused(RetryLater):
+    """The account's rate budget is paused after Stripe answered 429: nothing was sent. Try again in
+    ``seconds``: a worker hands the push back with that countdown instead of sleeping through it."""
+
+    def __init__(self, seconds: float, budget: str = "") -> None:
+        self.seconds = max(float(seconds), 0.0)
+        self.budget = budget
+        where = f" (rate budget {budget})" if budget else ""
+        error = RateLimitError(
+            f"The account's requests{where} are paused {self.seconds:.1f} s more after Stripe answered 429: "
+            "nothing was sent.",
+            code="rate_limit_pause",
+            should_retry=True,
+        )
+        super().__init__(error, 0)
 
 
 class CreateFailed(CustomerSyncError):

@@ -12,7 +12,7 @@ Each lives in the module of its job (the layout in the README):
 
 from __future__ import annotations
 
-from .exceptions import Busy, RetryLater
+from .exceptions import Busy, Paused, RetryLater
 from .owner.customers import OwnerSyncResult, check_owner, for_owner, get_or_create_for, sync_from_owners
 from .pull.pages import PullStats, pull, pull_one
 from .push.outbox import drain, mark_for_push, publisher, record_change, request_push, sweep
@@ -23,6 +23,7 @@ __all__ = [
     "Busy",
     "Outcome",
     "OwnerSyncResult",
+    "Paused",
     "PullStats",
     "PushResult",
     "RetryLater",

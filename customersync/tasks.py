@@ -1,7 +1,10 @@
 """Celery tasks: thin wrappers that take a primary key and call the module of their job.
 
 The push task acknowledges late and is rejected (requeued) when the worker is
-lost, whatever the site's defaults: a push is only done when it ran.
+lost, whatever the site's defaults: a push is only done when it ran. Whatever
+the push raises is one of the retries below (another worker's lease, a pause
+after a 429, a retryable error, the database away): every other failure ends
+recorded on the customer by the push itself.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import random
 from celery import shared_task
 from django.db import DatabaseError
 
-from .exceptions import Busy, RetryLater
+from .exceptions import Busy, Paused, RetryLater
 from .push import outbox, send
 
 
@@ -38,6 +41,10 @@ def push_customer(self, customer_pk: int, resume: str | None = None) -> str:
     except Busy:
         # Another worker is pushing this customer; its turn comes shortly.
         raise self.retry(countdown=random.uniform(0.2, 1.0)) from None
+    except Paused as paused:
+        # The account's budget is paused after a 429: back once the pause is over, holding no
+        # worker meanwhile (the jitter spreads the account's queued pushes over the budget).
+        raise self.retry(countdown=paused.seconds + random.uniform(0.0, 0.5)) from None
     except RetryLater as later:
         raise self.retry(countdown=backoff(later.attempts)) from None
     except DatabaseError as err:

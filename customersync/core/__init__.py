@@ -13,6 +13,8 @@ Modules and their public names:
 - ``params``: Every parameter of ``POST /v1/customers/{customer}``, in one declarative table.
   Public: ``Shape``, ``Role``, ``ADDRESS_FIELDS``, ``Param``, ``SECTIONS``, ``PARAMS``, ``Table``, ``TABLE``,
   ``BY_NAME``, ``STATE_PARAMS``, ``SECRET_ROOTS``, ``get_path``, ``set_path``.
+- ``redaction``: Secrets out of text that is stored or shown: error messages, the sync log, logs. Pure: no Django.
+  Public: ``REDACTED``, ``SECRET_SHAPE``, ``scrub``, ``storable``.
 - ``shapes``: The type each parameter's value must have, and the keys each object may hold. Pure: no Django.
   Public: ``kind``, ``check``.
 - ``snapshot``: What an instance's fields held when they were last checked, to check again only what changed.

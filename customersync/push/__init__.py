@@ -9,6 +9,9 @@ Modules and their public names:
   Public: ``problem``, ``owners_customer_in_stripe``.
 - ``confirm``: Storing Stripe's answer to a push: the confirmed state, keeping edits made meanwhile.
   Public: ``store``.
+- ``ending``: How a push ends when something is raised between its lease and its confirm: the one rule.
+  Public: ``OPEN``, ``database_away``, ``error_of``, ``attempt_fields``, ``unsent``, ``paused``, ``state_of``,
+  ``error_on``.
 - ``lease``: The per-customer lease: at most one request per customer in flight, across every worker.
   Public: ``db_now_plus``, ``request_deadline``, ``Lease``.
 - ``outbox``: The outbox: every change owed to Stripe is a ``PendingPush`` row, and a task is published for

@@ -22,6 +22,8 @@ writing customers, chosen once per push.
 Retryable failures (network, 401, 409, 429, 5xx, ``Stripe-Should-Retry: true``)
 raise ``RetryLater``; the caller retries with backoff and the record keeps
 its frozen params and key. Others mark the customer failed or deleted.
+Whatever else is raised once the lease is taken ends the push in one place,
+``_ended``, by ``ending``'s rules: recorded, or raised for the task to retry.
 """
 
 from __future__ import annotations
@@ -45,8 +47,10 @@ from ..core.params import TABLE
 from ..exceptions import (
     APIError,
     AuthenticationError,
+    Busy,
     IdempotencyError,
     ParamError,
+    Paused,
     PermissionDeniedError,
     RateLimitError,
     RetryLater,
@@ -58,7 +62,7 @@ from ..models import Account, AttemptOutcome, Customer, PendingPush, PushAttempt
 from ..owner import mapping as owners
 from ..stripe import rate_budget as ratelimit
 from ..stripe.client import StripeClient
-from . import answer_checks
+from . import answer_checks, ending
 from .confirm import store as _confirm  # the late answer's test calls it
 from .lease import Lease
 
@@ -114,9 +118,11 @@ def push(customer_pk: int, *, client: StripeClient | None = None, resume: str | 
 
     Raises ``Busy`` when another worker is pushing this customer (``LeaseLost``
     when this one stopped holding its lease), ``RetryLater`` after a retryable
-    error, and ``DatabaseError`` with the lease's owner in ``.customersync_lease``
-    when the database stayed away: pass it back as ``resume`` to take up the
-    lease again at once.
+    error (``Paused`` while the account's budget is paused after a 429), and
+    ``DatabaseError`` with the lease's owner in ``.customersync_lease`` when the
+    database stayed away: pass it back as ``resume`` to take up the lease again
+    at once. Nothing else: whatever else is raised once the lease is taken ends
+    the push recorded (``_ended``).
     """
     using = router.db_for_write(Customer)
     found = _read(customer_pk, using)
@@ -125,6 +131,7 @@ def push(customer_pk: int, *, client: StripeClient | None = None, resume: str | 
     if not found.waiting and (idle := _idle(customer_pk, using)) is not None:
         return idle  # nothing queued, nothing owed: no lease, no write
     lease = Lease(customer_pk, owner=resume, using=using).acquire(row=found.leased)
+    taken: Taken | PushResult | None = None
     try:
         platform = accounts.platform_of(found.account)  # read from settings once per push
         limiter = ratelimit.budget(accounts.budget_name(found.account), platform.rate_limit)
@@ -132,6 +139,7 @@ def push(customer_pk: int, *, client: StripeClient | None = None, resume: str | 
         for round_ in range(_MAX_ROUNDS):
             if round_ and lease.released:
                 break  # the confirm found nothing owed: no edit saved while the request was in flight
+            taken = None
             taken = _granted(customer_pk, lease, limiter, waiting)
             if isinstance(taken, PushResult):
                 # A later round with nothing left does not hide what was pushed.
@@ -140,9 +148,8 @@ def push(customer_pk: int, *, client: StripeClient | None = None, resume: str | 
             if result.outcome is not Outcome.PUSHED:
                 return result
         return result
-    except DatabaseError as err:
-        err.customersync_lease = lease.owner  # type: ignore[attr-defined]
-        raise
+    except Exception as err:  # any exception: the one place a push ends
+        return _ended(customer_pk, lease, taken if isinstance(taken, Taken) else None, err)
     finally:
         lease.release()
 
@@ -189,7 +196,7 @@ def _idle(customer_pk: int, using: str) -> PushResult | None:
         return None
     try:
         return None if customer.pending_params() else PushResult(Outcome.NOTHING)
-    except ParamError:
+    except Exception:  # noqa: BLE001 - the take meets it again, under the lease, and records it
         return None
 
 
@@ -390,6 +397,7 @@ def _finish(attempt: PushAttempt, outcome: str, *, err: StripeError | None = Non
 
 
 def _failed(record: PendingPush, attempt: PushAttempt, err: StripeError, lease: Lease) -> PushResult:
+    err.redact(accounts.configured_secrets())  # what is stored and logged never holds a key
     with transaction.atomic(using=lease.using):
         lease.hold()  # only the holder records what happened
         outcome = _record_failure(record, attempt, err, lease.using)
@@ -435,6 +443,36 @@ def _record_failure(record: PendingPush, attempt: PushAttempt, err: StripeError,
         lambda: signals.push_failed.send(sender=Customer, customer_pk=customer_pk, error=error), using=using
     )
     return PushResult(outcome, params=record.params or {}, error=error)
+
+
+def _ended(customer_pk: int, lease: Lease, taken: Taken | None, err: Exception) -> PushResult:
+    """End the push that raised ``err`` (``taken``: what its round froze, None before the take), by
+    ``ending``'s rules: recorded and returned, or raised for the task to retry."""
+    if isinstance(err, Busy) or (isinstance(err, RetryLater) and (taken is None or not isinstance(err, Paused))):
+        raise err  # another holder's turn, a pause before the take, or a retry already recorded
+    try:
+        if ending.database_away(err):
+            raise err
+        if taken is None:
+            outcome = ending.unsent(customer_pk, lease, ending.error_of(err))
+            if isinstance(outcome, RetryLater):
+                raise outcome from None
+            return PushResult(Outcome.FAILED, error=outcome)
+        state = ending.state_of(taken.record, lease.using)
+        if state != PushState.SENDING:
+            # Stored already (the answer, or the failure): a receiver of the push's signals raised.
+            logger.error("After the push of %s ended (%s), a receiver raised:", customer_pk, state, exc_info=err)
+            if state == PushState.SENT:
+                return PushResult(Outcome.PUSHED, params=taken.record.params or {})
+            return PushResult(Outcome.FAILED, error=ending.error_on(customer_pk, lease.using))
+        if isinstance(err, Paused):
+            ending.paused(taken.record, taken.attempt, lease, err)
+            raise err
+        return _failed(taken.record, taken.attempt, ending.error_of(err), lease)
+    except DatabaseError as away:
+        if ending.database_away(away):
+            away.customersync_lease = lease.owner  # type: ignore[attr-defined]
+        raise
 
 
 def _in_progress(err: StripeError) -> bool:

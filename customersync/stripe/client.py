@@ -35,7 +35,7 @@ from ..exceptions import (
     StripeError,
 )
 from . import transport
-from .transport import DeadlineAdapter, ResponseTooLarge, Watchdog
+from .transport import DeadlineAdapter, MalformedResponse, ResponseTooLarge, Watchdog
 
 logger = logging.getLogger(__name__)
 
@@ -288,7 +288,16 @@ class StripeClient:
         url = self.api_base + path
         written = before_send() if before_send is not None else None
         response, content = self._send(method, path, url, written, params=query, data=data, headers=headers)
-        return self._interpret(response, content, method, path)
+        try:
+            return self._interpret(response, content, method, path)
+        except StripeError:
+            raise
+        except Exception as err:  # noqa: BLE001 - an answer no check foresaw is still a StripeError
+            raise APIError(
+                f"Stripe's answer to {method} {path} cannot be read ({type(err).__name__}).",
+                http_status=response.status_code,
+                should_retry=False,
+            ) from None
 
     def _send(
         self, method: str, path: str, url: str, written: Callable[[], None] | None = None, **kwargs: Any
@@ -314,6 +323,14 @@ class StripeClient:
                 )
                 with response:
                     content = transport.read_body(response, transport.MAX_RESPONSE_BYTES)
+        except MalformedResponse as err:
+            # Not Stripe's framing: nothing of it is read, and the same answer would come again.
+            raise APIError(
+                f"Stripe's answer to {method} {path} cannot be read: {err.reason}.",
+                http_status=response.status_code,
+                request_id=response.headers.get("Request-Id"),
+                should_retry=False if 200 <= response.status_code < 300 else None,
+            ) from None
         except ResponseTooLarge as err:
             raise APIError(
                 f"Stripe's answer to {method} {path} is larger than {err.limit} bytes "

@@ -32,7 +32,11 @@ machines agree):
 
 A 429 from Stripe pauses the whole fleet (``penalize``). Each Stripe account
 has its own budget and its own pause (``budget(name)``): a 429 on one account
-does not slow another.
+does not slow another. A pause is never slept through: ``acquire()`` and
+``sending()`` raise ``Paused`` with the time it has left, and the push task is
+retried with that countdown, so a paused account holds no worker while
+another account's pushes wait for one. (The scripts answer a pause as a
+negative wait.)
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from typing import Any
 
 from celery import current_app
 
-from ..exceptions import ConfigurationError
+from ..exceptions import ConfigurationError, Paused
 
 logger = logging.getLogger("customersync")
 
@@ -62,7 +66,7 @@ _WINDOW = """
 local key, penalty = KEYS[1], KEYS[2]
 local rate, window_us, member = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local pause = redis.call('PTTL', penalty)
-if pause > 0 then return pause end
+if pause > 0 then return -pause end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window_us)
@@ -86,7 +90,7 @@ local sent, going, penalty = KEYS[1], KEYS[2], KEYS[3]
 local rate, window_us, member = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local ttl_us, gap_us = tonumber(ARGV[4]), tonumber(ARGV[5])
 local pause = redis.call('PTTL', penalty)
-if pause > 0 then return pause * 1000 end
+if pause > 0 then return -pause * 1000 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 redis.call('ZREMRANGEBYSCORE', sent, '-inf', now - window_us)
@@ -122,7 +126,7 @@ _BUCKET = """
 local key, penalty = KEYS[1], KEYS[2]
 local rate, window_us = tonumber(ARGV[1]), tonumber(ARGV[2])
 local pause = redis.call('PTTL', penalty)
-if pause > 0 then return pause end
+if pause > 0 then return -pause end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = window_us / rate
@@ -143,7 +147,7 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local pause = redis.call('PTTL', penalty)
 if pause > 0 then
   redis.call('SET', key, now + pause * 1000, 'PX', 60000)  -- no catching up on the pause
-  return {pause * 1000, 0}
+  return {-pause * 1000, 0}
 end
 local slot = math.max(tonumber(redis.call('GET', key) or '0'), now - catch_up_us)
 if slot - now > horizon_us then return {slot - now - horizon_us, 0} end
@@ -153,10 +157,18 @@ return {0, slot - now}
 
 
 class _Budget:
-    """``acquire`` over ``try_acquire``: the one waiting loop of the budgets."""
+    """``acquire`` over ``ask``: the one waiting loop of the budgets."""
+
+    name = "local"
+
+    def ask(self) -> float:
+        """0 if a request may go now (paced: a time is reserved for it), else the seconds to wait
+        before asking again: negative when the wait is a pause after a 429."""
+        raise NotImplementedError
 
     def try_acquire(self) -> float:
-        raise NotImplementedError
+        """0 if a request may go now, else the seconds to wait before asking again (a pause's too)."""
+        return abs(self.ask())
 
     def sending(self) -> Callable[[], None] | None:
         """Right before the request goes (after ``acquire``): the paced budget waits for its time
@@ -164,10 +176,13 @@ class _Budget:
         return None
 
     def acquire(self, timeout: float | None = None) -> None:
-        """Block until a request may go (raises TimeoutError after ``timeout`` seconds)."""
+        """Block until a request may go (raises TimeoutError after ``timeout`` seconds). A pause
+        after a 429 is not waited out here: ``Paused`` says how long it has left."""
         started = time.monotonic()
         deadline = None if timeout is None else started + timeout
-        while (wait := self.try_acquire()) > 0:
+        while (wait := self.ask()) != 0:
+            if wait < 0:
+                raise Paused(-wait, self.name)
             if deadline is not None and time.monotonic() + wait > deadline:
                 raise TimeoutError("the rate budget did not free up in time")
             time.sleep(min(wait, 1.0))
@@ -196,16 +211,14 @@ class RateBudget(_Budget):
         self._window_us = int(SENT_WINDOW * 1_000_000)
         self._slots = threading.local()  # this thread's reserved time (paced), on time.monotonic()
 
-    def try_acquire(self) -> float:
-        """0 if a request may go now (paced: a time is reserved for it), else the seconds to wait
-        before asking again."""
+    def ask(self) -> float:
         if self.algorithm == "paced":
             interval_us = int(1_000_000 / self.rate)  # the log of writes holds the rate: no margin here
             wait_us, ahead_us = self._script(
                 keys=[self.key, self.penalty_key],
                 args=[interval_us, int(HORIZON * 1_000_000), int(CATCH_UP * 1_000_000)],
             )
-            if int(wait_us) > 0:
+            if int(wait_us) != 0:
                 return int(wait_us) / 1_000_000
             self._slots.at = time.monotonic() + int(ahead_us) / 1_000_000
             return 0.0
@@ -228,7 +241,9 @@ class RateBudget(_Budget):
         member = uuid.uuid4().hex
         keys = [self.sent_key, self.going_key, self.penalty_key]
         args = [self.rate, self._window_us, member, int(GOING_TTL * 1_000_000), int(GAP * 1_000_000 / self.rate)]
-        while (wait_us := int(self._admit(keys=keys, args=args))) > 0:
+        while (wait_us := int(self._admit(keys=keys, args=args))) != 0:
+            if wait_us < 0:  # a 429 paused the account since acquire(): nothing is sent
+                raise Paused(-wait_us / 1_000_000, self.name)
             time.sleep(wait_us / 1_000_000)
 
         def written() -> None:  # the request is written: log it at this time, no longer as going
@@ -252,11 +267,14 @@ class LocalBudget(_Budget):
     def __init__(self, rate: float) -> None:
         self.interval = 1.0 / rate
         self.next_at = 0.0
+        self.paused_until = 0.0
         self.lock = threading.Lock()
 
-    def try_acquire(self) -> float:
+    def ask(self) -> float:
         with self.lock:
             now = time.monotonic()
+            if now < self.paused_until:
+                return now - self.paused_until
             if now >= self.next_at:
                 self.next_at = max(self.next_at, now - self.interval) + self.interval
                 return 0.0
@@ -264,7 +282,8 @@ class LocalBudget(_Budget):
 
     def penalize(self, seconds: float) -> None:
         with self.lock:
-            self.next_at = max(self.next_at, time.monotonic() + seconds)
+            self.paused_until = max(self.paused_until, time.monotonic() + seconds)
+            self.next_at = max(self.next_at, self.paused_until)
 
 
 _budgets: dict[tuple, Any] = {}

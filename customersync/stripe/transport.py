@@ -31,6 +31,7 @@ import heapq
 import itertools
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -50,10 +51,19 @@ logger = logging.getLogger("customersync")
 # pages are far smaller; anything larger is not an answer this app can use.
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 _CHUNK_BYTES = 64 * 1024
+_DIGITS = re.compile(r"[0-9]{1,20}")
 
 # Guards every watchdog's state, the connections' claims and their duplicate descriptors.
 _LOCK = threading.RLock()
 _CURRENT: ContextVar[Watchdog | None] = ContextVar("customersync_watchdog", default=None)
+
+
+class MalformedResponse(Exception):
+    """The answer's framing cannot be trusted (``reason`` says why): it is not read."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class ResponseTooLarge(Exception):
@@ -311,10 +321,24 @@ class DeadlineAdapter(HTTPAdapter):
         return manager
 
 
+def declared_length(response: requests.Response) -> int | None:
+    """The body's length as the answer declares it (None: not declared). ``MalformedResponse`` for a
+    ``Content-Length`` that is not a number in ASCII digits (``²`` is a digit to ``str.isdigit``, not
+    to ``int``), or several that disagree: HTTP makes such framing an error the client may not read past."""
+    declared = response.headers.get("Content-Length")
+    if declared is None:
+        return None
+    values = {value.strip() for value in declared.split(",")}  # a header repeated arrives joined
+    if len(values) != 1 or not all(_DIGITS.fullmatch(value) for value in values):
+        raise MalformedResponse(f"its Content-Length is not one number ({declared[:40]!r})")
+    return int(values.pop())
+
+
 def read_body(response: requests.Response, limit: int) -> bytes:
-    """The whole body of a ``stream=True`` response; ``ResponseTooLarge`` past ``limit`` bytes."""
-    declared = (response.headers.get("Content-Length") or "").strip()
-    if declared.isdigit() and int(declared) > limit:
+    """The whole body of a ``stream=True`` response; ``ResponseTooLarge`` past ``limit`` bytes,
+    ``MalformedResponse`` when its declared length is no length."""
+    declared = declared_length(response)
+    if declared is not None and declared > limit:
         raise ResponseTooLarge(limit)
     body = bytearray()
     for chunk in response.iter_content(_CHUNK_BYTES):

@@ -102,6 +102,11 @@ def make_fault(
         raise ValueError("trickle must not be negative")
     if account is not None and (not isinstance(account, str) or not account.startswith("acct_")):
         raise ValueError(f"account must be an acct_ id, not {account!r}")
+    for name, value in (headers or {}).items():
+        try:
+            f"{name}: {value}".encode("latin-1")
+        except UnicodeEncodeError:
+            raise ValueError(f"header {name!r} must be latin-1 text, as HTTP carries it") from None
     if isinstance(body, str):
         body = body.encode()
     return Fault(

@@ -376,7 +376,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(response.status)
             for name, value in response.headers.items():
                 self.send_header(name, value)
-            self.send_header("Content-Length", str(len(response.body)))
+            if _declares_length(response.headers):
+                # The answer's own framing (a hostile one): the body ends where the connection does.
+                self.send_header("Connection", "close")
+            else:
+                self.send_header("Content-Length", str(len(response.body)))
             self.end_headers()
             self.wfile.write(response.body)
         except OSError:  # the client gave up (e.g. its timeout fired during a delay)
@@ -412,8 +416,11 @@ class _Handler(BaseHTTPRequestHandler):
             f"Server: {self.version_string()}",
             f"Date: {self.date_time_string()}",
             *(f"{k}: {v}" for k, v in response.headers.items()),
-            "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(response.body)}",
         ]
+        if chunked:
+            lines.append("Transfer-Encoding: chunked")
+        elif not _declares_length(response.headers):
+            lines.append(f"Content-Length: {len(response.body)}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
     def _abort(self, *, reset: bool) -> None:
@@ -423,6 +430,11 @@ class _Handler(BaseHTTPRequestHandler):
             # Linger 0 makes close() send RST instead of FIN.
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.connection.close()
+
+
+def _declares_length(headers: Mapping[str, str]) -> bool:
+    """Whether ``headers`` (a fault's) set the answer's Content-Length themselves."""
+    return any(name.lower() == "content-length" for name in headers)
 
 
 def _chunk(data: bytes) -> bytes:

@@ -397,7 +397,9 @@ class FakeStripeServer:
         """Queue a fault for the next ``times`` requests matching method, path prefix and ``account``.
 
         ``status`` answers that status with ``body`` (raw) or an error object
-        (``error`` or a default); ``headers`` are added to whatever is answered;
+        (``error`` or a default); ``headers`` are added to whatever is answered (a
+        ``Content-Length`` among them replaces the server's own, whatever it says, and the
+        connection closes after the body: an answer framed as a hostile server frames it);
         ``delay`` waits first; ``action`` is ``"drop"`` (close, nothing applied),
         ``"drop_after"`` (apply, then close), ``"reset"`` (TCP RST), or applies
         the request and then sends its answer ``"trickle"`` (the body one byte

@@ -474,6 +474,35 @@ def test_fault_raw_html_and_truncated_json(
         truncated.json()
 
 
+def test_fault_content_length_replaces_the_servers_own_and_closes_after_the_body(
+    server: FakeStripeServer, customer: dict[str, Any]
+) -> None:
+    server.inject(headers={"Content-Length": "\u00b2"})  # a hostile framing: no length at all
+    body = b"name=X"
+    request = (
+        f"POST /v1/customers/{customer['id']} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEY}\r\n"
+        f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):  # until the server closes: the framing says nothing else
+            answer += chunk
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0].startswith(b"HTTP/1.1 200")
+    assert [line for line in lines if line.lower().startswith(b"content-length")] == [b"Content-Length: \xb2"]
+    assert b"Connection: close" in lines
+    assert json.loads(rest)["name"] == "X"  # applied, and answered whole
+    assert server.get_customer(customer["id"])["name"] == "X"
+
+
+def test_fault_headers_must_be_latin_1(server: FakeStripeServer) -> None:
+    with pytest.raises(ValueError, match="latin-1"):
+        server.inject(status=200, body="{}", headers={"X-Price": "\u20ac"})
+
+
 def test_fault_delay_times_out_the_client(
     server: FakeStripeServer, http: requests.Session, customer: dict[str, Any]
 ) -> None:

@@ -136,3 +136,24 @@ def test_idempotency_error_on_reuse_with_other_params(stripe, client):
         client.update_customer(cus["id"], {"name": "B"}, idempotency_key="same")
     assert info.value.type == "idempotency_error"
     assert stripe.get_customer(cus["id"])["name"] == "A"
+
+
+@pytest.mark.parametrize(
+    ("length", "status", "retried"),
+    [
+        ("\u00b2", 200, False),  # a digit to str.isdigit, not to int(): refused, not a ValueError
+        ("-1", 200, False),
+        ("1e3", 200, False),
+        ("\u00b2", 500, True),  # a 5xx stays a 5xx: retried
+    ],
+    ids=["superscript-two", "negative", "exponent", "5xx"],
+)
+def test_an_answer_whose_content_length_is_no_length_is_an_api_error(stripe, client, length, status, retried):
+    from customersync.exceptions import is_retryable
+
+    cus = stripe.add_customer(name="Ann")
+    stripe.inject(status=status, body="{}", headers={"Content-Length": length})
+    with pytest.raises(APIError) as info:
+        client.update_customer(cus["id"], {"name": "Bea"})
+    assert "Content-Length is not one number" in info.value.message and info.value.http_status == status
+    assert is_retryable(info.value) is retried

@@ -174,6 +174,48 @@ def test_penalty_pauses_everyone(redis_client):
     assert second.try_acquire() > 1.0
 
 
+@pytest.mark.parametrize("algorithm", ["paced", "window", "bucket"])
+def test_a_pause_is_not_slept_through_acquire_raises_paused_with_what_is_left(redis_client, algorithm):
+    import time
+
+    from customersync.exceptions import Paused
+
+    budget = RateBudget(redis_client, 20, name=f"test-paused-{algorithm}-{time.time()}", algorithm=algorithm)
+    budget.penalize(30)
+    with pytest.raises(Paused) as info:
+        budget.acquire()  # at once: the old budget slept here, holding the worker
+    assert 25 < info.value.seconds <= 30 and budget.name in info.value.error.message
+    assert budget.try_acquire() > 25  # still answers the wait, for callers that only ask
+    redis_client.delete(budget.penalty_key, budget.key)
+    budget.acquire()  # the pause over, a grant as before
+
+
+def test_a_pause_that_begins_after_the_grant_stops_sending_with_paused(redis_client):
+    import time
+
+    from customersync.exceptions import Paused
+
+    budget = RateBudget(redis_client, 20, name=f"test-paused-sending-{time.time()}", algorithm="paced")
+    budget.acquire()
+    budget.penalize(30)  # a 429 for another of the account's customers, in between
+    with pytest.raises(Paused) as info:
+        budget.sending()
+    assert 25 < info.value.seconds <= 30
+    assert redis_client.zcard(budget.going_key) == 0  # nothing let go
+
+
+def test_a_local_budgets_pause_raises_paused_too():
+    from customersync.exceptions import Paused
+    from customersync.stripe.rate_budget import LocalBudget
+
+    budget = LocalBudget(100)
+    budget.acquire()
+    budget.penalize(30)
+    with pytest.raises(Paused) as info:
+        budget.acquire()
+    assert 25 < info.value.seconds <= 30
+
+
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_four_workers_in_two_processes_stay_within_ten_per_second(stripe, start_worker, published_tasks):
