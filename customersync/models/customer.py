@@ -7,7 +7,6 @@ from contextlib import nullcontext
 from typing import Any
 
 from django.db import DatabaseError, models, router, transaction
-from django.db.models import Exists, OuterRef
 from django.db.models.signals import post_save, pre_save
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -50,12 +49,6 @@ class TaxExempt(models.TextChoices):
     NONE = "none", _("None")
     EXEMPT = "exempt", _("Exempt")
     REVERSE = "reverse", _("Reverse charge")
-
-
-def _queued_push(model: type[models.Model]) -> Exists:
-    """Whether a push is queued for the customer of the outer query, in the same statement."""
-    records = model._meta.get_field("pushes").related_model
-    return Exists(records.objects.queued().filter(customer=OuterRef("pk")))
 
 
 class CustomerQuerySet(models.QuerySet):
@@ -324,10 +317,11 @@ class Customer(models.Model):
         written by a ``QuerySet.update()`` guarded by the version of the state it
         was diffed against (``sync_version``), its row count the guard; when a
         sync confirmed a newer state meanwhile, that state is read and the edit
-        diffed and written again. A change of a copy that was not pending is also
-        guarded by no push being queued: the write that matches says the outbox
-        record is to be written, without looking for one first. An edit never writes the columns the sync owns
-        (``SYNC_OWNED_FIELDS``). ``pre_save`` and ``post_save`` are sent as
+        diffed and written again. The outbox record of a change to a copy that
+        was pending joins the push most likely queued, after a look; that of a
+        copy that was not, or of a new customer, is written without one
+        (``push.outbox.record_change``). An edit never writes the columns the sync
+        owns (``SYNC_OWNED_FIELDS``). ``pre_save`` and ``post_save`` are sent as
         ``Model.save()`` sends them; a new customer is ``Model.save()``'s own.
 
         The model only announces the change (``signals.customer_changed``); the
@@ -340,7 +334,7 @@ class Customer(models.Model):
             with transaction.atomic(using=using, savepoint=False):
                 super().save(**kwargs)
                 if needs_push:
-                    signals.customer_changed.send(sender=Customer, customer=self)
+                    signals.customer_changed.send(sender=Customer, customer=self, queued=False)
             return
         update_fields = kwargs.get("update_fields")
         if update_fields is None:  # every field loaded, but those the sync owns
@@ -356,34 +350,26 @@ class Customer(models.Model):
         fields = [cls._meta.get_field(name) for name in names]
         pre_save.send(sender=cls, instance=self, raw=False, using=using, update_fields=names)
         rows = cls._base_manager.using(using).filter(pk=self.pk)
-        # A copy that was pending most likely has its push queued: its change joins it after a look.
-        # Otherwise the write is also guarded by no push being queued, so that its row count says,
-        # in the same statement, that the outbox record is to be written (queued=False).
-        expect_queued = self.sync_status == SyncStatus.PENDING
+        # A copy that was pending most likely has its push queued, which the change joins after a
+        # look; one that was not, most likely not: its record is written without a look.
+        queued = self.sync_status == SyncStatus.PENDING
         for _attempt in range(20):
             needs_push = self._decide()
             values = {f.attname: f.pre_save(self, False) for f in fields}
-            guarded = rows.filter(sync_version=self.sync_version)
-            unqueued = needs_push and not expect_queued
-            if unqueued:
-                guarded = guarded.exclude(_queued_push(cls))
             # One statement needs no transaction; with the outbox record, one transaction.
             with transaction.atomic(using=using, savepoint=False) if needs_push else nullcontext():
-                if guarded.update(**values):
+                if rows.filter(sync_version=self.sync_version).update(**values):
                     if needs_push:
-                        signals.customer_changed.send(
-                            sender=Customer, customer=self, queued=False if unqueued else None
-                        )
+                        signals.customer_changed.send(sender=Customer, customer=self, queued=queued)
                     post_save.send(
                         sender=cls, instance=self, created=False, update_fields=names, raw=False, using=using
                     )
                     return
-            # A sync confirmed a newer state since this copy was loaded (diff against it), or a
-            # push is queued after all (join it): the row says which.
-            row = rows.annotate(queued=_queued_push(cls)).values_list("stripe_data", "sync_version", "queued").first()
+            # A sync confirmed a newer state since this copy was loaded: diff against it.
+            row = rows.values_list("stripe_data", "sync_version").first()
             if row is None:
                 raise DatabaseError("Save with update_fields did not affect any rows.")
-            self.stripe_data, self.sync_version, expect_queued = row
+            self.stripe_data, self.sync_version = row
         raise DatabaseError(f"Customer {self.pk}'s confirmed state kept changing while it was saved.")
 
     def _decide(self) -> bool:
