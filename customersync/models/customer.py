@@ -349,7 +349,7 @@ class Customer(models.Model):
         cls = type(self)
         fields = [cls._meta.get_field(name) for name in names]
         pre_save.send(sender=cls, instance=self, raw=False, using=using, update_fields=names)
-        rows = cls._base_manager.using(using).filter(pk=self.pk)
+        rows = cls._base_manager.using(using)
         # A copy that was pending most likely has its push queued, which the change joins after a
         # look; one that was not, most likely not: its record is written without a look.
         queued = self.sync_status == SyncStatus.PENDING
@@ -358,7 +358,7 @@ class Customer(models.Model):
             values = {f.attname: f.pre_save(self, False) for f in fields}
             # One statement needs no transaction; with the outbox record, one transaction.
             with transaction.atomic(using=using, savepoint=False) if needs_push else nullcontext():
-                if rows.filter(sync_version=self.sync_version).update(**values):
+                if rows.filter(pk=self.pk, sync_version=self.sync_version).update(**values):
                     if needs_push:
                         signals.customer_changed.send(sender=Customer, customer=self, queued=queued)
                     post_save.send(
@@ -366,7 +366,7 @@ class Customer(models.Model):
                     )
                     return
             # A sync confirmed a newer state since this copy was loaded: diff against it.
-            row = rows.values_list("stripe_data", "sync_version").first()
+            row = rows.filter(pk=self.pk).values_list("stripe_data", "sync_version").first()
             if row is None:
                 raise DatabaseError("Save with update_fields did not affect any rows.")
             self.stripe_data, self.sync_version = row
