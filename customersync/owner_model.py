@@ -5,12 +5,13 @@
     class Organization(OwnerMixin, models.Model):
         ...
 
-It adds no field (no migration) and overrides only Django's documented loading hooks
-(``from_db``, ``refresh_from_db``): the owner remembers its mapped values as loaded
-(``owner_save``). Its saves take the same path as without it (``owner_sync``'s receivers); what
-the mixin adds is knowing, without a query, which mapped values a save changes: a save changing
-none costs nothing but the owner's own ``UPDATE``, and only the changed ones are checked and
-compared with what its customers last had applied.
+It adds no field (no migration) and overrides Django's documented loading hooks (``from_db``,
+``refresh_from_db``): the owner remembers its mapped values as loaded (``owner.save``). Its saves
+take the same path as without it (``owner.customers``' receivers); what the mixin adds is knowing,
+without a query, which mapped values a save changes: a save changing none costs nothing but the
+owner's own ``UPDATE``, and only the changed ones are checked and compared with what its customers
+last had applied. It also overrides ``save()``: a save made outside a transaction that changes a
+mapped value runs in one, so the owner's row and its customers' commit together, in one commit.
 
 This module imports nothing from the app at import time: a site's models import it.
 """
@@ -41,6 +42,12 @@ class OwnerMixin(_Base):
 
         remember(instance)
         return instance
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        from .owner.save import one_transaction
+
+        with one_transaction(self, kwargs.get("using"), kwargs.get("update_fields")):
+            super().save(*args, **kwargs)
 
     def refresh_from_db(self, using: Any = None, fields: Any = None, from_queryset: Any = None) -> None:
         super().refresh_from_db(using=using, fields=fields, from_queryset=from_queryset)

@@ -23,8 +23,9 @@ Public, for sites that want to react to sync outcomes (all sent with
 
 The app's own:
 
-- ``customer_changed(sender=Customer, customer)``: a save changed what Stripe
-  has; sent inside the save's transaction, after its write. The outbox
+- ``customer_changed(sender=Customer, customer, queued)``: a save changed what
+  Stripe has; sent inside the save's transaction, after its write. ``queued``:
+  whether a push is likely queued already (the copy saved was pending). The outbox
   receives it (connected in ``AppConfig.ready()``) to record and publish the
   push, so the model never imports the outbox.
 """

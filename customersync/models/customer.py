@@ -317,8 +317,11 @@ class Customer(models.Model):
         written by a ``QuerySet.update()`` guarded by the version of the state it
         was diffed against (``sync_version``), its row count the guard; when a
         sync confirmed a newer state meanwhile, that state is read and the edit
-        diffed and written again. An edit never writes the columns the sync owns
-        (``SYNC_OWNED_FIELDS``). ``pre_save`` and ``post_save`` are sent as
+        diffed and written again. The outbox record of a change to a copy that
+        was pending joins the push most likely queued, after a look; that of a
+        copy that was not, or of a new customer, is written without one
+        (``push.outbox.record_change``). An edit never writes the columns the sync
+        owns (``SYNC_OWNED_FIELDS``). ``pre_save`` and ``post_save`` are sent as
         ``Model.save()`` sends them; a new customer is ``Model.save()``'s own.
 
         The model only announces the change (``signals.customer_changed``); the
@@ -331,7 +334,7 @@ class Customer(models.Model):
             with transaction.atomic(using=using, savepoint=False):
                 super().save(**kwargs)
                 if needs_push:
-                    signals.customer_changed.send(sender=Customer, customer=self)
+                    signals.customer_changed.send(sender=Customer, customer=self, queued=False)
             return
         update_fields = kwargs.get("update_fields")
         if update_fields is None:  # every field loaded, but those the sync owns
@@ -346,21 +349,24 @@ class Customer(models.Model):
         cls = type(self)
         fields = [cls._meta.get_field(name) for name in names]
         pre_save.send(sender=cls, instance=self, raw=False, using=using, update_fields=names)
-        rows = cls._base_manager.using(using).filter(pk=self.pk)
+        rows = cls._base_manager.using(using)
+        # A copy that was pending most likely has its push queued, which the change joins after a
+        # look; one that was not, most likely not: its record is written without a look.
+        queued = self.sync_status == SyncStatus.PENDING
         for _attempt in range(20):
             needs_push = self._decide()
             values = {f.attname: f.pre_save(self, False) for f in fields}
             # One statement needs no transaction; with the outbox record, one transaction.
             with transaction.atomic(using=using, savepoint=False) if needs_push else nullcontext():
-                if rows.filter(sync_version=self.sync_version).update(**values):
+                if rows.filter(pk=self.pk, sync_version=self.sync_version).update(**values):
                     if needs_push:
-                        signals.customer_changed.send(sender=Customer, customer=self)
+                        signals.customer_changed.send(sender=Customer, customer=self, queued=queued)
                     post_save.send(
                         sender=cls, instance=self, created=False, update_fields=names, raw=False, using=using
                     )
                     return
             # A sync confirmed a newer state since this copy was loaded: diff against it.
-            row = rows.values_list("stripe_data", "sync_version").first()
+            row = rows.filter(pk=self.pk).values_list("stripe_data", "sync_version").first()
             if row is None:
                 raise DatabaseError("Save with update_fields did not affect any rows.")
             self.stripe_data, self.sync_version = row

@@ -21,6 +21,10 @@ class PushState(models.TextChoices):
 
 
 class PendingPushQuerySet(models.QuerySet):
+    def queued(self) -> PendingPushQuerySet:
+        """Pushes queued and not yet taken by a worker (one per customer at most: the constraint below)."""
+        return self.filter(state=PushState.PENDING)
+
     def for_idempotency_key(self, key: str) -> PendingPushQuerySet:
         """The record whose pushes were sent under ``key`` (none for a key not of this app)."""
         if not key.startswith(IDEMPOTENCY_PREFIX):

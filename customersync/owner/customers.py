@@ -69,8 +69,8 @@ def _customers_of(owner_pk: Any, using: str | None, lock: bool = False) -> list[
     """The owner's customers. ``lock``: for a save inside a transaction, their rows are locked
     now, before the owner's: a push locks a customer's row, then its write-back updates the owner's,
     so the two never wait on each other in a circle. Outside one, each statement commits on its own
-    and holds nothing."""
-    customers = Customer.objects.using(using or router.db_for_read(Customer)).filter(owner_id=owner_pk)
+    and holds nothing. Unordered: compiling the default ORDER BY costs a third of the read's CPU."""
+    customers = Customer.objects.using(using or router.db_for_read(Customer)).filter(owner_id=owner_pk).order_by()
     if lock and not transaction.get_autocommit(using=customers.db):
         customers = customers.select_for_update()
     return list(customers)

@@ -19,7 +19,8 @@ only what the site changed is sent, and a value a customer changed in Stripe
 Stripe would refuse raise ``ValidationError`` keyed by the owner's field
 *before* the owner row is written (``pre_save``); the customer is written
 after it (``post_save``), in the same transaction when the save runs in one
-(the admin, ``ATOMIC_REQUESTS``, ``transaction.atomic()``). Were that second
+(the admin, ``ATOMIC_REQUESTS``, ``transaction.atomic()``; with ``OwnerMixin``,
+the one its ``save()`` opens when none is). Were that second
 write lost, the next owner save, or ``sync_from_owners``, sends it still.
 
 With ``owner_model.OwnerMixin`` on the owner model, a save compares the mapped

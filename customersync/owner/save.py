@@ -17,10 +17,11 @@ without a save (``QuerySet.update()``) is sent by ``sync_from_owners``.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import router, transaction
 
 from ..core import snapshot
 from ..models import Customer
@@ -130,6 +131,26 @@ def changes(found: Mapping, instance: Any, update_fields: Any) -> tuple[dict[str
     for source in always:
         changed[source.key] = source.read(instance)
     return changed, fresh
+
+
+def one_transaction(instance: Any, using: str | None, update_fields: Any) -> AbstractContextManager[Any]:
+    """For ``OwnerMixin.save``: a transaction around the save when it changes a mapped value and
+    none is open, so the owner's ``UPDATE`` and its customers' writes (its ``post_save``) commit
+    together, at one commit's cost instead of two; otherwise nothing (a save changing nothing
+    mapped is the owner's ``UPDATE`` alone; a caller's transaction already holds them all). Decided
+    from what the owner remembers; its ``pre_save`` decides again what to write."""
+    found = _remembers(instance)
+    if found is None or instance._state.adding or instance.pk is None:
+        return nullcontext()
+    if update_fields is not None and not found.touches(update_fields):
+        return nullcontext()
+    using = using or router.db_for_write(type(instance), instance=instance)
+    if not transaction.get_autocommit(using=using):
+        return nullcontext()
+    planned = changes(found, instance, update_fields)
+    if planned is not None and not planned[0]:
+        return nullcontext()
+    return transaction.atomic(using=using)
 
 
 def check(found: Mapping, values: dict[str, Any]) -> None:

@@ -179,18 +179,26 @@ def schedule_push(customer_pk: int, *, using: str | None = None) -> None:
         transaction.on_commit(lambda: enqueue(customer_pk, countdown=app_settings.COALESCE_SECONDS), using=using)
 
 
-def record_change(customer: Customer, **kwargs: Any) -> None:
+def record_change(customer: Customer, queued: bool = True, **kwargs: Any) -> None:
     """Record a change in the outbox (inside the save's transaction, after its write).
 
     A customer whose push is already queued and not yet started joins it: no
-    second record, no second task. The save's row lock orders this check
-    against the worker's freeze, so the queued push is sure to include it.
-    Also the receiver of ``signals.customer_changed``.
+    second record. The save's row lock orders this against the worker's freeze,
+    so the queued push is sure to include it. ``queued``: whether a push is
+    likely queued (the copy saved was pending), so looked for first; when not,
+    the record is written without a look and its task published.
+
+    The record is written with ``ignore_conflicts``: a push queued after all
+    (the copy saved was stale, or one was queued between the look and the
+    record) keeps its place under the one-queued-push constraint and this
+    change joins it; without a look, its task is then one more, which finds
+    the customer's push done or under way. Also the receiver of
+    ``signals.customer_changed``.
     """
     records = PendingPush.objects.using(customer._state.db)
-    if records.filter(customer=customer, state=PushState.PENDING).exists():
+    if queued and records.queued().filter(customer=customer).exists():
         return
-    records.create(customer=customer, enqueued_at=timezone.now())
+    records.bulk_create([PendingPush(customer=customer, enqueued_at=timezone.now())], ignore_conflicts=True)
     schedule_push(customer.pk, using=customer._state.db)
 
 

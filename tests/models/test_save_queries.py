@@ -1,14 +1,16 @@
 """The queries of an edit's save, a promise on every database: the update, guarded by the version of
-the confirmed state it was diffed against; when the edit changes what Stripe has, a look for a
-queued push and, when none is, its outbox record."""
+the confirmed state it was diffed against; when the edit changes what Stripe has, its outbox record,
+after a look for a queued push when the copy saved was pending (one most likely is)."""
 
 from __future__ import annotations
 
 import pytest
+from django.db import transaction
 
 from customersync import sync
 from customersync.models import Customer, PendingPush, PushState, SyncStatus
 from customersync.pull.pages import PullStats, store_page
+from customersync.push import outbox
 
 pytestmark = pytest.mark.django_db
 
@@ -19,12 +21,10 @@ def mirrored(name="Ann") -> Customer:
     return Customer.objects.get(stripe_id="cus_Saves")
 
 
-def test_a_change_is_its_update_a_look_for_a_queued_push_and_its_outbox_record(
-    django_assert_num_queries, django_capture_on_commit_callbacks
-):
+def test_a_change_is_its_update_and_its_outbox_record(django_assert_num_queries, django_capture_on_commit_callbacks):
     customer = mirrored()
     customer.name = "Bob"
-    with django_capture_on_commit_callbacks() as callbacks, django_assert_num_queries(3):
+    with django_capture_on_commit_callbacks() as callbacks, django_assert_num_queries(2):
         customer.save()
     assert len(callbacks) == 1  # the push task, published on commit
     stored = Customer.objects.get(pk=customer.pk)
@@ -44,6 +44,33 @@ def test_a_second_change_joins_the_queued_push(django_assert_num_queries, django
     assert Customer.objects.get(pk=customer.pk).pending_params() == {"email": "b@example.com", "name": "Bob"}
 
 
+def test_a_copy_loaded_in_sync_joins_a_push_queued_since(django_assert_num_queries, django_capture_on_commit_callbacks):
+    customer = mirrored()
+    queued = PendingPush.objects.create(customer=customer)  # since the load (an operator's "push now")
+    customer.name = "Bob"
+    # The copy was in sync: its record is written without a look, and joins the queued push; its
+    # task is one more (it finds the customer's push done or under way).
+    with django_capture_on_commit_callbacks() as callbacks, django_assert_num_queries(2):
+        customer.save()
+    assert len(callbacks) == 1
+    assert list(PendingPush.objects.values_list("pk", "state")) == [(queued.pk, PushState.PENDING)]
+    stored = Customer.objects.get(pk=customer.pk)
+    assert stored.name == "Bob" and stored.pending_params() == {"name": "Bob"}
+
+
+def test_a_record_written_without_a_look_joins_a_push_queued_meanwhile(django_capture_on_commit_callbacks):
+    """A record written without a look, a push being queued already (a concurrent save's or
+    request's): that one keeps its place, no error, the transaction goes on."""
+    customer = mirrored()
+    customer.name = "Bob"
+    customer.save()
+    (queued,) = PendingPush.objects.all()
+    with django_capture_on_commit_callbacks(), transaction.atomic():
+        outbox.record_change(customer, queued=False)
+        assert Customer.objects.filter(pk=customer.pk).exists()  # the transaction goes on
+    assert list(PendingPush.objects.values_list("pk", "state")) == [(queued.pk, PushState.PENDING)]
+
+
 def test_a_save_changing_nothing_syncable_is_one_update_and_no_record(django_assert_num_queries):
     customer = mirrored()
     with django_assert_num_queries(1):
@@ -58,7 +85,7 @@ def test_a_copy_loaded_before_stripe_changed_is_diffed_against_the_new_state(dja
     store_page([{**stale.stripe_data, "name": "Changed in Stripe"}], PullStats())
     stale.email = "new@example.com"
     # The guarded update misses, the state is read, the edit written again with its outbox record.
-    with django_assert_num_queries(5):
+    with django_assert_num_queries(4):
         stale.save()
     stored = Customer.objects.get(pk=stale.pk)
     # The copy's old name is an edit now (it differs from what Stripe has): sent, and the email too.

@@ -15,6 +15,7 @@ from contextlib import nullcontext
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection, connections, transaction
+from django.db.models.signals import pre_save
 from django.test import override_settings
 
 from customersync import sync
@@ -322,9 +323,9 @@ def test_a_value_stripe_already_has_settles_without_a_request(stripe):
 @pytest.mark.django_db(transaction=True)
 def test_a_save_racing_a_push_waits_for_the_customer_row_and_never_holds_the_owner_first(in_transaction):
     """A push freezes a customer under its row lock, and its write-back then updates the owner: an
-    owner save waits for the customer's row without holding the owner's (in a transaction it locks
-    its customers before its UPDATE; outside one, its UPDATE committed already), and once the push
-    committed it writes its value and queues a record of its own."""
+    owner save waits for the customer's row without holding the owner's (in a transaction, the
+    caller's or, outside one, the one ``OwnerMixin.save`` opens, it locks its customers before its
+    UPDATE), and once the push committed it writes its value and queues a record of its own."""
     owner = make_owner(**{field("email"): "billing@acme.test"})
     customer = linked_customer(owner)
     saver = loaded(owner)
@@ -366,3 +367,49 @@ def test_a_save_racing_a_push_waits_for_the_customer_row_and_never_holds_the_own
     stored = Customer.objects.get(pk=customer.pk)
     assert stored.email == "racing@acme.test" and stored.sync_status == SyncStatus.PENDING
     assert PendingPush.objects.filter(customer=customer, state=PushState.PENDING).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_a_mapped_change_commits_the_owner_and_its_customers_together(monkeypatch):
+    """``OwnerMixin.save`` runs a save changing a mapped value in one transaction: when its
+    customer's write fails, the owner's row is not written either, and saving it again sends it."""
+    owner = make_owner(**{field("email"): "billing@acme.test"})
+    customer = linked_customer(owner)
+    owner = loaded(owner)
+    setattr(owner, field("email"), "accounts@acme.test")
+    write = Customer.save
+
+    def fails(self, *args, **kwargs):
+        raise RuntimeError("the customer's write fails")
+
+    monkeypatch.setattr(Customer, "save", fails)
+    with pytest.raises(RuntimeError):
+        owner.save()
+    assert getattr(loaded(owner), field("email")) == "billing@acme.test"
+    monkeypatch.setattr(Customer, "save", write)
+    owner.save()
+    assert getattr(loaded(owner), field("email")) == "accounts@acme.test"
+    assert Customer.objects.get(pk=customer.pk).email == "accounts@acme.test"
+    assert PendingPush.objects.filter(customer=customer, state=PushState.PENDING).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_only_a_save_changing_a_mapped_value_opens_one():
+    owner = make_owner(**{field("email"): "billing@acme.test"})
+    linked_customer(owner)
+    owner = loaded(owner)
+    autocommit: list[bool] = []
+
+    def seen(sender, **kwargs):
+        autocommit.append(transaction.get_autocommit())
+
+    pre_save.connect(seen, sender=owner_model(), weak=False, dispatch_uid="test.seen")
+    try:
+        owner.plan_note = "not mapped"
+        owner.save()
+        setattr(owner, field("email"), "accounts@acme.test")
+        owner.save()
+        owner.save(update_fields=["plan_note"])
+    finally:
+        pre_save.disconnect(sender=owner_model(), dispatch_uid="test.seen")
+    assert autocommit == [True, False, True]
