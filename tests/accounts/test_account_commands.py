@@ -31,8 +31,10 @@ NAMED = {"P1": "default", "C1": "default/acct_C1", "P2": "second", "C2": "second
 
 
 @pytest.fixture
-def owed(stripe, fleet):
-    """One customer in each account, mirrored and then renamed here: each owes Stripe a push."""
+def owed(stripe, fleet, settings):
+    """One customer in each account, mirrored and then renamed here: each owes Stripe a push, left to
+    the command (no task is queued: nothing but the command pushes them)."""
+    settings.CUSTOMERSYNC = {**settings.CUSTOMERSYNC, "PUSH_ON_SAVE": False}
     customers = {}
     for label, (server_account, _, _) in WHERE.items():
         created = stripe.add_customer(account=server_account, name=f"Ann of {label}")
