@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import json
 import re
+from io import StringIO
 from urllib.parse import unquote
 
 import pytest
+from django.core.management import call_command
 
 from customersync import sync
 from customersync.accounts import client_for
-from customersync.models import PushAttempt, SyncStatus
+from customersync.models import Customer, PushAttempt, SyncStatus
 from customersync.owner.mapping import OWNER_METADATA_KEY, mapping
 from customersync.stripe.client import search_string
 from tests.owners import field, identity, make_owner, owner_model
@@ -114,6 +116,18 @@ if string_pk():
         assert created["metadata"][OWNER_METADATA_KEY] == identity(owner) and created["email"] == "mallory@example.com"
         assert stripe.get_customer(victim["id"]) == before
         assert_touched_only_the_owners_customers(stripe, owner)
+
+    @pytest.mark.parametrize("key", HOSTILE_KEYS)
+    def test_linking_by_the_owner_identity_takes_the_exact_one_only(stripe, key):
+        owner = make_owner("Mallory", **{owner_model()._meta.pk.name: key})
+        victim = sync.pull_one(add_victim(stripe)["id"])
+        prefix = sync.pull_one(stripe.add_customer(metadata={OWNER_METADATA_KEY: identity(owner)[:-1]})["id"])
+        own = sync.pull_one(stripe.add_customer(metadata={OWNER_METADATA_KEY: identity(owner)})["id"])
+        stripe.clear_requests()
+        call_command("customersync_link", "--metadata", OWNER_METADATA_KEY, stdout=StringIO())
+        owners = dict(Customer.objects.values_list("stripe_id", "owner_id"))
+        assert owners == {victim.stripe_id: None, prefix.stripe_id: None, own.stripe_id: owner.pk}
+        assert stripe.requests == []
 
 
 # -- a search that answers another owner's customer ---------------------------------------------
