@@ -219,6 +219,12 @@ class Mapping:
         """What the created customer's metadata says about its owner: ``"app_label.model:pk"``."""
         return f"{self.model._meta.label_lower}:{owner_pk}"
 
+    def names_owner(self, customer: Any, owner_pk: Any) -> bool:
+        """Whether a customer object from Stripe says it is this owner's: its
+        ``metadata[customersync_owner]`` is the owner's identity, exactly (no other customer is ever adopted)."""
+        metadata = customer.get("metadata") if isinstance(customer, dict) else None
+        return isinstance(metadata, dict) and metadata.get(OWNER_METADATA_KEY) == self.identity(owner_pk)
+
     def create_key(self, owner_pk: Any, generation: int, account_pk: int | None = None) -> uuid.UUID:
         """The idempotency key of an owner's create in an account: the same from every process and retry."""
         where = "" if account_pk is None else f"@{account_pk}"

@@ -338,7 +338,10 @@ def _send(taken: Taken, client: StripeClient | None, lease: Lease, limiter: Any)
     # The paced budget's last wait, right before the bytes go (not before a slow statement).
     before_send, adopted = (limiter.sending if limiter is not None else None), False
     try:
-        if record.operation == "create" and (existing := answer_checks.owners_customer_in_stripe(customer, client)):
+        search = answer_checks.owners_customer_in_stripe(customer, client) if record.operation == "create" else None
+        if search is not None and search.refused:
+            _note(attempt, search.refused)  # why a customer the search answered is not the one created
+        if search is not None and (existing := search.found) is not None:
             # An earlier run created this owner's customer: take it, and push the difference.
             logger.info("Found %s's customer in Stripe: %s", record.customer_id, existing.get("id"))
             response, adopted, stripe_id = existing, True, existing.get("id")
@@ -393,6 +396,13 @@ def _finish(attempt: PushAttempt, outcome: str, *, err: StripeError | None = Non
         )
     PushAttempt.objects.using(attempt._state.db).filter(pk=attempt.pk).update(
         outcome=outcome, finished_at=timezone.now(), **fields
+    )
+
+
+def _note(attempt: PushAttempt, text: str) -> None:
+    """A decision the attempt made that is no error of Stripe's, on its row of the sync log."""
+    PushAttempt.objects.using(attempt._state.db).filter(pk=attempt.pk).update(
+        error_type="local_error", error_code="owner_mismatch", error_message=text
     )
 
 

@@ -6,7 +6,7 @@ Modules and their public names:
 
 - ``client``: All HTTP to Stripe goes through ``StripeClient``: one ``requests.Session``.
   Public: ``USER_AGENT``, ``DEFAULT_API_BASE``, ``DEFAULT_API_VERSION``, ``IDEMPOTENCY_PREFIX``,
-  ``BeforeSend``, ``StripeObject``, ``ACCOUNT_ID``, ``StripeClient``.
+  ``BeforeSend``, ``StripeObject``, ``ACCOUNT_ID``, ``StripeClient``, ``search_string``.
 - ``rate_budget``: A rate budget shared by every worker, kept in Redis.
   Public: ``WINDOW_SLACK``, ``HORIZON``, ``GAP``, ``CATCH_UP``, ``GOING_TTL``, ``LEAD``, ``SENT_WINDOW``,
   ``RateBudget``, ``LocalBudget``, ``budget``.

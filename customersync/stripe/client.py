@@ -41,6 +41,14 @@ logger = logging.getLogger(__name__)
 
 USER_AGENT = f"customersync/{__version__} python-requests/{requests.__version__}"
 
+
+def search_string(value: str) -> str:
+    """``value`` as a string of Stripe's search query language: in quotes, a quote or a backslash
+    inside escaped with a backslash, so no value can end the string and add a clause
+    (``x' OR email:'a@b.c`` stays one value)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 _ERRORS_BY_STATUS: dict[int, type[StripeError]] = {
     400: InvalidRequestError,
     401: AuthenticationError,
@@ -224,8 +232,18 @@ class StripeClient:
 
         Stripe's search index lags writes by up to a minute: fine for finding
         what an earlier run created, not a lock against a concurrent create.
+        Build the query's values with ``search_string``, never by formatting them in.
         """
         return self._request("GET", "/v1/customers/search", query={"query": query, "limit": limit})
+
+    def search_customers_by_metadata(self, key: str, value: str, *, limit: int = 10) -> StripeObject:
+        """Customers whose ``metadata[key]`` is ``value`` by Stripe's search (both quoted, whatever they hold).
+
+        What the search answers is Stripe's reading of the query: a caller that acts on a
+        customer found checks its metadata itself.
+        """
+        query = f"metadata[{search_string(key)}]:{search_string(value)}"
+        return self.search_customers(query, limit=limit)
 
     def update_customer(
         self,

@@ -41,9 +41,49 @@ def error_response(error: FakeStripeAPIError, headers: Mapping[str, str] | None 
     return Response(error.status, json_bytes(error.body()), dict(headers or {}))
 
 
+# Stripe's search query language, as much of it as customers' exact matches need: clauses
+# ``field:value`` (``-`` before one negates it) joined by spaces or by ``AND`` or ``OR`` (one of
+# the two in a query, either case). A string is in single or double quotes; a backslash in it
+# makes the next character plain, so a quote or a backslash can be part of the value.
+_STRING = "|".join((r"'(?:[^'\\]|\\.)*'", r'"(?:[^"\\]|\\.)*"'))
 _SEARCH_CLAUSE = re.compile(
-    r"(?P<field>email|name|phone|metadata)(?:\['(?P<key>[^']+)'\])?:'(?P<value>(?:[^'\\]|\\')*)'"
+    rf"(?P<negated>-)?(?P<field>email|name|phone|metadata)(?:\[(?P<key>{_STRING})\])?:(?P<value>{_STRING})",
+    re.DOTALL,
 )
+_SEARCH_JOIN = re.compile(r"(AND|OR)\s+", re.IGNORECASE)
+_ESCAPED = re.compile(r"\\(.)", re.DOTALL)
+
+
+def _unquoted(string: str) -> str:
+    return _ESCAPED.sub(r"\1", string[1:-1])
+
+
+def parse_search(query: str) -> tuple[str, list[tuple[bool, str, str | None, str]]]:
+    """A search query as its join (``"AND"`` or ``"OR"``) and its clauses ``(negated, field,
+    metadata key or None, value)``; ``FakeStripeAPIError`` for anything else, as Stripe answers."""
+    clauses: list[tuple[bool, str, str | None, str]] = []
+    joins: set[str] = set()
+    position, end = 0, len(query)
+    while True:
+        while position < end and query[position].isspace():
+            position += 1
+        if position == end:
+            break
+        if clauses and (join := _SEARCH_JOIN.match(query, position)):
+            joins.add(join.group(1).upper())
+            position = join.end()
+        clause = _SEARCH_CLAUSE.match(query, position)
+        if clause is None or (clause.end() < end and not query[clause.end()].isspace()):
+            raise invalid(f"Invalid search query: {query!r}", "query", "search_query_invalid")
+        field, key = clause.group("field"), clause.group("key")
+        if (field == "metadata") != (key is not None):
+            raise invalid(f"Invalid search query: {query!r}", "query", "search_query_invalid")
+        key = None if key is None else _unquoted(key)
+        clauses.append((bool(clause.group("negated")), field, key, _unquoted(clause.group("value"))))
+        position = clause.end()
+    if not clauses or len(joins) > 1:
+        raise invalid(f"Invalid search query: {query!r}", "query", "search_query_invalid")
+    return (joins.pop() if joins else "AND"), clauses
 
 
 # Plausible, deterministic data for seed().
@@ -163,25 +203,20 @@ class CustomerStore:
 
     def search(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """``GET /v1/customers/search``: exact matches on email, name, phone and
-        ``metadata['key']``, joined with AND (Stripe's index lag is not modelled)."""
+        ``metadata['key']`` (``parse_search``); Stripe's index lag is not modelled."""
         reject_unknown_params(params, ("query", "limit", "page", "expand"))
-        query = string_param(params.get("query", ""), "query")
-        wanted: list[tuple[str | None, str, str]] = []
-        for clause in re.split(r"\s+AND\s+", query.strip()):
-            match = _SEARCH_CLAUSE.fullmatch(clause.strip())
-            if match is None:
-                raise invalid(f"Invalid search query: {query!r}", "query", "search_query_invalid")
-            field, key, value = match.group("field"), match.group("key"), match.group("value")
-            wanted.append((key, field, value.replace("\\'", "'")))
+        join, clauses = parse_search(string_param(params.get("query", ""), "query"))
 
-        def matches(obj: dict[str, Any]) -> bool:
-            for key, field, value in wanted:
-                actual = (obj.get("metadata") or {}).get(key) if field == "metadata" else obj.get(field)
-                if actual != value:
-                    return False
-            return True
+        def holds(obj: dict[str, Any], negated: bool, field: str, key: str | None, value: str) -> bool:
+            actual = (obj.get("metadata") or {}).get(key) if field == "metadata" else obj.get(field)
+            return (actual == value) != negated
 
-        found = [c.render() for c in reversed(self.customers.values()) if not c.deleted and matches(c.obj)]
+        combine = all if join == "AND" else any
+        found = [
+            c.render()
+            for c in reversed(self.customers.values())
+            if not c.deleted and combine(holds(c.obj, *clause) for clause in clauses)
+        ]
         return {
             "object": "search_result",
             "data": found[: int(params.get("limit") or 10)],

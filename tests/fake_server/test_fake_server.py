@@ -192,6 +192,58 @@ def test_unknown_route_is_404(server: FakeStripeServer, http: requests.Session) 
 # update semantics
 
 
+# Queries as Stripe's search language reads them, against three customers: the ids each matches.
+SEARCHES = {
+    "metadata['k']:'it\\'s'": ["quote"],  # an escaped quote is part of the value
+    'metadata["k"]:"it\'s"': ["quote"],  # the other quotes: a single quote is plain
+    "metadata['k']:'back\\\\slash'": ["backslash"],  # an escaped backslash is one backslash
+    "metadata['k']:'it\\'s' OR email:'c@example.com'": ["other", "quote"],
+    "metadata['k']:'it\\'s' or email:'c@example.com'": ["other", "quote"],  # either case
+    "metadata['k']:'it\\'s OR email:\\'c@example.com'": [],  # the OR inside the string is text
+    "metadata['k']:'it\\'s' AND email:'c@example.com'": [],
+    "metadata['k']:'it\\'s' email:'a@example.com'": ["quote"],  # a space is AND
+    "-email:'c@example.com'": ["backslash", "quote"],
+    "name:'Zoë ☃'": ["other"],
+}
+BAD_SEARCHES = [
+    "metadata['k']:'it's'",  # a quote ends the string: "s'" is no clause
+    "metadata['k']:'back\\'",  # the backslash escapes the closing quote: the string never ends
+    "email:'a' AND name:'b' OR phone:'c'",  # AND and OR in one query
+    "email:'a' OR",
+    "metadata:'a'",
+    "email['k']:'a'",
+    "email:'a'name:'b'",
+    "",
+]
+
+
+def searched(http: requests.Session, server: FakeStripeServer, query: str) -> requests.Response:
+    return http.get(f"{server.url}/v1/customers/search", params={"query": query})
+
+
+@pytest.mark.parametrize("query", SEARCHES)
+def test_search_reads_quotes_backslashes_and_joins_as_stripe_does(
+    server: FakeStripeServer, http: requests.Session, query: str
+) -> None:
+    ids = {
+        "quote": server.add_customer(email="a@example.com", metadata={"k": "it's"})["id"],
+        "backslash": server.add_customer(email="b@example.com", metadata={"k": "back\\slash"})["id"],
+        "other": server.add_customer(email="c@example.com", name="Zoë ☃", metadata={"k": "it"})["id"],
+    }
+    response = searched(http, server, query)
+    assert response.status_code == 200, response.text
+    found = {c["id"] for c in response.json()["data"]}
+    assert found == {ids[name] for name in SEARCHES[query]}
+
+
+@pytest.mark.parametrize("query", BAD_SEARCHES)
+def test_search_refuses_what_stripe_cannot_parse(server: FakeStripeServer, http: requests.Session, query: str) -> None:
+    server.add_customer(email="a@example.com", metadata={"k": "it's"})
+    response = searched(http, server, query)
+    assert response.status_code == 400
+    assert error_of(response)["code"] == "search_query_invalid" and error_of(response)["param"] == "query"
+
+
 def test_metadata_per_key_unset_and_unset_all(
     server: FakeStripeServer, http: requests.Session, customer: dict[str, Any]
 ) -> None:

@@ -13,7 +13,7 @@ from customersync.models import Customer, SyncStatus
 class Command(BaseCommand):
     help = (
         "Push pending changes to Stripe now, in this process, and report each customer's outcome. "
-        "Without ids: every pending or failed customer."
+        "Without ids: every pending or failed customer (of the --account given, else of every account)."
     )
 
     def add_arguments(self, parser: Any) -> None:
@@ -26,7 +26,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--account",
             default=None,
-            help="Where the STRIPE_IDs live: PLATFORM or PLATFORM/acct_... (default: the default platform's own).",
+            help="The Stripe account whose customers are pushed: PLATFORM or PLATFORM/acct_...; the STRIPE_IDs "
+            "are looked up there, and without ids only its pending or failed customers are pushed. "
+            "Default: STRIPE_IDs in the default platform's own account; without ids, every account's customers.",
         )
 
     def handle(self, *args: Any, stripe_ids: list[str], **options: Any) -> None:
@@ -43,11 +45,10 @@ class Command(BaseCommand):
                 raise CommandError(f"No local customer with Stripe id: {', '.join(missing)}")
             pks = [found[sid] for sid in stripe_ids]
         else:
-            pks = list(
-                Customer.objects.filter(sync_status__in=[SyncStatus.PENDING, SyncStatus.FAILED])
-                .order_by("pk")
-                .values_list("pk", flat=True)
-            )
+            owed = Customer.objects.filter(sync_status__in=[SyncStatus.PENDING, SyncStatus.FAILED])
+            if options["account"] is not None:
+                owed = owed.filter(account=account)  # the whole run is the account's, not only its ids
+            pks = list(owed.order_by("pk").values_list("pk", flat=True))
         failures = 0
         steps: dict[str, None] = {}  # what to do about the failures, each said once
         for pk in pks:
