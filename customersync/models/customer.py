@@ -17,7 +17,6 @@ from ..core.diff import diff
 from ..core.merge import Merge, merge
 from ..core.params import TABLE, get_path, set_path
 from ..exceptions import ParamError
-from .fields import JSONColumn
 
 OWNER_MODEL = owner_model_label()
 
@@ -120,7 +119,7 @@ class Customer(models.Model):
         )
     # The owner's mapped values as last applied here (owners.py): an owner save
     # sends only those that changed since, never undoes a change made in Stripe.
-    owner_values = JSONColumn(_("values from the owner"), default=dict, blank=True, editable=False)
+    owner_values = models.JSONField(_("values from the owner"), default=dict, blank=True, editable=False)
 
     # Contact
     email = models.CharField(_("email"), max_length=512, blank=True)
@@ -129,15 +128,15 @@ class Customer(models.Model):
     individual_name = models.CharField(_("individual name"), max_length=256, blank=True)
     phone = models.CharField(_("phone"), max_length=64, blank=True)
     description = models.TextField(_("description"), blank=True)
-    preferred_locales = JSONColumn(_("preferred locales"), default=list, blank=True)
-    metadata = JSONColumn(_("metadata"), default=dict, blank=True)
+    preferred_locales = models.JSONField(_("preferred locales"), default=list, blank=True)
+    metadata = models.JSONField(_("metadata"), default=dict, blank=True)
 
     # Billing and invoices
     # Nullable: the mirror holds what Stripe reported, and "not reported" is not 0.
     balance = models.BigIntegerField(_("balance"), null=True, blank=True, help_text=_("In the smallest currency unit."))
     invoice_prefix = models.CharField(_("invoice prefix"), max_length=12, blank=True)
     next_invoice_sequence = models.PositiveIntegerField(_("next invoice sequence"), null=True, blank=True)
-    invoice_settings = JSONColumn(_("invoice settings"), default=dict, blank=True)
+    invoice_settings = models.JSONField(_("invoice settings"), default=dict, blank=True)
 
     # Tax
     tax_exempt = models.CharField(
@@ -145,8 +144,8 @@ class Customer(models.Model):
     )
 
     # Address and shipping
-    address = JSONColumn(_("address"), null=True, blank=True)
-    shipping = JSONColumn(_("shipping"), null=True, blank=True)
+    address = models.JSONField(_("address"), null=True, blank=True)
+    shipping = models.JSONField(_("shipping"), null=True, blank=True)
 
     # Payment source
     default_source = models.CharField(_("default source"), max_length=255, blank=True)
@@ -154,7 +153,7 @@ class Customer(models.Model):
     # Write-once values and request options for the next push (source, card,
     # bank_account tokens, tax[ip_address], cash_balance settings, expand...):
     # sent once, never mirrored, cleared after a successful push.
-    pending_once = JSONColumn(_("write-once parameters"), default=dict, blank=True)
+    pending_once = models.JSONField(_("write-once parameters"), default=dict, blank=True)
 
     # Owned by Stripe, shown read-only.
     created = models.DateTimeField(_("created in Stripe"), null=True, blank=True)
@@ -163,7 +162,7 @@ class Customer(models.Model):
     delinquent = models.BooleanField(_("delinquent"), null=True, blank=True)
 
     # Sync bookkeeping.
-    stripe_data = JSONColumn(_("last confirmed by Stripe"), null=True, blank=True, editable=False)
+    stripe_data = models.JSONField(_("last confirmed by Stripe"), null=True, blank=True, editable=False)
     # Bumped whenever stripe_data changes: an edit's write is guarded by the version it
     # was diffed against, instead of re-reading the confirmed state first.
     sync_version = models.PositiveBigIntegerField(_("confirmed state version"), default=0, editable=False)
@@ -173,7 +172,7 @@ class Customer(models.Model):
     sync_status = models.CharField(
         _("sync status"), max_length=8, choices=SyncStatus.choices, default=SyncStatus.IN_SYNC, db_index=True
     )
-    sync_error = JSONColumn(_("last sync error"), null=True, blank=True, editable=False)
+    sync_error = models.JSONField(_("last sync error"), null=True, blank=True, editable=False)
     last_pushed_at = models.DateTimeField(_("last pushed"), null=True, blank=True, editable=False)
     last_pulled_at = models.DateTimeField(_("last pulled"), null=True, blank=True, editable=False)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
