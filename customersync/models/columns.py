@@ -16,6 +16,7 @@ Errors are keyed like the rest of the validation: Stripe's bracket names
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Iterable, Mapping
@@ -43,13 +44,44 @@ def column_errors(instance: models.Model, fields: Iterable[str] | None = None) -
     """Every value of ``instance`` (or of its ``fields``) that its column cannot hold; ``{}`` when all fit."""
     errors: dict[str, list[str]] = {}
     only = set(fields) if fields is not None else None
-    for field in instance._meta.concrete_fields:
-        if field.primary_key or field.is_relation or (only is not None and field.name not in only):
+    judged = [
+        (field, holds, max_length, getattr(instance, field.attname))
+        for field, holds, max_length in _judged(type(instance))
+        if only is None or field.name in only
+    ]
+    # The JSON values fit when JSON encodes them all at once: one encoding for the row, not one each.
+    documents = [value for _field, holds, _max, value in judged if holds is _JSON and value is not None]
+    documents_fit = not documents or _plain_json(documents)
+    for field, holds, max_length, value in judged:
+        # The common values, surely fitting, are passed without looking further.
+        if holds is _TEXT and type(value) is str and (max_length is None or len(value) <= max_length):
+            if NUL not in value:
+                continue
+        elif holds is _JSON and value is not None and documents_fit:
             continue
-        value = getattr(instance, field.attname)
         for key, message in _problems(field, value):
             errors.setdefault(key, []).append(message)
     return errors
+
+
+_TEXT, _JSON, _OTHER = "text", "json", "other"
+
+
+@functools.cache
+def _judged(model: type[models.Model]) -> tuple[tuple[models.Field, str, int | None], ...]:
+    """The fields of ``model`` whose value can be refused, each with its kind (``_TEXT``, ``_JSON``,
+    ``_OTHER``) and ``max_length``: read once per model, not for each customer of a page."""
+    return tuple(
+        (field, _kind(field), field.max_length)
+        for field in model._meta.concrete_fields
+        if not (field.primary_key or field.is_relation) and isinstance(field, JUDGED)
+    )
+
+
+def _kind(field: models.Field) -> str:
+    if isinstance(field, (models.CharField, models.TextField)):
+        return _TEXT
+    return _JSON if isinstance(field, models.JSONField) else _OTHER
 
 
 def _problems(field: models.Field, value: Any) -> Iterable[tuple[str, str]]:

@@ -215,16 +215,20 @@ class Customer(models.Model):
             set_path(state, param.path, get_path(values, param.path))
         return state
 
-    def pending_params(self) -> dict[str, Any]:
-        """The exact params the next push will send (``{}``: nothing to send)."""
-        return diff(self.stripe_data or {}, self.desired_state(), self.pending_once)
+    def pending_params(self, desired: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The exact params the next push will send (``{}``: nothing to send).
 
-    def needs_push(self, params: dict[str, Any] | None = None) -> bool:
+        ``desired``: the desired state when the caller holds it already (a merge's ``state``).
+        """
+        return diff(self.stripe_data or {}, self.desired_state() if desired is None else desired, self.pending_once)
+
+    def needs_push(self, params: dict[str, Any] | None = None, *, desired: dict[str, Any] | None = None) -> bool:
         """Whether Stripe is owed something: the one answer every caller uses.
 
         A customer without a Stripe id is owed its creation; one whose desired
         state the endpoint cannot express is owed a push that records the error.
-        ``params``: the pending params when the caller computed them already.
+        ``params``: the pending params when the caller computed them already;
+        ``desired``: the desired state when the caller holds it (see ``pending_params``).
         """
         if self.sync_status == SyncStatus.DELETED:
             return False
@@ -233,7 +237,7 @@ class Customer(models.Model):
         if params is not None:
             return bool(params)
         try:
-            return bool(self.pending_params())
+            return bool(self.pending_params(desired))
         except ParamError:
             return True
 

@@ -252,7 +252,7 @@ def store_page(
                 )
                 for param, mine, theirs in merge.conflicts
             ]
-            customer.settle(customer.needs_push(), keep_failure=True)
+            customer.settle(customer.needs_push(desired=merge.state), keep_failure=True)  # the merged state
         # Both-ways values go to the site's owners (their owner_values record it, so the row is written).
         mapping.write_back([customer for customer, _read in merged])
         changed: list[Customer] = []
