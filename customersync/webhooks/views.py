@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import logging
 import re
 import time
 from typing import Any
@@ -33,7 +34,7 @@ from django.views.decorators.http import require_POST
 from .. import sync
 from ..accounts import DEFAULT, Platform, platforms
 from ..conf import app_settings
-from ..exceptions import ConfigurationError, EventError, SignatureError
+from ..exceptions import EventError, SignatureError
 from ..stripe.client import ACCOUNT_ID
 from .validation import check_event, parse_payload
 
@@ -42,6 +43,8 @@ MAX_HEADER = 4096
 # ASCII digits only (``str.isdigit`` takes "²" and every script's digits); 12 reach the year 33658.
 TIMESTAMP = re.compile(r"[0-9]{1,12}")
 SIGNATURE = re.compile(r"[0-9a-f]{64}")  # a SHA-256 HMAC, lowercase hex
+
+logger = logging.getLogger("customersync")
 
 
 @sensitive_variables()
@@ -126,7 +129,10 @@ def webhook(request: HttpRequest, platform: str = DEFAULT, connect: bool = False
     name = "CONNECT_WEBHOOK_SECRET" if connect else "WEBHOOK_SECRET"
     secrets = found.connect_webhook_secrets if connect else found.webhook_secrets
     if not secrets:
-        raise ConfigurationError(f"Set {found.setting(name)} to the webhook endpoint's signing secret.")
+        # Nothing can prove who sent this: refused like a bad signature (a request is never a 500),
+        # and the operator is told which setting to fill.
+        logger.error("A webhook reached an endpoint without a signing secret: set %s.", found.setting(name))
+        return HttpResponseBadRequest("No signing secret is set for this endpoint.")
     header = request.headers.get("Stripe-Signature", "")
     try:
         verify_any(request.body, header, secrets, tolerance=app_settings.WEBHOOK_TOLERANCE)

@@ -170,3 +170,40 @@ def test_an_unknown_platform_is_a_404(client, accounts):
         HTTP_STRIPE_SIGNATURE=sign(body, SECRETS[("eu", False)]),
     )
     assert response.status_code == 404 and not WebhookEvent.objects.exists()
+
+
+# (platform, connect, the setting the log names): endpoints of a platform that has no secret for them
+UNSET = [
+    ("default", True, "CUSTOMERSYNC['CONNECT_WEBHOOK_SECRET']"),
+    ("eu", True, "CUSTOMERSYNC['PLATFORMS']['eu']['CONNECT_WEBHOOK_SECRET']"),
+    ("eu", False, "CUSTOMERSYNC['PLATFORMS']['eu']['WEBHOOK_SECRET']"),
+]
+# (body, Stripe-Signature): junk, unsigned, or signed with a secret the endpoint does not have
+JUNK = {
+    "unsigned-junk": (b"\x00\xffnot json at all", None),
+    "unsigned-event": (json.dumps(event("Forged", account="acct_B", event_id="evt_junk")).encode(), None),
+    "garbage-header": (b"{}", "t=\u00b2,v1=zz"),
+    "signed-by-another-endpoint": (json.dumps(event("Forged", account="acct_B", event_id="evt_junk")).encode(), "eu"),
+}
+
+
+@pytest.mark.parametrize(
+    "platform, connect, setting", UNSET, ids=[f"{u[0]}-{'connect' if u[1] else 'account'}" for u in UNSET]
+)
+@pytest.mark.parametrize("body, header", JUNK.values(), ids=JUNK.keys())
+def test_junk_to_an_endpoint_without_its_secret_is_a_400_naming_no_secret(
+    client, settings, accounts, caplog, platform, connect, setting, body, header
+):
+    eu = {k: v for k, v in settings.CUSTOMERSYNC["PLATFORMS"]["eu"].items() if "SECRET" not in k}
+    settings.CUSTOMERSYNC = {**settings.CUSTOMERSYNC, "CONNECT_WEBHOOK_SECRET": None, "PLATFORMS": {"eu": eu}}
+    if header == "eu":
+        header = sign(body, SECRETS[("eu", True)])
+    before = names()
+    extra = {} if header is None else {"HTTP_STRIPE_SIGNATURE": header}
+    response = client.post(url(platform, connect), body, content_type="application/json", **extra)
+    assert response.status_code == 400, response.content
+    assert response.content.decode() == "No signing secret is set for this endpoint."
+    assert names() == before and not WebhookEvent.objects.exists()
+    (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert setting in record.getMessage()
+    assert not any(secret in record.getMessage() for secret in SECRETS.values())
