@@ -5,9 +5,9 @@ A valid signature proves who sent a payload, not that the mirror can hold it.
 ``EventError`` naming the part, any event whose id, type, time, object or
 customer fields would fail on the way to the database (a wrong type, a value
 longer than its column, an integer out of range, nesting deeper than
-``MAX_DEPTH``, text PostgreSQL cannot store). Stripe sends none of these; the
-check turns a mistaken or hand-made payload into a clear 400, never a 500 or a
-bad row.
+``MAX_DEPTH``, text the one text rule refuses: ``models.columns.text_fault``).
+Stripe sends none of these; the check turns a mistaken or hand-made payload
+into a clear 400, never a 500 or a bad row.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from django.db.models import BooleanField, CharField, DateTimeField, IntegerFiel
 from ..core.params import TABLE, Shape
 from ..exceptions import EventError
 from ..models import Customer, WebhookEvent
+from ..models.columns import text_fault
 
 # Containers inside containers: an event is 1, its data 2, the object 3. Stripe's
 # deepest customer events (an expanded source's owner address) stay under 10.
@@ -115,13 +116,18 @@ def _check_tree(event: dict[str, Any]) -> None:
             raise EventError(f"Unusable Stripe event: {_where(path)} is not JSON data.")
 
 
+# The one text rule (``models.columns.text_fault``), said of an event.
+_TEXT_FAULTS = {
+    "nul": "holds a NUL character",
+    "surrogate": "is not valid Unicode (a lone surrogate)",
+    "control": "holds a control character (only tab, line feed and carriage return are taken)",
+}
+
+
 def _check_text(text: str, path: tuple[str, ...]) -> None:
-    if "\x00" in text:
-        raise EventError(f"Unusable Stripe event: text in {_where(path)} holds a NUL character.")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise EventError(f"Unusable Stripe event: text in {_where(path)} is not valid Unicode.") from None
+    fault = text_fault(text)
+    if fault:
+        raise EventError(f"Unusable Stripe event: text in {_where(path)} {_TEXT_FAULTS[fault]}.")
 
 
 def _where(path: tuple[str, ...]) -> str:
