@@ -244,3 +244,34 @@ def test_one_bad_answer_does_not_stop_the_others_in_an_action(stripe, operator, 
     assert ("success", "Refreshed 1 customer from Stripe.") in shown
     assert [text for level, text in shown if level == "error"][0].startswith("cus_A: ")
     assert Customer.objects.get(pk=bob.pk).name == "Bob Renamed" and Customer.objects.get(pk=ann.pk).name == "Ann"
+
+
+@pytest.mark.parametrize("error", [RuntimeError("a bug below"), KeyError("id"), OSError("disk")], ids=repr)
+def test_whatever_a_refresh_raises_is_an_error_message_with_its_type_and_the_rest_goes_on(
+    stripe, operator, pair, monkeypatch, caplog, error
+):
+    ann, bob = pair
+    stripe.update_customer_directly("cus_B", name="Bob Renamed")
+    real = sync.pull_one
+
+    def failing_for_ann(stripe_id, **kwargs):
+        if stripe_id == "cus_A":
+            raise error
+        return real(stripe_id, **kwargs)
+
+    monkeypatch.setattr(sync, "pull_one", failing_for_ann)
+    changelist = reverse("admin:customersync_customer_changelist")
+    with caplog.at_level(logging.ERROR, logger="customersync"):
+        response = operator.post(
+            changelist, {"action": "refresh_from_stripe", "_selected_action": [ann.pk, bob.pk]}, follow=True
+        )
+    assert response.status_code == 200
+    shown = [(m.level_tag, str(m)) for m in response.context["messages"]]
+    name = type(error).__name__
+    assert shown == [
+        ("success", "Refreshed 1 customer from Stripe."),
+        ("error", f"cus_A: the refresh failed ({name}); see the log."),
+    ]
+    assert Customer.objects.get(pk=bob.pk).name == "Bob Renamed"
+    (logged,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert "Refresh of cus_A from Stripe failed" in logged.getMessage() and logged.exc_info
