@@ -35,7 +35,9 @@ from .. import sync
 from ..accounts import DEFAULT, Platform, platforms
 from ..conf import app_settings
 from ..exceptions import EventError, SignatureError
+from ..models import EventOutcome
 from ..stripe.client import ACCOUNT_ID
+from .events import record_event
 from .validation import check_event, parse_payload
 
 # Stripe's header is ``t=<seconds>,v1=<hex>[,v1=<hex>...][,v0=...]``: a few hundred characters.
@@ -119,7 +121,9 @@ def webhook(request: HttpRequest, platform: str = DEFAULT, connect: bool = False
     """Verify a Stripe event and apply customer events to the mirror of the endpoint's account.
 
     400, with what is wrong, for a bad signature or a signed payload that is
-    not a usable Stripe event (or one of another mode or endpoint); nothing is written then.
+    not a usable Stripe event: nothing is written then. A usable event of another mode or
+    endpoint is a 400 too, recorded as refused; one of a connected account not mirrored is
+    answered 200 and recorded as ignored.
     """
     reporter_filter = _always_active(type(get_default_exception_reporter_filter()))()
     request.exception_reporter_filter = reporter_filter  # type: ignore[attr-defined]
@@ -138,10 +142,15 @@ def webhook(request: HttpRequest, platform: str = DEFAULT, connect: bool = False
         verify_any(request.body, header, secrets, tolerance=app_settings.WEBHOOK_TOLERANCE)
         event = parse_payload(request.body)
         check_event(event)  # the shape first: the account and the mode are read from it
-        account = _account(event, found, connect)
+        try:
+            account = _account(event, found, connect)
+        except EventError as err:  # signed, well formed, not this endpoint's: refused, and recorded
+            record_event(event, platform=found.name, outcome=EventOutcome.REFUSED, detail=str(err))
+            raise
         if account is _NOT_MIRRORED:
+            record_event(event, platform=found.name, outcome=EventOutcome.IGNORED, detail="account not mirrored")
             return JsonResponse({"outcome": "ignored: account not mirrored"})
-        outcome = sync.handle_event(event, account=account)
+        outcome = sync.handle_event(event, account=account, platform=found.name)
     except (SignatureError, EventError) as err:
         return HttpResponseBadRequest(str(err))
     return JsonResponse({"outcome": outcome})

@@ -126,7 +126,9 @@ def test_a_connect_event_at_an_account_endpoint_and_the_reverse_are_refused(clie
     assert wrong.status_code == 400 and wrong.content.decode().startswith("account: an event of a connected account")
     missing = post(client, "eu", True, event("X", event_id="evt_2"))
     assert missing.status_code == 400 and missing.content.decode().startswith("account: a Connect endpoint's event")
-    assert names() == before and not WebhookEvent.objects.exists()
+    assert names() == before
+    recorded = WebhookEvent.objects.order_by("pk").values_list("event_id", "platform", "stripe_account", "outcome")
+    assert list(recorded) == [("evt_1", "eu", "acct_B", "refused"), ("evt_2", "eu", "", "refused")]
 
 
 def test_a_connect_event_of_an_account_not_mirrored_is_ignored(client, accounts):
@@ -146,7 +148,10 @@ def test_an_event_of_the_other_mode_is_refused(client, accounts):
     assert response.content.decode() == (
         "livemode: a live-mode event at an endpoint whose platform key is in test mode."
     )
-    assert names() == before and not WebhookEvent.objects.exists()
+    assert names() == before
+    (recorded,) = WebhookEvent.objects.all()
+    assert (recorded.platform, recorded.outcome) == ("eu", "refused")
+    assert recorded.detail == response.content.decode()
 
 
 def test_a_rolled_secret_accepts_both_until_the_old_one_is_dropped(client, accounts, settings):
