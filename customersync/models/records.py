@@ -140,10 +140,14 @@ class PushLease(models.Model):
 class Resolution(models.TextChoices):
     LOCAL_WINS = "local_wins", _("Local edit kept (pushed over Stripe's value)")
     REMOTE_WINS = "remote_wins", _("Stripe's value taken (local edit dropped)")
+    # A both-ways value the owner's field cannot hold: the customer has it, the owner keeps its own.
+    NOT_WRITTEN = "not_written", _("Owner kept its value (its field cannot hold Stripe's)")
 
 
 class Conflict(models.Model):
-    """Stripe changed a field that an operator had also changed here and not yet pushed."""
+    """Stripe changed a field that an operator had also changed here and not yet pushed; or
+    Stripe's value of a both-ways field does not fit the owner's field, which keeps its own
+    (``local_value``: the owner's value as last applied)."""
 
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="conflicts")
     detected_at = models.DateTimeField(_("detected"), auto_now_add=True)

@@ -303,7 +303,7 @@ def store_page(
             ]
             customer.settle(customer.needs_push(), keep_failure=True)
         # Both-ways values go to the site's owners (their owner_values record it, so the row is written).
-        mapping.write_back([customer for customer, _read in merged])
+        mapping.write_back([customer for customer, _read in merged], source=source)
         changed: list[Customer] = []
         same: list[int] = []
         for customer, read in merged:
