@@ -96,6 +96,7 @@ def pull(
     cursors = PullCursor.objects.using(using)  # a page and the cursor past it commit together
     state = cursors.filter(name=cursor).first() if resume else None
     if state is None:
+        cursors.filter(name=cursor).delete()  # a new walk: an interrupted one's place is dropped
         state = cursors.create(name=cursor, started_at=timezone.now(), complete_walk=since is None and limit is None)
     # A pull is sequential: this process's own pacer keeps it within PULL_RATE.
     pacer = LocalBudget(app_settings.PULL_RATE) if app_settings.PULL_RATE else None

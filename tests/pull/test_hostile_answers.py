@@ -275,3 +275,21 @@ def test_whatever_a_refresh_raises_is_an_error_message_with_its_type_and_the_res
     assert Customer.objects.get(pk=bob.pk).name == "Bob Renamed"
     (logged,) = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert "Refresh of cus_A from Stripe failed" in logged.getMessage() and logged.exc_info
+
+
+def test_a_pull_after_one_stopped_by_a_bad_page_starts_over(stripe):
+    stripe.inject(status=200, body=json.dumps({"object": "list", "data": "abc"}), method="GET")
+    with pytest.raises(APIError, match="not a list of customers"):
+        sync.pull()
+    stripe.add_customer(id="cus_later", name="Later")
+    assert sync.pull().created == 1  # not an IntegrityError on the stopped walk's place
+
+
+@pytest.mark.parametrize("last", ["cus_\ud800", "cus_x' OR '1'='1", "cus_bad\n"], ids=["surrogate", "quote", "newline"])
+def test_a_page_ending_on_a_junk_id_stops_the_walk_with_a_stripe_error(stripe, last):
+    stripe.inject(status=200, body=page(customer("cus_one"), customer(last)), method="GET")
+    with pytest.raises(APIError, match="ends on an item whose id is no Stripe id"):
+        sync.pull()
+    assert not Customer.objects.exists()
+    (request,) = stripe.requests  # nothing asked after it, starting after the junk
+    assert "starting_after" not in request.query
