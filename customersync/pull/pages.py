@@ -107,7 +107,7 @@ def pull(
         max_items=limit,
         before_page=pacer.acquire if pacer else None,
     )
-    for data in _read_ahead(pages):
+    for data in _read_ahead(_readable(pages)):
         with transaction.atomic(using=using):
             store_page(data, stats, account=account)
             cursors.filter(name=cursor).update(starting_after=data[-1]["id"], pulled=F("pulled") + len(data))
@@ -128,6 +128,17 @@ def pull(
         )
     cursors.filter(name=cursor).delete()
     return stats
+
+
+def _readable(pages: Iterator[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
+    """``pages``, any error reading them said as the ``StripeError`` it stands for (its type only)."""
+    try:
+        yield from pages
+    except CustomerSyncError:
+        raise
+    except Exception as err:
+        logger.warning("Stripe's answer to a pull's page could not be read: %s", type(err).__name__)
+        raise APIError(f"Stripe's answer to a page of customers could not be read ({type(err).__name__}).") from None
 
 
 def _read_ahead(pages: Iterator[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:

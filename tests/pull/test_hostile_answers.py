@@ -157,14 +157,18 @@ def raw_server(answer: bytes) -> Iterator[str]:
     """A hostile server on loopback answering every request with ``answer``, byte for byte (the fake
     server writes its own Content-Length; this one writes what the test says); yields its URL."""
     listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)  # so the loop sees ``stop`` soon after the test ends
     stop = threading.Event()
 
     def serve() -> None:
         while not stop.is_set():
             try:
                 connection, _ = listener.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 return
+            connection.settimeout(5)
             with connection:
                 connection.recv(65536)
                 connection.sendall(answer)
@@ -293,3 +297,11 @@ def test_a_page_ending_on_a_junk_id_stops_the_walk_with_a_stripe_error(stripe, l
     assert not Customer.objects.exists()
     (request,) = stripe.requests  # nothing asked after it, starting after the junk
     assert "starting_after" not in request.query
+
+
+def test_a_page_whose_answer_cannot_be_read_is_a_stripe_error(settings):
+    answer = raw(page(customer("cus_one")).encode(), b"\xb2")  # Content-Length: ², which int() refuses
+    with raw_server(answer) as url, override_settings(CUSTOMERSYNC={**settings.CUSTOMERSYNC, "API_BASE": url}):
+        with pytest.raises(APIError, match=r"page of customers could not be read \(ValueError\)"):
+            sync.pull()
+    assert not Customer.objects.exists()
