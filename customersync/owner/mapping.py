@@ -216,9 +216,8 @@ class Mapping:
                 continue
             if s.field is None:
                 continue
-            field = self.model._meta.get_field(s.field)
             try:
-                cleaned = field.clean(_for_field(field, value), None)
+                cleaned = owner_value(self.model._meta.get_field(s.field), value)
             except ValidationError as err:
                 if refused is not None:
                     refused.append(Refused(customer, s.key, s.field, applied.get(s.key), value, err))
@@ -260,6 +259,12 @@ def _owner_field(model: type[models.Model], attr: Any) -> str | None:
     except FieldDoesNotExist:
         return None
     return field.name if field.concrete and not field.is_relation else None
+
+
+def owner_value(field: models.Field, value: Any) -> Any:
+    """Stripe's ``value`` as the owner's ``field`` holds it, checked by the field's own ``clean()``
+    (length, choices, null and blank, its validators); ``ValidationError`` when it does not fit."""
+    return field.clean(_for_field(field, value), None)
 
 
 def _for_field(field: models.Field, value: Any) -> Any:

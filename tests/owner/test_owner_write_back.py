@@ -12,10 +12,13 @@ import json
 import logging
 
 import pytest
+from django.core.exceptions import ValidationError
+from django.db import models
 from django.urls import reverse
 
 from customersync import sync
 from customersync.models import Conflict, Customer, Resolution
+from customersync.owner.mapping import owner_value
 from tests.owners import field, make_owner
 from tests.pull.test_mirror import deliver, event, signed
 
@@ -120,3 +123,28 @@ def test_a_value_that_fits_again_is_written(linked, stripe, client):
     owner.refresh_from_db()
     assert owner.country == "DE"
     assert Conflict.objects.filter(customer=customer).count() == 1  # the one refusal stays on record
+
+
+# (id, the owner's field, Stripe's value, the code of its refusal or None when it is taken)
+FIELDS = [
+    ("fits", models.CharField(max_length=2, blank=True), "FR", None),
+    ("past-max-length", models.CharField(max_length=2, blank=True), "FRA", "max_length"),
+    ("not-a-choice", models.CharField(max_length=2, blank=True, choices=[("FR", "France")]), "DE", "invalid_choice"),
+    ("a-choice", models.CharField(max_length=2, blank=True, choices=[("FR", "France")]), "FR", None),
+    ("cleared-where-blank-is-refused", models.CharField(max_length=20), "", "blank"),
+    ("cleared-where-blank-is-taken", models.CharField(max_length=20, blank=True), "", None),
+    ("none-for-a-number-without-null", models.IntegerField(), None, "invalid"),
+    ("none-for-a-nullable-number", models.IntegerField(null=True, blank=True), None, None),
+    ("text-for-a-number", models.IntegerField(null=True), "twelve", "invalid"),
+    ("not-an-email", models.EmailField(blank=True), "not an email", "invalid"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("owner_field", "value", "code"), [f[1:] for f in FIELDS], ids=[f[0] for f in FIELDS])
+def test_the_owner_fields_own_clean_decides(owner_field, value, code):
+    if code is None:
+        owner_value(owner_field, value)
+        return
+    with pytest.raises(ValidationError) as info:
+        owner_value(owner_field, value)
+    assert [e.code for e in info.value.error_list] == [code]
