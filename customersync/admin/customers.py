@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django import forms
@@ -10,7 +11,7 @@ from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.widgets import AdminTextareaWidget
 from django.core.exceptions import PermissionDenied
-from django.db import models
+from django.db import models, router, transaction
 from django.http import Http404, HttpRequest, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -25,6 +26,8 @@ from ..models import Customer, SyncStatus
 from . import display, filters, records
 from .display import truncated, when
 from .forms import CustomerForm, form_fields, model_params
+
+logger = logging.getLogger("customersync")
 
 # The customer's owner, read-only, first on the page (with CUSTOMERSYNC["OWNER_MODEL"]).
 _OWNER_ROW = ("owner_link",) if any(f.name == "owner" for f in Customer._meta.get_fields()) else ()
@@ -208,12 +211,17 @@ class CustomerAdmin(admin.ModelAdmin):
         done, failed = 0, []
         for customer in queryset.exclude(stripe_id=None).select_related("account"):
             try:
-                sync.pull_one(customer.stripe_id, account=customer.account)
+                # A savepoint each: whatever one refresh raises, the others and the page go on.
+                with transaction.atomic(using=router.db_for_write(Customer)):
+                    sync.pull_one(customer.stripe_id, account=customer.account)
                 done += 1
             except (StripeError, Unstorable) as err:
                 failed.append(f"{customer.stripe_id}: {err.message}")
             except ConfigurationError as err:  # its account's platform has no key, or left the settings
                 failed.append(f"{customer.stripe_id}: {err}")
+            except Exception as err:  # anything else is said too, never a 500 (its text stays in the log)
+                logger.exception("Refresh of %s from Stripe failed", customer.stripe_id)
+                failed.append(f"{customer.stripe_id}: the refresh failed ({type(err).__name__}); see the log.")
         self.message_user(
             request,
             ngettext("Refreshed %(count)d customer from Stripe.", "Refreshed %(count)d customers from Stripe.", done)

@@ -202,10 +202,21 @@ class ConflictAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 @admin.register(WebhookEvent)
 class WebhookEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
-    list_display = ("received", "type", "event", "stripe_id", "outcome")  # created in Stripe: on the event's page
-    list_filter = ("type", "outcome")
-    search_fields = ("event_id", "stripe_id")
-    fields = ("event_id", "type", "stripe_id", "created_in_stripe", "received", "outcome", "idempotency_key")
+    # Created in Stripe and the detail: on the event's page (the list fits a 1366 px screen).
+    list_display = ("received", "type", "event", "account", "stripe_id", "outcome")
+    list_filter = ("outcome", "type", "platform")
+    search_fields = ("event_id", "stripe_id", "stripe_account")
+    fields = (
+        "event_id",
+        "type",
+        "account",
+        "stripe_id",
+        "created_in_stripe",
+        "received",
+        "outcome",
+        "detail",
+        "idempotency_key",
+    )
     readonly_fields = fields
 
     class Media:
@@ -222,6 +233,11 @@ class WebhookEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
     @admin.display(description=_("created in Stripe"), ordering="created")
     def created_in_stripe(self, obj: WebhookEvent) -> str:
         return when(obj.created)
+
+    @admin.display(description=_("account"), ordering="platform")
+    def account(self, obj: WebhookEvent) -> str:
+        """The platform whose endpoint took it, and the connected account it belongs to, if any."""
+        return f"{obj.platform} / {obj.stripe_account}" if obj.stripe_account else obj.platform
 
 
 def history_table(customer: Customer, admin_site: admin.AdminSite) -> str:

@@ -22,6 +22,7 @@ from ..stripe.client import ACCOUNT_ID
 DEFAULT_PLATFORM = "default"
 PLATFORM_NAME = r"[a-z0-9][a-z0-9_-]{0,63}"
 CONNECTED_ID = ACCOUNT_ID.pattern
+# Anchored with \A and \Z: "$" also matches before a trailing newline ("acct_12\n" would pass).
 
 
 class Account(models.Model):
@@ -29,14 +30,14 @@ class Account(models.Model):
         _("platform"),
         max_length=64,
         default=DEFAULT_PLATFORM,
-        validators=[RegexValidator(f"^{PLATFORM_NAME}$", _("Lowercase letters, digits, _ and -."))],
+        validators=[RegexValidator(rf"\A{PLATFORM_NAME}\Z", _("Lowercase letters, digits, _ and -."))],
         help_text=_("A name from CUSTOMERSYNC['PLATFORMS'], or 'default' for the top-level API_KEY."),
     )
     stripe_account = models.CharField(
         _("connected account"),
         max_length=255,
         blank=True,
-        validators=[RegexValidator(f"^{CONNECTED_ID}$", _("A Stripe account id: acct_ and letters or digits."))],
+        validators=[RegexValidator(rf"\A{CONNECTED_ID}\Z", _("A Stripe account id: acct_ and letters or digits."))],
         help_text=_("The connected account's acct_... id; empty for the platform's own account."),
     )
     name = models.CharField(_("name"), max_length=100, blank=True)

@@ -6,8 +6,14 @@ fails the whole page). The limits are the model's own, the same on every
 database (SQLite would take more): the integer fields' ranges (``balance`` is a
 ``BigIntegerField``, ``next_invoice_sequence`` a ``PositiveIntegerField``, at
 most 2147483647), ``max_length``, no ``None`` where the column is not
-nullable, JSON that JSON can hold, and no NUL character in text or JSON
-(PostgreSQL cannot store it).
+nullable, JSON that JSON can hold, and text that passes ``text_fault``.
+
+``text_fault`` is the one text rule, for every text from code, the admin, a
+pull page or a webhook event (``webhooks.validation`` words it for events): no
+NUL (PostgreSQL cannot store it), no lone surrogate (not text: it cannot be
+encoded to send or store), and no control character but tab, line feed and
+carriage return (C0, DEL and C1: nothing a customer's values hold, and what
+turns a log line or a terminal into something else).
 
 Errors are keyed like the rest of the validation: Stripe's bracket names
 (``address[line1]``, ``metadata[plan]``; ``tax[ip_address]`` for a value in
@@ -19,6 +25,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -27,7 +34,7 @@ from django.db.backends.base.operations import BaseDatabaseOperations
 
 from ..core.shapes import kind
 
-__all__ = ["column_errors", "INTEGER_RANGES", "JUDGED"]
+__all__ = ["column_errors", "text_fault", "INTEGER_RANGES", "JUDGED"]
 
 # The model's limits, not the connection's: SQLite reports a 64-bit range for every integer field.
 INTEGER_RANGES: dict[str, tuple[int, int]] = BaseDatabaseOperations.integer_field_ranges
@@ -35,9 +42,34 @@ NUL = "\x00"
 # The fields whose values can be refused here; any other field's value always fits.
 JUDGED: tuple[type[models.Field], ...] = (models.CharField, models.TextField, models.IntegerField, models.JSONField)
 _NUL_MESSAGE = "The database cannot store the NUL character (\\x00): remove it."
-# JSON text holds a NUL only as this escape; every other value ``_json`` judges, JSON refuses.
-_NUL_ESCAPE = "\\u0000"
+# What ``text_fault`` refuses: NUL, the other C0 controls but tab, line feed and carriage return,
+# DEL and C1, and lone surrogates.
+_REFUSED_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+# The same, as JSON text shows it (C0 controls escaped, \b and \f by letter; the rest as is). A false
+# alarm (an escaped backslash before "b") only makes ``_json`` walk the value and find nothing.
+_REFUSED_IN_JSON = re.compile(r"\\u00[01][0-9a-f]|\\[bf]|[\x7f-\x9f\ud800-\udfff]")
 _STRICT = json.JSONEncoder(allow_nan=False, ensure_ascii=False).encode
+
+
+def text_fault(text: str) -> str | None:
+    """What the one text rule finds in ``text``: ``"nul"``, ``"surrogate"``, ``"control"`` (its
+    first refused character decides), or None when the text is fine."""
+    found = _REFUSED_TEXT.search(text)
+    if found is None:
+        return None
+    char = found.group()
+    if char == NUL:
+        return "nul"
+    return "surrogate" if "\ud800" <= char <= "\udfff" else "control"
+
+
+def _text_message(text: str, fault: str) -> str:
+    if fault == "nul":
+        return _NUL_MESSAGE
+    char = _REFUSED_TEXT.search(text).group()  # type: ignore[union-attr]
+    if fault == "surrogate":
+        return f"Holds a lone surrogate ({char!r}), which is not text: remove it."
+    return f"Holds the control character {char!r}: remove it."
 
 
 def column_errors(instance: models.Model, fields: Iterable[str] | None = None) -> dict[str, list[str]]:
@@ -98,8 +130,9 @@ def _problems(field: models.Field, value: Any) -> Iterable[tuple[str, str]]:
             return
         if field.max_length is not None and len(value) > field.max_length:
             yield name, f"Use at most {field.max_length} characters (this has {len(value)})."
-        if NUL in value:
-            yield name, _NUL_MESSAGE
+        fault = text_fault(value)
+        if fault:
+            yield name, _text_message(value, fault)
     elif isinstance(field, models.IntegerField):
         if isinstance(value, bool) or not isinstance(value, int):
             yield name, f"Enter a whole number, not {kind(value)}."
@@ -113,10 +146,11 @@ def _problems(field: models.Field, value: Any) -> Iterable[tuple[str, str]]:
 
 
 def _plain_json(value: Any) -> bool:
-    """Whether ``value`` surely fits a JSON column: JSON encodes it (in C) and it holds no NUL. When
-    not, ``_json`` walks it to name what does not fit (a false alarm finds nothing)."""
+    """Whether ``value`` surely fits a JSON column: JSON encodes it (in C) and its text holds nothing
+    ``text_fault`` refuses. When not, ``_json`` walks it to name what does not fit (a false alarm
+    finds nothing)."""
     try:
-        return _NUL_ESCAPE not in _STRICT(value)
+        return _REFUSED_IN_JSON.search(_STRICT(value)) is None
     except (TypeError, ValueError, RecursionError):
         return False
 
@@ -127,14 +161,18 @@ def _json(path: tuple[str, ...], value: Any) -> Iterable[tuple[str, str]]:
         return parts[0] + "".join(f"[{part}]" for part in parts[1:]) if parts else "pending_once"
 
     if isinstance(value, str):
-        if NUL in value:
-            yield where(), _NUL_MESSAGE
+        fault = text_fault(value)
+        if fault:
+            yield where(), _text_message(value, fault)
     elif type(value) is dict or isinstance(value, Mapping):
         for key, item in value.items():
+            fault = text_fault(key) if isinstance(key, str) else None
             if not isinstance(key, (str, int, float, bool)) and key is not None:
                 yield where(), f"Cannot store a key of type {type(key).__name__} in JSON ({key!r})."
-            elif isinstance(key, str) and NUL in key:
+            elif fault == "nul":
                 yield where(), f"Key {key!r}: the database cannot store the NUL character (\\x00) in a key."
+            elif fault:
+                yield where(), f"Key {key!r}: {_text_message(key, fault)}"
             else:
                 yield from _json((*path, str(key)), item)
     elif isinstance(value, (list, tuple)):

@@ -144,10 +144,14 @@ class PushLease(models.Model):
 class Resolution(models.TextChoices):
     LOCAL_WINS = "local_wins", _("Local edit kept (pushed over Stripe's value)")
     REMOTE_WINS = "remote_wins", _("Stripe's value taken (local edit dropped)")
+    # A both-ways value the owner's field cannot hold: the customer has it, the owner keeps its own.
+    NOT_WRITTEN = "not_written", _("Owner kept its value (its field cannot hold Stripe's)")
 
 
 class Conflict(models.Model):
-    """Stripe changed a field that an operator had also changed here and not yet pushed."""
+    """Stripe changed a field that an operator had also changed here and not yet pushed; or
+    Stripe's value of a both-ways field does not fit the owner's field, which keeps its own
+    (``local_value``: the owner's value as last applied)."""
 
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="conflicts")
     detected_at = models.DateTimeField(_("detected"), auto_now_add=True)
@@ -166,21 +170,52 @@ class Conflict(models.Model):
         return f"{self.param} of {self.customer_id}: {self.resolution}"
 
 
-class WebhookEvent(models.Model):
-    """A Stripe event received by the webhook view, handled once."""
+class EventOutcome(models.TextChoices):
+    RECEIVED = "received", _("Received (being applied)")
+    APPLIED = "applied", _("Applied")
+    DUPLICATE = "duplicate", _("Duplicate (already received)")
+    STALE = "stale", _("Stale (older than the mirror's state)")
+    IGNORED = "ignored", _("Ignored")
+    REFUSED = "refused", _("Refused")
 
-    event_id = models.CharField(_("event id"), max_length=255, unique=True)
+
+class WebhookEvent(models.Model):
+    """A signed Stripe event a webhook endpoint received: one row per delivery, with the account it
+    belongs to and what was done with it.
+
+    An event is handled once per platform: its id is claimed by the first delivery to one of the
+    platform's endpoints (the row whose outcome is not duplicate or refused), and a later delivery
+    of the same id to that platform is recorded as a duplicate. The same event delivered to
+    another platform's Connect endpoint (a connected account connected to both) is that
+    platform's own, and handled there too (see the README, "Webhooks").
+    """
+
+    event_id = models.CharField(_("event id"), max_length=255, db_index=True)
+    # The platform whose endpoint received it, and the account the event belongs to: the
+    # connected account's acct_... (its "account"), or "" for the platform's own account.
+    platform = models.CharField(_("platform"), max_length=64, default="default")
+    stripe_account = models.CharField(_("connected account"), max_length=255, blank=True)
     type = models.CharField(_("type"), max_length=64)
     stripe_id = models.CharField(_("customer"), max_length=255, blank=True, db_index=True)
     created = models.DateTimeField(_("created in Stripe"))
     received_at = models.DateTimeField(_("received"), auto_now_add=True)
-    outcome = models.CharField(_("outcome"), max_length=32)
+    outcome = models.CharField(_("outcome"), max_length=32, choices=EventOutcome.choices)
+    # What the outcome does not say: created, deleted, an echo of this app's push, why it was refused.
+    detail = models.CharField(_("detail"), max_length=255, blank=True)
     idempotency_key = models.CharField(_("request idempotency key"), max_length=255, blank=True)
 
     class Meta:
         verbose_name = _("webhook event")
         verbose_name_plural = _("webhook events")
         ordering = ("-received_at", "-id")
+        constraints = [
+            # A duplicate or refused delivery claims nothing: the next one is handled as new.
+            models.UniqueConstraint(
+                fields=["platform", "event_id"],
+                condition=~models.Q(outcome__in=["duplicate", "refused"]),
+                name="customersync_event_once_per_platform",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.type} {self.event_id}: {self.outcome}"

@@ -30,7 +30,12 @@ customer, and only the changed values are checked and compared with
 
 ``OWNER_BOTH_WAYS`` names mapped parameters Stripe may change too: when a
 webhook or pull brings a new value, it is written to the owner's field with
-``QuerySet.update()`` (no signals, so nothing is pushed back).
+``QuerySet.update()`` (no signals, so nothing is pushed back). Each value is
+first checked against that field as a form would (its ``clean()``: length,
+choices, null and blank, its validators): one that does not fit is not
+written, the owner keeps its value, and a ``Conflict`` (resolution
+``not_written``) records it for the admin, once per value; the rest of the
+owner's values, and of the event or page, apply.
 """
 
 from __future__ import annotations
@@ -198,8 +203,11 @@ class Mapping:
                 return s.field
         return None
 
-    def from_stripe(self, customer: Any) -> dict[str, Any]:
-        """Both-ways values Stripe changed, as ``{owner_field: value}``; records them as applied."""
+    def from_stripe(self, customer: Any, refused: list[Refused] | None = None) -> dict[str, Any]:
+        """Both-ways values Stripe changed, as ``{owner_field: value}``; records them as applied.
+
+        A value the owner's field refuses (``field.clean()``) is left out and not recorded as
+        applied; it is added to ``refused`` when given."""
         updates: dict[str, Any] = {}
         applied = dict(customer.owner_values or {})
         state = customer.desired_state()
@@ -209,8 +217,14 @@ class Mapping:
                 continue
             if s.field is None:
                 continue
+            try:
+                cleaned = owner_value(self.model._meta.get_field(s.field), value)
+            except ValidationError as err:
+                if refused is not None:
+                    refused.append(Refused(customer, s.key, s.field, applied.get(s.key), value, err))
+                continue
             applied[s.key] = value
-            updates[s.field] = _for_field(self.model._meta.get_field(s.field), value)
+            updates[s.field] = cleaned
         if updates:
             customer.owner_values = applied
         return updates
@@ -254,6 +268,12 @@ def _owner_field(model: type[models.Model], attr: Any) -> str | None:
     return field.name if field.concrete and not field.is_relation else None
 
 
+def owner_value(field: models.Field, value: Any) -> Any:
+    """Stripe's ``value`` as the owner's ``field`` holds it, checked by the field's own ``clean()``
+    (length, choices, null and blank, its validators); ``ValidationError`` when it does not fit."""
+    return field.clean(_for_field(field, value), None)
+
+
 def _for_field(field: models.Field, value: Any) -> Any:
     """A value from Stripe as the owner's field stores it ('' or None for none)."""
     if value in ("", None):
@@ -261,27 +281,79 @@ def _for_field(field: models.Field, value: Any) -> Any:
     return value
 
 
-def write_back(customers: Iterable[Any]) -> int:
+@dataclass(frozen=True)
+class Refused:
+    """A both-ways value from Stripe that the owner's field does not take."""
+
+    customer: Any
+    key: str
+    field: str
+    kept: Any  # the owner's value as last applied
+    value: Any
+    error: ValidationError
+
+
+def write_back(customers: Iterable[Any], *, source: str = "pull") -> int:
     """Write both-ways values Stripe changed to the customers' owners; returns how many owners.
 
-    Called by the sync (pull, webhook, a push's answer) under the customer's
+    Called by the sync (pull, webhook, a push's answer: ``source``) under the customer's
     row lock, before the customer row is written (its ``owner_values`` record
     what was written back). The owner is written with ``QuerySet.update()``:
-    no signals, so nothing is pushed back.
+    no signals, so nothing is pushed back. A value the owner's field refuses is
+    not written: a ``Conflict`` records it (once per value), and a warning names
+    the field and why (never the value).
     """
     found = mapping()
     if found is None or not found.both_ways:
         return 0
     written = 0
+    refused: list[Refused] = []
     for customer in customers:
         owner_id = getattr(customer, "owner_id", None)
         if owner_id is None:
             continue
-        updates = found.from_stripe(customer)
+        updates = found.from_stripe(customer, refused)
         if updates:
             found.model._base_manager.filter(pk=owner_id).update(**updates)
             written += 1
+    if refused:
+        _record_refused(refused, source)
     return written
+
+
+def _record_refused(refused: list[Refused], source: str) -> None:
+    """A conflict for each value an owner's field refused, unless the same one was recorded before."""
+    from django.db import router
+
+    from .. import signals
+    from ..models import Conflict, Customer, Resolution
+
+    stored = Conflict.objects.using(router.db_for_write(Conflict))
+    new = []
+    for r in refused:
+        logger.warning(
+            "Not written to the owner of customer %s: Stripe's %s does not fit its field %s (%s)",
+            r.customer.stripe_id,
+            r.key,
+            r.field,
+            ", ".join(str(e.code or "invalid") for e in r.error.error_list),
+        )
+        conflicts = stored.filter(customer_id=r.customer.pk, param=r.key, resolution=Resolution.NOT_WRITTEN)
+        if r.customer.pk is None or conflicts.filter(remote_value=r.value).exists():
+            continue  # one conflict per value Stripe holds, however often it comes back
+        new.append(
+            Conflict(
+                customer=r.customer,
+                param=r.key,
+                local_value=r.kept,
+                remote_value=r.value,
+                source=source,
+                resolution=Resolution.NOT_WRITTEN,
+            )
+        )
+    if new:
+        stored.bulk_create(new)
+        signals.conflict_recorded.send(sender=Customer, conflicts=new)
 
 
 _cache: dict[str, Mapping] = {}

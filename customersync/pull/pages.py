@@ -10,11 +10,16 @@ ones, one UPDATE of the timestamps for those the merge left as they were. The
 next page is fetched, in a thread, while the database stores the one before
 (``_read_ahead``).
 
-A customer holding a value its columns cannot (``values.column_errors``: a
-name longer than the column, a NUL character) is skipped, with a warning
-naming its id and fields, and counted in ``PullStats.skipped``: the rest of
-its page is stored, and the mirror keeps that customer as it was. Storing it
-cut down would be worse: the next save would push the cut value to Stripe.
+A customer Stripe's answer got wrong is skipped, with a warning naming its id
+(or its place on the page, when it has no usable id) and fields, and counted
+in ``PullStats.skipped``: one whose object the mirror cannot take
+(``models.remote``: an id that is no customer id, a ``created`` that is no
+whole number of seconds, a ``delinquent`` that is no boolean), one whose merge raised
+anything at all, or one holding a value its columns cannot
+(``columns.column_errors``: a name longer than the column, text the one text
+rule refuses). The rest of its page is stored, and the mirror keeps that
+customer as it was. Storing it cut down would be worse: the next save would
+push the cut value to Stripe.
 """
 
 from __future__ import annotations
@@ -34,9 +39,10 @@ from django.utils import timezone
 from .. import accounts, signals
 from ..accounts import stripe_client
 from ..conf import app_settings
-from ..exceptions import Unstorable
+from ..exceptions import APIError, CustomerSyncError, Unstorable
 from ..models import Account, Conflict, Customer, PullCursor, Resolution, SyncStatus
 from ..models.columns import column_errors
+from ..models.remote import customer_id_ok, customer_problems
 from ..owner import mapping
 from ..stripe.client import StripeClient
 from ..stripe.rate_budget import LocalBudget
@@ -90,6 +96,7 @@ def pull(
     cursors = PullCursor.objects.using(using)  # a page and the cursor past it commit together
     state = cursors.filter(name=cursor).first() if resume else None
     if state is None:
+        cursors.filter(name=cursor).delete()  # a new walk: an interrupted one's place is dropped
         state = cursors.create(name=cursor, started_at=timezone.now(), complete_walk=since is None and limit is None)
     # A pull is sequential: this process's own pacer keeps it within PULL_RATE.
     pacer = LocalBudget(app_settings.PULL_RATE) if app_settings.PULL_RATE else None
@@ -100,7 +107,7 @@ def pull(
         max_items=limit,
         before_page=pacer.acquire if pacer else None,
     )
-    for data in _read_ahead(pages):
+    for data in _read_ahead(_readable(pages)):
         with transaction.atomic(using=using):
             store_page(data, stats, account=account)
             cursors.filter(name=cursor).update(starting_after=data[-1]["id"], pulled=F("pulled") + len(data))
@@ -121,6 +128,17 @@ def pull(
         )
     cursors.filter(name=cursor).delete()
     return stats
+
+
+def _readable(pages: Iterator[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
+    """``pages``, any error reading them said as the ``StripeError`` it stands for (its type only)."""
+    try:
+        yield from pages
+    except CustomerSyncError:
+        raise
+    except Exception as err:
+        logger.warning("Stripe's answer to a pull's page could not be read: %s", type(err).__name__)
+        raise APIError(f"Stripe's answer to a page of customers could not be read ({type(err).__name__}).") from None
 
 
 def _read_ahead(pages: Iterator[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
@@ -170,14 +188,48 @@ def _read_ahead(pages: Iterator[list[dict[str, Any]]]) -> Iterator[list[dict[str
 
 
 def pull_one(stripe_id: str, *, client: StripeClient | None = None, account: Any = None) -> Customer:
-    """Refresh one customer of ``account`` (default: the default platform's own) from Stripe."""
+    """Refresh one customer of ``account`` (default: the default platform's own) from Stripe.
+
+    Raises only the app's errors: ``StripeError`` when Stripe could not be asked or its answer
+    is not this customer (another customer's id, none, or an answer that could not be read:
+    refused and logged, nothing stored), ``Unstorable`` when the customer does not fit the
+    mirror, ``ConfigurationError`` when its account cannot make a client.
+    """
     account = accounts.resolve(account)
     client = client or stripe_client(account)
     stats = PullStats()
-    store_page([client.retrieve_customer(stripe_id)], stats, account=account)
+    try:
+        obj = client.retrieve_customer(stripe_id)
+    except CustomerSyncError:
+        raise
+    except Exception as err:  # whatever reading the answer raised: said as Stripe's error, never a crash
+        raise _unreadable(stripe_id, err) from None
+    answered = obj.get("id")
+    if answered != stripe_id:
+        # Never stored under the customer asked for, nor over the one it names.
+        said = answered if isinstance(answered, str) and customer_id_ok(answered) else "none usable"
+        logger.warning("Refused Stripe's answer to a refresh of %s: it is customer %s", stripe_id, said)
+        raise APIError(
+            f"Stripe answered the refresh of {stripe_id} with another customer's id ({said}): refused, nothing stored.",
+            http_status=200,
+            request_id=getattr(obj, "request_id", None),
+            should_retry=False,
+        )
+    store_page([obj], stats, account=account)
     if stripe_id in stats.unstorable:
         raise Unstorable(stripe_id, stats.unstorable[stripe_id])
-    return Customer.objects.using(router.db_for_write(Customer)).get(account=account, stripe_id=stripe_id)
+    found = Customer.objects.using(router.db_for_write(Customer)).filter(account=account, stripe_id=stripe_id).first()
+    if found is None:  # Stripe says it was deleted, and it was never mirrored here
+        raise Unstorable(stripe_id, {"deleted": ["Stripe says this customer was deleted; there is nothing to store."]})
+    return found
+
+
+def _unreadable(stripe_id: str, err: Exception) -> APIError:
+    """An error the client let through, as the ``StripeError`` it stands for (its type, never its text)."""
+    logger.warning("Stripe's answer to a refresh of %s could not be read: %s", stripe_id, type(err).__name__)
+    return APIError(
+        f"Stripe's answer to the refresh of {stripe_id} could not be read ({type(err).__name__}).", should_retry=False
+    )
 
 
 def store_page(
@@ -209,7 +261,7 @@ def store_page(
     names = [f.attname for f in compared]
     # No savepoint: a caller's transaction fails as a whole, and a page costs no more round trips.
     with transaction.atomic(using=using, savepoint=False):
-        ids = [obj["id"] for obj in objects]
+        ids = [obj["id"] for obj in objects if _usable_id(obj)]  # a junk id is never sent to the database
         locked = customers.select_for_update().filter(account=account, stripe_id__in=ids) if ids else ()
         existing = {c.stripe_id: c for c in locked}
         new: list[Customer] = []
@@ -217,21 +269,30 @@ def store_page(
         conflicts: list[Conflict] = []
         gone: list[int] = []
         met: list[int] = []
-        for obj in objects:
-            customer = existing.get(obj["id"])
-            if obj.get("deleted"):
+        for index, obj in enumerate(objects):
+            usable = _usable_id(obj)
+            customer = existing.get(obj["id"]) if usable else None
+            if usable and obj.get("deleted"):
                 if customer is not None:
                     gone.append(customer.pk)
                 continue
             fresh = customer is None
             read = () if fresh else _row(customer, names)
-            customer = customer or Customer(account=account)
-            merge = customer.merge_remote(obj, base=customer.stripe_data, remote_wins=remote_wins, at=confirmed)
-            customer.last_pulled_at = now
-            # A value as read from the mirror fits its column: only those the merge changed are judged.
-            problems = column_errors(customer, None if fresh else _moved(customer, compared, read))
+            # One customer Stripe's answer got wrong is skipped, never its page: its shape first,
+            # then anything its merge raises, then its columns (only what the merge changed).
+            problems = _shape_errors(obj)
+            if not problems:
+                customer = customer or Customer(account=account)
+                base = customer.stripe_data
+                try:
+                    merge = customer.merge_remote(obj, base=base, remote_wins=remote_wins, at=confirmed)
+                except Exception as err:  # any value no check foresaw: this customer only
+                    problems = {"stripe_data": [f"Could not be read ({type(err).__name__})."]}
+                else:
+                    customer.last_pulled_at = now
+                    problems = column_errors(customer, None if fresh else _moved(customer, compared, read))
             if problems:
-                _skip(obj["id"], problems, source, stats)
+                _skip(obj["id"] if usable else f"#{index + 1}", problems, source, stats)
                 if not fresh:
                     met.append(customer.pk)  # still in Stripe: a whole walk must not mark it deleted
                 continue
@@ -254,7 +315,7 @@ def store_page(
             ]
             customer.settle(customer.needs_push(desired=merge.state), keep_failure=True)  # the merged state
         # Both-ways values go to the site's owners (their owner_values record it, so the row is written).
-        mapping.write_back([customer for customer, _read in merged])
+        mapping.write_back([customer for customer, _read in merged], source=source)
         changed: list[Customer] = []
         same: list[int] = []
         for customer, read in merged:
@@ -293,8 +354,23 @@ def _moved(customer: Customer, fields: list[Any], read: tuple[Any, ...]) -> list
     return [f.name for f, was in zip(fields, read, strict=True) if getattr(customer, f.attname) != was]
 
 
+def _usable_id(obj: Any) -> bool:
+    return isinstance(obj, dict) and customer_id_ok(obj.get("id"))
+
+
+def _shape_errors(obj: Any) -> dict[str, list[str]]:
+    """What Stripe's customer object holds that the mirror cannot take, by field (``models.remote``)."""
+    found = customer_problems(obj, lengths=False, fields=_CONVERTED)
+    return {name: [f"Must be {expected}."] for name, expected in found}
+
+
+# The values Stripe owns that the merge converts (a time, a nullable boolean): judged before it.
+_CONVERTED = ("created", "delinquent")
+
+
 def _skip(stripe_id: str, problems: dict[str, list[str]], source: str, stats: PullStats) -> None:
-    """Leave out a customer the mirror cannot hold, saying which fields and why (never their values)."""
+    """Leave out a customer the mirror cannot hold, saying which fields and why (never their values).
+    ``stripe_id``: its id, or ``#n`` (its place on the page) when it has no usable one."""
     stats.unstorable[stripe_id] = problems
     logger.warning(
         "Skipped Stripe customer %s from a %s: a value does not fit the mirror (%s)",

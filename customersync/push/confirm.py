@@ -60,7 +60,7 @@ def store(
             still_pending = _apply(customer, record, response, now, adopted=adopted)
             if errors := column_errors(customer):
                 raise Unstorable(customer.stripe_id or "", errors)  # rolled back: nothing of the answer kept
-            owners.write_back([customer])  # both-ways values Stripe's answer changed
+            owners.write_back([customer], source="push")  # both-ways values Stripe's answer changed
             customer.save_synced()
             if still_pending:
                 _owed_again(customer, now)

@@ -211,6 +211,12 @@ class StripeClient:
             ):
                 raise APIError("Stripe's customer list is not a list of customers with ids.", http_status=200)
             last = data[-1]["id"] if data else None
+            if last is not None and not _STRIPE_ID.fullmatch(last):
+                # The next page starts after it, and a resumed pull from it: one item's junk id
+                # stops the walk here, not in a request or a write that cannot carry it.
+                raise APIError(
+                    "Stripe's customer list ends on an item whose id is no Stripe id: stopped.", http_status=200
+                )
             if last is not None and (last in (starting_after, lagging) or last in previous):
                 raise APIError(
                     f"Stripe's customer list repeated itself after {starting_after}: stopped.", http_status=200

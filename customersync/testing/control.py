@@ -9,8 +9,12 @@ platform's current key) as ``Authorization: Bearer <key>``, and the header
 ``X-Fake-Stripe-Control: 1``
 (``control_headers(key)`` gives both). A web page the developer happens to
 open can send neither: a custom header needs a CORS preflight, which this
-server never grants, so no page can reset the fake or inject faults. The
-request log it serves shows ``Authorization`` as ``Bearer [redacted]``.
+server never grants, so no page can reset the fake or inject faults. A control
+request must also be addressed to a loopback name (its ``Host`` is ``localhost``,
+a 127.0.0.0/8 address or ``[::1]``, with or without a port): a page whose own
+name an attacker re-pointed at 127.0.0.1 (DNS rebinding) sends its own name
+there, and is refused before the key is looked at. The request log it serves
+shows ``Authorization`` as ``Bearer [redacted]``.
 
 Accounts: ``POST /_fake/platforms`` (``add_platform``'s arguments: ``account_id``,
 ``keys``, ``connected``), ``POST /_fake/platforms/<acct>/keys`` (``keys``: key
@@ -29,7 +33,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-from .handler import Headers, Response, json_bytes
+from .handler import Headers, Response, is_loopback_host, json_bytes
 
 if TYPE_CHECKING:
     from .server import FakeStripeServer
@@ -59,8 +63,12 @@ def answer_control(
     body: bytes,
     headers: Headers,
 ) -> Response:
-    """Answer a control request to ``fake``: 401 or 403 unless it carries a key that ``authorized``
-    takes and the control header."""
+    """Answer a control request to ``fake``: 403 unless it is addressed to a loopback name, then
+    401 or 403 unless it carries a key that ``authorized`` takes and the control header."""
+    if not loopback_host_header(headers.get("Host")):
+        message = "The control API answers only requests addressed to localhost, 127.0.0.1 or [::1] (the Host header)."
+        error = {"error": {"type": "invalid_request_error", "message": message}}
+        return Response(403, json_bytes(error), {"Content-Type": "application/json"})
     scheme, _, credential = (headers.get("Authorization") or "").strip().partition(" ")
     keyed = scheme.lower() == "bearer" and authorized(credential.strip() or None)
     if not keyed or headers.get(CONTROL_HEADER) != "1":
@@ -73,6 +81,28 @@ def answer_control(
         return Response(403 if keyed else 401, json_bytes(error), {"Content-Type": "application/json", **extra})
     status, payload = _dispatch(fake, method, path, body)
     return Response(status, json_bytes(payload), {"Content-Type": "application/json"})
+
+
+def loopback_host_header(value: str | None) -> bool:
+    """Whether a ``Host`` header names a loopback host: ``localhost``, 127.0.0.0/8 or ``[::1]``, with
+    an optional port of ASCII digits. Anything else (no header, two of them, another name) is not."""
+    if not value:
+        return False
+    host, port = value, ""
+    if value.startswith("["):
+        host, bracket, rest = value[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            return False
+        port = rest[1:] if rest else ""
+        if ":" not in host:
+            return False  # brackets are for IPv6 addresses only
+    elif ":" in value:
+        host, _, port = value.rpartition(":")
+        if not port:
+            return False
+    if port and not re.fullmatch(r"[0-9]{1,5}", port):
+        return False
+    return is_loopback_host(host)
 
 
 def _dispatch(fake: FakeStripeServer, method: str, path: str, body: bytes) -> tuple[int, Any]:

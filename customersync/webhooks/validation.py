@@ -5,9 +5,9 @@ A valid signature proves who sent a payload, not that the mirror can hold it.
 ``EventError`` naming the part, any event whose id, type, time, object or
 customer fields would fail on the way to the database (a wrong type, a value
 longer than its column, an integer out of range, nesting deeper than
-``MAX_DEPTH``, text PostgreSQL cannot store). Stripe sends none of these; the
-check turns a mistaken or hand-made payload into a clear 400, never a 500 or a
-bad row.
+``MAX_DEPTH``, text the one text rule refuses: ``models.columns.text_fault``).
+Stripe sends none of these; the check turns a mistaken or hand-made payload
+into a clear 400, never a 500 or a bad row.
 """
 
 from __future__ import annotations
@@ -17,23 +17,17 @@ import math
 import re
 from typing import Any
 
-from django.db.backends.base.operations import BaseDatabaseOperations
-from django.db.models import BooleanField, CharField, DateTimeField, IntegerField, JSONField, TextField
-
-from ..core.params import TABLE, Shape
 from ..exceptions import EventError
 from ..models import Customer, WebhookEvent
+from ..models.columns import text_fault
+from ..models.remote import CREATED_MAX, CUSTOMER_ID, STRIPE_OWNED, customer_problems, timestamp_ok
 
 # Containers inside containers: an event is 1, its data 2, the object 3. Stripe's
 # deepest customer events (an expanded source's owner address) stay under 10.
 MAX_DEPTH = 32
-# Unix seconds, from 1970 up to 2100-01-01: what datetime and every database hold.
-CREATED_MAX = 4_102_444_800
-# Stripe's own ids: a prefix, an underscore, letters and digits.
+# Stripe's own ids: a prefix, an underscore, letters and digits (customers': ``models.remote``).
 EVENT_ID = re.compile(r"evt_[A-Za-z0-9_]+")
-CUSTOMER_ID = re.compile(r"cus_[A-Za-z0-9_]+")
-# The customer's fields that Stripe owns and the mirror copies (besides the updatable state).
-STRIPE_OWNED = ("created", "livemode", "currency", "delinquent")
+__all__ = ["MAX_DEPTH", "CREATED_MAX", "EVENT_ID", "CUSTOMER_ID", "STRIPE_OWNED", "parse_payload", "check_event"]
 
 
 def _max(model: type, name: str) -> int:
@@ -61,7 +55,7 @@ def check_event(event: Any) -> None:
     kind = event.get("type")
     if not isinstance(kind, str) or not 0 < len(kind) <= _max(WebhookEvent, "type"):
         raise _unusable("type", f"a string of 1 to {_max(WebhookEvent, 'type')} characters")
-    if not _timestamp(event.get("created")):
+    if not timestamp_ok(event.get("created")):
         raise _unusable("created", f"an integer number of seconds from 0 to {CREATED_MAX}")
     data = event.get("data")
     obj = data.get("object") if isinstance(data, dict) else None
@@ -88,10 +82,6 @@ def _unusable(where: str, expected: str) -> EventError:
     return EventError(f"Unusable Stripe event: {where} must be {expected}.")
 
 
-def _timestamp(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= CREATED_MAX
-
-
 def _check_tree(event: dict[str, Any]) -> None:
     """Bounded nesting, finite numbers, and text a database can store, everywhere in the event."""
     stack: list[tuple[Any, tuple[str, ...]]] = [(event, ())]
@@ -115,62 +105,26 @@ def _check_tree(event: dict[str, Any]) -> None:
             raise EventError(f"Unusable Stripe event: {_where(path)} is not JSON data.")
 
 
+# The one text rule (``models.columns.text_fault``), said of an event.
+_TEXT_FAULTS = {
+    "nul": "holds a NUL character",
+    "surrogate": "is not valid Unicode (a lone surrogate)",
+    "control": "holds a control character (only tab, line feed and carriage return are taken)",
+}
+
+
 def _check_text(text: str, path: tuple[str, ...]) -> None:
-    if "\x00" in text:
-        raise EventError(f"Unusable Stripe event: text in {_where(path)} holds a NUL character.")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise EventError(f"Unusable Stripe event: text in {_where(path)} is not valid Unicode.") from None
+    fault = text_fault(text)
+    if fault:
+        raise EventError(f"Unusable Stripe event: text in {_where(path)} {_TEXT_FAULTS[fault]}.")
 
 
 def _where(path: tuple[str, ...]) -> str:
     return ".".join(path) or "the event"
 
 
-def _json_shape(name: str) -> tuple[tuple[type, ...], str]:
-    """The Python types a JSON column of the mirror holds, and how to say it."""
-    containers: dict[Shape, tuple[tuple[type, ...], str]] = {
-        Shape.MAP: ((dict,), "an object of keys and values"),
-        Shape.LIST: ((list,), "a list"),
-        Shape.OBJECT: ((dict, type(None)), "an object or null"),
-    }
-    shape: tuple[tuple[type, ...], str] = ((dict, list), "an object or a list")
-    for p in TABLE.state:
-        if p.field != name:
-            continue
-        if len(p.path) > 1:
-            shape = ((dict,), "an object")
-        elif p.shape is not Shape.SCALAR:
-            shape = containers[p.shape]
-    return shape
-
-
 def _check_customer(obj: dict[str, Any]) -> None:
     """Each customer field the mirror copies has the type and size its column holds."""
-    ranges = BaseDatabaseOperations.integer_field_ranges
-    for name in (*TABLE.state_fields, *STRIPE_OWNED):
-        value = obj.get(name)
-        if value is None:
-            continue
-        field = Customer._meta.get_field(name)
-        where = f"data.object.{name}"
-        if isinstance(field, JSONField):
-            types, kind = _json_shape(name)
-            if not isinstance(value, types):
-                raise _unusable(where, kind)
-        elif isinstance(field, (CharField, TextField)):
-            if isinstance(value, dict) and name in TABLE.state_fields:
-                value = value.get("id")  # an expanded object (default_source): the mirror keeps its id
-            limit = field.max_length
-            if value is not None and (not isinstance(value, str) or (limit and len(value) > limit)):
-                raise _unusable(where, f"null or a string of at most {limit} characters" if limit else "a string")
-        elif isinstance(field, BooleanField):
-            if not isinstance(value, bool):
-                raise _unusable(where, "null, true or false")
-        elif isinstance(field, IntegerField):
-            low, high = ranges[field.get_internal_type()]
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise _unusable(where, f"null or an integer from {low} to {high}")
-        elif isinstance(field, DateTimeField) and not _timestamp(value):
-            raise _unusable(where, f"null or an integer number of seconds from 0 to {CREATED_MAX}")
+    for name, expected in customer_problems(obj, id_max=_max(WebhookEvent, "stripe_id")):
+        if name != "id":  # the id was judged above, with its own message
+            raise _unusable(f"data.object.{name}", expected)

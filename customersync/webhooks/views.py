@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import logging
 import re
 import time
 from typing import Any
@@ -33,8 +34,10 @@ from django.views.decorators.http import require_POST
 from .. import sync
 from ..accounts import DEFAULT, Platform, platforms
 from ..conf import app_settings
-from ..exceptions import ConfigurationError, EventError, SignatureError
+from ..exceptions import EventError, SignatureError
+from ..models import EventOutcome
 from ..stripe.client import ACCOUNT_ID
+from .events import record_event
 from .validation import check_event, parse_payload
 
 # Stripe's header is ``t=<seconds>,v1=<hex>[,v1=<hex>...][,v0=...]``: a few hundred characters.
@@ -42,6 +45,8 @@ MAX_HEADER = 4096
 # ASCII digits only (``str.isdigit`` takes "²" and every script's digits); 12 reach the year 33658.
 TIMESTAMP = re.compile(r"[0-9]{1,12}")
 SIGNATURE = re.compile(r"[0-9a-f]{64}")  # a SHA-256 HMAC, lowercase hex
+
+logger = logging.getLogger("customersync")
 
 
 @sensitive_variables()
@@ -116,7 +121,9 @@ def webhook(request: HttpRequest, platform: str = DEFAULT, connect: bool = False
     """Verify a Stripe event and apply customer events to the mirror of the endpoint's account.
 
     400, with what is wrong, for a bad signature or a signed payload that is
-    not a usable Stripe event (or one of another mode or endpoint); nothing is written then.
+    not a usable Stripe event: nothing is written then. A usable event of another mode or
+    endpoint is a 400 too, recorded as refused; one of a connected account not mirrored is
+    answered 200 and recorded as ignored.
     """
     reporter_filter = _always_active(type(get_default_exception_reporter_filter()))()
     request.exception_reporter_filter = reporter_filter  # type: ignore[attr-defined]
@@ -126,16 +133,24 @@ def webhook(request: HttpRequest, platform: str = DEFAULT, connect: bool = False
     name = "CONNECT_WEBHOOK_SECRET" if connect else "WEBHOOK_SECRET"
     secrets = found.connect_webhook_secrets if connect else found.webhook_secrets
     if not secrets:
-        raise ConfigurationError(f"Set {found.setting(name)} to the webhook endpoint's signing secret.")
+        # Nothing can prove who sent this: refused like a bad signature (a request is never a 500),
+        # and the operator is told which setting to fill.
+        logger.error("A webhook reached an endpoint without a signing secret: set %s.", found.setting(name))
+        return HttpResponseBadRequest("No signing secret is set for this endpoint.")
     header = request.headers.get("Stripe-Signature", "")
     try:
         verify_any(request.body, header, secrets, tolerance=app_settings.WEBHOOK_TOLERANCE)
         event = parse_payload(request.body)
         check_event(event)  # the shape first: the account and the mode are read from it
-        account = _account(event, found, connect)
+        try:
+            account = _account(event, found, connect)
+        except EventError as err:  # signed, well formed, not this endpoint's: refused, and recorded
+            record_event(event, platform=found.name, outcome=EventOutcome.REFUSED, detail=str(err))
+            raise
         if account is _NOT_MIRRORED:
+            record_event(event, platform=found.name, outcome=EventOutcome.IGNORED, detail="account not mirrored")
             return JsonResponse({"outcome": "ignored: account not mirrored"})
-        outcome = sync.handle_event(event, account=account)
+        outcome = sync.handle_event(event, account=account, platform=found.name)
     except (SignatureError, EventError) as err:
         return HttpResponseBadRequest(str(err))
     return JsonResponse({"outcome": outcome})

@@ -190,3 +190,46 @@ def test_the_server_binds_a_loopback_host(host: str) -> None:
 def test_the_default_host_is_loopback() -> None:
     with FakeStripeServer() as server:
         assert server.url.startswith("http://127.0.0.1:")
+
+
+# (Host header as sent): a page on another name, re-pointed at 127.0.0.1 (DNS rebinding), sends its own
+FOREIGN_HOSTS = {
+    "attacker-name": "attacker.example",
+    "attacker-name-with-port": "attacker.example:12111",
+    "a-name-that-resolves-to-loopback": "127.0.0.1.nip.io",
+    "localhost-with-a-dot": "localhost.",
+    "any-address": "0.0.0.0",
+    "a-lan-address": "192.168.1.10:12111",
+    "two-hosts": "127.0.0.1, attacker.example",
+    "port-not-digits": "localhost:80x",
+    "ipv4-in-brackets": "[127.0.0.1]",
+    "empty": "",
+}
+
+
+@pytest.mark.parametrize("route", ["reset", "read-requests", "faults"])
+@pytest.mark.parametrize("host", FOREIGN_HOSTS.values(), ids=FOREIGN_HOSTS.keys())
+def test_a_control_request_for_another_host_name_is_refused_even_with_the_key(
+    server: FakeStripeServer, route: str, host: str
+) -> None:
+    method, path, body = ROUTES[route]
+    api_update(server, "Before")
+    customers, logged = server.customers, [r.summary() for r in server.requests]
+    data = b"" if body is None else json.dumps(body).encode()
+    for key in (KEY, "sk_test_anything"):
+        headers = {**control_headers(key), "Host": host}
+        response = requests.request(method, server.url + path, data=data, headers=headers, timeout=5)
+        assert response.status_code == 403, response.text
+        assert "addressed to localhost, 127.0.0.1 or [::1]" in response.json()["error"]["message"]
+        assert "cus_kept" not in response.text  # the request log was not served
+    assert server.customers == customers and [r.summary() for r in server.requests] == logged
+    assert api_update(server, "After").status_code == 200  # no fault was queued
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "LOCALHOST", "127.0.0.2", "[::1]"])
+def test_a_control_request_for_a_loopback_name_is_answered(server: FakeStripeServer, host: str) -> None:
+    port = server.url.rsplit(":", 1)[1]
+    for name in (host, f"{host}:{port}"):
+        headers = {**control_headers(KEY), "Host": name}
+        response = requests.get(server.url + "/_fake/customers", headers=headers, timeout=5)
+        assert response.status_code == 200, (name, response.text)

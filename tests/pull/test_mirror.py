@@ -367,7 +367,8 @@ def test_webhook_duplicate_delivery_is_a_no_op(client, known):
     again = deliver(client, payload, signed(payload))
     assert again.status_code == 200 and again.json() == {"outcome": "duplicate"}
     assert Customer.objects.get(pk=customer.pk).name == "edited since"
-    assert WebhookEvent.objects.count() == 1
+    outcomes = WebhookEvent.objects.order_by("pk").values_list("event_id", "outcome")
+    assert list(outcomes) == [("evt_1", "applied"), ("evt_1", "duplicate")]  # each delivery recorded
 
 
 def test_webhook_out_of_order_events(client, known):

@@ -126,7 +126,9 @@ def test_a_connect_event_at_an_account_endpoint_and_the_reverse_are_refused(clie
     assert wrong.status_code == 400 and wrong.content.decode().startswith("account: an event of a connected account")
     missing = post(client, "eu", True, event("X", event_id="evt_2"))
     assert missing.status_code == 400 and missing.content.decode().startswith("account: a Connect endpoint's event")
-    assert names() == before and not WebhookEvent.objects.exists()
+    assert names() == before
+    recorded = WebhookEvent.objects.order_by("pk").values_list("event_id", "platform", "stripe_account", "outcome")
+    assert list(recorded) == [("evt_1", "eu", "acct_B", "refused"), ("evt_2", "eu", "", "refused")]
 
 
 def test_a_connect_event_of_an_account_not_mirrored_is_ignored(client, accounts):
@@ -146,7 +148,10 @@ def test_an_event_of_the_other_mode_is_refused(client, accounts):
     assert response.content.decode() == (
         "livemode: a live-mode event at an endpoint whose platform key is in test mode."
     )
-    assert names() == before and not WebhookEvent.objects.exists()
+    assert names() == before
+    (recorded,) = WebhookEvent.objects.all()
+    assert (recorded.platform, recorded.outcome) == ("eu", "refused")
+    assert recorded.detail == response.content.decode()
 
 
 def test_a_rolled_secret_accepts_both_until_the_old_one_is_dropped(client, accounts, settings):
@@ -170,3 +175,40 @@ def test_an_unknown_platform_is_a_404(client, accounts):
         HTTP_STRIPE_SIGNATURE=sign(body, SECRETS[("eu", False)]),
     )
     assert response.status_code == 404 and not WebhookEvent.objects.exists()
+
+
+# (platform, connect, the setting the log names): endpoints of a platform that has no secret for them
+UNSET = [
+    ("default", True, "CUSTOMERSYNC['CONNECT_WEBHOOK_SECRET']"),
+    ("eu", True, "CUSTOMERSYNC['PLATFORMS']['eu']['CONNECT_WEBHOOK_SECRET']"),
+    ("eu", False, "CUSTOMERSYNC['PLATFORMS']['eu']['WEBHOOK_SECRET']"),
+]
+# (body, Stripe-Signature): junk, unsigned, or signed with a secret the endpoint does not have
+JUNK = {
+    "unsigned-junk": (b"\x00\xffnot json at all", None),
+    "unsigned-event": (json.dumps(event("Forged", account="acct_B", event_id="evt_junk")).encode(), None),
+    "garbage-header": (b"{}", "t=\u00b2,v1=zz"),
+    "signed-by-another-endpoint": (json.dumps(event("Forged", account="acct_B", event_id="evt_junk")).encode(), "eu"),
+}
+
+
+@pytest.mark.parametrize(
+    "platform, connect, setting", UNSET, ids=[f"{u[0]}-{'connect' if u[1] else 'account'}" for u in UNSET]
+)
+@pytest.mark.parametrize("body, header", JUNK.values(), ids=JUNK.keys())
+def test_junk_to_an_endpoint_without_its_secret_is_a_400_naming_no_secret(
+    client, settings, accounts, caplog, platform, connect, setting, body, header
+):
+    eu = {k: v for k, v in settings.CUSTOMERSYNC["PLATFORMS"]["eu"].items() if "SECRET" not in k}
+    settings.CUSTOMERSYNC = {**settings.CUSTOMERSYNC, "CONNECT_WEBHOOK_SECRET": None, "PLATFORMS": {"eu": eu}}
+    if header == "eu":
+        header = sign(body, SECRETS[("eu", True)])
+    before = names()
+    extra = {} if header is None else {"HTTP_STRIPE_SIGNATURE": header}
+    response = client.post(url(platform, connect), body, content_type="application/json", **extra)
+    assert response.status_code == 400, response.content
+    assert response.content.decode() == "No signing secret is set for this endpoint."
+    assert names() == before and not WebhookEvent.objects.exists()
+    (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert setting in record.getMessage()
+    assert not any(secret in record.getMessage() for secret in SECRETS.values())

@@ -121,7 +121,7 @@ UNUSABLE = {
     "nested-past-the-parser": (b'{"id": "evt_1", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", TOO_DEEP),
     "nul-in-text": (with_customer(name="Ann\x00"), "text in data.object.name holds a NUL character."),
     "nul-in-a-key": (with_customer(metadata={"a\x00": "1"}), "text in data.object.metadata holds a NUL"),
-    "lone-surrogate": (b'{"id": "evt_1", "type": "x", "note": "\\ud800"}', "text in note is not valid Unicode."),
+    "lone-surrogate": (b'{"id": "evt_1", "type": "x", "note": "\\ud800"}', "text in note is not valid Unicode"),
     "nan": (b'{"id": "evt_1", "type": "x", "amount": NaN}', "amount is NaN or infinite"),
     "not-json": (b"{not json", "The payload is not JSON."),
     "not-utf8": (b'{"id": "evt_\xff"}', "The payload is not JSON."),
