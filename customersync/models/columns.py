@@ -87,7 +87,7 @@ def column_errors(instance: models.Model, fields: Iterable[str] | None = None) -
     for field, holds, max_length, value in judged:
         # The common values, surely fitting, are passed without looking further.
         if holds is _TEXT and type(value) is str and (max_length is None or len(value) <= max_length):
-            if NUL not in value:
+            if _REFUSED_TEXT.search(value) is None:
                 continue
         elif holds is _JSON and value is not None and documents_fit:
             continue
