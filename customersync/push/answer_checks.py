@@ -67,6 +67,7 @@ def owners_customer_in_stripe(customer: Customer, client: StripeClient) -> Searc
             "Stripe's search answer is not a list of customers.",
             http_status=200,
             request_id=getattr(answer, "request_id", None),
+            should_retry=False,  # a malformed 200 is answered the same again
         )
     theirs = [c for c in answered if mapping.names_owner(c, owner_id) and _is_customer_id(c.get("id"))]
     others = [c for c in answered if not any(c is t for t in theirs)]

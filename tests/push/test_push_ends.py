@@ -150,30 +150,55 @@ def test_an_owners_create_in_an_account_whose_platform_was_removed_fails_naming_
 # -- the owner's search before a create: an answer that is not a list of customers ------------------
 
 SEARCH_ANSWERS = [
-    pytest.param({"object": "search_result", "data": "abc"}, "AttributeError", id="data-text"),
-    pytest.param(
-        {"object": "search_result", "data": [{"id": "cus_A", "created": 5}, {"id": "cus_B", "created": "x"}]},
-        "TypeError",
-        id="created-mixed",
-    ),
-    pytest.param({"object": "search_result", "data": [5, 6]}, "AttributeError", id="data-numbers"),
+    pytest.param({"object": "search_result", "data": "abc"}, id="data-text"),
+    pytest.param({"object": "search_result", "data": {"id": "cus_A"}}, id="data-object"),
+    pytest.param({"object": "search_result"}, id="no-data"),
 ]
 
 
-@pytest.mark.parametrize(("answer", "error_type"), SEARCH_ANSWERS)
-def test_an_owner_search_answered_with_what_is_no_list_of_customers_ends_the_create_failed(stripe, answer, error_type):
+@pytest.mark.parametrize("answer", SEARCH_ANSWERS)
+def test_an_owner_search_answered_with_what_is_no_list_of_customers_ends_the_create_failed(stripe, answer):
     owner = make_owner("Acme")
     customer = sync.get_or_create_for(owner)
     stripe.inject(status=200, body=json.dumps(answer), method="GET", path_prefix="/v1/customers/search")
     result = sync.push(customer.pk)
 
-    assert result.outcome is sync.Outcome.FAILED and result.error["type"] == error_type
+    not_a_list = "Stripe's search answer is not a list of customers."
+    assert result.outcome is sync.Outcome.FAILED and result.error["message"] == not_a_list
     assert [(r.method, r.path) for r in stripe.requests] == [("GET", "/v1/customers/search")]  # no create
     customer.refresh_from_db()
-    assert customer.sync_status == SyncStatus.FAILED and customer.sync_error["type"] == error_type
+    assert customer.sync_status == SyncStatus.FAILED and customer.sync_error["message"] == not_a_list
     assert customer.stripe_id is None and states(customer) == [PushState.FAILED]
-    assert [(a[0], a[2]) for a in attempts(customer)] == [(AttemptOutcome.FAILED, error_type)]
+    assert [(a[0], a[2]) for a in attempts(customer)] == [(AttemptOutcome.FAILED, "APIError")]
     assert stripe.customers == {}
+
+
+# A list whose entries are no customers naming the owner: none is adopted, the owner's customer is
+# created, and the sync log says what the search answered instead.
+SEARCH_ENTRIES = [
+    pytest.param([{"id": "cus_A", "created": 5}, {"id": "cus_B", "created": "x"}], id="created-mixed"),
+    pytest.param([5, 6], id="numbers"),
+    pytest.param([{"created": 5, "metadata": "x"}], id="no-id"),
+]
+
+
+@pytest.mark.parametrize("entries", SEARCH_ENTRIES)
+def test_an_owner_search_answering_entries_that_are_no_owners_customer_creates_it(stripe, entries):
+    owner = make_owner("Acme")
+    customer = sync.get_or_create_for(owner)
+    answer = {"object": "search_result", "data": entries}
+    stripe.inject(status=200, body=json.dumps(answer), method="GET", path_prefix="/v1/customers/search")
+    result = sync.push(customer.pk)
+
+    assert result.outcome is sync.Outcome.PUSHED
+    assert [(r.method, r.path) for r in stripe.requests] == [
+        ("GET", "/v1/customers/search"),
+        ("POST", "/v1/customers"),
+    ]
+    customer.refresh_from_db()
+    assert customer.sync_status == SyncStatus.IN_SYNC and list(stripe.customers) == [customer.stripe_id]
+    (attempt,) = PushAttempt.objects.filter(customer=customer)
+    assert attempt.error_code == "owner_mismatch" and attempt.error_message.startswith("Not adopted")
 
 
 # -- settings that cannot make a client: failed, nothing sent --------------------------------------
