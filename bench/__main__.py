@@ -151,8 +151,13 @@ def burst(server, db_name: str):
         worker.stop()
         server.set_latency(0)
     per_burst = len([r for r in server.requests if r.method == "POST"]) / bursts
-    return (f"1. requests per burst of {k} saves of one customer", f"{per_burst:.2f}", f"{k} (one per save)",
-            f"{per_burst / k:.2f}", "target 1.0 request (ratio 0.10)")  # fmt: skip
+    return (
+        f"1. requests per burst of {k} saves of one customer",
+        f"{per_burst:.2f}",
+        f"{k} (one per save)",
+        f"{per_burst / k:.2f}",
+        "target 1.0 request (ratio 0.10)",
+    )
 
 
 def _quiet(server, seconds: float = 1.5) -> None:
@@ -173,27 +178,72 @@ def request_bytes():
 
     customer = {
         **customer_fixture(),
-        "email": "ann.smith@example.com", "name": "Ann Smith", "phone": "+33 1 23 45 67 89",
-        "description": "Customer since 2019, VIP", "preferred_locales": ["fr", "en"],
+        "email": "ann.smith@example.com",
+        "name": "Ann Smith",
+        "phone": "+33 1 23 45 67 89",
+        "description": "Customer since 2019, VIP",
+        "preferred_locales": ["fr", "en"],
         "metadata": {"plan": "pro", "seats": "12", "crm_id": "A-10042", "region": "emea"},
-        "address": {"line1": "1 rue de Rivoli", "line2": "Apt 4", "city": "Paris", "state": None,
-                    "postal_code": "75001", "country": "FR"},
-        "shipping": {"name": "Ann Smith", "phone": "+33 1 23 45 67 89", "address": {
-            "line1": "1 rue de Rivoli", "line2": "Apt 4", "city": "Paris", "state": None, "postal_code": "75001",
-            "country": "FR"}},
-        "invoice_settings": {"custom_fields": [{"name": "PO", "value": "4500012345"}], "default_payment_method": None,
-                             "footer": "Thank you for your business.", "rendering_options": None},
-        "tax_exempt": "none", "invoice_prefix": "ACME01", "next_invoice_sequence": 42, "balance": 0,
-    }  # fmt: skip
+        "address": {
+            "line1": "1 rue de Rivoli",
+            "line2": "Apt 4",
+            "city": "Paris",
+            "state": None,
+            "postal_code": "75001",
+            "country": "FR",
+        },
+        "shipping": {
+            "name": "Ann Smith",
+            "phone": "+33 1 23 45 67 89",
+            "address": {
+                "line1": "1 rue de Rivoli",
+                "line2": "Apt 4",
+                "city": "Paris",
+                "state": None,
+                "postal_code": "75001",
+                "country": "FR",
+            },
+        },
+        "invoice_settings": {
+            "custom_fields": [{"name": "PO", "value": "4500012345"}],
+            "default_payment_method": None,
+            "footer": "Thank you for your business.",
+            "rendering_options": None,
+        },
+        "tax_exempt": "none",
+        "invoice_prefix": "ACME01",
+        "next_invoice_sequence": 42,
+        "balance": 0,
+    }
     ours = len(encode(diff(customer, {"email": "ann@example.org"})))
-    full = {k: customer[k] for k in ("address", "balance", "description", "email", "invoice_prefix",
-            "invoice_settings", "metadata", "name", "next_invoice_sequence", "phone", "preferred_locales",
-            "shipping", "tax_exempt")}  # fmt: skip
+    full = {
+        k: customer[k]
+        for k in (
+            "address",
+            "balance",
+            "description",
+            "email",
+            "invoice_prefix",
+            "invoice_settings",
+            "metadata",
+            "name",
+            "next_invoice_sequence",
+            "phone",
+            "preferred_locales",
+            "shipping",
+            "tax_exempt",
+        )
+    }
     full["email"] = "ann@example.org"
     full["invoice_settings"] = {k: v for k, v in full["invoice_settings"].items() if v is not None}
     baseline = len(encode(full))
-    return ("2. request bytes, one-field edit", f"{ours} B", f"{baseline} B (modify, all)", f"{ours / baseline:.3f}",
-            "target < 0.10")  # fmt: skip
+    return (
+        "2. request bytes, one-field edit",
+        f"{ours} B",
+        f"{baseline} B (modify, all)",
+        f"{ours / baseline:.3f}",
+        "target < 0.10",
+    )
 
 
 def save_latency(server):
@@ -228,9 +278,14 @@ def save_latency(server):
     bulk_base = timed(bulk_without, 5)
     bulk_ours = statistics.median(bulk_with(i) for i in range(5))
     return [  # 3a, 3c and 3d, the single saves: bench.saves, below
-        ("3b. bulk_update of 1,000 + mark_for_push, median", f"{bulk_ours * 1000:.0f} ms",
-         f"{bulk_base * 1000:.0f} ms (alone)", f"{bulk_ours / bulk_base:.2f}", "reported"),
-    ]  # fmt: skip
+        (
+            "3b. bulk_update of 1,000 + mark_for_push, median",
+            f"{bulk_ours * 1000:.0f} ms",
+            f"{bulk_base * 1000:.0f} ms (alone)",
+            f"{bulk_ours / bulk_base:.2f}",
+            "reported",
+        ),
+    ]
 
 
 def push_rate(server, db_name: str):
@@ -315,8 +370,13 @@ def diff_cost(server):
     for _ in range(200):
         session.get(url, headers=headers)
     round_trip = (time.perf_counter() - started) / 200
-    return ("5. diff + encode per customer", f"{per_diff * 1e6:.0f} us", f"{round_trip * 1e6:.0f} us (1 round trip)",
-            f"{per_diff / round_trip:.3f}", "reported")  # fmt: skip
+    return (
+        "5. diff + encode per customer",
+        f"{per_diff * 1e6:.0f} us",
+        f"{round_trip * 1e6:.0f} us (1 round trip)",
+        f"{per_diff / round_trip:.3f}",
+        "reported",
+    )
 
 
 if __name__ == "__main__":

@@ -145,19 +145,27 @@ def _throughput(customers: int) -> None:
 
     walk, naive_row, ours, again = rows[:4]
     rate = {name: count / elapsed for name, count, elapsed, *_ in rows}
-    print(f"bulk import of {customers} customers from the fake server on loopback ({connection.vendor}), "
-          f"pages of {PAGE}, load average {_load()}")  # fmt: skip
-    print(f"{'method':<42}{'customers':>10}{'seconds':>9}{'customers/s':>13}{'vs walk':>9}{'vs naive':>10}"
-          f"{'queries/page':>14}{'requests/customer':>19}{'cpu s':>7}{'db cpu s':>10}")  # fmt: skip
+    print(
+        f"bulk import of {customers} customers from the fake server on loopback ({connection.vendor}), "
+        f"pages of {PAGE}, load average {_load()}"
+    )
+    print(
+        f"{'method':<42}{'customers':>10}{'seconds':>9}{'customers/s':>13}{'vs walk':>9}{'vs naive':>10}"
+        f"{'queries/page':>14}{'requests/customer':>19}{'cpu s':>7}{'db cpu s':>10}"
+    )
     for name, count, elapsed, queries, requests, cpus in rows:
         per_page = f"{queries / (count / PAGE):.2f}" if queries is not None else "n/a"
         cpu, db_cpu = cpus or (None, None)
-        print(f"{name:<42}{count:>10}{elapsed:>9.2f}{rate[name]:>13,.0f}{rate[name] / rate[walk[0]]:>9.2f}"
-              f"{rate[name] / rate[naive_row[0]]:>10.1f}{per_page:>14}{requests / count:>19.3f}"
-              f"{_seconds(cpu):>7}{_seconds(db_cpu):>10}")  # fmt: skip
+        print(
+            f"{name:<42}{count:>10}{elapsed:>9.2f}{rate[name]:>13,.0f}{rate[name] / rate[walk[0]]:>9.2f}"
+            f"{rate[name] / rate[naive_row[0]]:>10.1f}{per_page:>14}{requests / count:>19.3f}"
+            f"{_seconds(cpu):>7}{_seconds(db_cpu):>10}"
+        )
     print(f"customersync vs naive: {naive_row[2] / ours[2]:.1f}x faster, {ours[3] / naive_row[3]:.3f}x the queries")
-    print(f"customersync vs walk only: {ours[2] / walk[2]:.2f}x the time of just fetching the pages "
-          f"({again[2] / walk[2]:.2f}x for a re-walk finding nothing changed)")  # fmt: skip
+    print(
+        f"customersync vs walk only: {ours[2] / walk[2]:.2f}x the time of just fetching the pages "
+        f"({again[2] / walk[2]:.2f}x for a re-walk finding nothing changed)"
+    )
     if len(rows) > 4:
         print(f"customersync vs dj-stripe: {rows[4][2] / ours[2]:.1f}x faster")
 
@@ -184,27 +192,37 @@ def _memory(sizes: list[int]) -> None:
                 connection.close()  # the child's pull writes: hold no connection meanwhile
                 done = subprocess.run(
                     [sys.executable, "-m", "bench.pull", "--child", kind],
-                    env=env, cwd=REPO, check=True, capture_output=True, text=True,
-                )  # fmt: skip
+                    env=env,
+                    cwd=REPO,
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
                 runs[kind] = json.loads(done.stdout.strip().splitlines()[-1])
                 assert runs[kind]["count"] == size, (kind, runs[kind], size)
         results.append((size, runs["walk"], runs["pull"]))
 
     print()
     print(f"peak RSS of the pulling process (VmHWM; a child process per run), load average {_load()}")
-    print(f"{'customers':>10}{'walk only':>12}{'customersync pull':>19}{'pull - walk':>13}{'pull / walk':>13}"
-          f"{'walk customers/s':>18}{'pull customers/s':>18}")  # fmt: skip
+    print(
+        f"{'customers':>10}{'walk only':>12}{'customersync pull':>19}{'pull - walk':>13}{'pull / walk':>13}"
+        f"{'walk customers/s':>18}{'pull customers/s':>18}"
+    )
     for size, walk, pull in results:
-        print(f"{size:>10}{_mb(walk['maxrss_kb']):>12}{_mb(pull['maxrss_kb']):>19}"
-              f"{_mb(pull['maxrss_kb'] - walk['maxrss_kb']):>13}{pull['maxrss_kb'] / walk['maxrss_kb']:>13.2f}"
-              f"{size / walk['seconds']:>18,.0f}{size / pull['seconds']:>18,.0f}")  # fmt: skip
+        print(
+            f"{size:>10}{_mb(walk['maxrss_kb']):>12}{_mb(pull['maxrss_kb']):>19}"
+            f"{_mb(pull['maxrss_kb'] - walk['maxrss_kb']):>13}{pull['maxrss_kb'] / walk['maxrss_kb']:>13.2f}"
+            f"{size / walk['seconds']:>18,.0f}{size / pull['seconds']:>18,.0f}"
+        )
     if len(results) > 1:
         (small, small_walk, small_pull), (large, large_walk, large_pull) = results[0], results[-1]
-        print(f"from {small} to {large} customers ({large / small:g}x): the pull's peak "
-              f"{_mb(large_pull['maxrss_kb'] - small_pull['maxrss_kb'], sign=True)} "
-              f"({large_pull['maxrss_kb'] / small_pull['maxrss_kb']:.2f}x), the walk's "
-              f"{_mb(large_walk['maxrss_kb'] - small_walk['maxrss_kb'], sign=True)} "
-              f"({large_walk['maxrss_kb'] / small_walk['maxrss_kb']:.2f}x)")  # fmt: skip
+        print(
+            f"from {small} to {large} customers ({large / small:g}x): the pull's peak "
+            f"{_mb(large_pull['maxrss_kb'] - small_pull['maxrss_kb'], sign=True)} "
+            f"({large_pull['maxrss_kb'] / small_pull['maxrss_kb']:.2f}x), the walk's "
+            f"{_mb(large_walk['maxrss_kb'] - small_walk['maxrss_kb'], sign=True)} "
+            f"({large_walk['maxrss_kb'] / small_walk['maxrss_kb']:.2f}x)"
+        )
 
 
 def _child(kind: str) -> int:
@@ -303,8 +321,10 @@ def _djstripe(api_base: str, expected: int) -> tuple:
         started = time.perf_counter()
         subprocess.run(
             [sys.executable, "-m", "django", "djstripe_sync_models", "Customer"],
-            env=env, check=True, stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         elapsed = time.perf_counter() - started
         with psycopg.connect(f"host=127.0.0.1 user=postgres dbname={DJSTRIPE_DB}") as pg:
             count = pg.execute("SELECT count(*) FROM djstripe_customer").fetchone()[0]

@@ -136,8 +136,21 @@ class PrivatePostgres:
         # written). synchronous_commit stays on: a crash must not forget an acknowledged commit.
         options = f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
         started = time.monotonic()
-        _run([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.root / "log"),
-              "-w", "-t", "60", "start"])  # fmt: skip
+        _run(
+            [
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-o",
+                options,
+                "-l",
+                str(self.root / "log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
+        )
         return time.monotonic() - started
 
     def stop(self, mode: str = "fast") -> float:

@@ -84,8 +84,9 @@ REFUSALS = [
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("platform, key, livemode, setting, customer_mode, key_mode", [r[1:] for r in REFUSALS],
-                         ids=[r[0] for r in REFUSALS])  # fmt: skip
+@pytest.mark.parametrize(
+    "platform, key, livemode, setting, customer_mode, key_mode", [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS]
+)
 def test_push_across_modes_is_refused_before_any_request(
     stripe, settings, platform, key, livemode, setting, customer_mode, key_mode
 ):

@@ -145,8 +145,11 @@ def test_a_429_on_one_account_pauses_that_accounts_budget_only(stripe, fleet, se
         customers[label] = sync.pull_one(SAME_ID, account=fleet[label])
         customers[label].name = "Edited"
         customers[label].save()
-    stripe.inject(status=429, account="acct_C1", error={"type": "invalid_request_error", "code": "rate_limit",
-                                                       "message": "Too many requests"})  # fmt: skip
+    stripe.inject(
+        status=429,
+        account="acct_C1",
+        error={"type": "invalid_request_error", "code": "rate_limit", "message": "Too many requests"},
+    )
     with pytest.raises(RetryLater):
         sync.push(customers["C1"].pk)
     c1 = rate_budget.budget(budget_name(fleet["C1"]))

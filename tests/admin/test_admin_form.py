@@ -12,8 +12,14 @@ from tests.admin_forms import change_url, edit, form_data
 
 pytestmark = pytest.mark.django_db
 
-ADDRESS = {"line1": "1 rue de Rivoli", "line2": "Apt 4", "city": "Paris", "state": None, "postal_code": "75001",
-           "country": "FR"}  # fmt: skip
+ADDRESS = {
+    "line1": "1 rue de Rivoli",
+    "line2": "Apt 4",
+    "city": "Paris",
+    "state": None,
+    "postal_code": "75001",
+    "country": "FR",
+}
 BASE = dict(
     email="old@example.com",
     name="Old Name",
@@ -100,47 +106,99 @@ CASES = [
     ("footer-set", {}, {"invoice_footer": "Thanks"}, b"invoice_settings[footer]=Thanks"),
     ("footer-change", BASE, {"invoice_footer": "Merci"}, b"invoice_settings[footer]=Merci"),
     ("footer-clear", BASE, {"invoice_footer": ""}, b"invoice_settings[footer]="),
-    ("payment_method-set", {}, {"invoice_default_payment_method": "pm_1"},
-     b"invoice_settings[default_payment_method]=pm_1"),
-    ("payment_method-change", BASE, {"invoice_default_payment_method": "pm_2"},
-     b"invoice_settings[default_payment_method]=pm_2"),
+    (
+        "payment_method-set",
+        {},
+        {"invoice_default_payment_method": "pm_1"},
+        b"invoice_settings[default_payment_method]=pm_1",
+    ),
+    (
+        "payment_method-change",
+        BASE,
+        {"invoice_default_payment_method": "pm_2"},
+        b"invoice_settings[default_payment_method]=pm_2",
+    ),
     ("payment_method-clear", BASE, {"invoice_default_payment_method": ""}, "invoice_default_payment_method"),
-    ("custom_fields-set", {}, {"custom_fields": [("PO", "7")]},
-     b"invoice_settings[custom_fields][0][name]=PO&invoice_settings[custom_fields][0][value]=7"),
-    ("custom_fields-change", BASE, {"custom_fields": [("PO", "1"), ("VAT", "FR1")]},
-     b"invoice_settings[custom_fields][0][name]=PO&invoice_settings[custom_fields][0][value]=1"
-     b"&invoice_settings[custom_fields][1][name]=VAT&invoice_settings[custom_fields][1][value]=FR1"),
+    (
+        "custom_fields-set",
+        {},
+        {"custom_fields": [("PO", "7")]},
+        b"invoice_settings[custom_fields][0][name]=PO&invoice_settings[custom_fields][0][value]=7",
+    ),
+    (
+        "custom_fields-change",
+        BASE,
+        {"custom_fields": [("PO", "1"), ("VAT", "FR1")]},
+        b"invoice_settings[custom_fields][0][name]=PO&invoice_settings[custom_fields][0][value]=1"
+        b"&invoice_settings[custom_fields][1][name]=VAT&invoice_settings[custom_fields][1][value]=FR1",
+    ),
     ("custom_fields-clear", BASE, {"custom_fields": []}, b"invoice_settings[custom_fields]="),
-    ("amount_tax_display-set", {}, {"invoice_amount_tax_display": "include_inclusive_tax"},
-     b"invoice_settings[rendering_options][amount_tax_display]=include_inclusive_tax"),
-    ("amount_tax_display-change", BASE, {"invoice_amount_tax_display": "include_inclusive_tax"},
-     b"invoice_settings[rendering_options][amount_tax_display]=include_inclusive_tax"
-     b"&invoice_settings[rendering_options][template]=inrtem_old"),
-    ("amount_tax_display-clear", BASE, {"invoice_amount_tax_display": ""},
-     b"invoice_settings[rendering_options][amount_tax_display]=&invoice_settings[rendering_options][template]=inrtem_old"),
+    (
+        "amount_tax_display-set",
+        {},
+        {"invoice_amount_tax_display": "include_inclusive_tax"},
+        b"invoice_settings[rendering_options][amount_tax_display]=include_inclusive_tax",
+    ),
+    (
+        "amount_tax_display-change",
+        BASE,
+        {"invoice_amount_tax_display": "include_inclusive_tax"},
+        b"invoice_settings[rendering_options][amount_tax_display]=include_inclusive_tax"
+        b"&invoice_settings[rendering_options][template]=inrtem_old",
+    ),
+    (
+        "amount_tax_display-clear",
+        BASE,
+        {"invoice_amount_tax_display": ""},
+        b"invoice_settings[rendering_options][amount_tax_display]=&invoice_settings[rendering_options][template]=inrtem_old",
+    ),
     ("template-set", {}, {"invoice_template": "inrtem_1"}, b"invoice_settings[rendering_options][template]=inrtem_1"),
-    ("rendering_options-clear", BASE, {"invoice_amount_tax_display": "", "invoice_template": ""},
-     b"invoice_settings[rendering_options]="),
+    (
+        "rendering_options-clear",
+        BASE,
+        {"invoice_amount_tax_display": "", "invoice_template": ""},
+        b"invoice_settings[rendering_options]=",
+    ),
     ("tax_exempt-set", {}, {"tax_exempt": "exempt"}, b"tax_exempt=exempt"),
     ("tax_exempt-change", BASE, {"tax_exempt": "reverse"}, b"tax_exempt=reverse"),
     ("tax_exempt-clear", BASE, {"tax_exempt": ""}, b"tax_exempt=none"),
-    ("address-set", {}, {"address": A2},
-     b"address[city]=Lyon&address[country]=FR&address[line1]=2+quai&address[postal_code]=69001"),
-    ("address-change", BASE, {"address": {"city": "Nice"}},
-     b"address[city]=Nice&address[country]=FR&address[line1]=1+rue+de+Rivoli&address[line2]=Apt+4"
-     b"&address[postal_code]=75001"),
+    (
+        "address-set",
+        {},
+        {"address": A2},
+        b"address[city]=Lyon&address[country]=FR&address[line1]=2+quai&address[postal_code]=69001",
+    ),
+    (
+        "address-change",
+        BASE,
+        {"address": {"city": "Nice"}},
+        b"address[city]=Nice&address[country]=FR&address[line1]=1+rue+de+Rivoli&address[line2]=Apt+4"
+        b"&address[postal_code]=75001",
+    ),
     ("address-clear", BASE, {"address": dict.fromkeys(ADDRESS, "")}, b"address="),
-    ("shipping-set", {}, {"shipping": {"name": "Bo", **A2}},
-     b"shipping[address][city]=Lyon&shipping[address][country]=FR&shipping[address][line1]=2+quai"
-     b"&shipping[address][postal_code]=69001&shipping[name]=Bo"),
-    ("shipping-change", BASE, {"shipping": {"name": "Bob"}},
-     b"shipping[address][city]=Paris&shipping[address][country]=FR&shipping[address][line1]=1+rue+de+Rivoli"
-     b"&shipping[address][line2]=Apt+4&shipping[address][postal_code]=75001&shipping[name]=Bob"
-     b"&shipping[phone]=%2B331"),
+    (
+        "shipping-set",
+        {},
+        {"shipping": {"name": "Bo", **A2}},
+        b"shipping[address][city]=Lyon&shipping[address][country]=FR&shipping[address][line1]=2+quai"
+        b"&shipping[address][postal_code]=69001&shipping[name]=Bo",
+    ),
+    (
+        "shipping-change",
+        BASE,
+        {"shipping": {"name": "Bob"}},
+        b"shipping[address][city]=Paris&shipping[address][country]=FR&shipping[address][line1]=1+rue+de+Rivoli"
+        b"&shipping[address][line2]=Apt+4&shipping[address][postal_code]=75001&shipping[name]=Bob"
+        b"&shipping[phone]=%2B331",
+    ),
     ("shipping-clear", BASE, {"shipping": {"name": "", "phone": "", **dict.fromkeys(ADDRESS, "")}}, b"shipping="),
     ("default_source-set", {}, {"default_source": "card_new"}, b"default_source=card_new"),
-    ("default_source-change", {"default_source": "card_old"}, {"default_source": "card_new"},
-     b"default_source=card_new"),
+    (
+        "default_source-change",
+        {"default_source": "card_old"},
+        {"default_source": "card_new"},
+        b"default_source=card_new",
+    ),
     ("default_source-clear", {"default_source": "card_old"}, {"default_source": ""}, "default_source"),
     ("source", {}, {"source": "tok_visa"}, b"source=tok_visa"),
     ("card", {}, {"card": "tok_mastercard"}, b"card=tok_mastercard"),
@@ -150,12 +208,20 @@ CASES = [
     ("default_alipay_account", {}, {"default_alipay_account": "aliacc_1"}, b"default_alipay_account=aliacc_1"),
     ("tax_ip_address-set", {}, {"tax_ip_address": "203.0.113.7"}, b"tax[ip_address]=203.0.113.7"),
     ("tax_ip_address-clear", {}, {"tax_ip_address_clear": True}, b"tax[ip_address]="),
-    ("reconciliation_mode", {}, {"cash_balance_reconciliation_mode": "manual"},
-     b"cash_balance[settings][reconciliation_mode]=manual"),
-    ("validate_location-rides-along", {}, {"address": A2, "tax_validate_location": "deferred"},
-     b"address[city]=Lyon&address[country]=FR&address[line1]=2+quai&address[postal_code]=69001"
-     b"&tax[validate_location]=deferred"),
-]  # fmt: skip
+    (
+        "reconciliation_mode",
+        {},
+        {"cash_balance_reconciliation_mode": "manual"},
+        b"cash_balance[settings][reconciliation_mode]=manual",
+    ),
+    (
+        "validate_location-rides-along",
+        {},
+        {"address": A2, "tax_validate_location": "deferred"},
+        b"address[city]=Lyon&address[country]=FR&address[line1]=2+quai&address[postal_code]=69001"
+        b"&tax[validate_location]=deferred",
+    ),
+]
 
 
 @pytest.mark.parametrize("start, changes, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
@@ -204,37 +270,85 @@ RULES = [
     ("email-invalid", {"email": "not-an-email"}, "email", {"email": "ann@example.com"}),
     ("email-too-long", {"email": long_email(513)}, "email", {"email": long_email(512)}),
     ("tax_exempt-enum", {"tax_exempt": "bogus"}, "tax_exempt", {"tax_exempt": "reverse"}),
-    ("amount_tax_display-enum", {"invoice_amount_tax_display": "bogus"}, "invoice_amount_tax_display",
-     {"invoice_amount_tax_display": "exclude_tax"}),
-    ("validate_location-enum", {"tax_validate_location": "bogus", "name": "x"}, "tax_validate_location",
-     {"tax_validate_location": "auto", "name": "x"}),
-    ("reconciliation-enum", {"cash_balance_reconciliation_mode": "bogus"}, "cash_balance_reconciliation_mode",
-     {"cash_balance_reconciliation_mode": "automatic"}),
-    ("metadata-51-keys", {"metadata": {f"k{i}": "v" for i in range(51)}}, "metadata",
-     {"metadata": {f"k{i}": "v" for i in range(50)}}),
+    (
+        "amount_tax_display-enum",
+        {"invoice_amount_tax_display": "bogus"},
+        "invoice_amount_tax_display",
+        {"invoice_amount_tax_display": "exclude_tax"},
+    ),
+    (
+        "validate_location-enum",
+        {"tax_validate_location": "bogus", "name": "x"},
+        "tax_validate_location",
+        {"tax_validate_location": "auto", "name": "x"},
+    ),
+    (
+        "reconciliation-enum",
+        {"cash_balance_reconciliation_mode": "bogus"},
+        "cash_balance_reconciliation_mode",
+        {"cash_balance_reconciliation_mode": "automatic"},
+    ),
+    (
+        "metadata-51-keys",
+        {"metadata": {f"k{i}": "v" for i in range(51)}},
+        "metadata",
+        {"metadata": {f"k{i}": "v" for i in range(50)}},
+    ),
     ("metadata-key-41", {"metadata": {"k" * 41: "v"}}, "metadata", {"metadata": {"k" * 40: "v"}}),
     ("metadata-key-brackets", {"metadata": {"a[b]": "v"}}, "metadata", {"metadata": {"a-b": "v"}}),
     ("metadata-value-501", {"metadata": {"k": "v" * 501}}, "metadata", {"metadata": {"k": "v" * 500}}),
-    ("custom_fields-5", {"custom_fields": [(f"n{i}", "v") for i in range(5)]}, "invoice_custom_fields",
-     {"custom_fields": [(f"n{i}", "v") for i in range(4)]}),
-    ("custom_field-name-41", {"custom_fields": [("n" * 41, "v")]}, "invoice_custom_fields",
-     {"custom_fields": [("n" * 40, "v")]}),
-    ("custom_field-value-141", {"custom_fields": [("n", "v" * 141)]}, "invoice_custom_fields",
-     {"custom_fields": [("n", "v" * 140)]}),
-    ("custom_field-needs-value", {"custom_fields": [("PO", "")]}, "invoice_custom_fields",
-     {"custom_fields": [("PO", "1")]}),
+    (
+        "custom_fields-5",
+        {"custom_fields": [(f"n{i}", "v") for i in range(5)]},
+        "invoice_custom_fields",
+        {"custom_fields": [(f"n{i}", "v") for i in range(4)]},
+    ),
+    (
+        "custom_field-name-41",
+        {"custom_fields": [("n" * 41, "v")]},
+        "invoice_custom_fields",
+        {"custom_fields": [("n" * 40, "v")]},
+    ),
+    (
+        "custom_field-value-141",
+        {"custom_fields": [("n", "v" * 141)]},
+        "invoice_custom_fields",
+        {"custom_fields": [("n", "v" * 140)]},
+    ),
+    (
+        "custom_field-needs-value",
+        {"custom_fields": [("PO", "")]},
+        "invoice_custom_fields",
+        {"custom_fields": [("PO", "1")]},
+    ),
     ("balance-integer", {"balance": "12.5"}, "balance", {"balance": "-12"}),
-    ("next_invoice_sequence-integer", {"next_invoice_sequence": "abc"}, "next_invoice_sequence",
-     {"next_invoice_sequence": "7"}),
-    ("next_invoice_sequence-at-least-1", {"next_invoice_sequence": "0"}, "next_invoice_sequence",
-     {"next_invoice_sequence": "2"}),
+    (
+        "next_invoice_sequence-integer",
+        {"next_invoice_sequence": "abc"},
+        "next_invoice_sequence",
+        {"next_invoice_sequence": "7"},
+    ),
+    (
+        "next_invoice_sequence-at-least-1",
+        {"next_invoice_sequence": "0"},
+        "next_invoice_sequence",
+        {"next_invoice_sequence": "2"},
+    ),
     ("tax_ip_address-v4", {"tax_ip_address": "999.1.1.1"}, "tax_ip_address", {"tax_ip_address": "203.0.113.7"}),
     ("tax_ip_address-v6", {"tax_ip_address": "2001:db8::zz"}, "tax_ip_address", {"tax_ip_address": "2001:db8::1"}),
-    ("shipping-needs-name", {"shipping": {"line1": "1 rue"}}, "shipping",
-     {"shipping": {"line1": "1 rue", "name": "Bo"}}),
-    ("shipping-needs-an-address", {"shipping": {"name": "Bo"}}, "shipping",
-     {"shipping": {"city": "Lyon", "name": "Bo"}}),
-]  # fmt: skip
+    (
+        "shipping-needs-name",
+        {"shipping": {"line1": "1 rue"}},
+        "shipping",
+        {"shipping": {"line1": "1 rue", "name": "Bo"}},
+    ),
+    (
+        "shipping-needs-an-address",
+        {"shipping": {"name": "Bo"}},
+        "shipping",
+        {"shipping": {"city": "Lyon", "name": "Bo"}},
+    ),
+]
 
 
 @pytest.mark.parametrize("bad, field, good", [r[1:] for r in RULES], ids=[r[0] for r in RULES])
@@ -271,9 +385,12 @@ def test_stripe_error_is_shown_on_the_field_its_param_maps_to(stripe, client, op
     customer = mirrored(stripe)
     stripe.inject(
         status=400,
-        error={"type": "invalid_request_error", "message": "Invalid footer: too long for Stripe",
-               "param": "invoice_settings[footer]"},
-    )  # fmt: skip
+        error={
+            "type": "invalid_request_error",
+            "message": "Invalid footer: too long for Stripe",
+            "param": "invoice_settings[footer]",
+        },
+    )
     response = edit(client, customer, invoice_footer="x" * 30)
     assert response.status_code == 302
     assert sync.push(customer.pk).outcome is sync.Outcome.FAILED

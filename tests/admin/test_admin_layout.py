@@ -47,9 +47,13 @@ def customers(stripe):
     cy.save()
     stripe.inject(
         status=400,
-        error={"type": "invalid_request_error", "code": "parameter_invalid", "message": REFUSAL,
-               "param": "invoice_settings[footer]"},
-    )  # fmt: skip
+        error={
+            "type": "invalid_request_error",
+            "code": "parameter_invalid",
+            "message": REFUSAL,
+            "param": "invoice_settings[footer]",
+        },
+    )
     sync.push(cy.pk)
     return {name: Customer.objects.get(pk=c.pk) for name, c in (("in_sync", ann), ("pending", bob), ("failed", cy))}
 
@@ -201,13 +205,20 @@ def test_conflicts_and_webhook_events(customers, live_server, page, size):
 
     bob = customers["pending"]
     Conflict.objects.create(
-        customer=bob, param="address", local_value={**ADDRESS, "city": "Lyon"}, remote_value=ADDRESS,
-        source="webhook", resolution="local_wins",
-    )  # fmt: skip
+        customer=bob,
+        param="address",
+        local_value={**ADDRESS, "city": "Lyon"},
+        remote_value=ADDRESS,
+        source="webhook",
+        resolution="local_wins",
+    )
     WebhookEvent.objects.create(
-        event_id="evt_1QxYzAbCdEfGhIjKlMnOpQrS", type="customer.updated", stripe_id=bob.stripe_id,
-        created=timezone.now(), outcome="applied",
-    )  # fmt: skip
+        event_id="evt_1QxYzAbCdEfGhIjKlMnOpQrS",
+        type="customer.updated",
+        stripe_id=bob.stripe_id,
+        created=timezone.now(),
+        outcome="applied",
+    )
     visit(page, live_server, "/admin/customersync/conflict/", size, "conflicts")
     if size == "laptop":
         list_fits(page)

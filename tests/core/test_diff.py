@@ -225,11 +225,19 @@ CASES = [
     ("custom_fields-item-text", BASE, inv(custom_fields=["PO"]), ParamError("invoice_settings[custom_fields]", "")),
     ("balance-float", BASE, {"balance": 12.5}, ParamError("balance", "")),
     # a key Stripe reported itself (read-only, never sent) is no error while it is unchanged
-    ("shipping-stripes-own-keys", BASE, {"shipping": {**BASE["shipping"], "name": "Bo"}},
-     "shipping[address]" + ADDRESS_WIRE.format(p="shipping[address]") + "&shipping[name]=Bo&shipping[phone]=%2B331"),
-    ("shipping-stripes-own-key-changed", BASE, {"shipping": {**BASE["shipping"], "carrier": "UPS"}},
-     ParamError("shipping[carrier]", "")),
-]  # fmt: skip
+    (
+        "shipping-stripes-own-keys",
+        BASE,
+        {"shipping": {**BASE["shipping"], "name": "Bo"}},
+        "shipping[address]" + ADDRESS_WIRE.format(p="shipping[address]") + "&shipping[name]=Bo&shipping[phone]=%2B331",
+    ),
+    (
+        "shipping-stripes-own-key-changed",
+        BASE,
+        {"shipping": {**BASE["shipping"], "carrier": "UPS"}},
+        ParamError("shipping[carrier]", ""),
+    ),
+]
 
 ONCE_CASES = [
     # write-once values: sent when given, never compared with the mirror

@@ -15,8 +15,14 @@ from tests.support import wait_for_tasks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-ADDRESS = {"city": "Paris", "country": "FR", "line1": "1 rue de Rivoli", "line2": None, "postal_code": "75001",
-           "state": None}  # fmt: skip
+ADDRESS = {
+    "city": "Paris",
+    "country": "FR",
+    "line1": "1 rue de Rivoli",
+    "line2": None,
+    "postal_code": "75001",
+    "state": None,
+}
 
 
 def open_change_page(page, live_server, customer):
@@ -45,9 +51,11 @@ def test_edit_three_fields_see_them_pending_then_pushed(stripe, start_worker, pu
     page.shot("pending")
     # The address goes whole, but only the part that changes is a row: the note names the others.
     assert [row.split("\t")[0] for row in rows] == [
-        "email", "metadata[drop]", "address[city]",
+        "email",
+        "metadata[drop]",
+        "address[city]",
         "address is sent whole, with its unchanged country, line1, postal_code.",
-    ]  # fmt: skip
+    ]
     assert "old@example.com\t→\tnew@example.com" in rows[0]
     assert "2\t→\t(unset)" in rows[1] and "Paris\t→\tLyon" in rows[2]
     assert "Pending" in page.locator(".field-sync_badge").inner_text()
@@ -85,9 +93,12 @@ def test_stripe_400_shows_stripes_message_on_the_field(stripe, start_worker, pub
     customer = sync.pull_one(stripe.add_customer(email="a@example.com")["id"])
     stripe.inject(
         status=400,
-        error={"type": "invalid_request_error", "message": "Your footer mentions a forbidden word.",
-               "param": "invoice_settings[footer]"},
-    )  # fmt: skip
+        error={
+            "type": "invalid_request_error",
+            "message": "Your footer mentions a forbidden word.",
+            "param": "invoice_settings[footer]",
+        },
+    )
     start_worker()
     open_change_page(page, live_server, customer)
     page.fill("textarea[name=invoice_footer]", "Buy now!")

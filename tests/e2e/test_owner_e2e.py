@@ -61,7 +61,7 @@ def _race(owner_pk: int, processes: int, threads: int, api_base: str) -> list[st
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         for _ in range(processes)
     ]
     try:

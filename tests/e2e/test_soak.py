@@ -32,8 +32,23 @@ def test_small_soak(stripe, purge_broker):
 
 
 def test_small_soak_with_every_hazard():
-    args = ["--all-hazards", "--edits", "300", "--customers", "5", "--writers", "3", "--workers", "3",
-            "--kills", "1", "--fault-rate", "0.3", "--seconds", "150"]  # fmt: skip
+    args = [
+        "--all-hazards",
+        "--edits",
+        "300",
+        "--customers",
+        "5",
+        "--writers",
+        "3",
+        "--workers",
+        "3",
+        "--kills",
+        "1",
+        "--fault-rate",
+        "0.3",
+        "--seconds",
+        "150",
+    ]
     env = {**os.environ, "CUSTOMERSYNC_SOAK_REDIS_URL": settings.CELERY_BROKER_URL}  # the suite's own broker db
     done = subprocess.run(
         [sys.executable, "-m", "bench.soak", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300

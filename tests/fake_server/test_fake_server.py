@@ -601,9 +601,14 @@ def _send_raw(server: FakeStripeServer, path: str, body: bytes, **headers: str) 
     """A POST written on a socket of its own, so a test sees the answer's bytes as they arrive."""
     host, port = server.url.removeprefix("http://").rsplit(":", 1)
     sock = socket.create_connection((host, int(port)), timeout=10)
-    lines = [f"POST {path} HTTP/1.1", f"Host: {host}", f"Authorization: Bearer {KEY}",
-             "Content-Type: application/x-www-form-urlencoded", f"Content-Length: {len(body)}",
-             *(f"{name}: {value}" for name, value in headers.items())]  # fmt: skip
+    lines = [
+        f"POST {path} HTTP/1.1",
+        f"Host: {host}",
+        f"Authorization: Bearer {KEY}",
+        "Content-Type: application/x-www-form-urlencoded",
+        f"Content-Length: {len(body)}",
+        *(f"{name}: {value}" for name, value in headers.items()),
+    ]
     sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
     return sock
 

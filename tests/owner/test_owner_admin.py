@@ -65,9 +65,14 @@ def fail_push(stripe, owner, customer, *, email="bounce@acme.test", **error):
     owner.save()
     stripe.inject(
         status=400,
-        error={"type": "invalid_request_error", "code": "email_invalid", "param": "email",
-               "message": "This mailbox does not take invoices.", **error},
-    )  # fmt: skip
+        error={
+            "type": "invalid_request_error",
+            "code": "email_invalid",
+            "param": "email",
+            "message": "This mailbox does not take invoices.",
+            **error,
+        },
+    )
     sync.push(customer.pk)
     customer.refresh_from_db()
     assert customer.sync_status == SyncStatus.FAILED, customer.sync_error

@@ -29,12 +29,22 @@ def test_the_test_sites_mapping_passes():
         ({"OWNER_FIELDS": {"email": "no_such_field"}, "OWNER_BOTH_WAYS": ()}, ["customersync.E023"]),
         ({"OWNER_FIELDS": {"email": 5}, "OWNER_BOTH_WAYS": ()}, ["customersync.E023"]),
         ({"OWNER_FIELDS": {"email": "city"}, "OWNER_BOTH_WAYS": ["phone"]}, ["customersync.E024"]),
-        ({"OWNER_FIELDS": {"description": "customer_description"}, "OWNER_BOTH_WAYS": ["description"]},
-         ["customersync.E025"]),
+        (
+            {"OWNER_FIELDS": {"description": "customer_description"}, "OWNER_BOTH_WAYS": ["description"]},
+            ["customersync.E025"],
+        ),
     ],
-    ids=["fields-without-model", "unknown-model", "malformed-key", "unknown-param", "unknown-attribute",
-         "not-a-path", "both-ways-unmapped", "both-ways-from-a-method"],
-)  # fmt: skip
+    ids=[
+        "fields-without-model",
+        "unknown-model",
+        "malformed-key",
+        "unknown-param",
+        "unknown-attribute",
+        "not-a-path",
+        "both-ways-unmapped",
+        "both-ways-from-a-method",
+    ],
+)
 def test_owner_settings_errors(owner_settings, expected):
     assert ids(**owner_settings) == expected
 

@@ -29,19 +29,43 @@ FITS = {"line1": "9 Portal Street", "city": "Lyon", "postal_code": "69001", "cou
 
 # (id, Stripe's new values, {owner field: value written}, {param refused: the owner field that keeps its value})
 CASES = [
-    ("country-of-30", {"address": {**FITS, "country": "C" * 30}},
-     {"street": "9 Portal Street", "city": "Lyon", "postal_code": "69001"}, {"address[country]": "country"}),
-    ("country-of-3", {"address": {**FITS, "country": "FRA"}},
-     {"street": "9 Portal Street", "city": "Lyon", "postal_code": "69001"}, {"address[country]": "country"}),
-    ("postal-code-of-21", {"address": {**FITS, "postal_code": "9" * 21}},
-     {"street": "9 Portal Street", "city": "Lyon", "country": "FR"}, {"address[postal_code]": "postal_code"}),
-    ("city-of-101", {"address": {**FITS, "city": "L" * 101}},
-     {"street": "9 Portal Street", "postal_code": "69001", "country": "FR"}, {"address[city]": "city"}),
-    ("phone-of-41", {"phone": "+" + "1" * 40, "address": FITS},
-     {"street": "9 Portal Street", "city": "Lyon"}, {"phone": "phone"}),
-    ("two-refused", {"address": {**FITS, "city": "L" * 101, "country": "C" * 30}},
-     {"street": "9 Portal Street", "postal_code": "69001"}, {"address[city]": "city", "address[country]": "country"}),
-]  # fmt: skip
+    (
+        "country-of-30",
+        {"address": {**FITS, "country": "C" * 30}},
+        {"street": "9 Portal Street", "city": "Lyon", "postal_code": "69001"},
+        {"address[country]": "country"},
+    ),
+    (
+        "country-of-3",
+        {"address": {**FITS, "country": "FRA"}},
+        {"street": "9 Portal Street", "city": "Lyon", "postal_code": "69001"},
+        {"address[country]": "country"},
+    ),
+    (
+        "postal-code-of-21",
+        {"address": {**FITS, "postal_code": "9" * 21}},
+        {"street": "9 Portal Street", "city": "Lyon", "country": "FR"},
+        {"address[postal_code]": "postal_code"},
+    ),
+    (
+        "city-of-101",
+        {"address": {**FITS, "city": "L" * 101}},
+        {"street": "9 Portal Street", "postal_code": "69001", "country": "FR"},
+        {"address[city]": "city"},
+    ),
+    (
+        "phone-of-41",
+        {"phone": "+" + "1" * 40, "address": FITS},
+        {"street": "9 Portal Street", "city": "Lyon"},
+        {"phone": "phone"},
+    ),
+    (
+        "two-refused",
+        {"address": {**FITS, "city": "L" * 101, "country": "C" * 30}},
+        {"street": "9 Portal Street", "postal_code": "69001"},
+        {"address[city]": "city", "address[country]": "country"},
+    ),
+]
 
 
 @pytest.fixture
@@ -137,7 +161,7 @@ FIELDS = [
     ("none-for-a-nullable-number", models.IntegerField(null=True, blank=True), None, None),
     ("text-for-a-number", models.IntegerField(null=True), "twelve", "invalid"),
     ("not-an-email", models.EmailField(blank=True), "not an email", "invalid"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("owner_field", "value", "code"), [f[1:] for f in FIELDS], ids=[f[0] for f in FIELDS])

@@ -55,14 +55,17 @@ def table() -> dict[str, tuple[dict, str, str]]:
         "name-a-list": (customer("cus_bad", name=["Ann"]), "cus_bad", "name"),
         "metadata-key-surrogate": (customer("cus_bad", metadata={"\udc80": "x"}), "cus_bad", "metadata"),
         "balance-a-word": (customer("cus_bad", balance="lots"), "cus_bad", "balance"),
-        "nested-infinity": (customer("cus_bad", discount={"coupon": {"percent_off": 1e400}}), "cus_bad",
-                            "stripe_data[discount][coupon][percent_off]"),
+        "nested-infinity": (
+            customer("cus_bad", discount={"coupon": {"percent_off": 1e400}}),
+            "cus_bad",
+            "stripe_data[discount][coupon][percent_off]",
+        ),
         "id-lone-surrogate": (customer("cus_\ud800"), "#2", "id"),
         "id-not-a-customer": (customer("../charges"), "#2", "id"),
         "id-sql-like": (customer("cus_x' OR '1'='1"), "#2", "id"),
         "id-past-its-column": (customer("cus_" + "a" * 300), "#2", "id"),
         "id-with-a-newline": (customer("cus_bad\n"), "#2", "id"),
-    }  # fmt: skip
+    }
 
 
 CASES = table()

@@ -39,16 +39,71 @@ PAGES, REFRESHES, EVENTS = 60, 80, 200  # bounded: a few seconds on the fake ser
 CONNECT_SECRET = "whsec_fuzz_connect"
 
 JUNK: list[Any] = [
-    None, True, False, 0, -1, 2**31, 2**63, 2**70, -(2**70), 1e300, -1e15, 1.5, float("nan"), float("inf"),
-    "", "yesterday", "\ud800", "a\udfffb", "\x00", "Ann\x1b[2J", "\x7f", "\x85", "x" * 300, "é" * 600,
-    "cus_x' OR '1'='1", "../charges", "cus_\n", "acct_1\n", [], [None], ["fr", 5], {}, {"id": None},
-    {"a": {"b": {"c": ["d"]}}}, {"\ud800": "x"}, {"k\x00": 1}, {"line1": ["x"]}, "2026-12-07T00:00:00Z",
-]  # fmt: skip
+    None,
+    True,
+    False,
+    0,
+    -1,
+    2**31,
+    2**63,
+    2**70,
+    -(2**70),
+    1e300,
+    -1e15,
+    1.5,
+    float("nan"),
+    float("inf"),
+    "",
+    "yesterday",
+    "\ud800",
+    "a\udfffb",
+    "\x00",
+    "Ann\x1b[2J",
+    "\x7f",
+    "\x85",
+    "x" * 300,
+    "é" * 600,
+    "cus_x' OR '1'='1",
+    "../charges",
+    "cus_\n",
+    "acct_1\n",
+    [],
+    [None],
+    ["fr", 5],
+    {},
+    {"id": None},
+    {"a": {"b": {"c": ["d"]}}},
+    {"\ud800": "x"},
+    {"k\x00": 1},
+    {"line1": ["x"]},
+    "2026-12-07T00:00:00Z",
+]
 FIELDS = [
-    "id", "object", "email", "name", "phone", "description", "metadata", "address", "shipping", "balance",
-    "created", "currency", "delinquent", "livemode", "invoice_prefix", "invoice_settings", "next_invoice_sequence",
-    "preferred_locales", "tax_exempt", "default_source", "business_name", "individual_name", "deleted", "discount",
-]  # fmt: skip
+    "id",
+    "object",
+    "email",
+    "name",
+    "phone",
+    "description",
+    "metadata",
+    "address",
+    "shipping",
+    "balance",
+    "created",
+    "currency",
+    "delinquent",
+    "livemode",
+    "invoice_prefix",
+    "invoice_settings",
+    "next_invoice_sequence",
+    "preferred_locales",
+    "tax_exempt",
+    "default_source",
+    "business_name",
+    "individual_name",
+    "deleted",
+    "discount",
+]
 
 
 def junk(rng: random.Random, depth: int = 0) -> Any:
@@ -63,11 +118,20 @@ def junk(rng: random.Random, depth: int = 0) -> Any:
 def customer(rng: random.Random, stripe_id: str) -> dict[str, Any]:
     """A customer as Stripe sends one, then 1 to 4 of its fields made wrong."""
     obj: dict[str, Any] = {
-        "id": stripe_id, "object": "customer", "email": "ann@example.com", "name": "Ann", "created": 1_700_000_000,
-        "livemode": False, "metadata": {"plan": "pro"}, "address": {"city": "Paris", "country": "FR"},
-        "balance": 0, "currency": "eur", "delinquent": False, "preferred_locales": ["fr"],
+        "id": stripe_id,
+        "object": "customer",
+        "email": "ann@example.com",
+        "name": "Ann",
+        "created": 1_700_000_000,
+        "livemode": False,
+        "metadata": {"plan": "pro"},
+        "address": {"city": "Paris", "country": "FR"},
+        "balance": 0,
+        "currency": "eur",
+        "delinquent": False,
+        "preferred_locales": ["fr"],
         "invoice_settings": {"custom_fields": None, "default_payment_method": None, "footer": None},
-    }  # fmt: skip
+    }
     for name in rng.sample(FIELDS, rng.randint(1, 4)):
         obj[name] = junk(rng)
     return obj
@@ -146,10 +210,14 @@ def test_refreshes_answered_with_junk_raise_only_the_apps_errors(stripe):
 
 def event_of(rng: random.Random, n: int) -> Any:
     found: dict[str, Any] = {
-        "id": f"evt_fuzz{n}", "object": "event", "type": rng.choice(["customer.updated", "customer.created",
-        "customer.deleted", "invoice.paid"]), "created": int(time.time()), "livemode": False,
-        "data": {"object": customer(rng, f"cus_ev{n % 5}")}, "request": {"id": None, "idempotency_key": None},
-    }  # fmt: skip
+        "id": f"evt_fuzz{n}",
+        "object": "event",
+        "type": rng.choice(["customer.updated", "customer.created", "customer.deleted", "invoice.paid"]),
+        "created": int(time.time()),
+        "livemode": False,
+        "data": {"object": customer(rng, f"cus_ev{n % 5}")},
+        "request": {"id": None, "idempotency_key": None},
+    }
     for name in rng.sample(["id", "type", "created", "data", "request", "account", "livemode"], rng.randint(0, 2)):
         found[name] = junk(rng)
     return found if rng.random() > 0.05 else junk(rng)

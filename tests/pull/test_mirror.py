@@ -179,8 +179,11 @@ def test_pull_conflict_policies(stripe, settings, policy):
     customer.refresh_from_db()
     conflict = Conflict.objects.get(customer=customer)
     assert (conflict.param, conflict.local_value, conflict.remote_value, conflict.source) == (
-        "email", "local@example.com", "remote@example.com", "pull",
-    )  # fmt: skip
+        "email",
+        "local@example.com",
+        "remote@example.com",
+        "pull",
+    )
     assert customer.name == "Remote Ann" and customer.phone == "+2"  # one-sided changes merge
     stripe.clear_requests()
     sync.push(customer.pk)
@@ -251,8 +254,13 @@ def test_admin_add_creates_one_stripe_customer_despite_a_retry(stripe, admin_cli
 
     parser = _FormParser("customer_form")
     parser.feed(page.content.decode())
-    data = {**parser.data, "email": "new@example.com", "name": "New Co", "metadata_0_key": "plan",
-            "metadata_0_value": "pro"}  # fmt: skip
+    data = {
+        **parser.data,
+        "email": "new@example.com",
+        "name": "New Co",
+        "metadata_0_key": "plan",
+        "metadata_0_value": "pro",
+    }
     response = admin_client.post(url, data)
     assert response.status_code == 302, response.context["adminform"].form.errors
     customer = Customer.objects.get(email="new@example.com")
@@ -402,8 +410,9 @@ def test_webhook_created_and_deleted(client, stripe):
     payload = json.dumps(event(obj, kind="customer.created", event_id="evt_c")).encode()
     assert deliver(client, payload, signed(payload)).json() == {"outcome": "created"}
     assert Customer.objects.get(stripe_id=obj["id"]).email == "fresh@example.com"
-    gone = json.dumps(event({"id": obj["id"], "object": "customer", "deleted": True}, kind="customer.deleted",
-                            event_id="evt_d")).encode()  # fmt: skip
+    gone = json.dumps(
+        event({"id": obj["id"], "object": "customer", "deleted": True}, kind="customer.deleted", event_id="evt_d")
+    ).encode()
     assert deliver(client, gone, signed(gone)).json() == {"outcome": "deleted"}
     assert Customer.objects.get(stripe_id=obj["id"]).sync_status == SyncStatus.DELETED
 

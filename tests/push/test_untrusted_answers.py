@@ -81,8 +81,14 @@ def test_a_customer_with_a_dot_id_fails_its_push_naming_it_and_sends_nothing(str
 
 
 def page(ids, has_more=True):
-    return json.dumps({"object": "list", "has_more": has_more, "url": "/v1/customers",
-                       "data": [{"id": i, "object": "customer"} for i in ids]})  # fmt: skip
+    return json.dumps(
+        {
+            "object": "list",
+            "has_more": has_more,
+            "url": "/v1/customers",
+            "data": [{"id": i, "object": "customer"} for i in ids],
+        }
+    )
 
 
 @pytest.mark.parametrize(

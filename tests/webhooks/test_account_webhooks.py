@@ -40,11 +40,24 @@ def url(platform: str, connect: bool) -> str:
 
 
 def event(name: str, *, account: str | None = None, event_id: str, livemode: bool = False) -> dict:
-    obj = {"id": SAME_ID, "object": "customer", "name": name, "email": "a@example.com", "livemode": livemode,
-           "created": 1700000000, "metadata": {}}  # fmt: skip
-    found = {"id": event_id, "object": "event", "type": "customer.updated", "created": int(time.time()) + 5,
-             "livemode": livemode, "data": {"object": obj},
-             "request": {"id": None, "idempotency_key": None}}  # fmt: skip
+    obj = {
+        "id": SAME_ID,
+        "object": "customer",
+        "name": name,
+        "email": "a@example.com",
+        "livemode": livemode,
+        "created": 1700000000,
+        "metadata": {},
+    }
+    found = {
+        "id": event_id,
+        "object": "event",
+        "type": "customer.updated",
+        "created": int(time.time()) + 5,
+        "livemode": livemode,
+        "data": {"object": obj},
+        "request": {"id": None, "idempotency_key": None},
+    }
     if account is not None:
         found["account"] = account
     return found
@@ -83,8 +96,9 @@ def accounts(settings):
 
 def names() -> dict[str, str]:
     label = {None: "default"}
-    label.update({a.pk: f"{a.platform}/{a.stripe_account}" if a.stripe_account else a.platform
-                  for a in Account.objects.all()})  # fmt: skip
+    label.update(
+        {a.pk: f"{a.platform}/{a.stripe_account}" if a.stripe_account else a.platform for a in Account.objects.all()}
+    )
     return {label[c.account_id]: c.name for c in Customer.objects.filter(stripe_id=SAME_ID)}
 
 
