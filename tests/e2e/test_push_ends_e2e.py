@@ -94,7 +94,7 @@ def test_a_customer_of_a_platform_the_workers_settings_lack_ends_failed_once(str
     assert sync.sweep(older_than=0) == 0
 
 
-# -- row 14: a paused account holds no worker -----------------------------------------------------
+# -- a paused account holds no worker -----------------------------------------------------
 
 
 @pytest.fixture

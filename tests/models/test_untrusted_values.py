@@ -43,7 +43,7 @@ def inv(**changes):
 
 # (id, attributes set from code, the error's field, its message)
 CASES = [
-    # row 6: wrong types, unknown keys
+    # wrong types, unknown keys
     ("address-line1-object", {"address": {**ADDRESS, "line1": {"nested": 1}}}, "address[line1]", NOT_TEXT),
     ("footer-object", inv(footer={"nested": 1}), "invoice_settings[footer]", NOT_TEXT),
     ("name-object", {"name": {"nested": 1}}, "name", NOT_TEXT),
@@ -115,7 +115,7 @@ CASES = [
     ),
     ("pending_once-token-object", {"pending_once": {"source": {"id": "tok_visa"}}}, "source", NOT_TEXT),
     ("pending_once-not-an-object", {"pending_once": ["source"]}, "pending_once", "Expected an object, not a list."),
-    # row 7: preferred_locales from code
+    # preferred_locales from code
     ("locales-junk", {"preferred_locales": ["xx-junk"]}, "preferred_locales", "'xx-junk' is not a locale Stripe takes"),
     (
         "locales-wrong-types",
@@ -136,7 +136,7 @@ CASES = [
         "Item 2: expected text, not empty text.",
     ),
     ("locales-not-a-list", {"preferred_locales": "fr"}, "preferred_locales", "Expected a list, not text."),
-    # row 8 and "never stricter than Stripe": invoice_prefix is 1-12 uppercase letters or digits
+    # "never stricter than Stripe": invoice_prefix is 1-12 uppercase letters or digits
     ("invoice_prefix-newline", {"invoice_prefix": "ACME\n"}, "invoice_prefix", PREFIX_RULE),
     ("invoice_prefix-lowercase", {"invoice_prefix": "acme"}, "invoice_prefix", PREFIX_RULE),
     ("invoice_prefix-13", {"invoice_prefix": "ACME123456789"}, "invoice_prefix", PREFIX_RULE),
@@ -147,7 +147,7 @@ CASES = [
         "individual_name",
         "Use at most 150 characters (this has 300).",
     ),
-    # row 9: values past their column
+    # values past their column
     (
         "balance-2**63",
         {"balance": 2**63},

@@ -306,7 +306,7 @@ def test_a_receiver_raising_after_the_confirm_leaves_the_push_pushed(stripe, cap
     assert "a receiver raised" in caplog.text and "a receiver's bug" in caplog.text
 
 
-# -- row 10: stored error text holds no key --------------------------------------------------------
+# -- stored error text holds no key --------------------------------------------------------
 
 ECHOED_KEY = settings.TEST_API_KEY
 LIVE = "sk_live_" + "4eC39HqLyjWDarjtT1zdp7dc"
@@ -352,7 +352,7 @@ def test_a_stored_error_never_holds_a_key_or_a_secret(stripe, settings, caplog, 
     assert customer.sync_error is not None  # a record left sending carries its error
 
 
-# -- row 14: a pause is handed back, never slept in the worker ---------------------------------------
+# -- a pause is handed back, never slept in the worker ---------------------------------------
 
 
 def test_a_paused_accounts_push_is_handed_back_with_the_pauses_countdown(stripe):

@@ -29,7 +29,7 @@ def client_for(stripe):
     return StripeClient(settings.TEST_API_KEY, api_base=stripe.url, timeout=2.0, deadline=5.0)
 
 
-# -- row 10: Stripe's error fields longer than their columns ------------------------------------
+# -- Stripe's error fields longer than their columns ------------------------------------
 
 
 def test_oversized_error_fields_are_stored_cut_and_the_customer_shows_the_failure(stripe):
@@ -51,7 +51,7 @@ def test_oversized_error_fields_are_stored_cut_and_the_customer_shows_the_failur
     assert PendingPush.objects.get(customer=customer).state == PushState.FAILED  # not stuck in sending
 
 
-# -- row 14: ids that would change the path -------------------------------------------------------
+# -- ids that would change the path -------------------------------------------------------
 
 
 @pytest.mark.parametrize("stripe_id", [".", "..", "a/b", "cus_1?x=1", "cus_1#", " cus_1", ""])
@@ -77,7 +77,7 @@ def test_a_customer_with_a_dot_id_fails_its_push_naming_it_and_sends_nothing(str
     assert stripe.requests == []
 
 
-# -- row 15: a list that repeats its cursor ----------------------------------------------------------
+# -- a list that repeats its cursor ----------------------------------------------------------
 
 
 def page(ids, has_more=True):
@@ -128,7 +128,7 @@ def test_a_dropped_answer_leaves_the_record_to_resend_not_stuck(stripe):
     assert sync.push(customer.pk).outcome is sync.Outcome.PUSHED
 
 
-# -- row 1: a 200 for another customer ------------------------------------------------------------
+# -- a 200 for another customer ------------------------------------------------------------
 
 
 def other_customer(stripe, **fields):
@@ -183,7 +183,7 @@ def test_an_answer_the_mirror_cannot_hold_fails_the_push_naming_the_field(stripe
     assert PendingPush.objects.get(customer=customer).state == PushState.FAILED
 
 
-# -- row 5: redirects ------------------------------------------------------------------------------
+# -- redirects ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("status", [301, 302, 307, 308])
@@ -202,7 +202,7 @@ def test_a_redirect_is_never_followed(stripe, status, location):
     assert customer.stripe_data["name"] == "Ann"
 
 
-# -- row 4: the debug page of an error from the client -----------------------------------------------
+# -- the debug page of an error from the client -----------------------------------------------
 
 
 # Made at run time, so the page's source excerpts cannot contain it.
