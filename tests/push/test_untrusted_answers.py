@@ -114,7 +114,7 @@ def test_a_list_whose_items_have_no_ids_is_an_error(stripe):
         list(client_for(stripe).iter_customers())
 
 
-# -- the deadline, as a push sees it (row 2 is tested in test_lease.py and test_client_deadline.py) ----
+# -- the deadline, as a push sees it (the lease's side is in test_lease.py and test_client_deadline.py) ----
 
 
 def test_a_dropped_answer_leaves_the_record_to_resend_not_stuck(stripe):
