@@ -90,7 +90,7 @@ DEFAULTS: dict[str, Any] = {
     "OWNER_MODEL": None,
     # Which customer parameters come from which owner attributes:
     # {"email": "billing_email", "address[city]": "city", "metadata[org_id]": "pk",
-    #  "name": "get_full_name", "description": callable}. See owners.py.
+    #  "name": "get_full_name", "description": callable}. See owner/mapping.py.
     "OWNER_FIELDS": {},
     # Mapped parameters Stripe may change too (the Billing Portal, the dashboard):
     # written back to the owner when a webhook or pull brings them ("address"

@@ -117,7 +117,7 @@ class Customer(models.Model):
             on_delete=models.SET_NULL,
             related_name="customersync_customers",
         )
-    # The owner's mapped values as last applied here (owners.py): an owner save
+    # The owner's mapped values as last applied here (owner/mapping.py): an owner save
     # sends only those that changed since, never undoes a change made in Stripe.
     owner_values = models.JSONField(_("values from the owner"), default=dict, blank=True, editable=False)
 

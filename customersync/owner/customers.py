@@ -1,6 +1,6 @@
 """Owners and their customers at run time: saves, creation once, bulk refresh, write-back.
 
-The mapping itself (what comes from where) is ``owners.Mapping``.
+The mapping itself (what comes from where) is ``owner.mapping.Mapping``.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..exceptions import APIError
 from ..models import Customer, PendingPush
-from ..owner import mapping as owners
+from ..owner import mapping as owner_mapping
 from ..stripe.client import StripeClient
 
 logger = logging.getLogger("customersync")
@@ -55,12 +55,12 @@ def owners_customer_in_stripe(customer: Customer, client: StripeClient) -> Searc
     """The Stripe customer an earlier run created for this customer's owner: found by Stripe's search
     on its ``metadata[customersync_owner]`` (the value quoted, never formatted in), and taken only
     when that metadata is the owner's identity exactly, whatever else the search answered."""
-    mapping = owners.mapping()
+    mapping = owner_mapping.mapping()
     owner_id = getattr(customer, "owner_id", None)
     if mapping is None or owner_id is None:
         return Search(None)
     identity = mapping.identity(owner_id)
-    answer = client.search_customers_by_metadata(owners.OWNER_METADATA_KEY, identity)
+    answer = client.search_customers_by_metadata(owner_mapping.OWNER_METADATA_KEY, identity)
     answered = answer.get("data")
     if not isinstance(answered, list):
         raise APIError(
@@ -74,9 +74,10 @@ def owners_customer_in_stripe(customer: Customer, client: StripeClient) -> Searc
     refused = ""
     if others:
         ids = ", ".join(_shown_id(c) for c in others[:5]) + (", ..." if len(others) > 5 else "")
+        key = owner_mapping.OWNER_METADATA_KEY
         refused = (
-            f"Not adopted: Stripe's search for metadata[{owners.OWNER_METADATA_KEY}] {identity[:200]!r} answered "
-            f"{len(others)} customer(s) whose metadata[{owners.OWNER_METADATA_KEY}] is not that ({ids})."
+            f"Not adopted: Stripe's search for metadata[{key}] {identity[:200]!r} answered "
+            f"{len(others)} customer(s) whose metadata[{key}] is not that ({ids})."
         )
         logger.warning("%s", refused)
     if len(theirs) > 1:

@@ -21,7 +21,7 @@ from django.utils import timezone
 from ..exceptions import LeaseLost, Unstorable
 from ..models import AttemptOutcome, Customer, PendingPush, PushAttempt, PushState
 from ..models.columns import column_errors
-from ..owner import mapping as owners
+from ..owner import mapping as owner_mapping
 from .lease import Lease
 from .outbox import schedule_push
 
@@ -60,7 +60,7 @@ def store(
             still_pending = _apply(customer, record, response, now, adopted=adopted)
             if errors := column_errors(customer):
                 raise Unstorable(customer.stripe_id or "", errors)  # rolled back: nothing of the answer kept
-            owners.write_back([customer], source="push")  # both-ways values Stripe's answer changed
+            owner_mapping.write_back([customer], source="push")  # both-ways values Stripe's answer changed
             customer.save_synced()
             if still_pending:
                 _owed_again(customer, now)
@@ -82,7 +82,7 @@ def _succeeded(attempt: PushAttempt, request_id: str, now: Any) -> None:
 def _apply(customer: Customer, record: PendingPush, response: dict[str, Any], now: Any, *, adopted: bool) -> bool:
     """Stripe's answer applied to ``customer`` (not saved); whether Stripe is still owed something."""
     customer.merge_remote(response, base=record.sent_state, at=now)
-    if adopted and (mapping := owners.mapping()) is not None:
+    if adopted and (mapping := owner_mapping.mapping()) is not None:
         mapping.apply(customer, customer.owner_values or {})  # the owner's values stay, to be pushed
     sent_once = record.sent_once or {}
     customer.pending_once = {

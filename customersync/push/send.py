@@ -59,8 +59,8 @@ from ..exceptions import (
     is_retryable,
 )
 from ..models import Account, AttemptOutcome, Customer, PendingPush, PushAttempt, PushLease, PushState, SyncStatus
-from ..owner import mapping as owners
-from ..stripe import rate_budget as ratelimit
+from ..owner import mapping as owner_mapping
+from ..stripe import rate_budget
 from ..stripe.client import StripeClient
 from . import answer_checks, ending
 from .confirm import store as _confirm  # the late answer's test calls it
@@ -134,7 +134,7 @@ def push(customer_pk: int, *, client: StripeClient | None = None, resume: str | 
     taken: Taken | PushResult | None = None
     try:
         platform = accounts.platform_of(found.account)  # read from settings once per push
-        limiter = ratelimit.budget(accounts.budget_name(found.account), platform.rate_limit)
+        limiter = rate_budget.budget(accounts.budget_name(found.account), platform.rate_limit)
         result, waiting = PushResult(Outcome.NOTHING), found.waiting
         for round_ in range(_MAX_ROUNDS):
             if round_ and lease.released:
@@ -283,7 +283,7 @@ def _take(customer_pk: int, lease: Lease, *, granted: bool = True) -> Taken | Pu
             )
         frozen = list(_FROZEN)
         owner_id = getattr(customer, "owner_id", None)
-        mapping = owners.mapping() if creating and owner_id is not None else None
+        mapping = owner_mapping.mapping() if creating and owner_id is not None else None
         if mapping is not None:
             # An owner's create goes under a key from the owner, the same from
             # every process; a new key only after an earlier create was given up.
@@ -376,7 +376,7 @@ def _send(taken: Taken, client: StripeClient | None, lease: Lease, limiter: Any)
         return PushResult(Outcome.SKIPPED)  # a late answer for a record no longer in flight
     logger.info("Pushed %s (%s): Stripe confirmed.", record.customer_id, stripe_id)
     if record.operation == "create" and signals.customer_created.has_listeners(Customer):
-        owner = getattr(stored, "owner", None) if owners.mapping() is not None else None
+        owner = getattr(stored, "owner", None) if owner_mapping.mapping() is not None else None
         signals.customer_created.send(
             sender=Customer, customer_pk=record.customer_id, stripe_id=stripe_id, owner=owner, found=adopted
         )

@@ -271,7 +271,7 @@ class BrokenBudget:
 
 def test_the_rate_budgets_store_away_is_retried_then_fails(stripe, monkeypatch, settings):
     customer = edited(stripe)
-    monkeypatch.setattr(send.ratelimit, "budget", lambda *args: BrokenBudget())
+    monkeypatch.setattr(send.rate_budget, "budget", lambda *args: BrokenBudget())
     for attempt in range(1, settings.CUSTOMERSYNC["MAX_RETRIES"] + 1):
         with pytest.raises(RetryLater) as info:
             sync.push(customer.pk)
@@ -399,7 +399,7 @@ class PausedAfterTheTake:
 def test_a_pause_that_begins_after_the_take_keeps_the_frozen_record_for_the_retry(stripe, monkeypatch):
     customer = edited(stripe)
     budget = PausedAfterTheTake()
-    monkeypatch.setattr(send.ratelimit, "budget", lambda *args: budget)
+    monkeypatch.setattr(send.rate_budget, "budget", lambda *args: budget)
     with pytest.raises(Paused):
         sync.push(customer.pk)
     assert stripe.requests == []

@@ -122,7 +122,7 @@ class EditingLimiter:
 
 def test_an_edit_saved_between_the_read_and_the_freeze_is_what_is_sent(stripe, monkeypatch):
     customer = edited(stripe)
-    monkeypatch.setattr(send.ratelimit, "budget", lambda *args: EditingLimiter(customer.pk))
+    monkeypatch.setattr(send.rate_budget, "budget", lambda *args: EditingLimiter(customer.pk))
     assert send.push(customer.pk).outcome is send.Outcome.PUSHED
     (sent,) = [r for r in stripe.requests if r.method == "POST"]
     assert sorted(sent.body.split(b"&")) == [b"email=z%40example.com", b"name=Bob"]  # frozen again, both
