@@ -38,7 +38,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # dj-stripe checks the key's shape; the fake server takes any sk_test_ key.
-BENCH_KEY = "sk_test_51BenchBenchBenchBenchBench00"
+BENCH_KEY = "sk_test_" + "bench" * 6
 # The database the bench creates and drops: a name of its own lets several checkouts run it at once.
 DB_NAME = os.environ.get("CUSTOMERSYNC_BENCH_DB", "customersync_bench")
 DJSTRIPE_DB = f"{DB_NAME}_djstripe"

