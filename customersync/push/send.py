@@ -44,6 +44,7 @@ from .. import accounts, signals
 from ..conf import app_settings
 from ..core.encoding import encode, flatten
 from ..core.params import TABLE
+from ..core.redaction import REDACTED
 from ..exceptions import (
     APIError,
     AuthenticationError,
@@ -64,14 +65,13 @@ from ..stripe import rate_budget
 from ..stripe.client import StripeClient
 from . import answer_checks, ending
 from .confirm import store as _confirm  # the late answer's test calls it
+from .ending import OPEN
 from .lease import Lease
 
 logger = logging.getLogger("customersync")
 
 # Rounds of push within one lease: picks up edits made during the previous request.
 _MAX_ROUNDS = 3
-OPEN = (PushState.PENDING, PushState.SENDING)
-REDACTED = "[redacted]"
 _FROZEN = ("state", "operation", "params", "body", "sent_state", "sent_once", "frozen_at")
 
 
