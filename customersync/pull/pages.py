@@ -39,7 +39,7 @@ from django.utils import timezone
 from .. import accounts, signals
 from ..accounts import stripe_client
 from ..conf import app_settings
-from ..exceptions import APIError, CustomerSyncError, Unstorable
+from ..exceptions import APIError, Unstorable
 from ..models import Account, Conflict, Customer, PullCursor, Resolution, SyncStatus
 from ..models.columns import column_errors
 from ..models.remote import customer_id_ok, customer_problems
@@ -107,7 +107,7 @@ def pull(
         max_items=limit,
         before_page=pacer.acquire if pacer else None,
     )
-    for data in _read_ahead(_readable(pages)):
+    for data in _read_ahead(pages):
         with transaction.atomic(using=using):
             store_page(data, stats, account=account)
             cursors.filter(name=cursor).update(starting_after=data[-1]["id"], pulled=F("pulled") + len(data))
@@ -128,17 +128,6 @@ def pull(
         )
     cursors.filter(name=cursor).delete()
     return stats
-
-
-def _readable(pages: Iterator[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
-    """``pages``, any error reading them said as the ``StripeError`` it stands for (its type only)."""
-    try:
-        yield from pages
-    except CustomerSyncError:
-        raise
-    except Exception as err:
-        logger.warning("Stripe's answer to a pull's page could not be read: %s", type(err).__name__)
-        raise APIError(f"Stripe's answer to a page of customers could not be read ({type(err).__name__}).") from None
 
 
 def _read_ahead(pages: Iterator[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
@@ -198,12 +187,7 @@ def pull_one(stripe_id: str, *, client: StripeClient | None = None, account: Any
     account = accounts.resolve(account)
     client = client or stripe_client(account)
     stats = PullStats()
-    try:
-        obj = client.retrieve_customer(stripe_id)
-    except CustomerSyncError:
-        raise
-    except Exception as err:  # whatever reading the answer raised: said as Stripe's error, never a crash
-        raise _unreadable(stripe_id, err) from None
+    obj = client.retrieve_customer(stripe_id)  # the client raises only StripeError, whatever the answer
     answered = obj.get("id")
     if answered != stripe_id:
         # Never stored under the customer asked for, nor over the one it names.
@@ -222,14 +206,6 @@ def pull_one(stripe_id: str, *, client: StripeClient | None = None, account: Any
     if found is None:  # Stripe says it was deleted, and it was never mirrored here
         raise Unstorable(stripe_id, {"deleted": ["Stripe says this customer was deleted; there is nothing to store."]})
     return found
-
-
-def _unreadable(stripe_id: str, err: Exception) -> APIError:
-    """An error the client let through, as the ``StripeError`` it stands for (its type, never its text)."""
-    logger.warning("Stripe's answer to a refresh of %s could not be read: %s", stripe_id, type(err).__name__)
-    return APIError(
-        f"Stripe's answer to the refresh of {stripe_id} could not be read ({type(err).__name__}).", should_retry=False
-    )
 
 
 def store_page(
