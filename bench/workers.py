@@ -38,23 +38,13 @@ import tempfile
 import time
 from urllib.parse import urlsplit, urlunsplit
 
+from tests.private_services import free_port
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 API_KEY = "sk_test_bench_workers"
 # As the README recommends: a thread pool sharing Django's connection pool (the demo's
 # settings), one push reserved at a time.
 RECOMMENDED = {"workers": 1, "pool": "threads", "concurrency": 8, "env": {}}
-
-
-def _free_port(start: int = 21000, stop: int = 32000) -> int:
-    """A free loopback port below 32768 (outside the kernel's ephemeral range)."""
-    for port in range(start + os.getpid() % 1000, stop):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port")
 
 
 class FakeServer:
@@ -63,7 +53,7 @@ class FakeServer:
     def __init__(self) -> None:
         import requests
 
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "customersync.testing", "--port", str(self.port), "--quiet", "--api-key", API_KEY],
