@@ -13,7 +13,8 @@ Each lives in the module of its job (the layout in the README):
 from __future__ import annotations
 
 from .exceptions import Busy, Paused, RetryLater
-from .owner.customers import OwnerSyncResult, check_owner, for_owner, get_or_create_for, sync_from_owners
+from .owner.customers import OwnerSyncResult, check_owner, for_owner, get_or_create_for, sync_from_owners, unsent
+from .owner.related import check_related
 from .pull.pages import PullStats, pull, pull_one
 from .push.outbox import drain, mark_for_push, publisher, record_change, request_push, sweep
 from .push.send import Outcome, PushResult, loggable, push, redact
@@ -28,6 +29,7 @@ __all__ = [
     "PushResult",
     "RetryLater",
     "check_owner",
+    "check_related",
     "drain",
     "for_owner",
     "get_or_create_for",
@@ -43,4 +45,5 @@ __all__ = [
     "request_push",
     "sweep",
     "sync_from_owners",
+    "unsent",
 ]

@@ -172,7 +172,7 @@ def check_owner(app_configs: Any = None, **kwargs: Any) -> list:
     from django.apps import apps
 
     from ..exceptions import ConfigurationError
-    from ..owner.mapping import Mapping, parse_key
+    from ..owner.mapping import Mapping, parse_key, relation_path
 
     try:
         label = app_settings.get("OWNER_MODEL")
@@ -228,6 +228,18 @@ def check_owner(app_configs: Any = None, **kwargs: Any) -> list:
                     id="customersync.E023",
                 )
             )
+        elif isinstance(attr, str):
+            try:
+                relation_path(model, attr)
+            except ConfigurationError as err:
+                messages.append(
+                    Error(
+                        f"CUSTOMERSYNC['OWNER_FIELDS'][{key!r}] is {attr!r}, which passes through a "
+                        f"many-valued relation: {err}",
+                        hint="Map a path through foreign keys and one-to-one fields, or a method that picks one value.",
+                        id="customersync.E026",
+                    )
+                )
     if messages:
         return messages
     try:

@@ -53,16 +53,25 @@ def owner_pre_save(
     if found is None or (update_fields is not None and not found.touches(update_fields)):
         return
     using = using or router.db_for_write(sender, instance=instance)
-    planned = save.changes(found, instance, update_fields)
-    if planned is None:  # nothing remembered (no OwnerMixin): every value, against the customers'
-        values, fresh = found.values(instance), save.current(instance, update_fields)
-    else:
-        values, fresh = planned
-        if not values:
-            return  # nothing mapped changed: the owner's own UPDATE alone
-        save.check(found, values)  # before any query
+    values, fresh = _saved_values(found, instance, update_fields)
+    if not values:
+        return  # nothing mapped changed: the owner's own UPDATE alone
     customers = _changed_customers(found, instance, _customers_of(instance.pk, using, lock=True), values)
     instance.__dict__[_PENDING] = (customers, fresh)
+
+
+def _saved_values(found: Mapping, instance: Any, update_fields: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The mapped values a save of the owner changes, checked (``ValidationError`` keyed by the
+    owner's fields), and their snapshots to remember once saved. With ``OwnerMixin``, those that
+    changed since the owner was loaded; without it, every value the save can change
+    (``Mapping.saved_by``), for comparing with its customers'."""
+    planned = save.changes(found, instance, update_fields)
+    if planned is None:  # nothing remembered (no OwnerMixin)
+        return found.values(instance, found.saved_by(update_fields)), save.current(instance, update_fields)
+    values, fresh = planned
+    if values:
+        save.check(found, values)  # before any query
+    return values, fresh
 
 
 def _customers_of(owner_pk: Any, using: str | None, lock: bool = False) -> list[Customer]:
@@ -127,7 +136,30 @@ def check_owner(owner: Any) -> None:
     found = _require()
     if owner.pk is None:
         return
-    _changed_customers(found, owner, _customers_of(owner.pk, None))
+    values, _ = _saved_values(found, owner, None)
+    if values:
+        _changed_customers(found, owner, _customers_of(owner.pk, None), values)
+
+
+def unsent(owner: Any) -> dict[str, list[str]]:
+    """The owner's mapped values that differ from what its customers last had applied and that
+    Stripe would refuse, as ``{parameter: messages}``: held somewhere a save did not check (a
+    ``QuerySet.update()``, a raw write), they are not sent, and no save that leaves them alone is
+    refused for them. Reads the owner's customers and the relations its paths pass through."""
+    found = _require()
+    if owner.pk is None:
+        return {}
+    values = found.values(owner)
+    out: dict[str, list[str]] = {}
+    for customer in _customers_of(owner.pk, None):
+        changed = found.changed(customer.owner_values or {}, values)
+        for key in changed:
+            error = save.problems(found, {key: changed[key]})
+            if error is not None:
+                for messages in error.message_dict.values():
+                    out.setdefault(key, [])
+                    out[key].extend(m for m in messages if m not in out[key])
+    return out
 
 
 @dataclass

@@ -28,6 +28,15 @@ values with the owner's as it was loaded first: one that changes none reads no
 customer, and only the changed values are checked and compared with
 ``owner_values`` (``owner_save``).
 
+A dotted path passes through relations the site's models hold (``Hop``): a
+foreign key or one-to-one field, or the reverse side of a one-to-one field.
+Each model on the way is watched (``owner.related``): its save sends the change
+to the owners it reaches. An owner's save sends such a value only when it
+changes the owner's own key into the path (a foreign key set to another row);
+a path entered by the reverse side of a one-to-one field is the related
+model's to send. A path through a many-valued relation has no one value and
+is refused (``ConfigurationError``; the system check names it).
+
 ``OWNER_BOTH_WAYS`` names mapped parameters Stripe may change too: when a
 webhook or pull brings a new value, it is written to the owner's field with
 ``QuerySet.update()`` (no signals, so nothing is pushed back). Each value is
@@ -79,6 +88,20 @@ def parse_key(key: str) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
+class Hop:
+    """One relation a dotted path passes through, from the model before it to ``model``."""
+
+    model: type[models.Model]  # the model reached
+    name: str  # the attribute of the model before (the path's part)
+    query: str  # its lookup name from the model before
+    # Which side holds the key: the model reached (the reverse side of a one-to-one
+    # field) or the model before (a foreign key or one-to-one field).
+    reverse: bool
+    key: str  # the field holding the key, on the side that holds it
+    attname: str  # that field's attribute (``team_id``)
+
+
+@dataclass(frozen=True)
 class Source:
     """One mapped parameter: where its value comes from on the owner."""
 
@@ -90,19 +113,54 @@ class Source:
     # The owner's field that holds the value (errors go there; both-ways writes
     # go there); None for a callable, a property or a path through a relation.
     field: str | None
+    # A dotted path through relations: the relations, then the attribute read on the
+    # last model reached (``tail``), and its field when it is one (``tail_field``).
+    hops: tuple[Hop, ...] = ()
+    tail: str | None = None
+    tail_field: str | None = None
+
+    @property
+    def computed(self) -> bool:
+        """A method, property or callable (or a dotted path through what is no relation):
+        its value may come from any of the owner's fields."""
+        return self.field is None and not self.hops
+
+    @property
+    def owner_key(self) -> Hop | None:
+        """The relation whose key the owner holds, when the path starts with one: an owner
+        save changes the path's value by setting it."""
+        return self.hops[0] if self.hops and not self.hops[0].reverse else None
+
+    @property
+    def describe(self) -> str:
+        """Where the value comes from, as a message names it."""
+        if callable(self.attr):
+            return getattr(self.attr, "__name__", "a callable")
+        return self.attr
 
     def read(self, owner: Any) -> Any:
         if callable(self.attr):
-            value = self.attr(owner)
-        else:
-            value = owner
-            for part in self.attr.split("."):
-                value = getattr(value, part, None)
-                if value is None:
-                    break
-            if callable(value) and not isinstance(value, models.Model):
-                value = value()
+            return self.clean(self.attr(owner))
+        return self.read_from(owner, self.attr.split("."))
+
+    def read_from(self, obj: Any, parts: Iterable[str]) -> Any:
+        """The value found by following ``parts`` from ``obj`` (a method at the end is called)."""
+        value = obj
+        for part in parts:
+            value = getattr(value, part, None)
+            if value is None:
+                break
+        if callable(value) and not isinstance(value, models.Model):
+            value = value()
         return self.clean(value)
+
+    def read_related(self, obj: Any, index: int) -> Any:
+        """The value as seen from ``obj``, the object the path reaches at hop ``index``."""
+        return self.read_from(obj, [*(hop.name for hop in self.hops[index + 1 :]), self.tail or ""])
+
+    def lookup(self, index: int) -> str:
+        """The owner model's lookup of the object at hop ``index`` (``profile``, ``contact__address``)."""
+        return "__".join(hop.query for hop in self.hops[: index + 1])
 
     def same(self, a: Any, b: Any) -> bool:
         """Whether two values of this source are the same to Stripe."""
@@ -134,6 +192,7 @@ class Mapping:
                 raise ConfigurationError(
                     f"CUSTOMERSYNC['OWNER_FIELDS'] maps {key!r}, which is not a customer parameter that is mirrored."
                 )
+            hops, tail = relation_path(model, attr) if isinstance(attr, str) else ((), None)
             sources.append(
                 Source(
                     key=key,
@@ -142,19 +201,43 @@ class Mapping:
                     attr=attr,
                     both_ways=key in both or path[0] in both,
                     field=_owner_field(model, attr),
+                    hops=hops,
+                    tail=tail,
+                    tail_field=_concrete_field(hops[-1].model, tail) if hops and tail else None,
                 )
             )
         self.sources: tuple[Source, ...] = tuple(sources)
         self.by_key: dict[str, Source] = {s.key: s for s in self.sources}
         self.both_ways = tuple(s for s in self.sources if s.both_ways)
+        # The models the paths pass through, each with the sources and the hop reaching it.
+        self.related: dict[type[models.Model], tuple[tuple[Source, int], ...]] = {}
+        for source in self.sources:
+            for index, hop in enumerate(source.hops):
+                self.related[hop.model] = (*self.related.get(hop.model, ()), (source, index))
+
+    def saved_by(self, update_fields: Iterable[str] | None) -> tuple[Source, ...]:
+        """The sources an owner save (of only ``update_fields``, when given) can change: its fields,
+        its methods and properties, and paths starting with a key it holds. A path entered by the
+        reverse side of a one-to-one field changes with the related model's saves, never the owner's."""
+        names = None if update_fields is None else set(update_fields)
+        kept = []
+        for s in self.sources:
+            if s.computed:
+                kept.append(s)
+            elif s.field is not None:
+                if names is None or s.field in names:
+                    kept.append(s)
+            elif s.owner_key is not None and (names is None or s.owner_key.key in names):
+                kept.append(s)
+        return tuple(kept)
 
     def touches(self, update_fields: Iterable[str]) -> bool:
         """Whether a save of only ``update_fields`` can change a mapped value."""
-        names = set(update_fields)
-        return any(s.field is None or s.field in names for s in self.sources)
+        return bool(self.saved_by(update_fields))
 
-    def values(self, owner: Any) -> dict[str, Any]:
-        return {s.key: s.read(owner) for s in self.sources}
+    def values(self, owner: Any, sources: Iterable[Source] | None = None) -> dict[str, Any]:
+        """The owner's mapped values (of ``sources`` only, when given)."""
+        return {s.key: s.read(owner) for s in (self.sources if sources is None else sources)}
 
     def changed(self, base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
         """The values (of those given) that differ from ``base`` (the ones last applied)."""
@@ -187,21 +270,37 @@ class Mapping:
         return [*dict.fromkeys(self.by_key[key].path[0] for key in keys), "owner_values"]
 
     def owner_errors(self, error: ValidationError) -> ValidationError:
-        """A customer's ``ValidationError`` (keyed by Stripe params) keyed by the owner's fields."""
+        """A customer's ``ValidationError`` (keyed by Stripe params) keyed by the owner's fields: the
+        field holding the value, the key starting a path through relations, or, for a method or
+        property, a non-field error naming the parameter and the source."""
+        return self._errors(error, lambda s: s.field or (s.owner_key.key if s.owner_key else None))
+
+    def related_errors(self, error: ValidationError, model: type[models.Model]) -> ValidationError:
+        """A customer's ``ValidationError`` keyed by the fields of ``model``, a model a path passes
+        through: the field the path reads there, or a non-field error naming the parameter and the source."""
+        return self._errors(error, lambda s: s.tail_field if s.hops and s.hops[-1].model is model else None)
+
+    def _errors(self, error: ValidationError, holder: Callable[[Source], str | None]) -> ValidationError:
         out: dict[str, list[str]] = {}
         for param, messages in error.message_dict.items():
-            field = self.field_for_param(param)
-            label = f"Stripe's {param}"
-            out.setdefault(field or NON_FIELD_ERRORS, []).extend(
-                f"{message} ({label})" if field is None else message for message in messages
-            )
+            source = self.source_for_param(param)
+            field = holder(source) if source is not None else None
+            if field is not None:
+                out.setdefault(field, []).extend(messages)
+                continue
+            label = f"Stripe's {param}" + (f", from {source.describe}" if source is not None else "")
+            out.setdefault(NON_FIELD_ERRORS, []).extend(f"{message} ({label})" for message in messages)
         return ValidationError(out)
 
-    def field_for_param(self, param: str) -> str | None:
+    def source_for_param(self, param: str) -> Source | None:
         for s in self.sources:
             if s.key == param or s.key.startswith(param + "[") or param.startswith(s.key + "["):
-                return s.field
+                return s
         return None
+
+    def field_for_param(self, param: str) -> str | None:
+        source = self.source_for_param(param)
+        return source.field if source is not None else None
 
     def from_stripe(self, customer: Any, refused: list[Refused] | None = None) -> dict[str, Any]:
         """Both-ways values Stripe changed, as ``{owner_field: value}``; records them as applied.
@@ -254,6 +353,52 @@ def _param_for(path: tuple[str, ...]) -> Param | None:
                 return None  # metadata[key], one level
             return param
     return None
+
+
+def relation_path(model: type[models.Model], attr: str) -> tuple[tuple[Hop, ...], str | None]:
+    """The relations a dotted path passes through and the attribute it reads after them;
+    ``((), None)`` when it is no path through relations (a computed value). Raises
+    ``ConfigurationError`` for a many-valued relation (a reverse foreign key, a many-to-many)."""
+    parts = attr.split(".")
+    if len(parts) < 2 or parts[0] == "pk":
+        return (), None
+    hops: list[Hop] = []
+    current = model
+    for part in parts[:-1]:
+        hop = _hop(current, part)
+        if hop is None:
+            return (), None
+        hops.append(hop)
+        current = hop.model
+    return tuple(hops), parts[-1]
+
+
+def _hop(model: type[models.Model], name: str) -> Hop | None:
+    for field in model._meta.get_fields(include_hidden=True):
+        if not field.is_relation:
+            continue
+        rel = isinstance(field, models.ForeignObjectRel)
+        accessor = field.get_accessor_name() if rel else field.name
+        if accessor != name:
+            continue
+        if field.many_to_many or field.one_to_many:
+            raise ConfigurationError(
+                f"{model._meta.label}.{name} is a many-valued relation: a customer's parameter takes one value."
+            )
+        if isinstance(field, models.OneToOneRel):
+            return Hop(field.related_model, name, field.name, True, field.field.name, field.field.attname)
+        if isinstance(field, models.ForeignKey):
+            return Hop(field.related_model, name, field.name, False, field.name, field.attname)
+        return None  # a generic or composite relation: read as a computed value
+    return None
+
+
+def _concrete_field(model: type[models.Model], name: str) -> str | None:
+    try:
+        field = model._meta.get_field(name)
+    except FieldDoesNotExist:
+        return None
+    return field.name if field.concrete and not field.is_relation else None
 
 
 def _owner_field(model: type[models.Model], attr: Any) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.core.signals import setting_changed
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save, pre_save
 
@@ -18,6 +19,7 @@ from ..conf import app_settings, owner_model_label
 from ..exceptions import StripeError
 from ..models import Customer
 from ..push.outbox import record_change
+from . import related
 from .customers import owner_post_save, owner_pre_save
 
 logger = logging.getLogger("customersync")
@@ -49,3 +51,11 @@ def connect() -> None:
         # "app_label.Model" sender, resolved once the site's app is loaded.
         pre_save.connect(owner_pre_save, sender=owner, dispatch_uid="customersync.owner_pre_save")
         post_save.connect(owner_post_save, sender=owner, dispatch_uid="customersync.owner_post_save")
+        # The models its mapped paths pass through: their saves send what they change.
+        related.connect()
+        setting_changed.connect(_settings_changed, dispatch_uid="customersync.related.connect")
+
+
+def _settings_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting == "CUSTOMERSYNC":
+        related.connect()

@@ -32,21 +32,23 @@ from .mapping import Mapping, Source, mapping
 LOADED = "_customersync_loaded"
 
 
-def _watched(found: Mapping) -> tuple[tuple[tuple[str, str], ...], tuple[Source, ...], tuple[Source, ...]]:
-    """The mapping's sources by how a save finds whether they changed: fields (their attribute is
-    remembered), methods, properties and callables (their value is remembered), paths through a
-    relation (read at each save: remembering them would load the relation with every owner)."""
+def _watched(found: Mapping) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[Source, str], ...], tuple[Source, ...]]:
+    """The sources an owner save can change, by how it finds whether they did: fields (their
+    attribute is remembered), paths starting with a key the owner holds (the key's attribute is
+    remembered: the path's value changes with it, or with the related model's own saves), and
+    methods, properties and callables (their value is remembered). A path entered by the reverse
+    side of a one-to-one field is the related model's to send (``owner.related``)."""
     found_watch = _watch.get(found)
     if found_watch is None:
-        fields, computed, always = [], [], []
+        fields, keyed, computed = [], [], []
         for source in found.sources:
             if source.field is not None:
                 fields.append((source.key, found.model._meta.get_field(source.field).attname))
-            elif isinstance(source.attr, str) and "." in source.attr:
-                always.append(source)
-            else:
+            elif source.owner_key is not None:
+                keyed.append((source, source.owner_key.attname))
+            elif source.computed:
                 computed.append(source)
-        found_watch = _watch[found] = (tuple(fields), tuple(computed), tuple(always))
+        found_watch = _watch[found] = (tuple(fields), tuple(keyed), tuple(computed))
     return found_watch
 
 
@@ -68,10 +70,13 @@ def current(instance: Any, fields: Any = None) -> dict[str, Any] | None:
     if found is None:
         return None
     data = instance.__dict__
-    by_field, computed, _ = _watched(found)
+    by_field, keyed, computed = _watched(found)
     now = {
         key: snapshot.of(data[name]) for key, name in by_field if name in data and (fields is None or name in fields)
     }
+    for source, name in keyed:
+        if name in data and (fields is None or source.owner_key.key in fields or name in fields):
+            now[source.key] = snapshot.of(data[name])
     # Methods and callables may read any field: only a whole save or load makes their values "as saved".
     if computed and fields is None and all(f.attname in data for f in instance._meta.concrete_fields):
         for source in computed:
@@ -113,7 +118,7 @@ def changes(found: Mapping, instance: Any, update_fields: Any) -> tuple[dict[str
     if loaded is None or _remembers(instance) is None:
         return None
     data = instance.__dict__
-    by_field, computed, always = _watched(found)
+    by_field, keyed, computed = _watched(found)
     changed: dict[str, Any] = {}
     fresh: dict[str, Any] = {}
     for key, name in by_field:
@@ -123,13 +128,18 @@ def changes(found: Mapping, instance: Any, update_fields: Any) -> tuple[dict[str
         if key in loaded and _same(loaded[key], now):
             continue
         changed[key], fresh[key] = found.by_key[key].read(instance), now
+    for source, name in keyed:
+        if name not in data or (update_fields is not None and source.owner_key.key not in update_fields):
+            continue
+        now = snapshot.of(data[name])
+        if source.key in loaded and _same(loaded[source.key], now):
+            continue  # the same related row: its own saves send its changes
+        changed[source.key], fresh[source.key] = source.read(instance), now
     for source in computed:
         value = source.read(instance)
         now = snapshot.of(value)
         if source.key not in loaded or not _same(loaded[source.key], now):
             changed[source.key], fresh[source.key] = value, now
-    for source in always:
-        changed[source.key] = source.read(instance)
     return changed, fresh
 
 
@@ -153,10 +163,10 @@ def one_transaction(instance: Any, using: str | None, update_fields: Any) -> Abs
     return transaction.atomic(using=using)
 
 
-def check(found: Mapping, values: dict[str, Any]) -> None:
-    """Raise ``ValidationError`` keyed by the owner's fields for a value Stripe would refuse, checking
+def problems(found: Mapping, values: dict[str, Any]) -> ValidationError | None:
+    """The ``ValidationError`` (keyed by Stripe params) of the values Stripe would refuse, checking
     ``values`` alone, applied to a scratch customer (no Stripe id, every other field at its default):
-    the checks ``validate_for_stripe`` runs, on the fields they change."""
+    the checks ``validate_for_stripe`` runs, on the fields they change; None when all would do."""
     customer = Customer.__new__(Customer)
     if not _template:
         _template.update(Customer().__dict__)
@@ -170,8 +180,15 @@ def check(found: Mapping, values: dict[str, Any]) -> None:
         for param, messages in errors.items()
         if any(param == key or key.startswith(param + "[") or param.startswith(key + "[") for key in values)
     }
-    if errors:
-        raise found.owner_errors(ValidationError(errors))
+    return ValidationError(errors) if errors else None
+
+
+def check(found: Mapping, values: dict[str, Any]) -> None:
+    """Raise ``ValidationError`` keyed by the owner's fields for a value of ``values`` Stripe would
+    refuse (``problems``)."""
+    error = problems(found, values)
+    if error is not None:
+        raise found.owner_errors(error)
 
 
 _template: dict[str, Any] = {}
