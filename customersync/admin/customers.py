@@ -30,7 +30,7 @@ from .forms import CustomerForm, form_fields, model_params
 logger = logging.getLogger("customersync")
 
 # The customer's owner, read-only, first on the page (with CUSTOMERSYNC["OWNER_MODEL"]).
-_OWNER_ROW = ("owner_link",) if any(f.name == "owner" for f in Customer._meta.get_fields()) else ()
+_OWNER_ROW = ("owner_link", "owner_unsent") if any(f.name == "owner" for f in Customer._meta.get_fields()) else ()
 
 SECTION_TITLES = {
     "contact": _("Contact"),
@@ -113,6 +113,7 @@ class CustomerAdmin(admin.ModelAdmin):
         "sync_history",
         "conflicts_list",
         "owner_link",
+        "owner_unsent",
     )
 
     def get_form(self, request: HttpRequest, obj: Customer | None = None, change: bool = False, **kwargs):
@@ -293,6 +294,12 @@ class CustomerAdmin(admin.ModelAdmin):
     def owner_link(self, obj: Customer) -> str:
         """The site's object the customer belongs to, linked to its page when this admin site registers it."""
         return display.admin_link(getattr(obj, "owner", None), self.admin_site)
+
+    @admin.display(description=_("owner's values not sent"))
+    def owner_unsent(self, obj: Customer) -> str:
+        """The owner's mapped values Stripe would refuse, which no save sends until they are fixed."""
+        owner = getattr(obj, "owner", None)
+        return (display.unsent(sync.unsent(owner)) or "-") if owner is not None else "-"
 
     @admin.display(description=_("sync status"), ordering="sync_status")
     def sync_badge(self, obj: Customer) -> str:

@@ -235,3 +235,10 @@ def admin_link(obj: models.Model | None, admin_site: AdminSite, text: Any = None
 def shown(value: Any, empty: Any) -> Any:
     """A value as an operator reads it (lists and objects as text, never JSON)."""
     return readable(value, empty)
+
+
+def unsent(problems: dict[str, list[str]]) -> str:
+    """The owner's mapped values not sent, each with why Stripe would refuse it."""
+    return format_html_join(
+        mark_safe("<br>"), "{}: {}", ((key, " ".join(messages)) for key, messages in sorted(problems.items()))
+    )

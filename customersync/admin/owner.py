@@ -16,9 +16,13 @@ An admin::
 A value Stripe would refuse is a form error on the owner's field (nothing is
 saved, nothing queued) instead of the ``ValidationError`` an owner save raises.
 The admin adds a read-only "Stripe customer" section to the owner's page: the
-customer's sync status, its last error, what the next push sends and a link to
-the customer's page; and when Stripe refused the last push because of a value
-that comes from one of the owner's fields, its answer is shown on that field.
+customer's sync status, its last error, what the next push sends, the mapped
+values not sent because Stripe would refuse them (written where no save checked
+them) and a link to the customer's page; and when Stripe refused the last push
+because of a value that comes from one of the owner's fields, its answer is
+shown on that field. The forms of the page's inlines whose model a mapped path
+passes through (the owner's profile) check Stripe's rules too: a refused value
+is an error on the inline's field.
 """
 
 from __future__ import annotations
@@ -34,12 +38,19 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from ..models import Customer, SyncStatus
-from ..owner.customers import check_owner, for_owner
+from ..owner.customers import check_owner, for_owner, unsent
 from ..owner.mapping import mapping
+from ..owner.related import check_related
 from . import display
 
 # The read-only fields of the "Stripe customer" section (methods of OwnerAdminMixin).
-PANEL_FIELDS = ("customersync_status", "customersync_error", "customersync_pending", "customersync_customer")
+PANEL_FIELDS = (
+    "customersync_status",
+    "customersync_error",
+    "customersync_pending",
+    "customersync_unsent",
+    "customersync_customer",
+)
 # Which parts of the last error the section shows.
 PANEL_ERROR_KEYS = ("message", "code", "param")
 
@@ -67,12 +78,14 @@ def stripe_refusal(customer: Customer | None) -> dict[str, Any] | None:
 
 
 class OwnerFormMixin:
-    """For the site's own ``ModelForm`` of the owner model: Stripe's rules as form errors.
+    """For the site's own ``ModelForm`` of the owner model, or of a model a mapped path passes
+    through (a profile): Stripe's rules as form errors.
 
-    After the model's validation, ``check_owner`` runs on the instance the form
-    built; each message goes on the form's field of that name, or, when the
-    form does not have it, to the form's non-field errors (named by the
-    model field's label). ``is_valid()`` is then False and the view saves nothing.
+    After the model's validation, ``check_owner`` (or ``check_related``) runs on
+    the instance the form built; each message goes on the form's field of that
+    name, or, when the form does not have it, to the form's non-field errors
+    (named by the model field's label). ``is_valid()`` is then False and the
+    view saves nothing.
     """
 
     instance: Any
@@ -80,8 +93,14 @@ class OwnerFormMixin:
 
     def _post_clean(self) -> None:
         super()._post_clean()
+        found = mapping()
+        if found is None:
+            return
         try:
-            check_owner(self.instance)
+            if isinstance(self.instance, found.model):
+                check_owner(self.instance)
+            else:
+                check_related(self.instance)  # a model a mapped path passes through
         except ValidationError as err:
             for name, messages in err.message_dict.items():
                 if name in self.fields:
@@ -130,6 +149,17 @@ class OwnerAdminMixin:
         form = super().get_form(request, obj, change=change, **kwargs)
         return type(form.__name__, (_OwnerAdminForm, form), {"__module__": form.__module__})
 
+    def get_formsets_with_inlines(self, request: HttpRequest, obj: Any = None) -> Any:
+        """The inlines' formsets; the forms of an inline whose model a mapped path passes through
+        (the owner's profile) check Stripe's rules as the owner's form does."""
+        found = mapping()
+        for formset, inline in super().get_formsets_with_inlines(request, obj):
+            if found is not None and inline.model in found.related and not issubclass(formset.form, OwnerFormMixin):
+                form = formset.form
+                checked = type(form.__name__, (OwnerFormMixin, form), {"__module__": form.__module__})
+                formset = type(formset.__name__, (formset,), {"form": checked, "__module__": formset.__module__})
+            yield formset, inline
+
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         fields = tuple(super().get_readonly_fields(request, obj))
         if obj is None:
@@ -177,6 +207,12 @@ class OwnerAdminMixin:
         if not customer.needs_push():
             return str(_("Nothing to send."))
         return display.pending_changes(customer, redacted=True)
+
+    @admin.display(description=_("not sent"))
+    def customersync_unsent(self, obj: Any) -> str:
+        if customer_of(obj) is None:
+            return "-"
+        return display.unsent(unsent(obj)) or "-"
 
     @admin.display(description=_("customer"))
     def customersync_customer(self, obj: Any) -> str:
