@@ -13,6 +13,10 @@ from customersync.testing import FakeStripeServer
 from project.celery import app as celery_app
 from tests.support import REPO, Worker, wait_for_tasks  # noqa: F401  (wait_for_tasks: for the tests)
 
+# The tests of an owner whose details live on related models need that site (``tests.teamapp``):
+# ``tests/owner/test_owner_setups.py`` runs them with CUSTOMERSYNC_TEST_OWNER=team.
+collect_ignore = [] if settings.OWNER == "team" else ["teamsite"]
+
 
 @pytest.fixture(scope="session")
 def fake_stripe_server():

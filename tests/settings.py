@@ -18,8 +18,9 @@ as on a machine whose clock is wrong).
 ``CUSTOMERSYNC_TEST_OWNER`` picks the site's owner model: ``organization`` (the
 default: ``tests.ownerapp.Organization``), ``user`` (a custom user model,
 ``tests.useraccounts.User``), ``uuid`` or ``code`` (an organization whose primary
-key is a UUID, or a string: ``tests.keyowners``) or ``none`` (no owner link, as a
-site without the setting has it).
+key is a UUID, or a string: ``tests.keyowners``), ``team`` (a team whose billing
+details live on related models: ``tests.teamapp``) or ``none`` (no owner link, as
+a site without the setting has it).
 """
 
 import datetime
@@ -54,6 +55,8 @@ elif OWNER == "organization":
     INSTALLED_APPS.insert(0, "tests.ownerapp")
 elif OWNER in KEY_OWNERS:
     INSTALLED_APPS.insert(0, "tests.keyowners")
+elif OWNER == "team":
+    INSTALLED_APPS.insert(0, "tests.teamapp")
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -134,6 +137,17 @@ if OWNER == "organization" or OWNER in KEY_OWNERS:
         "metadata[org_id]": "pk",
     }
     CUSTOMERSYNC["OWNER_BOTH_WAYS"] = ["address", "phone"]
+elif OWNER == "team":
+    CUSTOMERSYNC["OWNER_MODEL"] = "teamapp.Team"
+    CUSTOMERSYNC["OWNER_FIELDS"] = {
+        "name": "customer_name",
+        "email": "profile.billing_email",
+        "phone": "billing_contact.phone",
+        **_ADDRESS,
+        "metadata[plan]": "plan_label",
+        "metadata[team_id]": "pk",
+    }
+    CUSTOMERSYNC["OWNER_BOTH_WAYS"] = ["address"]
 elif OWNER == "user":
     CUSTOMERSYNC["OWNER_MODEL"] = AUTH_USER_MODEL
     CUSTOMERSYNC["OWNER_FIELDS"] = {
