@@ -4,7 +4,8 @@ The suite runs with an organization as the owner model. The owner tests
 run again here, in a pytest of their own, with a custom user model as the
 owner (``CUSTOMERSYNC_TEST_OWNER=user``: other tables, so another test
 database), and with organizations keyed by a UUID and by a string
-(``uuid``, ``code``) on PostgreSQL and SQLite; and a site with no owner
+(``uuid``, ``code``) on PostgreSQL and SQLite; a team whose billing details live
+on a profile and a contact (``team``) on both too; and a site with no owner
 model at all keeps working.
 """
 
@@ -136,6 +137,16 @@ def test_owner_tests_pass_with_an_owner_keyed_by_a_uuid_or_a_string_on_each_data
     results = run_each(runs, owner, urls)
     for url, result in zip(urls, results, strict=True):
         assert passed(result) >= 100, url
+
+
+def test_an_owner_whose_details_live_on_related_models_on_each_database(tmp_path):
+    """The team site (``tests/teamsite``): a profile's save, a contact's, the checks, a real worker
+    and the admin's inline in a browser, on the session's database and SQLite."""
+    urls = databases(tmp_path)
+    runs = [[*pytest_args(url.startswith("sqlite")), "tests/teamsite"] for url in urls]
+    results = run_each(runs, "team", urls)
+    for url, result in zip(urls, results, strict=True):
+        assert passed(result) >= 13, url
 
 
 def test_without_an_owner_model_the_app_works_as_before():

@@ -146,3 +146,15 @@ def test_a_profile_save_rolled_back_sends_nothing(stripe, team):
         raise RuntimeError
     assert not PendingPush.objects.filter(state=PushState.PENDING).exists()
     assert Customer.objects.get(owner=team).email == "billing@acme.test"
+
+
+def test_a_path_through_a_many_valued_relation_fails_the_check_naming_the_setting(settings):
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    settings.CUSTOMERSYNC = {**settings.CUSTOMERSYNC, "OWNER_FIELDS": {"email": "members.email"}}
+    with pytest.raises(SystemCheckError) as raised:
+        call_command("check")
+    assert "customersync.E026" in str(raised.value)
+    assert "CUSTOMERSYNC['OWNER_FIELDS']['email'] is 'members.email'" in str(raised.value)
+    assert "teamapp.Team.members is a many-valued relation" in str(raised.value)
