@@ -158,3 +158,15 @@ def test_a_path_through_a_many_valued_relation_fails_the_check_naming_the_settin
     assert "customersync.E026" in str(raised.value)
     assert "CUSTOMERSYNC['OWNER_FIELDS']['email'] is 'members.email'" in str(raised.value)
     assert "teamapp.Team.members is a many-valued relation" in str(raised.value)
+
+
+def test_the_owners_and_the_customers_pages_show_a_value_not_sent(stripe, team, admin_client):
+    TeamProfile.objects.filter(team=team).update(billing_email="not an email")
+    customer = sync.for_owner(team)
+    for url in (f"/admin/teamapp/team/{team.pk}/change/", f"/admin/customersync/customer/{customer.pk}/change/"):
+        page = admin_client.get(url)
+        assert page.status_code == 200
+        assert "email: Enter a valid email address, like ann@example.com." in page.content.decode(), url
+    TeamProfile.objects.filter(team=team).update(billing_email="billing@acme.test")
+    page = admin_client.get(f"/admin/teamapp/team/{team.pk}/change/").content.decode()
+    assert "Enter a valid email address" not in page
