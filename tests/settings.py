@@ -143,6 +143,7 @@ elif OWNER == "team":
         "name": "customer_name",
         "email": "profile.billing_email",
         "phone": "billing_contact.phone",
+        "metadata[region]": "billing_contact.office.region",
         **_ADDRESS,
         "metadata[plan]": "plan_label",
         "metadata[team_id]": "pk",

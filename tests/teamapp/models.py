@@ -14,8 +14,13 @@ from django.db import models
 from customersync.owner_model import OwnerMixin
 
 
+class Office(models.Model):
+    region = models.CharField(max_length=40, blank=True)
+
+
 class Contact(models.Model):
     phone = models.CharField(max_length=40, blank=True)
+    office = models.ForeignKey(Office, null=True, blank=True, on_delete=models.SET_NULL)
 
 
 class Team(OwnerMixin, models.Model):

@@ -15,7 +15,7 @@ from django.db import transaction
 
 from customersync import sync
 from customersync.models import Customer, PendingPush, PushState
-from tests.teamapp.models import Contact, Team, TeamProfile
+from tests.teamapp.models import Contact, Office, Team, TeamProfile
 
 pytestmark = pytest.mark.django_db
 
@@ -27,11 +27,12 @@ def posts(stripe):
 @pytest.fixture
 def team(stripe):
     """A team with its profile and contact, its customer created in Stripe; the server's log emptied."""
-    contact = Contact.objects.create(phone="+33 1 00 00 00 00")
+    contact = Contact.objects.create(phone="+33 1 00 00 00 00", office=Office.objects.create(region="EMEA"))
     team = Team.objects.create(name="Acme", city="Paris", country="FR", billing_contact=contact)
     TeamProfile.objects.create(team=team, billing_email="billing@acme.test")
     customer = sync.get_or_create_for(Team.objects.get(pk=team.pk), wait=True)
     assert customer.email == "billing@acme.test" and customer.phone == "+33 1 00 00 00 00"
+    assert customer.metadata["region"] == "EMEA"
     stripe.clear_requests()
     return Team.objects.get(pk=team.pk)
 
@@ -119,10 +120,22 @@ def test_a_contacts_save_sends_the_phone_of_every_team_it_is_the_contact_of(stri
     assert sorted(r.body for r in posts(stripe)) == [b"phone=%2B33+6+00+00+00+00"] * 2
 
 
+def test_an_office_two_relations_away_sends_its_region_to_the_teams_it_reaches(stripe, team):
+    office = Office.objects.get(contact__pk=team.billing_contact_id)
+    office.region = "APAC"
+    office.save()
+    assert pushed(stripe, team) == [b"metadata[region]=APAC"]
+    stripe.clear_requests()
+    contact = Contact.objects.get(pk=team.billing_contact_id)
+    contact.office = Office.objects.create(region="LATAM")
+    contact.save()
+    assert pushed(stripe, team) == [b"metadata[region]=LATAM"]
+
+
 def test_a_team_given_another_contact_sends_its_phone_and_refuses_one_stripe_would(stripe, team):
     team.billing_contact = Contact.objects.create(phone="+44 20 0000 0000")
     team.save()
-    assert pushed(stripe, team) == [b"phone=%2B44+20+0000+0000"]
+    assert pushed(stripe, team) == [b"phone=%2B44+20+0000+0000&metadata[region]="]
     team.billing_contact = Contact.objects.create(phone="+33\x07")
     with pytest.raises(ValidationError) as raised:
         team.save()
