@@ -51,12 +51,14 @@ Modules:
 from .control import CONTROL_HEADER, control_headers
 from .events import Delivery, SignedEvent, sign_event
 from .handler import DEFAULT_API_VERSION, Headers, RecordedRequest, is_loopback_host
+from .rules import FakeStripeAPIError
 from .server import FakeStripeServer
 
 __all__ = [
     "CONTROL_HEADER",
     "DEFAULT_API_VERSION",
     "Delivery",
+    "FakeStripeAPIError",
     "FakeStripeServer",
     "Headers",
     "RecordedRequest",

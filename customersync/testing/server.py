@@ -409,7 +409,7 @@ class FakeStripeServer:
             return list(self._deliveries)
 
     def forward_to(self, url: str | None, secret: str | Iterable[str] = ()) -> None:
-        """Send each event given from now on to ``url``, signed with ``secret`` (a list while a
+        """Send each event given after this call to ``url``, signed with ``secret`` (a list while a
         secret is rolled: one ``v1`` each), before the change that gave it returns; ``None`` stops.
 
         What ``stripe listen --forward-to`` does, synchronously: a test reads the
@@ -422,7 +422,7 @@ class FakeStripeServer:
         secrets = (secret,) if isinstance(secret, str) else tuple(secret)
         if not secrets:
             raise ValueError("forward_to needs the webhook signing secret the site verifies with")
-        sign_event({}, secrets)  # refuses an empty or non-text secret now, not at the first event
+        sign_event({}, secrets)  # refuses an empty or non-text secret here, not at the first event
         with self._lock:
             self._forward = (check_url(url), secrets)
 

@@ -25,8 +25,7 @@ import pytest
 import requests
 
 from customersync import sync
-from customersync.testing import DEFAULT_API_VERSION, FakeStripeServer, control_headers, sign_event
-from customersync.testing.rules import FakeStripeAPIError
+from customersync.testing import DEFAULT_API_VERSION, FakeStripeAPIError, FakeStripeServer, control_headers, sign_event
 from customersync.webhooks import sign
 from customersync.webhooks.validation import EVENT_ID, check_event
 from customersync.webhooks.views import verify
