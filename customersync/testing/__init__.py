@@ -22,6 +22,12 @@ a ``Stripe-Context`` header, each account with its own customers and
 idempotency keys, faults and rate limits aimed at one account. Without a
 platform it takes one key, or any ``sk_test_`` key.
 
+It plays Stripe's side of the webhooks too: a change made in Stripe itself
+(the dashboard, the Billing Portal: ``change_customer``, ``create_customer``,
+``remove_customer``) gives the event Stripe would send, and ``forward_to``
+sends each one, signed with the site's webhook secret, to the site's webhook
+URL, as ``stripe listen --forward-to`` does (``send_event``: one event once).
+
 It does not use the app's ``customersync.core.params``: it is the independent check
 on the app, so only ``customersync.core.encoding`` (form encoding) is shared.
 
@@ -37,20 +43,27 @@ Modules:
 - ``rules``: the customer object, parameter validation, Stripe's update semantics, and
   ``FakeStripeAPIError`` with the errors the API answers
 - ``faults``: injected faults
+- ``events``: the events of changes made in Stripe, signed as Stripe signs them, and their delivery
 - ``control``: the ``/_fake/`` control API
 - ``pytest_plugin``: the ``fake_stripe`` fixture for sites' own tests
 """
 
 from .control import CONTROL_HEADER, control_headers
+from .events import Delivery, SignedEvent, sign_event
 from .handler import DEFAULT_API_VERSION, Headers, RecordedRequest, is_loopback_host
+from .rules import FakeStripeAPIError
 from .server import FakeStripeServer
 
 __all__ = [
     "CONTROL_HEADER",
     "DEFAULT_API_VERSION",
+    "Delivery",
+    "FakeStripeAPIError",
     "FakeStripeServer",
     "Headers",
     "RecordedRequest",
+    "SignedEvent",
     "control_headers",
     "is_loopback_host",
+    "sign_event",
 ]

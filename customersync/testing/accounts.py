@@ -210,6 +210,11 @@ class Accounts:
         self.limits.clear()
         self.arrivals.clear()
 
+    def event_account(self, account_id: str | None) -> str | None:
+        """The ``account`` an event about ``account_id``'s customers names: the id of a connected
+        account; None for a platform's own account and for legacy mode's default one."""
+        return None if account_id is None or account_id in self.platforms else _check_account_id(account_id)
+
     # platforms and keys
 
     def forget_platforms(self) -> None:

@@ -23,6 +23,15 @@ rotation), ``POST /_fake/platforms/<acct>/connected`` (``account_id``),
 ``GET /_fake/accounts/<acct>/customers``; ``account`` in the body of
 ``/_fake/customers``, ``/_fake/seed`` and ``/_fake/faults`` aims at that
 account's store or requests.
+
+Changes made in Stripe itself, and their events: ``POST /_fake/events`` with
+``type`` (``customer.updated``: ``change_customer``; ``customer.created``:
+``create_customer``; ``customer.deleted``: ``remove_customer``), ``customer``
+(the id, for an update or a deletion), ``params`` (the API's params, as JSON)
+and ``account`` answers the event; ``GET /_fake/events`` lists the events,
+``GET /_fake/deliveries`` what was sent where and the answers, and
+``POST /_fake/forward`` (``url``, ``secret``; ``url: null`` stops) is
+``forward_to``. A change the API would refuse is answered as the API answers it.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from .handler import Headers, Response, is_loopback_host, json_bytes
+from .rules import FakeStripeAPIError
 
 if TYPE_CHECKING:
     from .server import FakeStripeServer
@@ -133,6 +143,15 @@ def _dispatch(fake: FakeStripeServer, method: str, path: str, body: bytes) -> tu
         if route == ("POST", "/_fake/rate_limits"):
             fake.set_rate_limit(**_json_object(data))
             return 200, {"ok": True}
+        if route == ("POST", "/_fake/events"):
+            return 200, _change(fake, _json_object(data))
+        if route == ("GET", "/_fake/events"):
+            return 200, fake.events
+        if route == ("GET", "/_fake/deliveries"):
+            return 200, [delivery.to_dict() for delivery in fake.deliveries]
+        if route == ("POST", "/_fake/forward"):
+            fake.forward_to(**_json_object(data))
+            return 200, {"ok": True}
         sources = re.fullmatch(r"/_fake/customers/([^/]+)/sources", route[1])
         if method == "POST" and sources:
             return 200, fake.attach_source(unquote(sources.group(1)), **_json_object(data))
@@ -144,11 +163,38 @@ def _dispatch(fake: FakeStripeServer, method: str, path: str, body: bytes) -> tu
         account = re.fullmatch(r"/_fake/accounts/([^/]+)/customers", route[1])
         if method == "GET" and account:
             return 200, list(fake.customers_of(unquote(account.group(1))).values())
+    except FakeStripeAPIError as exc:  # what the API answers to the same change
+        return exc.status, exc.body()
     except KeyError as exc:
         return 404, {"error": {"type": "invalid_request_error", "message": f"Not found: {exc}"}}
     except (TypeError, ValueError) as exc:
         return 400, {"error": {"type": "invalid_request_error", "message": str(exc)}}
     return 404, {"error": {"type": "invalid_request_error", "message": f"Unknown control route {method} {path}"}}
+
+
+# The events ``POST /_fake/events`` makes, and whether each names its customer.
+_EVENT_TYPES = {"customer.updated": True, "customer.created": False, "customer.deleted": True}
+
+
+def _change(fake: FakeStripeServer, data: dict[str, Any]) -> dict[str, Any]:
+    """Make the change ``POST /_fake/events`` asks for; its event."""
+    unknown = sorted(set(data) - {"type", "customer", "params", "account"})
+    if unknown:
+        raise ValueError(f"unknown field(s) {', '.join(unknown)}: give type, customer, params and account")
+    kind, customer, account = data.get("type"), data.get("customer"), data.get("account")
+    params = _json_object(data.get("params", {}))
+    if kind not in _EVENT_TYPES:
+        raise ValueError(f"type must be one of {', '.join(_EVENT_TYPES)}")
+    if _EVENT_TYPES[kind] != isinstance(customer, str):
+        wanted = "a customer id" if _EVENT_TYPES[kind] else "no customer"
+        raise ValueError(f"{kind} takes {wanted} as customer")
+    if kind == "customer.updated":
+        return fake.change_customer(customer, account=account, **params)
+    if kind == "customer.created":
+        return fake.create_customer(account=account, **params)
+    if params:
+        raise ValueError("customer.deleted takes no params")
+    return fake.remove_customer(customer, account=account)
 
 
 def _seed_arguments(data: dict[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,13 @@ decided, just before the response is written or the connection dropped, so a
 client never outruns the log; arrivals are counted earlier, before any latency
 or delay.
 
+Changes made in Stripe itself (the dashboard, the Billing Portal:
+``change_customer``, ``create_customer``, ``remove_customer``) are not API
+requests either: each gives the event Stripe would send (``events``), kept in
+``events`` and, once ``forward_to`` names a site's webhook URL, sent there
+signed before the method returns (``deliveries``), as ``stripe listen
+--forward-to`` does; ``send_event`` sends one event once.
+
 Public names: ``FakeStripeServer``.
 """
 
@@ -37,6 +44,7 @@ from typing import Any
 from ..core.encoding import decode, encode
 from .accounts import Accounts, bearer_key, in_progress, is_live_key, key_fingerprint, rate_limited
 from .control import answer_control
+from .events import Delivery, check_url, customer_event, post_event, previous_attributes, sign_event
 from .faults import Fault, FaultQueue, make_fault
 from .handler import (
     DEFAULT_API_VERSION,
@@ -141,6 +149,8 @@ class FakeStripeServer:
     a platform is registered (``add_platform``: see ``accounts``). The state
     helpers take ``account=`` for an account's own store (None: the default).
     It binds only loopback addresses unless ``allow_non_loopback=True``.
+    ``on_request`` is called with each logged request, ``on_delivery`` with
+    each event sent to a webhook URL.
     """
 
     def __init__(
@@ -150,17 +160,23 @@ class FakeStripeServer:
         api_key: str | None = None,
         *,
         on_request: Callable[[RecordedRequest], None] | None = None,
+        on_delivery: Callable[[Delivery], None] | None = None,
         allow_non_loopback: bool = False,
     ) -> None:
         if not allow_non_loopback:
             require_loopback(host)  # a fake that takes any test key stays off reachable interfaces
         self._on_request = on_request
+        self._on_delivery = on_delivery
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._accounts = Accounts(api_key)
         self._log = _RequestLog(self._lock)
         self._latency: tuple[float, float] = (0.0, 0.0)
         self._faults = FaultQueue()
+        self._events: list[dict[str, Any]] = []
+        self._deliveries: list[Delivery] = []
+        # Where events go as they happen, and the secrets they are signed with (never shown).
+        self._forward: tuple[str, tuple[str, ...]] | None = None
         self._serving = False
         self._thread: threading.Thread | None = None
         # The handler gets these two callables and nothing else of the server.
@@ -219,12 +235,15 @@ class FakeStripeServer:
 
     def reset(self) -> None:
         """Forget customers (of every account), logged requests, pending faults, idempotency keys,
-        latency and rate limits; platforms, their keys and connected accounts stay."""
+        latency, rate limits, events and deliveries; platforms, their keys, connected accounts
+        and the ``forward_to`` URL stay."""
         with self._lock:
             self._accounts.clear()
             self._log.clear()
             self._faults.clear()
             self._latency = (0.0, 0.0)
+            self._events.clear()
+            self._deliveries.clear()
 
     # customers and accounts, set and read directly (not logged)
 
@@ -257,7 +276,8 @@ class FakeStripeServer:
             return copy.deepcopy(self._stored(customer_id, account).attach(source_id, kind))
 
     def update_customer_directly(self, customer_id: str, account: str | None = None, **params: Any) -> dict[str, Any]:
-        """Apply an update as if another integration sent it (not logged, no idempotency).
+        """Apply an update as if another integration sent it (not logged, no idempotency, no event:
+        ``change_customer`` gives one).
 
         ``params`` are update params as a client would pass them; they go through
         the wire encoding, so the same validation and semantics apply.
@@ -266,7 +286,7 @@ class FakeStripeServer:
             return self._accounts.account(account).store.update(customer_id, decode(encode(params)))
 
     def delete_customer(self, customer_id: str, account: str | None = None) -> dict[str, Any]:
-        """Delete a customer as if from the dashboard (not logged)."""
+        """Delete a customer as if from the dashboard (not logged, no event: ``remove_customer`` gives one)."""
         with self._lock:
             return self._accounts.account(account).store.delete(customer_id, {})
 
@@ -333,6 +353,100 @@ class FakeStripeServer:
         with self._lock:
             store = self._accounts.account(account).store
             return {cid: customer.render() for cid, customer in store.customers.items()}
+
+    # changes made in Stripe itself, their events and their delivery
+
+    def change_customer(self, customer_id: str, *, account: str | None = None, **params: Any) -> dict[str, Any]:
+        """Change a customer as its owner does in the Billing Portal or an operator in the dashboard,
+        and return the ``customer.updated`` event (``data.previous_attributes`` says what it was).
+
+        ``params`` are the update's params in the API's shapes (``address={...}``,
+        ``metadata={"k": "v"}``, ``email="..."``, ``""`` to unset), with its
+        validation and semantics (``FakeStripeAPIError`` for what the API refuses).
+        Not a logged request; the event is kept in ``events`` and sent to the
+        ``forward_to`` URL, if any, before this returns.
+        """
+        with self._lock:
+            store = self._accounts.account(account).store
+            before = store.get_live(customer_id).render()
+            after = store.update(customer_id, decode(encode(params)))
+            previous = previous_attributes(before, after)
+            event = customer_event(
+                "customer.updated", after, previous=previous, account=self._accounts.event_account(account)
+            )
+        return self._emit(event)
+
+    def create_customer(self, *, account: str | None = None, **params: Any) -> dict[str, Any]:
+        """Create a customer as the dashboard does, from the API's create params, and return
+        its ``customer.created`` event (kept and forwarded as ``change_customer``'s)."""
+        with self._lock:
+            store = self._accounts.account(account).store
+            created = store.create(decode(encode(params)))
+            event = customer_event("customer.created", created, account=self._accounts.event_account(account))
+        return self._emit(event)
+
+    def remove_customer(self, customer_id: str, *, account: str | None = None) -> dict[str, Any]:
+        """Delete a customer as the dashboard does and return its ``customer.deleted`` event,
+        whose ``data.object`` is the customer as it was (kept and forwarded as ``change_customer``'s).
+        ``delete_customer`` deletes without an event."""
+        with self._lock:
+            store = self._accounts.account(account).store
+            obj = store.get_live(customer_id).render()
+            store.delete(customer_id, {})
+            event = customer_event("customer.deleted", obj, account=self._accounts.event_account(account))
+        return self._emit(event)
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """A copy of the events the changes made in Stripe gave, oldest first."""
+        with self._lock:
+            return copy.deepcopy(self._events)
+
+    @property
+    def deliveries(self) -> list[Delivery]:
+        """The events sent to webhook URLs (``forward_to``, ``send_event``), in the order they were sent."""
+        with self._lock:
+            return list(self._deliveries)
+
+    def forward_to(self, url: str | None, secret: str | Iterable[str] = ()) -> None:
+        """Send each event given after this call to ``url``, signed with ``secret`` (a list while a
+        secret is rolled: one ``v1`` each), before the change that gave it returns; ``None`` stops.
+
+        What ``stripe listen --forward-to`` does, synchronously: a test reads the
+        outcome in ``deliveries`` at once. A delivery that fails is recorded, never raised.
+        """
+        if url is None:
+            with self._lock:
+                self._forward = None
+            return
+        secrets = (secret,) if isinstance(secret, str) else tuple(secret)
+        if not secrets:
+            raise ValueError("forward_to needs the webhook signing secret the site verifies with")
+        sign_event({}, secrets)  # refuses an empty or non-text secret here, not at the first event
+        with self._lock:
+            self._forward = (check_url(url), secrets)
+
+    def send_event(
+        self, event: dict[str, Any], url: str, secret: str | Iterable[str], *, timeout: float = 10.0
+    ) -> Delivery:
+        """POST ``event`` to ``url`` once, signed with ``secret`` as Stripe signs (no secret: unsigned),
+        and return the ``Delivery`` (also kept in ``deliveries``)."""
+        delivery = post_event(event, sign_event(event, secret), check_url(url), timeout=timeout)
+        with self._lock:
+            self._deliveries.append(delivery)
+        if self._on_delivery is not None:
+            self._on_delivery(delivery)
+        return delivery
+
+    def _emit(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Keep ``event``, send it where ``forward_to`` says (outside the lock: the site may call
+        the server while it handles it), and return a copy."""
+        with self._lock:
+            self._events.append(event)
+            forward = self._forward
+        if forward is not None:
+            self.send_event(event, *forward)
+        return copy.deepcopy(event)
 
     # request log
 

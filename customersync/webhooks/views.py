@@ -18,7 +18,6 @@ A secret may be a list while Stripe rolls it: a signature by any of them is acce
 from __future__ import annotations
 
 import functools
-import hashlib
 import hmac
 import logging
 import re
@@ -38,6 +37,7 @@ from ..exceptions import EventError, SignatureError
 from ..models import EventOutcome
 from ..stripe.client import ACCOUNT_ID
 from .events import record_event
+from .signature import sign
 from .validation import check_event, parse_payload
 
 # Stripe's header is ``t=<seconds>,v1=<hex>[,v1=<hex>...][,v0=...]``: a few hundred characters.
@@ -47,13 +47,6 @@ TIMESTAMP = re.compile(r"[0-9]{1,12}")
 SIGNATURE = re.compile(r"[0-9a-f]{64}")  # a SHA-256 HMAC, lowercase hex
 
 logger = logging.getLogger("customersync")
-
-
-@sensitive_variables()
-def sign(payload: bytes, secret: str, timestamp: int) -> str:
-    """The ``v1`` signature Stripe computes: HMAC-SHA256 of ``"{t}.{payload}"`` with the secret."""
-    signed = f"{timestamp}.".encode() + payload
-    return hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
 
 
 @sensitive_variables()

@@ -8,9 +8,10 @@ cannot drift), and then: ``check`` is clean, ``migrate`` works,
 change reaches that server as exactly the changed parameter through a real
 worker. The same site has an ``accounts`` app whose ``Organization`` owns its
 customer ("Link customers to your own model": the README gives the settings
-and the code, the test writes the model), and runs the README's own test of
-it ("Using the fake Stripe server in your own tests") with pytest. Needs the
-package index (for the fresh virtualenv) and Redis.
+and the code, the test writes the model), and runs the README's own tests of
+it ("Using the fake Stripe server in your own tests": a save reaching Stripe, an
+address changed in the Billing Portal coming back through the site's webhook
+endpoint) with pytest. Needs the package index (for the fresh virtualenv) and Redis.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def readme_blocks() -> dict[str, str]:
 def test_readme_has_every_quickstart_block():
     assert set(readme_blocks()) == {
         *("install", "settings", "celery", "init", "run", "fake-stripe"),
-        *("owner-settings", "owner-code", "site-test"),
+        *("owner-settings", "owner-code", "site-urls", "site-test"),
     }
 
 
@@ -277,9 +278,14 @@ def owner_quickstart(site: Site, project: Path, blocks: dict[str, str], worker: 
 
 
 def site_test(site: Site, project: Path, blocks: dict[str, str]):
-    """The README's test with the fake_stripe fixture, run by pytest in the site (pytest-django configured)."""
+    """The README's tests with the fake_stripe fixture, run by pytest in the site (pytest-django configured):
+    a save reaches Stripe, and a Billing Portal change comes back through the site's webhook endpoint,
+    which the README's lines add to ``mysite/urls.py``."""
     site.run('python -m pip install "pytest>=8,<10" "pytest-django>=4.9,<5"')
     (project / "pytest.ini").write_text("[pytest]\nDJANGO_SETTINGS_MODULE = mysite.settings\n")
+    with open(project / "mysite" / "urls.py", "a") as urls:
+        urls.write("\n" + blocks["site-urls"])
     (project / "accounts" / "test_billing.py").write_text(blocks["site-test"])
-    output = site.run("python -m pytest -q -p no:cacheprovider accounts/test_billing.py", cwd=project)
-    assert re.search(r"^1 passed", output, re.M), output
+    output = site.run("python -m pytest -v -p no:cacheprovider accounts/test_billing.py", cwd=project)
+    assert re.search(r"^=+ 2 passed in ", output, re.M), output
+    assert "test_address_changed_in_the_billing_portal_reaches_the_organization PASSED" in output, output

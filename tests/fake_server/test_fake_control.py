@@ -46,6 +46,10 @@ ROUTES = {
     "read-requests": ("GET", "/_fake/requests", None),
     "clear-requests": ("DELETE", "/_fake/requests", None),
     "attach-source": ("POST", "/_fake/customers/cus_kept/sources", {"source_id": "card_1"}),
+    "change-customer": ("POST", "/_fake/events", {"type": "customer.updated", "customer": "cus_kept", "params": {}}),
+    "list-events": ("GET", "/_fake/events", None),
+    "list-deliveries": ("GET", "/_fake/deliveries", None),
+    "forward": ("POST", "/_fake/forward", {"url": "http://127.0.0.1:9/hook", "secret": "whsec_" + "x"}),
     "unknown-route": ("POST", "/_fake/anything", None),
 }
 

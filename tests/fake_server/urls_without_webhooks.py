@@ -1,0 +1,3 @@
+"""A site's URLconf that forgot ``include("customersync.urls")``."""
+
+urlpatterns: list = []
