@@ -183,3 +183,13 @@ def test_the_owners_and_the_customers_pages_show_a_value_not_sent(stripe, team, 
     TeamProfile.objects.filter(team=team).update(billing_email="billing@acme.test")
     page = admin_client.get(f"/admin/teamapp/team/{team.pk}/change/").content.decode()
     assert "Enter a valid email address" not in page
+
+
+def test_an_address_changed_in_the_billing_portal_reaches_the_team_and_nothing_is_pushed_back(fake_stripe):
+    team = Team.objects.create(name="Acme", city="Paris", country="FR")
+    customer = sync.get_or_create_for(team, wait=True)
+    event = fake_stripe.change_customer(customer.stripe_id, address={"line1": "1 Main St", "city": "Leeds"})
+    assert fake_stripe.deliver(event).status_code == 200
+    team.refresh_from_db()
+    assert (team.street, team.city, team.postal_code, team.country) == ("1 Main St", "Leeds", "", "")
+    assert fake_stripe.push_pending() == []
