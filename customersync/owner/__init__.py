@@ -11,8 +11,11 @@ Modules and their public names:
   ``Outcome``, ``LinkResult``, ``matcher``, ``require_mapping``, ``link_owners``.
 - ``mapping``: Customers owned by the site's own model: the mapping, kept in step both ways.
   Public: ``OWNER_METADATA_KEY``, ``parse_key``, ``Source``, ``Mapping``, ``write_back``, ``mapping``.
-- ``receivers``: What the app does when a customer is saved or deleted, wired in ``AppConfig.ready()``.
+- ``receivers``: What the app does when a customer, or its owner, is saved or deleted, wired in
+  ``AppConfig.ready()``.
   Public: ``delete_in_stripe``, ``connect``.
 - ``save``: What ``owner_model.OwnerMixin`` remembers: the owner's mapped values as loaded.
   Public: ``LOADED``, ``current``, ``keep``, ``remember``, ``keep_on_commit``, ``changes``, ``check``.
+- ``unlink``: Customers unlinked from a deleted owner: nothing in Stripe names it any longer.
+  Public: ``FIELDS``, ``unlink``, ``owner_pre_delete``.
 """

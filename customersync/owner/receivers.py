@@ -1,4 +1,4 @@
-"""What the app does when a customer is saved or deleted, wired in ``AppConfig.ready()``.
+"""What the app does when a customer, or its owner, is saved or deleted, wired in ``AppConfig.ready()``.
 
 The model announces; these receivers act (as django-celery-beat connects its
 schedule-change handlers), each connected with an explicit sender.
@@ -10,7 +10,7 @@ import logging
 from typing import Any
 
 from django.db import transaction
-from django.db.models.signals import post_delete, post_save, pre_save
+from django.db.models.signals import post_delete, post_save, pre_delete, pre_save
 
 from .. import signals
 from ..accounts import stripe_client
@@ -19,6 +19,7 @@ from ..exceptions import StripeError
 from ..models import Customer
 from ..push.outbox import record_change
 from .customers import owner_post_save, owner_pre_save
+from .unlink import owner_pre_delete
 
 logger = logging.getLogger("customersync")
 
@@ -49,3 +50,5 @@ def connect() -> None:
         # "app_label.Model" sender, resolved once the site's app is loaded.
         pre_save.connect(owner_pre_save, sender=owner, dispatch_uid="customersync.owner_pre_save")
         post_save.connect(owner_post_save, sender=owner, dispatch_uid="customersync.owner_post_save")
+        # Its deletion unlinks its customers in Stripe too, before Django sets their owner to NULL.
+        pre_delete.connect(owner_pre_delete, sender=owner, dispatch_uid="customersync.owner_pre_delete")
