@@ -108,7 +108,8 @@ class Customer(models.Model):
 
     if OWNER_MODEL:
         # The site's object this customer belongs to (CUSTOMERSYNC["OWNER_MODEL"]);
-        # deleting it unlinks the customer, never deletes it (nor in Stripe).
+        # deleting it unlinks the customer, never deletes it (nor in Stripe): what
+        # names the owner goes, here and in Stripe (owner/unlink.py).
         owner = models.ForeignKey(
             OWNER_MODEL,
             verbose_name=_("owner"),

@@ -15,9 +15,12 @@ Modules and their public names:
 - ``related``: The models a mapped dotted path passes through, watched: their saves send the change.
   Public: ``prepare``, ``related_pre_save``, ``related_post_save``, ``check_related``, ``watched_models``,
   ``connect``.
-- ``receivers``: What the app does when a customer is saved or deleted, wired in ``AppConfig.ready()``.
+- ``receivers``: What the app does when a customer, or its owner, is saved or deleted, wired in
+  ``AppConfig.ready()``.
   Public: ``delete_in_stripe``, ``connect``.
 - ``save``: What ``owner_model.OwnerMixin`` remembers: the owner's mapped values as loaded.
   Public: ``LOADED``, ``current``, ``keep``, ``remember``, ``keep_on_commit``, ``changes``, ``one_transaction``,
   ``problems``, ``check``.
+- ``unlink``: Customers unlinked from a deleted owner: nothing in Stripe names it any longer.
+  Public: ``FIELDS``, ``unlink``, ``owner_pre_delete``.
 """

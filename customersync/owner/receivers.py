@@ -1,4 +1,4 @@
-"""What the app does when a customer is saved or deleted, wired in ``AppConfig.ready()``.
+"""What the app does when a customer, or its owner, is saved or deleted, wired in ``AppConfig.ready()``.
 
 The model announces; these receivers act (as django-celery-beat connects its
 schedule-change handlers), each connected with an explicit sender.
@@ -11,7 +11,7 @@ from typing import Any
 
 from django.core.signals import setting_changed
 from django.db import transaction
-from django.db.models.signals import post_delete, post_save, pre_save
+from django.db.models.signals import post_delete, post_save, pre_delete, pre_save
 
 from .. import signals
 from ..accounts import stripe_client
@@ -21,6 +21,7 @@ from ..models import Customer
 from ..push.outbox import record_change
 from . import related
 from .customers import owner_post_save, owner_pre_save
+from .unlink import owner_pre_delete
 
 logger = logging.getLogger("customersync")
 
@@ -51,6 +52,8 @@ def connect() -> None:
         # "app_label.Model" sender, resolved once the site's app is loaded.
         pre_save.connect(owner_pre_save, sender=owner, dispatch_uid="customersync.owner_pre_save")
         post_save.connect(owner_post_save, sender=owner, dispatch_uid="customersync.owner_post_save")
+        # Its deletion unlinks its customers in Stripe too, before Django sets their owner to NULL.
+        pre_delete.connect(owner_pre_delete, sender=owner, dispatch_uid="customersync.owner_pre_delete")
         # The models its mapped paths pass through: their saves send what they change.
         related.connect()
         setting_changed.connect(_settings_changed, dispatch_uid="customersync.related.connect")

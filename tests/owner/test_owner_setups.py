@@ -31,6 +31,7 @@ OWNER_TESTS = [
     "tests/owner/test_link.py",
     "tests/owner/test_owner_admin.py",
     "tests/owner/test_owner_identity.py",
+    "tests/owner/test_owner_unlink.py",
 ]
 # The owner tests hold the webhook's and the pull's cases for an owner's customer.
 KEY_OWNER_TESTS = [*OWNER_TESTS, "tests/owner/test_owner_accounts.py"]
