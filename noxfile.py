@@ -13,8 +13,9 @@ Each cell is a whole test-suite run on PostgreSQL and Redis, nothing skipped:
   the worker processes of the end-to-end tests share it): the whole suite but the tests
   marked ``postgresql``, which need PostgreSQL itself.
 
-``nox -s lint`` runs ruff (lint and format), mypy on the typed modules, and
-builds the sdist and wheel to check what a site would install.
+``nox -s lint`` runs ruff (lint and format), mypy on the typed modules, builds
+the documentation with Sphinx (warnings are errors), and builds the sdist and
+wheel to check what a site would install.
 """
 
 from __future__ import annotations
@@ -88,12 +89,16 @@ def tests(session: nox.Session, pins: list[str]) -> None:
 
 @nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
-    """ruff, mypy, and the built distributions as a site would install them."""
+    """ruff, mypy, the documentation (warnings are errors), and the built distributions as a site would
+    install them."""
     session.install("--upgrade", "pip>=25.1")
-    session.install("--group", "lint")
+    session.install("--group", "lint", "--group", "docs", "-e", ".")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
+    html = Path(session.create_tmp()) / "docs-html"
+    shutil.rmtree(html, ignore_errors=True)
+    session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", str(html))
     dist = Path(session.create_tmp()) / "dist"
     shutil.rmtree(dist, ignore_errors=True)
     session.run("python", "-m", "build", "--outdir", str(dist), ".")
