@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
+from django.utils.translation import ngettext
 
 from customersync import accounts, sync
 from customersync.exceptions import ConfigurationError
@@ -81,6 +82,11 @@ class Command(BaseCommand):
                 )
             else:
                 self.stdout.write(line)
+        count = len(pks)
         if failures:
-            raise CommandError(stripe_errors.sentence(f"{failures} of {len(pks)} customer(s) failed", *steps))
-        self.stdout.write(self.style.SUCCESS(f"{len(pks)} customer(s) processed."))
+            failed = ngettext(
+                "%(failures)d of %(count)d customer failed", "%(failures)d of %(count)d customers failed", count
+            ) % {"failures": failures, "count": count}
+            raise CommandError(stripe_errors.sentence(failed, *steps))
+        processed = ngettext("%(count)d customer processed.", "%(count)d customers processed.", count)
+        self.stdout.write(self.style.SUCCESS(processed % {"count": count}))
