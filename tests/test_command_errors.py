@@ -214,3 +214,10 @@ def test_sweep_of_one_customer_says_customer(stripe, settings, broker_db):
     assert out.getvalue() == "Queued 1 customer.\n"
     assert broker_db.llen("celery") == 1  # the one push task, on the real broker
     broker_db.delete("celery")  # no worker runs here: nothing is left for a later test's worker
+
+
+def test_push_names_a_customer_not_in_stripe_yet_by_its_pk(stripe):
+    customer = Customer.objects.create(name="New")
+    out = io.StringIO()
+    call_command("customersync_push", stdout=out)
+    assert out.getvalue().splitlines() == [f"customer {customer.pk}: pushed [name=New]", "1 customer processed."]

@@ -53,7 +53,8 @@ class Command(BaseCommand):
         failures = 0
         steps: dict[str, None] = {}  # what to do about the failures, each said once
         for pk in pks:
-            stripe_id = Customer.objects.filter(pk=pk).values_list("stripe_id", flat=True).first()
+            # A customer not created in Stripe yet has no id: named by its pk.
+            stripe_id = Customer.objects.filter(pk=pk).values_list("stripe_id", flat=True).first() or f"customer {pk}"
             try:
                 result = sync.push(pk)
             except sync.Busy:
