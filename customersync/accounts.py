@@ -259,6 +259,33 @@ def resolve(account: Any) -> Account | None:
             return None
         found = Account.objects.filter(platform=name, stripe_account=connected).first()
         if found is None:
-            raise ConfigurationError(f"No Stripe account {account!r}: add it (admin, Stripe accounts) first.")
+            raise ConfigurationError(missing_account(name, connected))
         return found
     raise TypeError(f"An account is an Account, its pk or 'platform[/acct_...]', not {type(account).__name__}.")
+
+
+def missing_account(name: str, connected: str = "") -> str:
+    """Why ``"name[/connected]"`` names no account, for ``resolve``: an account needs both its platform
+    in the settings and an ``Account`` row; this says which of the two is missing, and where to add it."""
+    from django.apps import apps
+
+    from .models import Account
+
+    given = f"{name}/{connected}" if connected else name
+    admin = f"{apps.get_app_config('customersync').verbose_name} > {Account._meta.verbose_name_plural}"
+    account = f"connected account {connected!r}" if connected else "connected account left empty"
+    row = f"in the admin ({admin}: platform {name!r}, {account})"
+    if name == DEFAULT:
+        return (
+            f"No Stripe account {given!r}: a connected account of the default platform (the top-level API_KEY) "
+            f"needs an Account row; add it {row}."
+        )
+    needs = (
+        f"No Stripe account {given!r}: an account needs both its platform in CUSTOMERSYNC['PLATFORMS'] "
+        "(with its API_KEY) and an Account row."
+    )
+    entries = app_settings.get("PLATFORMS")
+    if isinstance(entries, dict) and name in entries:
+        return f"{needs} {name!r} is in CUSTOMERSYNC['PLATFORMS'] but has no such row: add it {row}."
+    known = ", ".join([DEFAULT, *(entries if isinstance(entries, dict) else ())])
+    return f"{needs} {name!r} is not in CUSTOMERSYNC['PLATFORMS'] (known: {known}): add it there, then the row {row}."

@@ -2,12 +2,13 @@
 
 Each lives in the module of its job (the layout in the README):
 
-- ``outbox``: record a change, publish its task, mark many for pushing, drain, sweep;
-- ``lease``: one request per customer in flight;
-- ``push``: send a customer's pending changes and record what Stripe said;
-- ``pull``: import or refresh the mirror from Stripe;
-- ``events``: apply Stripe's webhook events;
-- ``owner_sync``: customers owned by the site's model (``CUSTOMERSYNC['OWNER_MODEL']``).
+- ``push.outbox``: record a change, publish its task, mark many for pushing, drain, sweep;
+- ``push.send``: send a customer's pending changes and record what Stripe said, one request
+  per customer in flight (``push.lease``);
+- ``pull.pages``: import or refresh the mirror from Stripe;
+- ``webhooks.events``: apply Stripe's webhook events;
+- ``owner.customers`` and ``owner.related``: customers owned by the site's model
+  (``CUSTOMERSYNC['OWNER_MODEL']``).
 """
 
 from __future__ import annotations

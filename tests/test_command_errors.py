@@ -127,7 +127,7 @@ def test_push_with_the_connection_refused_names_the_host(stripe):
         f"could not reach Stripe at {NOWHERE} (connection refused)."
     ) in out.getvalue()
     assert message == (
-        f"1 of 1 customer(s) failed. Check CUSTOMERSYNC['API_BASE'] and that this machine can reach {NOWHERE}."
+        f"1 of 1 customer failed. Check CUSTOMERSYNC['API_BASE'] and that this machine can reach {NOWHERE}."
     )
 
 
@@ -142,7 +142,7 @@ def test_push_with_a_refused_key_names_the_status_and_the_setting(stripe):
         f"{customer.stripe_id}: not sent, it stays queued and is retried: Stripe at {stripe.url} answered HTTP 401"
         in out.getvalue()
     )
-    assert message == "1 of 1 customer(s) failed. Check CUSTOMERSYNC['API_KEY']: Stripe does not accept it " + (
+    assert message == "1 of 1 customer failed. Check CUSTOMERSYNC['API_KEY']: Stripe does not accept it " + (
         "(missing, mistyped or revoked)."
     )
     # A key may be mid-rotation: the change stays queued, with the error shown, for a worker with the new key.
@@ -153,3 +153,71 @@ def test_push_with_a_refused_key_names_the_status_and_the_setting(stripe):
 def test_push_command_says_what_its_argument_is():
     help_text = PushCommand().create_parser("manage.py", "customersync_push").format_help()
     assert "Push only these customers (Stripe ids, cus_...)" in " ".join(help_text.split())
+
+
+@pytest.mark.parametrize("command", ["customersync_push", "customersync_pull"])
+def test_an_account_of_a_configured_platform_without_a_row_names_both_needs(command, settings):
+    settings.CUSTOMERSYNC = {**settings.CUSTOMERSYNC, "PLATFORMS": {"eu": {"API_KEY": "sk_test_eu"}}}
+    message = error_of(command, "--account", "eu")
+    assert message == (
+        "--account: No Stripe account 'eu': an account needs both its platform in CUSTOMERSYNC['PLATFORMS'] "
+        "(with its API_KEY) and an Account row. 'eu' is in CUSTOMERSYNC['PLATFORMS'] but has no such row: "
+        "add it in the admin (Stripe customer sync > Stripe accounts: platform 'eu', connected account left empty)."
+    )
+
+
+def test_an_account_of_an_unknown_platform_names_both_needs_and_the_known_ones():
+    message = error_of("customersync_push", "--account", "nope/acct_1")
+    assert message == (
+        "--account: No Stripe account 'nope/acct_1': an account needs both its platform in "
+        "CUSTOMERSYNC['PLATFORMS'] (with its API_KEY) and an Account row. 'nope' is not in "
+        "CUSTOMERSYNC['PLATFORMS'] (known: default): add it there, then the row in the admin "
+        "(Stripe customer sync > Stripe accounts: platform 'nope', connected account 'acct_1')."
+    )
+
+
+def test_a_connected_account_of_the_default_platform_without_a_row_needs_the_row():
+    message = error_of("customersync_pull", "--account", "default/acct_1")
+    assert message == (
+        "--account: No Stripe account 'default/acct_1': a connected account of the default platform "
+        "(the top-level API_KEY) needs an Account row; add it in the admin "
+        "(Stripe customer sync > Stripe accounts: platform 'default', connected account 'acct_1')."
+    )
+
+
+def test_push_of_one_customer_says_customer_once(stripe):
+    customer = sync.pull_one(stripe.add_customer(name="Ann")["id"])
+    customer.name = "Bob"
+    customer.save()
+    out = io.StringIO()
+    call_command("customersync_push", customer.stripe_id, stdout=out)
+    assert out.getvalue().splitlines()[-1] == "1 customer processed."
+
+
+def test_pull_of_one_customer_says_customer_and_conflict_in_the_singular(stripe):
+    stripe.add_customer(name="Ann")
+    out = io.StringIO()
+    call_command("customersync_pull", stdout=out)
+    summary = out.getvalue()
+    assert summary.startswith("Pulled 1 customer in ") and "customers" not in summary
+    assert summary.endswith(": 1 new, 0 refreshed, 0 with local edits kept, 0 conflicts, 0 gone from Stripe.\n")
+
+
+def test_sweep_of_one_customer_says_customer(stripe, settings, broker_db):
+    settings.CUSTOMERSYNC = {**settings.CUSTOMERSYNC, "PUSH_ON_SAVE": False}  # only the sweep publishes
+    customer = sync.pull_one(stripe.add_customer(name="Ann")["id"])
+    customer.name = "Bob"
+    customer.save()
+    broker_db.delete("celery")
+    out = io.StringIO()
+    call_command("customersync_sweep", "--older-than=0", stdout=out)
+    assert out.getvalue() == "Queued 1 customer.\n"
+    assert broker_db.llen("celery") == 1  # the one push task, on the real broker
+    broker_db.delete("celery")  # no worker runs here: nothing is left for a later test's worker
+
+
+def test_push_names_a_customer_not_in_stripe_yet_by_its_pk(stripe):
+    customer = Customer.objects.create(name="New")
+    out = io.StringIO()
+    call_command("customersync_push", stdout=out)
+    assert out.getvalue().splitlines() == [f"customer {customer.pk}: pushed [name=New]", "1 customer processed."]

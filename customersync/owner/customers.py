@@ -131,7 +131,7 @@ def owner_post_save(
 def check_owner(owner: Any) -> None:
     """Raise ``ValidationError`` keyed by the owner's fields if saving it would send a value Stripe refuses.
 
-    For forms (``owner_admin.OwnerFormMixin``); a save runs the same check itself.
+    For forms (``admin.owner.OwnerFormMixin``); a save runs the same check itself.
     """
     found = _require()
     if owner.pk is None:
@@ -164,6 +164,10 @@ def unsent(owner: Any) -> dict[str, list[str]]:
 
 @dataclass
 class OwnerSyncResult:
+    """What ``sync_from_owners`` did, counted in owners: ``updated`` (a changed value was sent),
+    ``unchanged`` (nothing to send), ``unlinked`` (no customer); ``errors``: owner pk to the
+    values Stripe would refuse, ``{field: [messages]}``, whose customers were left as they were."""
+
     updated: int = 0
     unchanged: int = 0
     unlinked: int = 0

@@ -52,6 +52,12 @@ logger = logging.getLogger("customersync")
 
 @dataclass
 class PullStats:
+    """What a pull did, counted in customers: ``created`` (new here), ``updated`` (refreshed,
+    or gone from Stripe as an event or page said), ``kept_local`` (with a local edit kept over
+    Stripe's value), ``conflicts`` (recorded), ``deleted`` (not met by a whole walk: marked
+    deleted in Stripe), ``pages`` (read), ``unstorable`` (skipped: Stripe id to the errors of
+    each field); ``pulled`` is ``created + updated`` and ``skipped`` the number unstorable."""
+
     created: int = 0
     updated: int = 0
     kept_local: int = 0

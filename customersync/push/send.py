@@ -76,6 +76,12 @@ _FROZEN = ("state", "operation", "params", "body", "sent_state", "sent_once", "f
 
 
 class Outcome(str, enum.Enum):
+    """How a push ended: ``PUSHED`` (Stripe confirmed it), ``NOTHING`` (nothing to send),
+    ``FAILED`` (refused, or retries ran out: the customer is marked failed), ``DELETED``
+    (Stripe no longer has the customer: it is marked deleted), ``SKIPPED`` (no such
+    customer, one deleted in Stripe, or an answer for a push no longer in flight).
+    The value is the outcome in words (``customersync_push`` prints it)."""
+
     PUSHED = "pushed"
     NOTHING = "nothing to send"
     FAILED = "failed"
@@ -85,6 +91,9 @@ class Outcome(str, enum.Enum):
 
 @dataclass
 class PushResult:
+    """What ``push`` did: its ``outcome``; ``params``, the parameters sent (``{}`` when
+    nothing was); ``error``, for a failure, the dict kept on the customer (``sync_error``)."""
+
     outcome: Outcome
     params: dict[str, Any] = field(default_factory=dict)
     error: dict[str, Any] | None = None
@@ -122,7 +131,7 @@ def push(customer_pk: int, *, client: StripeClient | None = None, resume: str | 
     ``DatabaseError`` with the lease's owner in ``.customersync_lease`` when the
     database stayed away: pass it back as ``resume`` to take up the lease again
     at once. Nothing else: whatever else is raised once the lease is taken ends
-    the push recorded (``_ended``).
+    the push, recorded on the customer and returned as a failure.
     """
     using = router.db_for_write(Customer)
     found = _read(customer_pk, using)

@@ -69,7 +69,7 @@ def test_push_with_an_account_and_no_ids_pushes_that_accounts_customers_only(str
     customer = owed[label]
     assert push_lines("--account", NAMED[label]) == [
         f"{customer.stripe_id}: pushed [name=Bob+of+{label}]",
-        "1 customer(s) processed.",
+        "1 customer processed.",
     ]
     server_account = WHERE[label][0]
     assert [(r.method, r.path, r.account) for r in stripe.requests] == [
@@ -83,7 +83,7 @@ def test_push_with_an_account_fails_on_that_accounts_refusal_only(stripe, owed):
     stripe.inject(status=400, error=REFUSED, account="acct_C1")
     with pytest.raises(CommandError) as info:
         push_lines("--account", "default/acct_C1")
-    assert str(info.value).startswith("1 of 1 customer(s) failed")
+    assert str(info.value).startswith("1 of 1 customer failed")
     assert {r.account for r in stripe.requests} == {"acct_C1"}
     assert statuses(owed) == {
         "P1": SyncStatus.PENDING,
@@ -96,7 +96,7 @@ def test_push_with_an_account_fails_on_that_accounts_refusal_only(stripe, owed):
 @pytest.mark.django_db
 def test_push_without_an_account_and_without_ids_pushes_every_accounts_customers(stripe, owed):
     lines = push_lines()
-    assert lines[-1] == "4 customer(s) processed."
+    assert lines[-1] == "4 customers processed."
     assert sorted(r.account for r in stripe.requests) == sorted(where[0] for where in WHERE.values())
     assert set(statuses(owed).values()) == {SyncStatus.IN_SYNC}
 
@@ -106,7 +106,7 @@ def test_push_of_ids_finds_them_in_the_account_only(stripe, owed):
     # The same id in two accounts: --account says which customer it is.
     with pytest.raises(CommandError, match="No local customer with Stripe id"):
         push_lines("--account", "second", owed["C2"].stripe_id)
-    assert push_lines("--account", "second/acct_C2", owed["C2"].stripe_id)[-1] == "1 customer(s) processed."
+    assert push_lines("--account", "second/acct_C2", owed["C2"].stripe_id)[-1] == "1 customer processed."
     assert [r.account for r in stripe.requests] == ["acct_C2"]
 
 
@@ -133,11 +133,11 @@ def test_the_push_commands_exit_status_is_its_accounts_alone(stripe, owed):
     stripe.inject(status=400, error=REFUSED, account="acct_C1")
     ok = manage("customersync_push", "--account", "second/acct_C2", stripe=stripe)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert ok.stdout.splitlines()[-1] == "1 customer(s) processed."
+    assert ok.stdout.splitlines()[-1] == "1 customer processed."
     assert [r.account for r in stripe.requests] == ["acct_C2"]
     refused = manage("customersync_push", "--account", "default/acct_C1", stripe=stripe)
     assert refused.returncode == 1, refused.stdout + refused.stderr
-    assert "CommandError: 1 of 1 customer(s) failed" in refused.stderr
+    assert "CommandError: 1 of 1 customer failed" in refused.stderr
     assert [r.account for r in stripe.requests] == ["acct_C2", "acct_C1"]
     assert statuses(owed) == {
         "P1": SyncStatus.PENDING,

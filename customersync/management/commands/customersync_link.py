@@ -65,11 +65,14 @@ class Command(BaseCommand):
             match = link.matcher(found, field=options["field"], email=options["email"], metadata=options["metadata"])
             # clean(): the pk's type and its validators (a string pk's length), whatever its field.
             pks = [found.model._meta.pk.clean(pk, None) for pk in owner_pks]
-            account = accounts.resolve(options["account"])
         except ValidationError as err:
             raise CommandError(f"Not an owner pk: {'; '.join(err.messages)}") from err
         except (ConfigurationError, ValueError) as err:
             raise CommandError(str(err)) from err
+        try:
+            account = accounts.resolve(options["account"])
+        except ConfigurationError as err:
+            raise CommandError(f"--account: {err}") from None
         result = link.link_owners(
             match,
             owner_pks=pks or None,

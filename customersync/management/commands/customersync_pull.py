@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.dateparse import parse_date, parse_datetime
+from django.utils.translation import ngettext
 
 from customersync import accounts, sync
 from customersync.exceptions import ConfigurationError, StripeError, Unstorable
@@ -63,7 +64,8 @@ class Command(BaseCommand):
                 return
             rate = stats.pulled / max(time.monotonic() - started, 1e-9)
             bar = "#" * (stats.pages % 20) + "-" * (20 - stats.pages % 20)
-            self.stdout.write(f"\r[{bar}] {stats.pulled} customers  {rate:,.0f}/s", ending="")
+            pulled = ngettext("%(count)d customer", "%(count)d customers", stats.pulled) % {"count": stats.pulled}
+            self.stdout.write(f"\r[{bar}] {pulled}  {rate:,.0f}/s", ending="")
             self.stdout.flush()
 
         try:
@@ -83,8 +85,13 @@ class Command(BaseCommand):
             kept = PullCursor.objects.filter(name=cursor).exclude(starting_after="").first()
             if kept is not None:  # a place to continue from
                 resume = (
-                    f"{kept.pulled} customers were pulled before it stopped: "
-                    "run it again with --resume to continue from there."
+                    ngettext(
+                        "%(count)d customer was pulled before it stopped",
+                        "%(count)d customers were pulled before it stopped",
+                        kept.pulled,
+                    )
+                    % {"count": kept.pulled}
+                    + ": run it again with --resume to continue from there."
                 )
             raise CommandError(
                 stripe_errors.sentence(
@@ -94,18 +101,26 @@ class Command(BaseCommand):
         if tty and verbose:
             self.stdout.write("")
         elapsed = time.monotonic() - started
+        pulled = ngettext("Pulled %(count)d customer", "Pulled %(count)d customers", stats.pulled) % {
+            "count": stats.pulled
+        }
+        conflicts = ngettext("%(count)d conflict", "%(count)d conflicts", stats.conflicts) % {"count": stats.conflicts}
         self.stdout.write(
             self.style.SUCCESS(
-                f"Pulled {stats.pulled} customers in {elapsed:.1f}s ({stats.pulled / max(elapsed, 1e-9):,.0f}/s): "
+                f"{pulled} in {elapsed:.1f}s ({stats.pulled / max(elapsed, 1e-9):,.0f}/s): "
                 f"{stats.created} new, {stats.updated} refreshed, {stats.kept_local} with local edits kept, "
-                f"{stats.conflicts} conflicts, {stats.deleted} gone from Stripe."
+                f"{conflicts}, {stats.deleted} gone from Stripe."
             )
         )
         if stats.skipped:
             ids = list(stats.unstorable)
+            skipped = ngettext(
+                "Skipped %(count)d customer holding a value the mirror cannot store",
+                "Skipped %(count)d customers holding a value the mirror cannot store",
+                stats.skipped,
+            ) % {"count": stats.skipped}
             self.stderr.write(
-                f"Skipped {stats.skipped} customers holding a value the mirror cannot store "
-                f"(a warning in the log names each one and its fields): {', '.join(ids[:20])}"
+                f"{skipped} (a warning in the log names each one and its fields): {', '.join(ids[:20])}"
                 + (" ..." if len(ids) > 20 else "")
             )
 
@@ -133,10 +148,19 @@ class Command(BaseCommand):
         if missing:
             for stripe_id, err in missing.items():
                 self.stderr.write(stripe_errors.sentence(f"{stripe_id}: {stripe_errors.describe(err)}"))
+            not_found = ngettext(
+                "%(missing)d of %(count)d customer not found in Stripe at %(base)s: %(ids)s",
+                "%(missing)d of %(count)d customers not found in Stripe at %(base)s: %(ids)s",
+                len(stripe_ids),
+            ) % {
+                "missing": len(missing),
+                "count": len(stripe_ids),
+                "base": stripe_errors.api_base(),
+                "ids": ", ".join(missing),
+            }
             raise CommandError(
                 stripe_errors.sentence(
-                    f"{len(missing)} of {len(stripe_ids)} customers not found in Stripe at {stripe_errors.api_base()}: "
-                    + ", ".join(missing),
+                    not_found,
                     stripe_errors.next_step(next(iter(missing.values())), one_customer=True),
                 )
             )

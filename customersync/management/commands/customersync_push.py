@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
+from django.utils.translation import ngettext
 
 from customersync import accounts, sync
 from customersync.exceptions import ConfigurationError
@@ -52,7 +53,8 @@ class Command(BaseCommand):
         failures = 0
         steps: dict[str, None] = {}  # what to do about the failures, each said once
         for pk in pks:
-            stripe_id = Customer.objects.filter(pk=pk).values_list("stripe_id", flat=True).first()
+            # A customer not created in Stripe yet has no id: named by its pk.
+            stripe_id = Customer.objects.filter(pk=pk).values_list("stripe_id", flat=True).first() or f"customer {pk}"
             try:
                 result = sync.push(pk)
             except sync.Busy:
@@ -81,6 +83,11 @@ class Command(BaseCommand):
                 )
             else:
                 self.stdout.write(line)
+        count = len(pks)
         if failures:
-            raise CommandError(stripe_errors.sentence(f"{failures} of {len(pks)} customer(s) failed", *steps))
-        self.stdout.write(self.style.SUCCESS(f"{len(pks)} customer(s) processed."))
+            failed = ngettext(
+                "%(failures)d of %(count)d customer failed", "%(failures)d of %(count)d customers failed", count
+            ) % {"failures": failures, "count": count}
+            raise CommandError(stripe_errors.sentence(failed, *steps))
+        processed = ngettext("%(count)d customer processed.", "%(count)d customers processed.", count)
+        self.stdout.write(self.style.SUCCESS(processed % {"count": count}))

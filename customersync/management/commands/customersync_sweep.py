@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import BaseCommand
+from django.utils.translation import ngettext
 
 from customersync import sync
 from customersync.conf import app_settings
@@ -24,4 +25,6 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, older_than: float | None = None, **options: Any) -> None:
         queued = sync.sweep(older_than)
-        self.stdout.write(f"Queued {queued} customer(s).")
+        self.stdout.write(
+            ngettext("Queued %(count)d customer.", "Queued %(count)d customers.", queued) % {"count": queued}
+        )
