@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -95,6 +97,10 @@ def start_worker(stripe, transactional_db, purge_broker, request):
 
 CHROMIUM = os.environ.get("CUSTOMERSYNC_TEST_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts"
+# The docs' screenshots: the browser tests that show those pages write them here when
+# CUSTOMERSYNC_DOCS_SCREENSHOTS=1 (scripts/screenshots); otherwise only to test-artifacts/.
+DOCS_IMAGES = REPO / "docs" / "images"
+DOCS_SCREENSHOTS = os.environ.get("CUSTOMERSYNC_DOCS_SCREENSHOTS") == "1"
 
 
 @pytest.fixture(scope="session")
@@ -140,7 +146,23 @@ def page(chromium, live_server, admin_user, request):
         page.screenshot(path=str(path), full_page=True)
         page.shots.append(path)
 
+    def docs_shot(image: str, *, width: int, down_to: str) -> Path:
+        """The page as the docs show it, ``width`` pixels wide, from its top to the bottom of the
+        element ``down_to`` selects: kept in test-artifacts/, and written to docs/images/``image``.png
+        when CUSTOMERSYNC_DOCS_SCREENSHOTS=1."""
+        page.set_viewport_size({"width": width, "height": 900})
+        bottom = page.locator(down_to).evaluate("element => element.getBoundingClientRect().bottom + window.scrollY")
+        clip = {"x": 0, "y": 0, "width": width, "height": math.ceil(bottom) + 24}
+        ARTIFACTS.mkdir(exist_ok=True)
+        path = ARTIFACTS / f"{request.node.name}-{len(page.shots) + 1}-{image}.png"
+        page.screenshot(path=str(path), full_page=True, clip=clip)
+        page.shots.append(path)
+        if DOCS_SCREENSHOTS:
+            shutil.copyfile(path, DOCS_IMAGES / f"{image}.png")
+        return path
+
     page.shot = shot
+    page.docs_shot = docs_shot
     yield page
     context.close()
 

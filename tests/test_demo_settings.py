@@ -1,6 +1,6 @@
 """The demo site's settings: public demo secrets run the demo, never a site with DEBUG off.
 
-And nothing a site copies from the README's quick start uses them.
+And nothing a site copies from the quick start (the README and the tutorial) uses them.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.e2e.test_quickstart import REPO, readme_blocks
+from tests.e2e.test_quickstart import REPO, quickstart_blocks
 
 LOAD = "import project.settings as s; print('loaded', s.DEBUG, s.SECRET_KEY, s.CUSTOMERSYNC['WEBHOOK_SECRET'])"
 OWN = {"DJANGO_SECRET_KEY": "an-own-secret-0123456789", "STRIPE_WEBHOOK_SECRET": "whsec_own"}
@@ -47,6 +47,6 @@ def test_demo_settings_refuse_their_public_secrets_with_debug_off(tmp_path, env,
 
 @pytest.mark.parametrize("value", ["demo-only-not-secret", "whsec_demo", "sk_test_demo", "DJANGO_DEBUG", "project."])
 def test_the_readme_quick_start_uses_none_of_the_demo_values(value):
-    blocks = readme_blocks()
-    assert blocks, "no quick-start blocks found in the README"
+    blocks = quickstart_blocks()
+    assert blocks, "no quick-start blocks found in the README or the tutorial"
     assert [name for name, body in blocks.items() if value in body] == []

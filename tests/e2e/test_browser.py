@@ -2,7 +2,9 @@
 
 The site is pytest-django's live server; a real worker pushes to the fake
 Stripe server. A screenshot of each page is kept in ``test-artifacts/``
-(the ``page`` fixture, in conftest.py).
+(the ``page`` fixture, in conftest.py); the customer page as the docs show it
+is written to ``docs/images/`` too with ``CUSTOMERSYNC_DOCS_SCREENSHOTS=1``
+(``scripts/screenshots``).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import pytest
 
 from customersync import sync
+from customersync.exceptions import RetryLater
 from customersync.models import PendingPush, SyncStatus
 from tests.support import wait_for_tasks
 
@@ -111,3 +114,45 @@ def test_stripe_400_shows_stripes_message_on_the_field(stripe, start_worker, pub
     assert page.locator("textarea[name=invoice_footer]").input_value() == "Buy now!"  # the edit is kept
     assert "Failed" in page.locator(".field-sync_badge").inner_text()
     page.shot("stripe-error")
+
+
+def test_customer_page_as_the_docs_show_it(stripe, published_tasks, live_server, page):
+    """The top of a customer's page (status, what the next push sends, what happened), on a laptop
+    and on a phone: docs/images/admin-change-page.png and admin-change-page-phone.png."""
+    customer = sync.pull_one(
+        stripe.add_customer(name="Ann Example", email="ann@example.com", metadata={"plan": "gold"}, address=ADDRESS)[
+            "id"
+        ]
+    )
+    # An earlier push: Stripe answered 503 once, then confirmed the same request.
+    customer.phone = "+33 1 23 45 67 89"
+    customer.save()
+    stripe.inject(status=503)
+    with pytest.raises(RetryLater):
+        sync.push(customer.pk)
+    assert sync.push(customer.pk).outcome is sync.Outcome.PUSHED
+    stripe.clear_requests()
+
+    # An operator's edit of three parameters, not pushed yet.
+    open_change_page(page, live_server, customer)
+    page.fill("input[name=email]", "billing@example.com")
+    plan_row = page.locator("input[value=plan]").get_attribute("name").removesuffix("_key")
+    page.fill(f"input[name={plan_row}_value]", "platinum")
+    page.fill("input[name=address_city]", "Lyon")
+    page.click("input[name=_continue]")
+    page.wait_for_selector(".messagelist .success")
+
+    rows = page.locator(".customersync-pending tr").all_inner_texts()[1:]
+    assert [row.split("\t")[0] for row in rows] == [
+        "email",
+        "metadata[plan]",
+        "address[city]",
+        "address is sent whole, with its unchanged country, line1, postal_code.",
+    ]
+    open_change_page(page, live_server, customer)  # as an operator finds it, without the save's message
+    assert "Pending" in page.locator(".field-sync_badge").inner_text()
+    history = page.locator(".field-sync_history").inner_text()
+    assert "Succeeded" in history and "Will retry" in history and "503" in history
+    page.docs_shot("admin-change-page", width=1366, down_to=".field-conflicts_list")
+    page.docs_shot("admin-change-page-phone", width=390, down_to=".field-conflicts_list")
+    assert stripe.requests == []  # the edit waits for a worker

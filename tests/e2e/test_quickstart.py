@@ -1,17 +1,20 @@
-"""The README's quick start, run as a new user would: literally, from the README.
+"""The quick start, run as a new user would: literally, from the pages that give it.
 
-Builds the wheel, installs it into a fresh virtualenv with the extras the README
-names, makes a site with ``django-admin startproject mysite``, applies the
-README's settings and Celery app as written (read from the README, so the two
-cannot drift), and then: ``check`` is clean, ``migrate`` works,
-``customersync_pull`` imports from the bundled fake server, and one saved
-change reaches that server as exactly the changed parameter through a real
-worker. The same site has an ``accounts`` app whose ``Organization`` owns its
-customer ("Link customers to your own model": the README gives the settings
-and the code, the test writes the model), and runs the README's own tests of
-it ("Using the fake Stripe server in your own tests": a save reaching Stripe, an
-address changed in the Billing Portal coming back through the site's webhook
-endpoint) with pytest. Needs the package index (for the fresh virtualenv) and Redis.
+The README's quick start (install, settings, the Celery app, migrate and run,
+the fake server) and the tutorial that continues it (docs/tutorial.md: an
+``Organization`` that owns its customer, its admin, the webhook URL and the
+site's own tests) are read block by block: each fenced block marked
+``<!-- quickstart:NAME -->``, in exactly one of those pages, so the pages and
+this test cannot drift. The test builds the wheel, installs it into a fresh
+virtualenv with the extras the README names, makes a site with
+``django-admin startproject mysite``, applies the settings and the Celery app as
+written, and then: ``check`` is clean, ``migrate`` works, ``customersync_pull``
+imports from the bundled fake server, and one saved change reaches that server
+as exactly the changed parameter through a real worker. The tutorial's
+organization gets its customer and its save pushes exactly the changed email;
+the tutorial's tests (a save reaching Stripe, an address changed in the Billing
+Portal coming back through the site's webhook endpoint) pass under pytest in
+the site. Needs the package index (for the fresh virtualenv) and Redis.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import subprocess
 import sys
 import threading
 import urllib.request
+from collections import Counter
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -33,43 +37,38 @@ from django.conf import settings
 from tests.private_services import free_port
 
 REPO = Path(__file__).resolve().parent.parent.parent
-README = REPO / "README.md"
+# Where the quick start lives: the README, and the tutorial that continues it.
+QUICKSTART_PAGES = (REPO / "README.md", REPO / "docs" / "tutorial.md")
 BLOCK = re.compile(r"<!-- quickstart:(?P<name>[\w-]+) -->\s*```\w*\n(?P<body>.*?)```", re.S)
+BLOCK_NAMES = {
+    *("install", "settings", "celery", "init", "run", "fake-stripe"),
+    *("owner-model", "owner-settings", "owner-code", "owner-admin", "site-urls", "site-test"),
+}
 
 pytestmark = pytest.mark.quickstart
 
 
-def readme_blocks() -> dict[str, str]:
-    blocks = {}
-    for match in BLOCK.finditer(README.read_text()):
-        body = match.group("body")
-        indent = min(len(line) - len(line.lstrip()) for line in body.splitlines() if line.strip())
-        blocks[match.group("name")] = "\n".join(line[indent:] for line in body.splitlines()) + "\n"
+def quickstart_block_list() -> list[tuple[str, Path, str]]:
+    """Every marked block of the quick start's pages: (name, page, body without its indent)."""
+    blocks = []
+    for page in QUICKSTART_PAGES:
+        for match in BLOCK.finditer(page.read_text()):
+            body = match.group("body")
+            indent = min(len(line) - len(line.lstrip()) for line in body.splitlines() if line.strip())
+            blocks.append((match.group("name"), page, "\n".join(line[indent:] for line in body.splitlines()) + "\n"))
     return blocks
 
 
+def quickstart_blocks() -> dict[str, str]:
+    """The blocks by name (``test_readme_has_every_quickstart_block`` holds each name to one block)."""
+    return {name: body for name, _, body in quickstart_block_list()}
+
+
 def test_readme_has_every_quickstart_block():
-    assert set(readme_blocks()) == {
-        *("install", "settings", "celery", "init", "run", "fake-stripe"),
-        *("owner-settings", "owner-code", "site-urls", "site-test"),
-    }
-
-
-# The site's own model, as the README describes it (the README gives only its fields).
-ORGANIZATION_MODEL = """\
-from django.db import models
-
-from customersync.owner_model import OwnerMixin
-
-
-class Organization(OwnerMixin, models.Model):
-    name = models.CharField(max_length=200)
-    billing_email = models.EmailField(blank=True)
-    street = models.CharField(max_length=200, blank=True)
-    city = models.CharField(max_length=100, blank=True)
-    postal_code = models.CharField(max_length=20, blank=True)
-    country = models.CharField(max_length=2, blank=True)
-"""
+    """Every block the test runs is in the README or the tutorial, exactly once."""
+    names = Counter(name for name, _, _ in quickstart_block_list())
+    assert set(names) == BLOCK_NAMES
+    assert {name: count for name, count in names.items() if count != 1} == {}
 
 
 class Lines:
@@ -176,7 +175,7 @@ def site(tmp_path):
 
 
 def test_quickstart_as_written(site):
-    blocks = readme_blocks()
+    blocks = quickstart_blocks()
 
     # 1. Install: the wheel from this checkout, into the fresh virtualenv.
     site.run(blocks["install"].replace("path/to/customersync", shlex.quote(str(REPO))))
@@ -193,12 +192,13 @@ def test_quickstart_as_written(site):
     (package / "celery.py").write_text(blocks["celery"])
     (package / "__init__.py").write_text(blocks["init"])
 
-    # The site's accounts app and its Organization, linked as "Link customers to
-    # your own model" says: before the first migrate.
+    # The tutorial's accounts app, its Organization and the organization's admin, linked
+    # to the customers as the tutorial says: before the first migrate.
     site.run("python manage.py startapp accounts", cwd=project)
-    (project / "accounts" / "models.py").write_text(ORGANIZATION_MODEL)
+    (project / "accounts" / "models.py").write_text(blocks["owner-model"])
+    (project / "accounts" / "admin.py").write_text(blocks["owner-admin"])
     with open(package / "settings.py", "a") as settings_file:
-        settings_file.write('\nINSTALLED_APPS += ["accounts"]\n' + blocks["owner-settings"])
+        settings_file.write("\n" + blocks["owner-settings"])
     output = site.run("python manage.py makemigrations accounts", cwd=project)
     assert "Create model Organization" in output and "Migrations for 'customersync'" not in output, output
 
@@ -218,7 +218,7 @@ def test_quickstart_as_written(site):
             site.run(line, cwd=project)
     assert server is not None and site.env.get("STRIPE_API_KEY")
 
-    # A fresh site with the app installed as the README says: no warning at all.
+    # A fresh site with the app installed as the quick start says: no warning at all.
     output = site.run("python manage.py check", cwd=project)
     assert "System check identified no issues (0 silenced)." in output, output
     assert "WARNING" not in output and "customersync." not in output, output
@@ -252,10 +252,11 @@ def test_quickstart_as_written(site):
 
 
 def owner_quickstart(site: Site, project: Path, blocks: dict[str, str], worker: Lines, port: str):
-    """The README's owner code, as written: the organization's customer is created, then its save pushes."""
-    code = blocks["owner-code"] + "print('owned', customer.pk, customer.stripe_id)\n"
+    """The tutorial's owner code, as written: the organization's customer is created, then its save pushes;
+    the organization's admin page, with the tutorial's admin, shows its Stripe customer."""
+    code = blocks["owner-code"] + "print('owned', org.pk, customer.pk, customer.stripe_id)\n"
     output = site.run(f"python manage.py shell -c {shlex.quote(code)}", cwd=project)
-    pk, stripe_id = re.search(r"owned (\d+) (cus_\w+)", output).groups()
+    owner_pk, pk, stripe_id = re.search(r"owned (\d+) (\d+) (cus_\w+)", output).groups()
     # The worker sends the new billing email, and nothing else.
     worker.wait_for(rf"Pushed {pk} \({stripe_id}\): Stripe confirmed", timeout=60)
     check = (
@@ -275,12 +276,23 @@ def owner_quickstart(site: Site, project: Path, blocks: dict[str, str], worker: 
     assert "email=billing%40acme.example" in create["body"].split("&"), create
     updates = [r for r in received if (r["method"], r["path"]) == ("POST", f"/v1/customers/{stripe_id}")]
     assert [(r["status"], r["body"]) for r in updates] == [(200, "email=accounts%40acme.example")]
+    # The organization's page in the admin: the mixin's section, with the customer in sync.
+    page = (
+        "from django.test import Client; from django.test.utils import setup_test_environment; "
+        "from django.contrib.auth.models import User; setup_test_environment(); "
+        "client = Client(); client.force_login(User.objects.create_superuser('admin', 'a@example.com', 'pw')); "
+        f"response = client.get('/admin/accounts/organization/{owner_pk}/change/'); "
+        "print('status', response.status_code); print(response.content.decode())"
+    )
+    output = site.run(f"python manage.py shell -c {shlex.quote(page)}", cwd=project)
+    assert "status 200" in output, output
+    assert "Stripe customer" in output and stripe_id in output and "In sync" in output, output
 
 
 def site_test(site: Site, project: Path, blocks: dict[str, str]):
-    """The README's tests with the fake_stripe fixture, run by pytest in the site (pytest-django configured):
-    a save reaches Stripe, and a Billing Portal change comes back through the site's webhook endpoint,
-    which the README's lines add to ``mysite/urls.py``."""
+    """The tutorial's tests with the fake_stripe fixture, run by pytest in the site (pytest-django configured
+    as the tutorial says): a save reaches Stripe, and a Billing Portal change comes back through the site's
+    webhook endpoint, which the tutorial's lines add to ``mysite/urls.py``."""
     site.run('python -m pip install "pytest>=8,<10" "pytest-django>=4.9,<5"')
     (project / "pytest.ini").write_text("[pytest]\nDJANGO_SETTINGS_MODULE = mysite.settings\n")
     with open(project / "mysite" / "urls.py", "a") as urls:
