@@ -1,4 +1,4 @@
-"""The benchmark suite: ``python -m bench`` (after the README's set-up).
+"""The benchmark suite: ``python -m bench`` (after the set-up in docs/operations/performance.md).
 
 Starts its own fake Stripe server on loopback and its own worker processes,
 uses the test settings' PostgreSQL and Redis (db 12, a database of its own)

@@ -1,6 +1,6 @@
 """The demo site's settings (``project.settings``) as ``bench.workers`` runs them: the rate budget off.
 
-Everything else is the demo's, configured as the README recommends. For its comparison
+Everything else is the demo's, configured as docs/operations/celery.md recommends. For its comparison
 rows only, ``BENCH_DB_POOL=0`` leaves Django's connection pool out (with
 ``BENCH_CONN_MAX_AGE`` as ``CONN_MAX_AGE``, default 0).
 """

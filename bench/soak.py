@@ -14,7 +14,7 @@ and PostgreSQL restarted during the run; ``--all-hazards`` turns them all on
 with the values above (a flag given beside it wins).
 
 It uses the test settings (PostgreSQL and Redis as the test suite finds them,
-see the README), in a database of its own that it creates and drops, with
+see docs/operations/performance.md), in a database of its own that it creates and drops, with
 Redis database 13 as the broker (``CUSTOMERSYNC_SOAK_REDIS_URL`` chooses
 another; else ``CUSTOMERSYNC_TEST_REDIS_URL`` when set). With database
 restarts the database is a PostgreSQL of the bench's own

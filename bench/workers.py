@@ -3,7 +3,7 @@
 What a site runs, measured from outside: N customers changed and marked
 (``sync.mark_for_push``, whose drain task publishes their pushes from a worker),
 then separately N saves through the public ``save()``; real ``celery worker``
-processes of the demo project (``project/``, its settings as the README
+processes of the demo project (``project/``, its settings as docs/operations/celery.md
 recommends, the rate budget off: ``bench.site_settings``), on Redis and
 PostgreSQL, against the bundled fake Stripe server run as its own process
 (``python -m customersync.testing``) answering at once. Each run is timed from
@@ -42,7 +42,7 @@ from tests.private_services import free_port
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 API_KEY = "sk_test_bench_workers"
-# As the README recommends: a thread pool sharing Django's connection pool (the demo's
+# As docs/operations/celery.md recommends: a thread pool sharing Django's connection pool (the demo's
 # settings), one push reserved at a time.
 RECOMMENDED = {"workers": 1, "pool": "threads", "concurrency": 8, "env": {}}
 

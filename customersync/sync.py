@@ -1,6 +1,6 @@
 """The app's public operations, in one place: what tasks, commands, the admin and sites call.
 
-Each lives in the module of its job (the layout in the README):
+Each lives in the module of its job (the layout in docs/architecture.md):
 
 - ``push.outbox``: record a change, publish its task, mark many for pushing, drain, sweep;
 - ``push.send``: send a customer's pending changes and record what Stripe said, one request

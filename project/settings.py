@@ -82,8 +82,8 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Django's connection pool (psycopg[pool]): Celery's Django fix-up closes a worker's connection
     # before and after every task, whatever CONN_MAX_AGE says; with the pool that hands it back
-    # instead of closing it, so a push task does not open a connection of its own (see the README's
-    # "Worker settings"). The pool is per process: run the worker with --pool=threads, and let the
+    # instead of closing it, so a push task does not open a connection of its own (see
+    # docs/operations/celery.md). The pool is per process: run the worker with --pool=threads, and let the
     # pool hold a connection per thread (psycopg_pool's default holds 4; threads beyond wait).
     DATABASES["default"]["OPTIONS"] = {**DATABASES["default"].get("OPTIONS", {}), "pool": {"max_size": 8}}
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

@@ -1,7 +1,7 @@
 """How the admin shows a customer's sync: the status badge, the last error, what the next push sends, links.
 
 Shared by customersync's own Customer admin and the owner admins of sites
-(``owner_admin.OwnerAdminMixin``), so an operator sees the same thing on both
+(``admin.owner.OwnerAdminMixin``), so an operator sees the same thing on both
 pages. Everything returned is HTML built with ``format_html``: values,
 Stripe's texts included, are escaped.
 """

@@ -1,7 +1,7 @@
 """The sync's records in the admin, read-only: the sync log (push attempts), conflicts, webhook events.
 
 Also how a customer's page shows its latest attempts and conflicts. Every
-moment reads the same way (``admin_display.when``); what a push sent reads as
+moment reads the same way (``admin.display.when``); what a push sent reads as
 the pending-changes panel names it, never as a form body or JSON; long texts
 are cut to their column with the whole text on hover and on the record's page.
 """

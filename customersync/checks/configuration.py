@@ -160,7 +160,7 @@ def check_worker_database(app_configs: Any = None, **kwargs: Any) -> list:
             f"The database {alias!r} has no connection pool: Celery closes a worker's connection around every "
             "task (whatever CONN_MAX_AGE says), so every push opens a new database connection.",
             hint=f"Set DATABASES[{alias!r}]['OPTIONS'] = {{'pool': True}} (Django's connection pool, "
-            "psycopg[pool]) and run the workers with --pool=threads; see the README's Worker settings.",
+            "psycopg[pool]) and run the workers with --pool=threads; see docs/operations/celery.md.",
             id="customersync.W014",
         )
     ]
@@ -246,7 +246,11 @@ def check_owner(app_configs: Any = None, **kwargs: Any) -> list:
         mapping = Mapping(model, dict(fields), both)
     except ConfigurationError as err:
         return [
-            Error(str(err), hint="Map parameters the customer object mirrors (see params.py).", id="customersync.E022")
+            Error(
+                str(err),
+                hint="Map parameters the customer object mirrors (customersync.core.params; docs/topics/owners.md).",
+                id="customersync.E022",
+            )
         ]
     keys = {s.key for s in mapping.sources} | {s.path[0] for s in mapping.sources}
     for name in both:

@@ -187,7 +187,7 @@ class WebhookEvent(models.Model):
     platform's endpoints (the row whose outcome is not duplicate or refused), and a later delivery
     of the same id to that platform is recorded as a duplicate. The same event delivered to
     another platform's Connect endpoint (a connected account connected to both) is that
-    platform's own, and handled there too (see the README, "Webhooks").
+    platform's own, and handled there too (see docs/topics/webhooks.md).
     """
 
     event_id = models.CharField(_("event id"), max_length=255, db_index=True)

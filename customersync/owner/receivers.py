@@ -48,7 +48,7 @@ def connect() -> None:
     post_delete.connect(delete_in_stripe, sender=Customer, dispatch_uid="customersync.delete_in_stripe")
     owner = owner_model_label()
     if owner:
-        # The owner's saves keep its customer in step (owner_sync); a lazy
+        # The owner's saves keep its customer in step (owner.customers); a lazy
         # "app_label.Model" sender, resolved once the site's app is loaded.
         pre_save.connect(owner_pre_save, sender=owner, dispatch_uid="customersync.owner_pre_save")
         post_save.connect(owner_post_save, sender=owner, dispatch_uid="customersync.owner_post_save")

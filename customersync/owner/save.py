@@ -1,7 +1,7 @@
 """What ``owner_model.OwnerMixin`` remembers: the owner's mapped values as loaded.
 
 An owner loaded from the database (``Model.from_db``, ``refresh_from_db``) remembers its mapped
-values (``remember``). Its pre_save (``owner_sync.owner_pre_save``) compares them with what it holds
+values (``remember``). Its pre_save (``owner.customers.owner_pre_save``) compares them with what it holds
 now (``changes``): a save that changes none costs nothing but the owner's own ``UPDATE``; the
 changed ones are checked alone, on a scratch customer, before any query (``check``), and only
 those are compared with what its customers last had applied. A key missing from what was

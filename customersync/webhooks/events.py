@@ -1,7 +1,7 @@
 """Stripe's webhook events for customers, applied to the mirror once each per platform.
 
 The view (``webhooks.webhook``) verifies the signature; ``handle_event``
-refuses an event of a shape the mirror cannot hold (``eventcheck``: an
+refuses an event of a shape the mirror cannot hold (``webhooks.validation``: an
 ``EventError``, before anything is written), records the event under its
 id and platform (a redelivery is recorded as a duplicate and does nothing
 else), ignores one older than the state the mirror holds, and writes the
