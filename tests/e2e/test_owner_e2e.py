@@ -1,4 +1,4 @@
-"""Issue 11 end to end: owner saves through a real worker, and creation raced across processes."""
+"""Owners end to end: saves through a real worker, and creation raced across processes."""
 
 from __future__ import annotations
 

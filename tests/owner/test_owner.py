@@ -1,4 +1,4 @@
-"""Issue 11: customers linked to the site's own model, its fields mapped and kept in step.
+"""Customers linked to the site's own model, its fields mapped and kept in step.
 
 Written against whichever owner model the settings name (an organization by
 default; ``CUSTOMERSYNC_TEST_OWNER=user`` runs the same tests on a custom

@@ -1,4 +1,4 @@
-"""System checks for the owner link's settings (issue 11)."""
+"""System checks for the owner link's settings."""
 
 from __future__ import annotations
 

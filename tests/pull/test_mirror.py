@@ -1,4 +1,4 @@
-"""Issue 5: bulk import, webhooks, conflicts and creation."""
+"""Bulk import, webhooks, conflicts and creation."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 12: a fenced lease on the database's clock.
+"""A fenced lease on the database's clock.
 
 Threads with their own database connections stand in for workers; the fake
 server holds requests to make them outlast a lease. Time that must pass (a

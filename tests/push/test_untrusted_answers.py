@@ -1,4 +1,4 @@
-"""Issue 13, the rows about answers: what a broken or hostile API server sends back.
+"""What a broken or hostile API server sends back.
 
 The server is the tests' fake Stripe on 127.0.0.1, told to answer with exactly
 the bytes of each row (``inject(status=..., body=..., headers=...)``).
