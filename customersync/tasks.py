@@ -90,7 +90,7 @@ def _accounts(account: int | None) -> list[int | None]:
     return found + list(Account.objects.order_by("pk").values_list("pk", flat=True))
 
 
-@shared_task(bind=True, name=CATCH_UP_TASK, ignore_result=True)
+@shared_task(bind=True, name=CATCH_UP_TASK)
 def catch_up(self, account: int | None = None, every: bool = True) -> dict[str, Any] | None:
     """Apply Stripe's customer events after each account's cursor (``account``: its pk; ``every``
     with no ``account``: one task per account, the default platform's own included). Also starts a
@@ -114,7 +114,7 @@ def catch_up(self, account: int | None = None, every: bool = True) -> dict[str, 
     return {"applied": stats.applied, "skipped": stats.skipped, "outcomes": stats.outcomes}
 
 
-@shared_task(bind=True, name=RECONCILE_TASK, ignore_result=True)
+@shared_task(bind=True, name=RECONCILE_TASK)
 def reconcile(self, account: int | None = None) -> dict[str, int] | None:
     """Walk an account's customers and bring the mirror to Stripe (``account``: its pk; None: the
     default platform's own); an interrupted walk resumes."""

@@ -185,11 +185,16 @@ class _OutOfReach(Exception):
 
 
 def catch_up(
-    account: Any = None, *, since: dt.datetime | None = None, client: StripeClient | None = None
+    account: Any = None,
+    *,
+    since: dt.datetime | None = None,
+    client: StripeClient | None = None,
+    page_size: int | None = None,
 ) -> CatchUpStats:
     """Apply ``account``'s customer events after its cursor, oldest first (see the module).
 
-    ``since``: start from the events created at or after this time instead of the cursor.
+    ``since``: start from the events created at or after this time instead of the cursor;
+    ``page_size``: events a page (default 100, Stripe's most).
     Raises ``StripeError`` when Stripe could not be asked (the cursor stays after the last
     event applied), ``Paused`` while the account's budget is paused, ``Busy`` when another
     run holds the account.
@@ -207,7 +212,7 @@ def catch_up(
             stats.started = True
             return stats
         try:
-            _walk(hold, client, share, stats)
+            _walk(hold, client, share, stats, page_size or PAGE)
         except _OutOfReach as err:
             reason = str(err)
             logger.error(
@@ -243,14 +248,14 @@ def _events(page: Any) -> list[dict[str, Any]]:
     return data
 
 
-def _walk(hold: _Hold, client: StripeClient, share: Share, stats: CatchUpStats) -> None:
+def _walk(hold: _Hold, client: StripeClient, share: Share, stats: CatchUpStats, size: int) -> None:
     cursor = hold.read()
     if cursor.event_created is not None and cursor.event_created < timezone.now() - RETENTION:
         raise _OutOfReach(f"its last event is from {cursor.event_created:%Y-%m-%d %H:%M:%S} UTC, over 30 days ago")
-    anchor = cursor.event_id or _oldest_since(client, share, cursor, hold, stats)
+    anchor = cursor.event_id or _oldest_since(client, share, cursor, hold, stats, size)
     while anchor:
         try:
-            page = client.list_events(types=EVENT_TYPES, limit=PAGE, ending_before=anchor, before_send=share)
+            page = client.list_events(types=EVENT_TYPES, limit=size, ending_before=anchor, before_send=share)
         except StripeError as err:
             if err.http_status == 404 or getattr(err, "code", None) == "resource_missing":
                 raise _OutOfReach(f"Stripe no longer lists its last event {anchor}") from None
@@ -266,7 +271,9 @@ def _walk(hold: _Hold, client: StripeClient, share: Share, stats: CatchUpStats) 
     hold.cursors.filter(key=hold.key).update(caught_up_at=timezone.now())
 
 
-def _oldest_since(client: StripeClient, share: Share, cursor: EventCursor, hold: _Hold, stats: CatchUpStats) -> str:
+def _oldest_since(
+    client: StripeClient, share: Share, cursor: EventCursor, hold: _Hold, stats: CatchUpStats, size: int
+) -> str:
     """With a time and no event (``since``, or a first run that met no event): apply the oldest
     event created since then, found by walking the list back to it (one page in memory), and
     answer its id, from which the walk goes forward; "" when there is none."""
@@ -275,7 +282,7 @@ def _oldest_since(client: StripeClient, share: Share, cursor: EventCursor, hold:
     after: str | None = None
     while True:
         page = client.list_events(
-            types=EVENT_TYPES, limit=PAGE, starting_after=after, created=created, before_send=share
+            types=EVENT_TYPES, limit=size, starting_after=after, created=created, before_send=share
         )
         data = _events(page)
         stats.pages += 1
