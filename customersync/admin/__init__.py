@@ -30,8 +30,8 @@ Modules and their public names:
 - ``records``: The sync's records in the admin, read-only: the sync log (push attempts), conflicts, webhook
   events, the events cursors and drift.
   Public: ``HISTORY_ROWS``, ``RECORD_FORM``, ``ReadOnlyMixin``, ``customer_title``, ``attempt_number``,
-  ``attempt_error``, ``sent_names``, ``PushAttemptAdmin``, ``ConflictAdmin``, ``WebhookEventAdmin``, ``EventCursorAdmin``, ``DriftAdmin``,
-  ``history_table``, ``conflicts_table``.
+  ``attempt_error``, ``sent_names``, ``PushAttemptAdmin``, ``ConflictAdmin``, ``WebhookEventAdmin``,
+  ``EventCursorAdmin``, ``DriftAdmin``, ``history_table``, ``conflicts_table``.
 """
 
 # Django's admin autodiscovery imports this package: these modules register the ModelAdmins.
