@@ -395,7 +395,7 @@ def _reconcile(hold: _Hold, client: StripeClient, share: Share, *, page_size: in
         .exclude(Q(stripe_data__test_clock__isnull=False) & ~Q(stripe_data__test_clock=None))
         .mark_deleted()
     )
-    cursors.filter(key=hold.key).update(deleted=gone, reconcile_finished_at=timezone.now(), behind="")
+    cursors.filter(key=hold.key).update(deleted=gone, reconcile_finished_at=timezone.now())
     done = hold.read()
     figures = ReconcileStats(seen=done.seen, drifted=done.drifted, deleted=done.deleted, added=done.added)
     logger.info(

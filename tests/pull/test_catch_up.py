@@ -47,8 +47,10 @@ def test_a_first_catch_up_starts_from_the_newest_event_and_applies_nothing(strip
 
 
 def test_events_after_the_cursor_are_applied_oldest_first_each_once(stripe):
-    ann = sync.pull_one(stripe.add_customer(name="Ann", email="ann@example.com")["id"])
-    bob = sync.pull_one(stripe.add_customer(name="Bob")["id"])
+    ann = stripe.add_customer(name="Ann", email="ann@example.com")["id"]
+    bob = stripe.add_customer(name="Bob")["id"]
+    stripe.change_customer(bob, metadata={"before": "the cursor"})  # the newest event: the cursor's
+    ann, bob = sync.pull_one(ann), sync.pull_one(bob)
     catchup.catch_up()
     anchor = EventCursor.objects.get(key="default").event_id
     stripe.clear_requests()
@@ -90,7 +92,9 @@ class FailsSecondPage(StripeClient):
 
 
 def test_a_run_stopped_by_stripe_resumes_after_the_last_event_applied(stripe):
-    customer = sync.pull_one(stripe.add_customer(name="Ann")["id"])
+    cus = stripe.add_customer(name="Ann")["id"]
+    stripe.change_customer(cus, metadata={"n": "start"})  # the cursor's event
+    customer = sync.pull_one(cus)
     catchup.catch_up()
     for n in range(5):
         stripe.change_customer(customer.stripe_id, metadata={"n": str(n)})
@@ -113,7 +117,9 @@ def test_a_run_stopped_by_stripe_resumes_after_the_last_event_applied(stripe):
 
 
 def test_an_event_of_another_api_version_applies_the_customer_as_stripe_answers_it(stripe):
-    customer = sync.pull_one(stripe.add_customer(name="Ann")["id"])
+    cus = stripe.add_customer(name="Ann")["id"]
+    stripe.change_customer(cus, metadata={"n": "start"})  # the cursor's event
+    customer = sync.pull_one(cus)
     catchup.catch_up()
     stripe.change_customer(customer.stripe_id, name="From the event")
     stripe.update_customer_directly(customer.stripe_id, name="As Stripe answers now")
@@ -131,6 +137,7 @@ def test_an_event_of_another_api_version_applies_the_customer_as_stripe_answers_
 
 def test_a_cursor_older_than_the_log_keeps_falls_back_to_a_reconcile_with_exact_figures(stripe, caplog):
     ids = [stripe.add_customer(name=f"C{n}", email=f"c{n}@example.com")["id"] for n in range(10)]
+    stripe.change_customer(ids[9], metadata={"n": "start"})  # the cursor's event
     sync.pull()
     catchup.catch_up()  # the cursor, on the newest event
     stripe.change_customer(ids[0], name="Changed in Stripe")  # an event, soon out of the log's reach
@@ -167,8 +174,12 @@ def test_a_cursor_older_than_the_log_keeps_falls_back_to_a_reconcile_with_exact_
     assert set(added) <= set(Customer.objects.values_list("stripe_id", flat=True))
     kept.refresh_from_db()
     assert (kept.description, kept.phone) == ("edited here", "+33100000000")
-    # The cursor starts again from the newest event: the next run lists after it.
-    assert cursor.event_id == stripe.events[-1]["id"]
+    # The cursor starts again from the newest event listed (none: the log's are all gone, so from then).
+    assert cursor.event_id == ""
+    stripe.change_customer(ids[7], name="After the reconcile")
+    assert catchup.catch_up().applied == 1
+    assert Customer.objects.get(stripe_id=ids[7]).name == "After the reconcile"
+    assert EventCursor.objects.get(key="default").event_id == stripe.events[-1]["id"]
 
 
 def test_a_reconcile_leaves_test_clock_customers_it_cannot_list(stripe):
