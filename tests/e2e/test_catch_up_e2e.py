@@ -77,7 +77,7 @@ def test_after_an_outage_the_catch_up_task_brings_the_mirror_and_owners_to_strip
     live = stripe.customers
     for customer in Customer.objects.exclude(stripe_id=None):
         theirs = live.get(customer.stripe_id)
-        if theirs is None:
+        if theirs is None or theirs.get("deleted"):
             assert customer.sync_status == SyncStatus.DELETED, customer.stripe_id
             continue
         assert customer.sync_status == SyncStatus.IN_SYNC, customer.stripe_id
