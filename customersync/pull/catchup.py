@@ -113,7 +113,8 @@ class Share:
     Two budgets: the catch-up's own, at ``share * rate`` for every worker of the fleet
     (``"<account budget>:catch-up"``), and then the account's, shared with the pushes, so all
     requests together stay within the rate and the catch-up never takes more than its share.
-    Without a budget (RATE_LIMIT 0), requests go at the share of ``PULL_RATE``, in this process.
+    Without a budget (RATE_LIMIT 0), requests go at the share of ``PULL_RATE``, in this process
+    (``PULL_RATE`` 0: not paced).
     """
 
     def __init__(self, account: Account | None) -> None:
@@ -125,11 +126,14 @@ class Share:
         rate = platform.rate_limit or app_settings.RATE_LIMIT
         if self.shared is not None:
             self.own = rate_budget.budget(f"{name}:catch-up", float(rate) * share)
+        elif app_settings.PULL_RATE:
+            self.own = rate_budget.LocalBudget(float(app_settings.PULL_RATE) * share)
         else:
-            self.own = rate_budget.LocalBudget(float(app_settings.PULL_RATE or 20.0) * share)
+            self.own = None  # no budget and PULL_RATE 0: not paced, as a pull
 
     def __call__(self) -> Any:
-        self.own.acquire()
+        if self.own is not None:
+            self.own.acquire()
         if self.shared is None:
             return None
         self.shared.acquire()
