@@ -101,7 +101,7 @@ def catch_up(self, account: int | None = None, every: bool = True) -> dict[str, 
         return None
     try:
         stats = catchup.catch_up(account)
-    except catchup.Busy:
+    except catchup.CursorHeld:
         return {"busy": True}
     except Paused as paused:
         raise self.retry(countdown=paused.seconds + random.uniform(0.0, 0.5)) from None
@@ -120,7 +120,7 @@ def reconcile(self, account: int | None = None) -> dict[str, int] | None:
     default platform's own); an interrupted walk resumes."""
     try:
         stats = catchup.reconcile(account)
-    except catchup.Busy:
+    except catchup.CursorHeld:
         return None
     except Paused as paused:
         raise self.retry(countdown=paused.seconds + random.uniform(0.0, 0.5)) from None

@@ -48,7 +48,7 @@ from .. import accounts
 from ..conf import app_settings
 from ..core.merge import norm
 from ..core.params import TABLE, get_path
-from ..exceptions import APIError, EventError, StripeError
+from ..exceptions import APIError, ConfigurationError, EventError, StripeError
 from ..models import Account, Customer, Drift, EventCursor, SyncStatus
 from ..stripe import rate_budget
 from ..stripe.client import StripeClient
@@ -62,7 +62,7 @@ __all__ = [
     "CatchUpStats",
     "ReconcileStats",
     "Share",
-    "Busy",
+    "CursorHeld",
     "catch_up",
     "reconcile",
     "reconcile_due",
@@ -77,7 +77,7 @@ PAGE = 100
 HOLD = dt.timedelta(minutes=10)
 
 
-class Busy(Exception):
+class CursorHeld(Exception):
     """Another run (catch-up or reconcile) holds this account's cursor."""
 
 
@@ -120,7 +120,11 @@ class Share:
     def __init__(self, account: Account | None) -> None:
         platform = accounts.platform_of(account)
         name = accounts.budget_name(account)
-        share = float(app_settings.CATCH_UP_SHARE)
+        share = app_settings.CATCH_UP_SHARE
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share <= 1:
+            raise ConfigurationError(
+                f"CUSTOMERSYNC['CATCH_UP_SHARE'] is a number more than 0 and at most 1, not {share!r}."
+            )
         self.own: Any
         self.shared = rate_budget.budget(name, platform.rate_limit)
         rate = platform.rate_limit or app_settings.RATE_LIMIT
@@ -168,7 +172,7 @@ class _Hold:
         now = timezone.now()
         free = Q(running_until=None) | Q(running_until__lt=now)
         if not self.cursors.filter(key=self.key).filter(free).update(running_until=now + HOLD):
-            raise Busy(f"Another catch-up or reconcile of {_name(self.account)} is running.")
+            raise CursorHeld(f"Another catch-up or reconcile of {_name(self.account)} is running.")
         return self
 
     def renew(self) -> None:
@@ -200,7 +204,7 @@ def catch_up(
     ``since``: start from the events created at or after this time instead of the cursor;
     ``page_size``: events a page (default 100, Stripe's most).
     Raises ``StripeError`` when Stripe could not be asked (the cursor stays after the last
-    event applied), ``Paused`` while the account's budget is paused, ``Busy`` when another
+    event applied), ``Paused`` while the account's budget is paused, ``CursorHeld`` when another
     run holds the account.
     """
     account = accounts.resolve(account)
@@ -348,7 +352,7 @@ def reconcile(
     account: Any = None, *, client: StripeClient | None = None, page_size: int | None = None
 ) -> ReconcileStats:
     """Walk ``account``'s customers in Stripe and bring the mirror to them (see the module);
-    resumes an interrupted walk. Raises ``StripeError``, ``Paused`` and ``Busy`` as ``catch_up``."""
+    resumes an interrupted walk. Raises ``StripeError``, ``Paused`` and ``CursorHeld`` as ``catch_up``."""
     account = accounts.resolve(account)
     client = client or accounts.stripe_client(account)
     with _Hold(account) as hold:
@@ -360,9 +364,7 @@ def _reconcile(hold: _Hold, client: StripeClient, share: Share, *, page_size: in
     cursor = hold.read()
     cursors = hold.cursors
     using = router.db_for_write(Customer)
-    unfinished = cursor.reconcile_started_at is not None and (
-        cursor.reconcile_finished_at is None or cursor.reconcile_finished_at < cursor.reconcile_started_at
-    )
+    unfinished = _unfinished(cursor)
     if not unfinished:
         cursors.filter(key=hold.key).update(
             reconcile_started_at=timezone.now(), reconcile_after="", seen=0, drifted=0, deleted=0, added=0
@@ -444,7 +446,13 @@ def reconcile_due(account: Any = None) -> bool:
     if not every:
         return False
     cursor = cursor_of(account)
-    if cursor.reconcile_started_at is not None and cursor.reconcile_finished_at is None:
+    if _unfinished(cursor):
         return True  # a walk stopped: resume it
     last = cursor.reconcile_finished_at or cursor.created_at
     return bool(last < timezone.now() - dt.timedelta(seconds=every))
+
+
+def _unfinished(cursor: EventCursor) -> bool:
+    """Whether the cursor's reconcile began and has not finished (it stopped, or it is running)."""
+    started, finished = cursor.reconcile_started_at, cursor.reconcile_finished_at
+    return started is not None and (finished is None or finished < started)

@@ -235,9 +235,8 @@ class StripeClient:
             if before_page is not None:
                 before_page()
             size = limit if remaining is None else min(limit, remaining)
-            page = self.list_customers(
-                limit=size, starting_after=starting_after, created=created, before_send=before_send
-            )
+            sending = {"before_send": before_send} if before_send is not None else {}
+            page = self.list_customers(limit=size, starting_after=starting_after, created=created, **sending)
             data = page.get("data") or []
             if not isinstance(data, list) or not all(
                 isinstance(c, dict) and isinstance(c.get("id"), str) for c in data

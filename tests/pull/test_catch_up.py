@@ -17,7 +17,7 @@ from django.test import override_settings
 
 from customersync import sync
 from customersync.accounts import stripe_client
-from customersync.exceptions import StripeError
+from customersync.exceptions import ConfigurationError, StripeError
 from customersync.models import Account, Customer, Drift, EventCursor, EventOutcome, SyncStatus, WebhookEvent
 from customersync.pull import catchup
 from customersync.stripe.client import StripeClient
@@ -246,3 +246,11 @@ def test_a_share_of_the_budget_paces_the_catch_up_below_the_accounts_rate(stripe
     assert share.own.rate == settings.CUSTOMERSYNC["RATE_LIMIT"] * 0.25
     assert share.shared is not None and share.shared.rate == settings.CUSTOMERSYNC["RATE_LIMIT"]
     assert share.own.name.endswith(":catch-up") and stripe_client(None) is not None
+
+
+def test_a_share_out_of_range_stops_the_catch_up_before_any_request(stripe):
+    stripe.clear_requests()
+    with override_settings(CUSTOMERSYNC={**settings.CUSTOMERSYNC, "CATCH_UP_SHARE": 0}):
+        with pytest.raises(ConfigurationError, match=r"CATCH_UP_SHARE'\] is a number more than 0"):
+            catchup.catch_up()
+    assert stripe.requests == []

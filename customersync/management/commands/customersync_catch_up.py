@@ -39,7 +39,7 @@ class Command(BaseCommand):
             raise CommandError(f"--account: {err}") from None
         try:
             stats = catchup.catch_up(account, since=options["since"])
-        except catchup.Busy as err:
+        except catchup.CursorHeld as err:
             raise CommandError(f"{err} Try again once it ends.") from None
         except Paused as err:
             raise CommandError(

@@ -32,7 +32,7 @@ class Command(BaseCommand):
             raise CommandError(f"--account: {err}") from None
         try:
             figures = catchup.reconcile(account, page_size=options["page_size"])
-        except catchup.Busy as err:
+        except catchup.CursorHeld as err:
             raise CommandError(f"{err} Try again once it ends.") from None
         except Paused as err:
             raise CommandError(f"Reconcile stopped: {err} Run it again; it resumes where it stopped.") from None
