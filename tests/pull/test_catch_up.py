@@ -254,3 +254,53 @@ def test_a_share_out_of_range_stops_the_catch_up_before_any_request(stripe):
         with pytest.raises(ConfigurationError, match=r"CATCH_UP_SHARE'\] is a number more than 0"):
             catchup.catch_up()
     assert stripe.requests == []
+
+
+def test_a_reconcile_writes_each_page_in_a_constant_number_of_queries(stripe):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    catchup.cursor_of(None)  # the account's cursor row exists: each run reads and updates it
+    counts = []
+    for _round in range(3):
+        for n in range(10):
+            stripe.add_customer(name=f"Round {_round} {n}")
+        sync.pull()
+        for cus in stripe.customers:  # drift on every customer of every page
+            stripe.update_customer_directly(cus, email=f"r{_round}-{cus}@example.com".lower())
+        with CaptureQueriesContext(connection) as queries:
+            figures = catchup.reconcile(page_size=10)
+        assert figures.drifted == figures.seen == 10 * (_round + 1)
+        counts.append(len(queries))
+    assert counts[2] - counts[1] == counts[1] - counts[0] == 7  # each page costs the same
+
+
+def test_the_admin_shows_each_accounts_cursor_and_its_reconcile_figures(stripe, admin_client):
+    from django.urls import reverse
+
+    ids = [stripe.add_customer(name=f"C{n}")["id"] for n in range(3)]
+    sync.pull()
+    stripe.delete_customer(ids[0])
+    stripe.update_customer_directly(ids[1], email="drift@example.com")
+    catchup.reconcile()
+    page = admin_client.get(reverse("admin:customersync_eventcursor_changelist")).content.decode()
+    assert '<td class="field-seen">2</td>' in page and '<td class="field-drifted">1</td>' in page
+    assert '<td class="field-deleted">1</td>' in page and '<td class="field-added">0</td>' in page
+    drift = admin_client.get(reverse("admin:customersync_drift_changelist")).content.decode()
+    assert "drift@example.com" in drift
+
+
+def test_the_echo_of_this_apps_own_push_is_recognised_and_sends_nothing_back(stripe):
+    cus = stripe.add_customer(name="Ann")["id"]
+    stripe.change_customer(cus, metadata={"n": "start"})  # the cursor's event
+    customer = sync.pull_one(cus)
+    catchup.catch_up()
+    customer.description = "edited here"
+    customer.save()
+    sync.push(customer.pk)
+    stripe.clear_requests()
+    stats = catchup.catch_up()
+    assert stats.outcomes == {"echo": 1}
+    assert [(r.method, r.path) for r in stripe.requests] == [("GET", "/v1/events")]
+    customer.refresh_from_db()
+    assert (customer.description, customer.sync_status) == ("edited here", SyncStatus.IN_SYNC)
