@@ -304,3 +304,21 @@ def test_the_echo_of_this_apps_own_push_is_recognised_and_sends_nothing_back(str
     assert [(r.method, r.path) for r in stripe.requests] == [("GET", "/v1/events")]
     customer.refresh_from_db()
     assert (customer.description, customer.sync_status) == ("edited here", SyncStatus.IN_SYNC)
+
+
+def test_a_reconcile_is_due_every_reconcile_every_seconds_and_when_one_stopped(stripe):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    cursor = catchup.cursor_of(None)
+    assert not catchup.reconcile_due(None)  # the cursor was just made
+    week_ago = timezone.now() - dt.timedelta(days=7, seconds=1)
+    EventCursor.objects.filter(pk=cursor.pk).update(created_at=week_ago)
+    assert catchup.reconcile_due(None)
+    catchup.reconcile()
+    assert not catchup.reconcile_due(None)
+    EventCursor.objects.filter(pk=cursor.pk).update(reconcile_finished_at=None)  # a walk that stopped
+    assert catchup.reconcile_due(None)
+    with override_settings(CUSTOMERSYNC={**settings.CUSTOMERSYNC, "RECONCILE_EVERY": None}):
+        assert not catchup.reconcile_due(None)
