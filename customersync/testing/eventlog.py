@@ -217,7 +217,7 @@ def _type_pattern(text: str) -> re.Pattern[str]:
 def _type_filter(params: Mapping[str, Any]) -> Any:
     """Whether an event type is wanted, by ``type`` (``*`` a wildcard) or ``types`` (exact names)."""
     if "type" in params and "types" in params:
-        raise invalid("You may pass either type or types, but not both.", "types")
+        raise invalid("You may pass either type or types, but not both.", "types", "parameters_exclusive")
     if "type" in params:
         pattern = _type_pattern(string_param(params["type"], "type"))
         return lambda kind: pattern.fullmatch(kind) is not None
@@ -266,5 +266,5 @@ def _boolean(params: Mapping[str, Any], name: str) -> bool | None:
         return None
     text = string_param(params[name], name)
     if text not in ("true", "false"):
-        raise invalid(f"Invalid boolean: {text}", name, "parameter_invalid_boolean")
+        raise invalid(f"Invalid boolean: {text}", name)
     return text == "true"

@@ -26,6 +26,14 @@ requests either: each gives the event Stripe would send (``events``), kept in
 signed before the method returns (``deliveries``), as ``stripe listen
 --forward-to`` does; ``send_event`` sends one event once.
 
+Every change to a customer, through the API or in Stripe, is an event in its
+account's log (``eventlog``), answered by ``GET /v1/events``; a change made
+through the API names its request and is not forwarded. ``hold_deliveries``
+keeps events from the ``forward_to`` URL, as an outage of the site's endpoint
+would, and ``resume_deliveries`` sends what is pending; ``advance_clock`` and
+``set_event_retention`` age events out of the retention window without a test
+sleeping.
+
 Public names: ``FakeStripeServer``.
 """
 
