@@ -322,3 +322,38 @@ def test_a_reconcile_is_due_every_reconcile_every_seconds_and_when_one_stopped(s
     assert catchup.reconcile_due(None)
     with override_settings(CUSTOMERSYNC={**settings.CUSTOMERSYNC, "RECONCILE_EVERY": None}):
         assert not catchup.reconcile_due(None)
+
+
+def test_since_applies_the_events_from_that_time_oldest_first(stripe):
+    import datetime as dt
+
+    cus = stripe.add_customer(name="Ann")["id"]
+    customer = sync.pull_one(cus)
+    since = dt.datetime.fromtimestamp(stripe.clock() - 1, tz=dt.timezone.utc)
+    for n in range(3):
+        stripe.change_customer(cus, metadata={"n": str(n)})
+    catchup.catch_up()  # a first run: the cursor on the newest, the three skipped
+    customer.refresh_from_db()
+    assert customer.metadata == {}
+    stats = catchup.catch_up(since=since, page_size=2)
+    assert stats.outcomes == {"applied": 3}
+    customer.refresh_from_db()
+    assert customer.metadata == {"n": "2"}
+    assert EventCursor.objects.get(key="default").event_id == stripe.events[-1]["id"]
+
+
+def test_one_run_at_a_time_holds_an_accounts_cursor(stripe):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    cursor = catchup.cursor_of(None)
+    EventCursor.objects.filter(pk=cursor.pk).update(running_until=timezone.now() + dt.timedelta(minutes=1))
+    stripe.clear_requests()
+    with pytest.raises(catchup.CursorHeld):
+        catchup.catch_up()
+    with pytest.raises(catchup.CursorHeld):
+        catchup.reconcile()
+    assert stripe.requests == []
+    EventCursor.objects.filter(pk=cursor.pk).update(running_until=timezone.now() - dt.timedelta(seconds=1))
+    assert catchup.reconcile().seen == 0  # a hold that expired (its run died) is taken over
