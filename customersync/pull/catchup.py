@@ -53,7 +53,7 @@ from ..models import Account, Customer, Drift, EventCursor, SyncStatus
 from ..stripe import rate_budget
 from ..stripe.client import StripeClient
 from ..webhooks.events import CUSTOMER_EVENTS, handle_event
-from .pages import PullStats, store_page
+from .pages import PullStats, read_ahead, store_page
 
 logger = logging.getLogger("customersync")
 
@@ -376,7 +376,7 @@ def _reconcile(hold: _Hold, client: StripeClient, share: Share, *, page_size: in
     pages = client.iter_customers(
         limit=page_size or app_settings.PAGE_SIZE, starting_after=cursor.reconcile_after or None, before_send=share
     )
-    for data in pages:
+    for data in read_ahead(pages):  # the next page travels while this one is written
         with transaction.atomic(using=using):
             drift = _drift(data, account, using)
             stats = PullStats()
