@@ -67,6 +67,12 @@ DEFAULTS: dict[str, Any] = {
     "PUBLISH_IN_BACKGROUND": True,
     # Requests per second a pull may make (list pages, retrieves).
     "PULL_RATE": 20.0,
+    # The share of an account's rate budget (RATE_LIMIT) a catch-up or a reconcile may use,
+    # from 0 to 1; pushes keep the rest. Without a budget they go at this share of PULL_RATE.
+    "CATCH_UP_SHARE": 0.25,
+    # Seconds between reconciles of each account, started by the customersync.catch_up task
+    # (run by Celery beat); None: reconciles run only on demand.
+    "RECONCILE_EVERY": 7 * 24 * 3600,
     # When Stripe changed a field an operator also changed here and not yet
     # pushed: "local_wins" (the edit is pushed over it) or "remote_wins".
     "CONFLICT_POLICY": "local_wins",

@@ -9,13 +9,18 @@ recorded on the customer by the push itself.
 
 from __future__ import annotations
 
+import logging
 import random
+from typing import Any
 
 from celery import shared_task
 from django.db import DatabaseError
 
-from .exceptions import Busy, Paused, RetryLater
+from .exceptions import Busy, ConfigurationError, Paused, RetryLater, StripeError
+from .pull import catchup
 from .push import outbox, send
+
+logger = logging.getLogger("customersync")
 
 
 def backoff(failed_attempts: int) -> float:
@@ -68,3 +73,58 @@ def drain(self) -> int:
 def sweep() -> int:
     """Queue again the pushes that waited too long (broker outage, lost message)."""
     return outbox.sweep()
+
+
+CATCH_UP_TASK = "customersync.catch_up"
+RECONCILE_TASK = "customersync.reconcile"
+
+
+def _accounts(account: int | None) -> list[int | None]:
+    """``account``, or every account (None: the default platform's own, when its key is set)."""
+    from .conf import app_settings
+    from .models import Account
+
+    if account is not None:
+        return [account]
+    found: list[int | None] = [None] if app_settings.get("API_KEY") else []
+    return found + list(Account.objects.order_by("pk").values_list("pk", flat=True))
+
+
+@shared_task(bind=True, name=CATCH_UP_TASK)
+def catch_up(self, account: int | None = None, every: bool = True) -> dict[str, Any] | None:
+    """Apply Stripe's customer events after each account's cursor (``account``: its pk; ``every``
+    with no ``account``: one task per account, the default platform's own included). Also starts a
+    reconcile of an account when ``CUSTOMERSYNC['RECONCILE_EVERY']`` has passed since its last one."""
+    if account is None and every:
+        for pk in _accounts(None):
+            self.apply_async(kwargs={"account": pk, "every": False}, **outbox.queue_options())
+        return None
+    try:
+        stats = catchup.catch_up(account)
+    except catchup.CursorHeld:
+        return {"busy": True}
+    except Paused as paused:
+        raise self.retry(countdown=paused.seconds + random.uniform(0.0, 0.5)) from None
+    except (StripeError, ConfigurationError) as err:
+        # The cursor stays after the last event applied: the next run (beat) goes on from there.
+        logger.error("Catch-up of %s stopped: %s", account or "the default platform's own account", err)
+        return {"error": str(err)}
+    if catchup.reconcile_due(account):
+        reconcile.apply_async(kwargs={"account": account}, **outbox.queue_options())
+    return {"applied": stats.applied, "skipped": stats.skipped, "outcomes": stats.outcomes}
+
+
+@shared_task(bind=True, name=RECONCILE_TASK)
+def reconcile(self, account: int | None = None) -> dict[str, int] | None:
+    """Walk an account's customers and bring the mirror to Stripe (``account``: its pk; None: the
+    default platform's own); an interrupted walk resumes."""
+    try:
+        stats = catchup.reconcile(account)
+    except catchup.CursorHeld:
+        return None
+    except Paused as paused:
+        raise self.retry(countdown=paused.seconds + random.uniform(0.0, 0.5)) from None
+    except (StripeError, ConfigurationError) as err:
+        logger.error("Reconcile of %s stopped: %s", account or "the default platform's own account", err)
+        return None
+    return {"seen": stats.seen, "drifted": stats.drifted, "deleted": stats.deleted, "added": stats.added}

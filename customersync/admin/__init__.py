@@ -28,10 +28,10 @@ Modules and their public names:
 - ``params``: Parameters as an operator reads them: names and values, never a form body or JSON.
   Public: ``UNSET``, ``Row``, ``owner_of``, ``change_rows``, ``readable``, ``sent_lines``.
 - ``records``: The sync's records in the admin, read-only: the sync log (push attempts), conflicts, webhook
-  events.
+  events, the events cursors and drift.
   Public: ``HISTORY_ROWS``, ``RECORD_FORM``, ``ReadOnlyMixin``, ``customer_title``, ``attempt_number``,
   ``attempt_error``, ``sent_names``, ``PushAttemptAdmin``, ``ConflictAdmin``, ``WebhookEventAdmin``,
-  ``history_table``, ``conflicts_table``.
+  ``EventCursorAdmin``, ``DriftAdmin``, ``history_table``, ``conflicts_table``.
 """
 
 # Django's admin autodiscovery imports this package: these modules register the ModelAdmins.

@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
-from ..models import Conflict, Customer, PushAttempt, WebhookEvent
+from ..models import Conflict, Customer, Drift, EventCursor, PushAttempt, WebhookEvent
 from . import display
 from .display import shown, truncated, when
 from .params import sent_lines
@@ -321,3 +321,71 @@ def conflicts_table(customer: Customer) -> str:
         format_html_join("", "<th>{}</th>", ((label,) for label in labels)),
         rows,
     )
+
+
+@admin.register(EventCursor)
+class EventCursorAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """Each account's place in Stripe's events log, whether the log could reach it, and the last
+    reconcile's figures."""
+
+    list_display = (
+        "__str__",
+        "caught_up",
+        "applied",
+        "behind_since",
+        "reconciled",
+        "seen",
+        "drifted",
+        "deleted",
+        "added",
+    )
+    fields = (
+        "account",
+        "event_id",
+        "event_created",
+        "caught_up_at",
+        "applied",
+        "behind",
+        "behind_at",
+        "reconcile_started_at",
+        "reconcile_finished_at",
+        "seen",
+        "drifted",
+        "deleted",
+        "added",
+    )
+    readonly_fields = fields
+
+    @admin.display(description=_("last caught up"), ordering="caught_up_at")
+    def caught_up(self, obj: EventCursor) -> str:
+        return when(obj.caught_up_at)
+
+    @admin.display(description=_("events log out of reach"), ordering="behind_at")
+    def behind_since(self, obj: EventCursor) -> str:
+        return f"{when(obj.behind_at)}: {obj.behind}" if obj.behind_at else "-"
+
+    @admin.display(description=_("last reconcile finished"), ordering="reconcile_finished_at")
+    def reconciled(self, obj: EventCursor) -> str:
+        return when(obj.reconcile_finished_at)
+
+
+@admin.register(Drift)
+class DriftAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """Fields a reconcile found differing from Stripe with no local change pending."""
+
+    list_display = ("found", "customer", "param", "mirror", "stripe")
+    search_fields = ("customer__stripe_id", "param")
+    fields = ("customer", "param", "mirror", "stripe", "found")
+    readonly_fields = fields
+
+    @admin.display(description=_("found"), ordering="found_at")
+    def found(self, obj: Drift) -> str:
+        return when(obj.found_at)
+
+    @admin.display(description=_("value in the mirror"))
+    def mirror(self, obj: Drift) -> str:
+        return truncated(shown(obj.mirror_value, "-"))
+
+    @admin.display(description=_("value in Stripe"))
+    def stripe(self, obj: Drift) -> str:
+        return truncated(shown(obj.stripe_value, "-"))

@@ -229,3 +229,67 @@ class PullCursor(models.Model):
     started_at = models.DateTimeField()
     complete_walk = models.BooleanField(default=False)
     pulled = models.PositiveIntegerField(default=0)
+
+
+class EventCursor(models.Model):
+    """Where an account's catch-up stands in Stripe's events log, and its last reconcile's figures.
+
+    ``event_id`` and ``event_created``: the last customer event applied, or deliberately skipped,
+    by ``customersync.catch_up``; the next run lists the events after it. ``key``: ``"default"``
+    for the default platform's own account, else the account's pk. ``behind``: why the events
+    log could not reach the cursor (older than Stripe keeps events), set until a reconcile
+    of the account completes. The reconcile's walk resumes from ``reconcile_after`` and
+    stamps each customer it meets (``last_pulled_at``) after ``reconcile_started_at``.
+    """
+
+    key = models.CharField(max_length=64, primary_key=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    # A run (catch-up or reconcile) of this account holds the cursor until then; renewed each page.
+    running_until = models.DateTimeField(null=True, blank=True, editable=False)
+    account = models.OneToOneField(
+        "customersync.Account",
+        verbose_name=_("Stripe account"),
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+    )
+    event_id = models.CharField(_("last event"), max_length=255, blank=True)
+    event_created = models.DateTimeField(_("last event created"), null=True, blank=True)
+    caught_up_at = models.DateTimeField(_("last caught up"), null=True, blank=True)
+    applied = models.PositiveBigIntegerField(_("events applied"), default=0)
+    behind = models.TextField(_("events log out of reach"), blank=True)
+    behind_at = models.DateTimeField(_("found out of reach"), null=True, blank=True)
+    reconcile_started_at = models.DateTimeField(_("reconcile started"), null=True, blank=True)
+    reconcile_after = models.CharField(_("reconcile resumes after"), max_length=255, blank=True)
+    reconcile_finished_at = models.DateTimeField(_("last reconcile finished"), null=True, blank=True)
+    seen = models.PositiveIntegerField(_("seen"), default=0)
+    drifted = models.PositiveIntegerField(_("drifted"), default=0)
+    deleted = models.PositiveIntegerField(_("deleted"), default=0)
+    added = models.PositiveIntegerField(_("added"), default=0)
+
+    class Meta:
+        verbose_name = _("events cursor")
+        verbose_name_plural = _("events cursors")
+        ordering = ("key",)
+
+    def __str__(self) -> str:
+        return f"{self.account or 'default'}: {self.event_id or 'no event yet'}"
+
+
+class Drift(models.Model):
+    """A field a reconcile found differing from Stripe with no local change pending: set to Stripe's value."""
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="drift")
+    found_at = models.DateTimeField(_("found"), auto_now_add=True)
+    param = models.CharField(_("parameter"), max_length=255)
+    mirror_value = models.JSONField(_("value in the mirror"), null=True, blank=True)
+    stripe_value = models.JSONField(_("value in Stripe"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("drift")
+        verbose_name_plural = _("drift")
+        ordering = ("-found_at", "-id")
+
+    def __str__(self) -> str:
+        return f"{self.param} of {self.customer_id}"

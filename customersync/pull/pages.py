@@ -8,7 +8,7 @@ written through the ORM, the same statements on every database: one read,
 ``bulk_create`` for new customers, an upsert on the primary key for changed
 ones, one UPDATE of the timestamps for those the merge left as they were. The
 next page is fetched, in a thread, while the database stores the one before
-(``_read_ahead``).
+(``read_ahead``).
 
 A customer Stripe's answer got wrong is skipped, with a warning naming its id
 (or its place on the page, when it has no usable id) and fields, and counted
@@ -113,7 +113,7 @@ def pull(
         max_items=limit,
         before_page=pacer.acquire if pacer else None,
     )
-    for data in _read_ahead(pages):
+    for data in read_ahead(pages):
         with transaction.atomic(using=using):
             store_page(data, stats, account=account)
             cursors.filter(name=cursor).update(starting_after=data[-1]["id"], pulled=F("pulled") + len(data))
@@ -136,7 +136,7 @@ def pull(
     return stats
 
 
-def _read_ahead(pages: Iterator[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
+def read_ahead(pages: Iterator[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
     """``pages``, walked in a thread of its own while this one writes: the next page travels while
     the database stores the one before. The walk keeps at most two pages ahead (memory stays flat)
     and uses the client alone until it ends; its error is raised here, after the pages before it.

@@ -13,7 +13,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -164,11 +164,16 @@ class StripeClient:
 
     # -- the calls ---------------------------------------------------------
 
-    def retrieve_customer(self, customer_id: str) -> StripeObject:
-        return self._request("GET", f"/v1/customers/{_path_id(customer_id)}")
+    def retrieve_customer(self, customer_id: str, *, before_send: BeforeSend | None = None) -> StripeObject:
+        return self._request("GET", f"/v1/customers/{_path_id(customer_id)}", before_send=before_send)
 
     def list_customers(
-        self, *, limit: int = 100, starting_after: str | None = None, created: Mapping[str, int] | None = None
+        self,
+        *,
+        limit: int = 100,
+        starting_after: str | None = None,
+        created: Mapping[str, int] | None = None,
+        before_send: BeforeSend | None = None,
     ) -> StripeObject:
         """One page of customers (newest first): ``{"data": [...], "has_more": bool}``.
 
@@ -179,7 +184,32 @@ class StripeClient:
             query["starting_after"] = starting_after
         for op, value in (created or {}).items():
             query[f"created[{op}]"] = value
-        return self._request("GET", "/v1/customers", query=query)
+        return self._request("GET", "/v1/customers", query=query, before_send=before_send)
+
+    def list_events(
+        self,
+        *,
+        types: Sequence[str] = (),
+        limit: int = 100,
+        starting_after: str | None = None,
+        ending_before: str | None = None,
+        created: Mapping[str, int] | None = None,
+        before_send: BeforeSend | None = None,
+    ) -> StripeObject:
+        """One page of the account's events, newest first: ``{"data": [...], "has_more": bool}``.
+
+        ``types``: event types (``types[]``, at most 20); ``ending_before``: the page of events
+        just newer than that event (``has_more``: newer ones are left); ``created``: e.g.
+        ``{"gt": 1700000000}``. Stripe lists the events of the last 30 days.
+        """
+        query: list[tuple[str, Any]] = [("limit", limit)]
+        query += [("types[]", kind) for kind in types]
+        if starting_after:
+            query.append(("starting_after", starting_after))
+        if ending_before:
+            query.append(("ending_before", ending_before))
+        query += [(f"created[{op}]", value) for op, value in (created or {}).items()]
+        return self._request("GET", "/v1/events", query=query, before_send=before_send)
 
     def iter_customers(
         self,
@@ -189,10 +219,11 @@ class StripeClient:
         created: Mapping[str, int] | None = None,
         max_items: int | None = None,
         before_page: Callable[[], object] | None = None,
+        before_send: BeforeSend | None = None,
     ) -> Iterator[list[dict[str, Any]]]:
         """Every page of customers (each a non-empty list), following ``starting_after`` until
         ``has_more`` is false, or until ``max_items`` were listed. ``before_page`` runs before
-        each request (a pull paces itself with it)."""
+        each request (a pull paces itself with it); ``before_send`` is each request's (``update_customer``'s)."""
         remaining = max_items
         # A server repeating itself would make the walk endless. A page may not end on an id of
         # the page before, nor on an earlier cursor; earlier cursors are met by comparing with a
@@ -204,7 +235,8 @@ class StripeClient:
             if before_page is not None:
                 before_page()
             size = limit if remaining is None else min(limit, remaining)
-            page = self.list_customers(limit=size, starting_after=starting_after, created=created)
+            sending = {"before_send": before_send} if before_send is not None else {}
+            page = self.list_customers(limit=size, starting_after=starting_after, created=created, **sending)
             data = page.get("data") or []
             if not isinstance(data, list) or not all(
                 isinstance(c, dict) and isinstance(c.get("id"), str) for c in data
@@ -292,7 +324,7 @@ class StripeClient:
         path: str,
         *,
         params: Mapping[str, Any] | None = None,
-        query: Mapping[str, Any] | None = None,
+        query: Mapping[str, Any] | Sequence[tuple[str, Any]] | None = None,
         body: str | None = None,
         idempotency_key: str | None = None,
         before_send: BeforeSend | None = None,

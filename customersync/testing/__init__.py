@@ -27,6 +27,9 @@ It plays Stripe's side of the webhooks too: a change made in Stripe itself
 ``remove_customer``) gives the event Stripe would send, and ``forward_to``
 sends each one, signed with the site's webhook secret, to the site's webhook
 URL, as ``stripe listen --forward-to`` does (``send_event``: one event once).
+Every change, through the API too, is kept in its account's events log, listed
+by ``GET /v1/events`` as Stripe lists them; deliveries can be held and resumed
+(an outage of the site's endpoint).
 
 It does not use the app's ``customersync.core.params``: it is the independent check
 on the app, so only ``customersync.core.encoding`` (form encoding) is shared.
@@ -44,6 +47,7 @@ Modules:
   ``FakeStripeAPIError`` with the errors the API answers
 - ``faults``: injected faults
 - ``events``: the events of changes made in Stripe, signed as Stripe signs them, and their delivery
+- ``eventlog``: every account's events, their retention and delivery state, and ``GET /v1/events``
 - ``control``: the ``/_fake/`` control API
 - ``pytest_plugin``: the ``fake_stripe`` fixture for sites' own tests
 """

@@ -106,7 +106,7 @@ class _IdempotencyKeys:
         response.headers["Idempotency-Key"] = key
         # Like Stripe, save only requests that started executing: not 400 validation errors.
         if 200 <= response.status < 300 or response.status == 404:
-            request_id = random_id("req_")
+            request_id = response.headers.get("Request-Id") or random_id("req_")  # the one its event names
             response.headers["Request-Id"] = request_id
             self.results[key] = _CachedResult(
                 record.method, record.path, record.body, response.status, response.body, request_id

@@ -32,6 +32,13 @@ and ``account`` answers the event; ``GET /_fake/events`` lists the events,
 ``GET /_fake/deliveries`` what was sent where and the answers, and
 ``POST /_fake/forward`` (``url``, ``secret``; ``url: null`` stops) is
 ``forward_to``. A change the API would refuse is answered as the API answers it.
+
+The events log (``GET /v1/events``): ``POST /_fake/deliveries/hold`` is
+``hold_deliveries``, ``POST /_fake/deliveries/resume`` is ``resume_deliveries``
+(answers the deliveries it made), ``POST /_fake/event_retention`` (``seconds``, or
+``null`` for 30 days) is ``set_event_retention``, ``POST /_fake/clock``
+(``seconds``) is ``advance_clock``; both clock routes, ``GET`` too, answer
+``{"clock": <the events' clock, Unix seconds>}``.
 """
 
 from __future__ import annotations
@@ -152,6 +159,18 @@ def _dispatch(fake: FakeStripeServer, method: str, path: str, body: bytes) -> tu
         if route == ("POST", "/_fake/forward"):
             fake.forward_to(**_json_object(data))
             return 200, {"ok": True}
+        if route == ("POST", "/_fake/deliveries/hold"):
+            fake.hold_deliveries()
+            return 200, {"ok": True}
+        if route == ("POST", "/_fake/deliveries/resume"):
+            return 200, [delivery.to_dict() for delivery in fake.resume_deliveries()]
+        if route == ("POST", "/_fake/event_retention"):
+            fake.set_event_retention(**_json_object(data))
+            return 200, {"ok": True}
+        if route == ("POST", "/_fake/clock"):
+            fake.advance_clock(**_json_object(data))
+        if route in (("GET", "/_fake/clock"), ("POST", "/_fake/clock")):
+            return 200, {"clock": fake.clock()}
         sources = re.fullmatch(r"/_fake/customers/([^/]+)/sources", route[1])
         if method == "POST" and sources:
             return 200, fake.attach_source(unquote(sources.group(1)), **_json_object(data))

@@ -4,7 +4,8 @@ A change made in the dashboard or the Billing Portal (``FakeStripeServer.change_
 ``create_customer``, ``remove_customer``) gives the event Stripe sends for it
 (``customer_event``): ``customer.updated`` with ``data.previous_attributes``,
 ``customer.created``, ``customer.deleted``; ``account`` names a connected
-account whose customer it is.
+account whose customer it is. A change made through the API gives the same
+events, whose ``request`` names the API request.
 
 ``sign_event`` encodes an event as Stripe's webhook sender does (JSON indented
 by two spaces, UTF-8) and signs it as Stripe does: ``Stripe-Signature:
@@ -70,10 +71,12 @@ def customer_event(
     account: str | None = None,
     api_version: str = DEFAULT_API_VERSION,
     created: int | None = None,
+    request: Mapping[str, str | None] | None = None,
 ) -> dict[str, Any]:
-    """The event Stripe sends when a customer is changed in the dashboard: ``kind`` (``customer.updated``
-    ...), ``obj`` as ``data.object``, ``previous`` as ``data.previous_attributes``, ``account`` for a
-    connected account's customer, ``livemode`` the customer's, ``request`` the dashboard's request."""
+    """The event Stripe makes when a customer is changed: ``kind`` (``customer.updated`` ...), ``obj``
+    as ``data.object``, ``previous`` as ``data.previous_attributes``, ``account`` for a connected
+    account's customer, ``livemode`` the customer's, ``request`` the API request that made the change
+    (``id`` and ``idempotency_key``; None: the dashboard's own request)."""
     event: dict[str, Any] = {"id": random_id("evt_", 24), "object": "event"}
     if account is not None:
         event["account"] = account
@@ -87,8 +90,10 @@ def customer_event(
             "data": data,
             "livemode": bool(obj.get("livemode", False)),
             "pending_webhooks": 1,
-            # The dashboard's own request: its id and an idempotency key of its own (never the site's).
-            "request": {"id": random_id("req_"), "idempotency_key": str(uuid.uuid4())},
+            # Without an API request, the dashboard's own: its id and an idempotency key of its own.
+            "request": (
+                {"id": random_id("req_"), "idempotency_key": str(uuid.uuid4())} if request is None else dict(request)
+            ),
             "type": kind,
         }
     )

@@ -26,13 +26,23 @@ requests either: each gives the event Stripe would send (``events``), kept in
 signed before the method returns (``deliveries``), as ``stripe listen
 --forward-to`` does; ``send_event`` sends one event once.
 
+Every change to a customer, through the API or in Stripe, is an event in its
+account's log (``eventlog``), answered by ``GET /v1/events``; a change made
+through the API names its request and is not forwarded. ``hold_deliveries``
+keeps events from the ``forward_to`` URL, as an outage of the site's endpoint
+would, and ``resume_deliveries`` sends what is pending; ``advance_clock`` and
+``set_event_retention`` age events out of the retention window without a test
+sleeping.
+
 Public names: ``FakeStripeServer``.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -40,10 +50,12 @@ from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
 from typing import Any
+from urllib.parse import unquote
 
 from ..core.encoding import decode, encode
 from .accounts import Accounts, bearer_key, in_progress, is_live_key, key_fingerprint, rate_limited
 from .control import answer_control
+from .eventlog import DELIVERED, FAILED, HELD, NO_ENDPOINT, SENDING, EventLog
 from .events import Delivery, check_url, customer_event, post_event, previous_attributes, sign_event
 from .faults import Fault, FaultQueue, make_fault
 from .handler import (
@@ -53,11 +65,15 @@ from .handler import (
     FakeHTTPServer,
     RecordedRequest,
     Response,
+    json_bytes,
     merge_headers,
     require_loopback,
 )
 from .rules import Customer, FakeStripeAPIError, invalid, random_id
-from .store import error_response, route
+from .store import CustomerStore, error_response, route
+
+_CUSTOMER_PATH = re.compile(r"/v1/customers/([^/]+)")
+_EVENT_PATH = re.compile(r"/v1/events/([^/]+)")
 
 
 def _with_api_headers(record: RecordedRequest, response: Response) -> Response:
@@ -173,7 +189,8 @@ class FakeStripeServer:
         self._log = _RequestLog(self._lock)
         self._latency: tuple[float, float] = (0.0, 0.0)
         self._faults = FaultQueue()
-        self._events: list[dict[str, Any]] = []
+        self._events = EventLog()
+        self._held = False  # webhook deliveries held: an outage of the site's endpoint
         self._deliveries: list[Delivery] = []
         # Where events go as they happen, and the secrets they are signed with (never shown).
         self._forward: tuple[str, tuple[str, ...]] | None = None
@@ -235,7 +252,8 @@ class FakeStripeServer:
 
     def reset(self) -> None:
         """Forget customers (of every account), logged requests, pending faults, idempotency keys,
-        latency, rate limits, events and deliveries; platforms, their keys, connected accounts
+        latency, rate limits, events and deliveries; the events' retention window and clock go back
+        to their defaults and held deliveries resume; platforms, their keys, connected accounts
         and the ``forward_to`` URL stay."""
         with self._lock:
             self._accounts.clear()
@@ -243,6 +261,7 @@ class FakeStripeServer:
             self._faults.clear()
             self._latency = (0.0, 0.0)
             self._events.clear()
+            self._held = False
             self._deliveries.clear()
 
     # customers and accounts, set and read directly (not logged)
@@ -372,9 +391,13 @@ class FakeStripeServer:
             after = store.update(customer_id, decode(encode(params)))
             previous = previous_attributes(before, after)
             event = customer_event(
-                "customer.updated", after, previous=previous, account=self._accounts.event_account(account)
+                "customer.updated",
+                after,
+                previous=previous,
+                account=self._accounts.event_account(account),
+                created=self._events.next_created(),
             )
-        return self._emit(event)
+        return self._emit(event, account)
 
     def create_customer(self, *, account: str | None = None, **params: Any) -> dict[str, Any]:
         """Create a customer as the dashboard does, from the API's create params, and return
@@ -382,8 +405,13 @@ class FakeStripeServer:
         with self._lock:
             store = self._accounts.account(account).store
             created = store.create(decode(encode(params)))
-            event = customer_event("customer.created", created, account=self._accounts.event_account(account))
-        return self._emit(event)
+            event = customer_event(
+                "customer.created",
+                created,
+                account=self._accounts.event_account(account),
+                created=self._events.next_created(),
+            )
+        return self._emit(event, account)
 
     def remove_customer(self, customer_id: str, *, account: str | None = None) -> dict[str, Any]:
         """Delete a customer as the dashboard does and return its ``customer.deleted`` event,
@@ -393,14 +421,21 @@ class FakeStripeServer:
             store = self._accounts.account(account).store
             obj = store.get_live(customer_id).render()
             store.delete(customer_id, {})
-            event = customer_event("customer.deleted", obj, account=self._accounts.event_account(account))
-        return self._emit(event)
+            event = customer_event(
+                "customer.deleted",
+                obj,
+                account=self._accounts.event_account(account),
+                created=self._events.next_created(),
+            )
+        return self._emit(event, account)
 
     @property
     def events(self) -> list[dict[str, Any]]:
-        """A copy of the events the changes made in Stripe gave, oldest first."""
+        """A copy of every event, of every account, oldest first, as made (and sent): the changes made
+        in Stripe and through the API. ``GET /v1/events`` lists one account's, within the retention
+        window, with ``pending_webhooks`` as their delivery stands."""
         with self._lock:
-            return copy.deepcopy(self._events)
+            return [copy.deepcopy(logged.event) for logged in self._events.entries]
 
     @property
     def deliveries(self) -> list[Delivery]:
@@ -438,15 +473,70 @@ class FakeStripeServer:
             self._on_delivery(delivery)
         return delivery
 
-    def _emit(self, event: dict[str, Any]) -> dict[str, Any]:
-        """Keep ``event``, send it where ``forward_to`` says (outside the lock: the site may call
-        the server while it handles it), and return a copy."""
+    def _emit(self, event: dict[str, Any], account: str | None) -> dict[str, Any]:
+        """Log ``event`` in ``account``'s events, send it where ``forward_to`` says unless deliveries
+        are held (outside the lock: the site may call the server while it handles it), and return a copy."""
         with self._lock:
-            self._events.append(event)
+            forward, held = self._forward, self._held
+            event["pending_webhooks"] = 0 if forward is None else 1
+            state = NO_ENDPOINT if forward is None else HELD if held else SENDING
+            logged = self._events.add(event, account, state)
+            made = copy.deepcopy(event)
+        if forward is not None and not held:
+            delivery = self.send_event(event, *forward)
+            with self._lock:
+                logged.delivery = DELIVERED if delivery.ok else FAILED
+        return made
+
+    # the events' clock and retention, and an outage of the site's webhook endpoint
+
+    def clock(self) -> int:
+        """The time (Unix seconds) events are stamped with and aged by: the machine's clock plus
+        what ``advance_clock`` added."""
+        with self._lock:
+            return self._events.now()
+
+    def advance_clock(self, seconds: int) -> None:
+        """Move the events' clock forward by ``seconds`` (a whole number from 0): events made
+        before are that much older, and may leave the retention window, without a test sleeping.
+        ``reset()`` puts it back on the machine's clock."""
+        with self._lock:
+            self._events.advance(seconds)
+
+    def set_event_retention(self, seconds: int | None) -> None:
+        """Keep events for ``seconds`` (None: Stripe's 30 days): an older event is neither listed nor
+        retrieved by ``GET /v1/events``, and a list cursor naming it is unknown."""
+        with self._lock:
+            self._events.set_retention(seconds)
+
+    def hold_deliveries(self) -> None:
+        """Hold webhook deliveries, as an outage of the site's endpoint would: each event made from
+        now on is logged but not sent, pending (``delivery_success=false``) until ``resume_deliveries``."""
+        with self._lock:
+            self._held = True
+
+    def resume_deliveries(self) -> list[Delivery]:
+        """End the hold and send, oldest first, every event still pending (held, or refused by the
+        site when sent) to the ``forward_to`` URL, as Stripe's retries do; return those deliveries.
+
+        An event the site takes (2xx) is delivered (``delivery_success=true``,
+        ``pending_webhooks`` 0); one it refuses stays pending, for the next call.
+        Without a ``forward_to`` URL nothing is sent and the events stay pending.
+        """
+        with self._lock:
+            self._held = False
             forward = self._forward
-        if forward is not None:
-            self.send_event(event, *forward)
-        return copy.deepcopy(event)
+            waiting = self._events.undelivered() if forward is not None else []
+            for logged in waiting:
+                logged.delivery = SENDING
+        deliveries = []
+        for logged in waiting:
+            assert forward is not None
+            delivery = self.send_event(logged.event, *forward)
+            with self._lock:
+                logged.delivery = DELIVERED if delivery.ok else FAILED
+            deliveries.append(delivery)
+        return deliveries
 
     # request log
 
@@ -649,11 +739,69 @@ class FakeStripeServer:
         with self._lock:
             try:
                 # Checked now, not on arrival: a key retired while the request waited is refused.
-                account = self._accounts.account(self._accounts.resolve(api_key, record.headers))
+                account_id = self._accounts.resolve(api_key, record.headers)
             except FakeStripeAPIError as error:
                 auth = {"WWW-Authenticate": 'Bearer realm="Stripe"'} if error.status == 401 else {}
                 return error_response(error, auth)
+            account = self._accounts.account(account_id)
             if not params_ok:
                 return error_response(invalid("Invalid request body: expected UTF-8 form encoding", None))
-            execute = partial(route, account.store, record, livemode=is_live_key(api_key))
+            if record.path == "/v1/events" or _EVENT_PATH.fullmatch(record.path):
+                return self._answer_events(record, account_id)
+            execute = partial(self._route_and_log, account.store, record, account_id, livemode=is_live_key(api_key))
             return execute() if key is None else account.idempotency.answer(record, key, execute)
+
+    def _answer_events(self, record: RecordedRequest, account: str | None) -> Response:
+        """``GET /v1/events`` and ``GET /v1/events/{id}`` in ``account``'s events (under the lock)."""
+        one = _EVENT_PATH.fullmatch(record.path)
+        try:
+            if record.method != "GET":
+                raise FakeStripeAPIError(404, f"Unrecognized request URL ({record.method}: {record.path}).")
+            if one is None:
+                payload = self._events.list_page(account, record.params)
+            else:
+                payload = self._events.retrieve(account, unquote(one.group(1)), record.params)
+        except FakeStripeAPIError as error:
+            return error_response(error)
+        return Response(200, json_bytes(payload))
+
+    def _route_and_log(
+        self, store: CustomerStore, record: RecordedRequest, account: str | None, *, livemode: bool
+    ) -> Response:
+        """Answer the request in ``store`` (under the lock) and log the event of the change it made
+        to a customer, if any, naming the request (its ``Request-Id`` and ``Idempotency-Key``).
+
+        An update that changes nothing makes no event, as on Stripe."""
+        target = _CUSTOMER_PATH.fullmatch(record.path)
+        before = None
+        if target is not None and record.method in ("POST", "DELETE"):
+            stored = store.customers.get(unquote(target.group(1)))
+            before = None if stored is None or stored.deleted else stored.render()
+        response = route(store, record, livemode=livemode)
+        if response.status != 200:
+            return response
+        previous = None
+        if record.method == "POST" and record.path == "/v1/customers":
+            kind, obj = "customer.created", store.customers[json.loads(response.body)["id"]].render()
+        elif record.method == "POST" and target is not None and before is not None:
+            kind, obj = "customer.updated", store.customers[before["id"]].render()
+            previous = previous_attributes(before, obj)
+            if not previous:
+                return response
+        elif record.method == "DELETE" and before is not None:
+            kind, obj = "customer.deleted", before
+        else:
+            return response
+        request_id = random_id("req_")
+        response.headers["Request-Id"] = request_id
+        event = customer_event(
+            kind,
+            obj,
+            previous=previous,
+            account=self._accounts.event_account(account),
+            created=self._events.next_created(),
+            request={"id": request_id, "idempotency_key": record.idempotency_key},
+        )
+        event["pending_webhooks"] = 0  # the fake forwards only changes made in Stripe
+        self._events.add(event, account, NO_ENDPOINT)
+        return response

@@ -50,6 +50,11 @@ ROUTES = {
     "list-events": ("GET", "/_fake/events", None),
     "list-deliveries": ("GET", "/_fake/deliveries", None),
     "forward": ("POST", "/_fake/forward", {"url": "http://127.0.0.1:9/hook", "secret": "whsec_" + "x"}),
+    "hold-deliveries": ("POST", "/_fake/deliveries/hold", None),
+    "resume-deliveries": ("POST", "/_fake/deliveries/resume", None),
+    "event-retention": ("POST", "/_fake/event_retention", {"seconds": 60}),
+    "advance-clock": ("POST", "/_fake/clock", {"seconds": 60}),
+    "read-clock": ("GET", "/_fake/clock", None),
     "unknown-route": ("POST", "/_fake/anything", None),
 }
 
