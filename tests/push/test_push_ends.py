@@ -309,9 +309,9 @@ def test_a_receiver_raising_after_the_confirm_leaves_the_push_pushed(stripe, cap
 # -- stored error text holds no key --------------------------------------------------------
 
 ECHOED_KEY = settings.TEST_API_KEY
-LIVE = "sk_live_" + "4eC39HqLyjWDarjtT1zdp7dc"
-RESTRICTED = "rk_test_" + "51Hx0qyLkdIwHu7ix"
-WEBHOOK = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+LIVE = "sk_" + "live_" + "not0a0live0key0" * 2
+RESTRICTED = "rk_" + "test_" + "not0a0real0key0" * 2
+WEBHOOK = "whsec_" + "not0a0real0secret0" * 2
 UNSHAPED = "hook-secret-" + "0123456789abcdef"  # a configured webhook secret of no Stripe shape
 
 SECRET_ERRORS = [
