@@ -8,7 +8,7 @@ from django.utils.translation import ngettext
 from customersync import accounts
 from customersync.exceptions import ConfigurationError, Paused, StripeError
 from customersync.management import stripe_errors
-from customersync.management.commands.customersync_pull import _since
+from customersync.management.commands.customersync_pull import parse_since
 from customersync.pull import catchup
 
 
@@ -27,7 +27,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--since",
-            type=_since,
+            type=parse_since,
             help="Apply the events created since then (date, datetime or unix time) instead of those after the "
             "cursor. Without it, an account's first catch-up starts from its newest event.",
         )

@@ -17,7 +17,7 @@ from customersync.models import PullCursor
 CURSOR = "customersync_pull"  # sync.pull's default: where an interrupted walk resumes
 
 
-def _since(value: str) -> dt.datetime:
+def parse_since(value: str) -> dt.datetime:
     if value.isdigit():
         return dt.datetime.fromtimestamp(int(value), tz=dt.timezone.utc)
     parsed = parse_datetime(value)
@@ -36,7 +36,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("stripe_ids", nargs="*", metavar="STRIPE_ID", help="Refresh only these customers.")
-        parser.add_argument("--since", type=_since, help="Only customers created since (date, datetime or unix time).")
+        parser.add_argument(
+            "--since", type=parse_since, help="Only customers created since (date, datetime or unix time)."
+        )
         parser.add_argument("--limit", type=int, help="Stop after this many customers.")
         parser.add_argument("--resume", action="store_true", help="Continue an interrupted pull where it stopped.")
         parser.add_argument("--page-size", type=int, default=None, help="Customers per page (1-100).")
