@@ -28,10 +28,26 @@ def fake_stripe_server():
     server.stop()
 
 
+SHARED_KEYS = ("customersync:budget:*",)
+
+
+def forget_shared_keys() -> None:
+    """Empty what the app keeps in the shared Redis (the rate budgets, a 429's pause): Stripe's
+    side of one test, like the fake server's customers, is not the next one's."""
+    import redis
+
+    with redis.Redis.from_url(settings.CELERY_BROKER_URL) as client:  # the budgets' Redis in the tests
+        for pattern in SHARED_KEYS:
+            if keys := list(client.scan_iter(pattern)):
+                client.delete(*keys)
+
+
 @pytest.fixture
 def stripe(fake_stripe_server):
-    """The fake server, empty, with CUSTOMERSYNC['API_BASE'] pointing at it."""
+    """The fake server, empty, with CUSTOMERSYNC['API_BASE'] pointing at it, and no budget or
+    pause left in Redis by an earlier test."""
     fake_stripe_server.reset()
+    forget_shared_keys()
     with override_settings(CUSTOMERSYNC={**settings.CUSTOMERSYNC, "API_BASE": fake_stripe_server.url}):
         yield fake_stripe_server
 
