@@ -102,6 +102,14 @@ DEFAULTS: dict[str, Any] = {
     # written back to the owner when a webhook or pull brings them ("address"
     # covers every mapped address[...] key).
     "OWNER_BOTH_WAYS": (),
+    # customersync_status and sync.status(): an account is critical when its oldest
+    # ready push waited longer than this (seconds), and warns past half of it.
+    "STATUS_MAX_READY_AGE": 300,
+    # Critical when more customers than this failed to sync; any failed customer warns.
+    "STATUS_MAX_FAILED": 10,
+    # Warn when an account's last webhook event is older than this (seconds); None: not checked
+    # (an account whose customers rarely change in Stripe may go days without one).
+    "STATUS_MAX_WEBHOOK_AGE": None,
 }
 
 REQUIRED = ("API_KEY",)

@@ -9,12 +9,14 @@ Each lives in the module of its job (the layout in docs/architecture.md):
 - ``pull.catchup``: catch up on Stripe's events log after an outage, and reconcile an account;
 - ``webhooks.events``: apply Stripe's webhook events;
 - ``owner.customers`` and ``owner.related``: customers owned by the site's model
-  (``CUSTOMERSYNC['OWNER_MODEL']``).
+  (``CUSTOMERSYNC['OWNER_MODEL']``);
+- ``health.status``: the sync's figures per account, for monitors and the admin's overview.
 """
 
 from __future__ import annotations
 
 from .exceptions import Busy, Paused, RetryLater
+from .health.status import status
 from .owner.customers import OwnerSyncResult, check_owner, for_owner, get_or_create_for, sync_from_owners, unsent
 from .owner.related import check_related
 from .pull.catchup import CatchUpStats, ReconcileStats, catch_up, reconcile
@@ -50,6 +52,7 @@ __all__ = [
     "record_change",
     "redact",
     "request_push",
+    "status",
     "sweep",
     "sync_from_owners",
     "unsent",

@@ -13,7 +13,7 @@ from django.test import override_settings
 
 from customersync.testing import FakeStripeServer
 from project.celery import app as celery_app
-from tests.support import REPO, Worker, wait_for_tasks  # noqa: F401  (wait_for_tasks: for the tests)
+from tests.support import REPO, Worker, forget_shared_keys, wait_for_tasks  # noqa: F401  (wait_for_tasks: for the tests)
 
 # The tests of an owner whose details live on related models need that site (``tests.teamapp``):
 # ``tests/owner/test_owner_setups.py`` runs them with CUSTOMERSYNC_TEST_OWNER=team.
@@ -26,20 +26,6 @@ def fake_stripe_server():
     server = FakeStripeServer(api_key=settings.TEST_API_KEY).start()
     yield server
     server.stop()
-
-
-SHARED_KEYS = ("customersync:budget:*",)
-
-
-def forget_shared_keys() -> None:
-    """Empty what the app keeps in the shared Redis (the rate budgets, a 429's pause): Stripe's
-    side of one test, like the fake server's customers, is not the next one's."""
-    import redis
-
-    with redis.Redis.from_url(settings.CELERY_BROKER_URL) as client:  # the budgets' Redis in the tests
-        for pattern in SHARED_KEYS:
-            if keys := list(client.scan_iter(pattern)):
-                client.delete(*keys)
 
 
 @pytest.fixture

@@ -173,3 +173,18 @@ def push_in_thread(customer_pk: int):
     thread = threading.Thread(target=run)
     thread.start()
     return thread, results
+
+
+SHARED_KEYS = ("customersync:budget:*", "customersync:health:*")
+
+
+def forget_shared_keys() -> None:
+    """Empty what the app keeps in the shared Redis (the rate budgets, a 429's pause, the counted
+    bad signatures): Stripe's side of one test, like the fake server's customers, is not the next one's."""
+    import redis
+    from django.conf import settings
+
+    with redis.Redis.from_url(settings.CELERY_BROKER_URL) as client:  # the budgets' Redis in the tests
+        for pattern in SHARED_KEYS:
+            if keys := list(client.scan_iter(pattern)):
+                client.delete(*keys)

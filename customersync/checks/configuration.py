@@ -46,7 +46,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
                 id="customersync.W002",
             )
         )
-    return messages + _check_deadline()
+    return messages + _check_deadline() + _check_status()
 
 
 def _check_deadline() -> list:
@@ -74,6 +74,30 @@ def _check_deadline() -> list:
             )
         ]
     return []
+
+
+def _check_status() -> list:
+    """The status thresholds are numbers (the webhook age may be None: not checked), so the status,
+    its command and the admin's overview can compare figures with them."""
+    messages = []
+    for key in ("STATUS_MAX_READY_AGE", "STATUS_MAX_FAILED", "STATUS_MAX_WEBHOOK_AGE"):
+        value = app_settings.get(key)
+        if key == "STATUS_MAX_WEBHOOK_AGE" and value is None:
+            continue
+        if not _is_number(value) or value < 0:
+            messages.append(
+                Error(
+                    f"CUSTOMERSYNC[{key!r}] is {value!r}, not a number of "
+                    f"{'customers' if key == 'STATUS_MAX_FAILED' else 'seconds'} (0 or more).",
+                    hint=f"The default is {DEFAULTS[key]!r}.",
+                    id="customersync.E032",
+                )
+            )
+    return messages
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _is_positive_number(value: Any) -> bool:

@@ -118,6 +118,7 @@ class PushAttempt(models.Model):
         verbose_name = _("push attempt")
         verbose_name_plural = _("sync log")
         ordering = ("-started_at", "-id")
+        indexes = [models.Index(fields=["started_at"], name="customersync_attempt_started")]
 
     def __str__(self) -> str:
         return f"attempt #{self.pk} of {self.customer_id}: {self.outcome}"
@@ -136,9 +137,14 @@ class PushLease(models.Model):
 
     customer = models.OneToOneField(Customer, on_delete=models.CASCADE, primary_key=True, related_name="+")
     owner = models.CharField(max_length=255, blank=True)
-    # Both on the database's clock, never a worker's.
+    # All on the database's clock, never a worker's.
     expires_at = models.DateTimeField(null=True, blank=True)
     renewed_at = models.DateTimeField(null=True, blank=True)
+    # When a holder last took it from another that expired or died (by the take's own UPDATE).
+    taken_over_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["taken_over_at"], name="customersync_lease_takeover")]
 
 
 class Resolution(models.TextChoices):
@@ -165,6 +171,7 @@ class Conflict(models.Model):
         verbose_name = _("conflict")
         verbose_name_plural = _("conflicts")
         ordering = ("-detected_at", "-id")
+        indexes = [models.Index(fields=["detected_at"], name="customersync_conflict_detected")]
 
     def __str__(self) -> str:
         return f"{self.param} of {self.customer_id}: {self.resolution}"
@@ -208,6 +215,7 @@ class WebhookEvent(models.Model):
         verbose_name = _("webhook event")
         verbose_name_plural = _("webhook events")
         ordering = ("-received_at", "-id")
+        indexes = [models.Index(fields=["received_at"], name="customersync_event_received")]
         constraints = [
             # A duplicate or refused delivery claims nothing: the next one is handled as new.
             models.UniqueConstraint(

@@ -37,7 +37,7 @@ import socket
 import uuid
 
 from django.db import DatabaseError, IntegrityError, router, transaction
-from django.db.models import DateTimeField, ExpressionWrapper, Q
+from django.db.models import Case, DateTimeField, ExpressionWrapper, F, Q, When
 from django.db.models.functions import Now
 
 from ..conf import app_settings
@@ -80,7 +80,7 @@ class Lease:
         (False: it is made, taken; None: not known)."""
         if row is False and self._insert():
             return self
-        if self._rows().filter(self._free()).update(**self._fields()):
+        if self._rows().filter(self._free()).update(**self._fields(), taken_over_at=self._takeover()):
             return self
         # Held, or its holder is committing a confirm that releases it: wait for that holder's
         # transaction (the row lock), then look again. Each take stays conditional (its row
@@ -90,11 +90,11 @@ class Lease:
             if found is None:
                 taken = self._insert()
             elif found.owner in ("", self.owner) or (found.expires_at is not None and found.expires_at < found.db_now):
-                taken = self._rows().filter(self._free()).update(**self._fields())
+                taken = self._rows().filter(self._free()).update(**self._fields(), taken_over_at=self._takeover())
             elif _holder_is_dead(found.owner):
                 # Its last request may still be running at Stripe until its deadline.
                 quiet = Q(renewed_at__isnull=True) | Q(renewed_at__lt=db_now_plus(-request_deadline()))
-                taken = self._rows().filter(quiet, owner=found.owner).update(**self._fields())
+                taken = self._rows().filter(quiet, owner=found.owner).update(**self._fields(), taken_over_at=Now())
                 if taken:
                     logger.warning("Took over the lease of customer %s from a dead worker.", self.customer_pk)
             else:
@@ -102,6 +102,12 @@ class Lease:
         if not taken:
             raise Busy(self.customer_pk)
         return self
+
+    def _takeover(self) -> Case:
+        """``taken_over_at`` as the take writes it: the database's now when the lease is taken from
+        another holder whose lease expired, else as it was (the status figures count takeovers)."""
+        other = Q(expires_at__lt=Now()) & ~Q(owner__in=["", self.owner])
+        return Case(When(other, then=Now()), default=F("taken_over_at"), output_field=DateTimeField())
 
     def _free(self) -> Q:
         return Q(owner="") | Q(expires_at__lt=Now()) | Q(owner=self.owner)

@@ -156,6 +156,18 @@ return {0, slot - now}
 """
 
 
+# How many requests the budget counted in the last window: what ``used()`` reads (nothing written).
+_USED = """
+local log, going = KEYS[1], KEYS[2]
+local window_us = tonumber(ARGV[1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local n = redis.call('ZCOUNT', log, now - window_us, '+inf')
+if going ~= '' then n = n + redis.call('ZCOUNT', going, now - window_us, '+inf') end
+return n
+"""
+
+
 class _Budget:
     """``acquire`` over ``ask``: the one waiting loop of the budgets."""
 
@@ -210,6 +222,7 @@ class RateBudget(_Budget):
         self._sent = redis_client.register_script(_SENT)
         self._window_us = int(SENT_WINDOW * 1_000_000)
         self._slots = threading.local()  # this thread's reserved time (paced), on time.monotonic()
+        self._used = redis_client.register_script(_USED)
 
     def ask(self) -> float:
         if self.algorithm == "paced":
@@ -250,6 +263,17 @@ class RateBudget(_Budget):
             self._sent(keys=keys[:2], args=[member, self._window_us])
 
         return written
+
+    def used(self) -> float | None:
+        """The share of the rate used in the last second, read only (None for ``bucket``, which
+        keeps no log): requests written and admitted (``paced``), or granted (``window``)."""
+        if self.algorithm == "bucket":
+            return None
+        if self.algorithm == "paced":
+            keys, window_us = [self.sent_key, self.going_key], self._window_us
+        else:
+            keys, window_us = [self.key, ""], int((1.0 + WINDOW_SLACK) * 1_000_000)
+        return int(self._used(keys=keys, args=[window_us])) / self.rate
 
     def penalize(self, seconds: float) -> None:
         """Pause every worker sharing this budget (Stripe answered 429)."""
@@ -300,21 +324,42 @@ def budget(name: str = "stripe", rate: float | None = None) -> Any | None:
     rate = app_settings.RATE_LIMIT if rate is None else rate
     if not rate:
         return None
-    url = app_settings.RATE_LIMIT_REDIS_URL or _broker_redis_url()
+    url = _redis_url()
     config = (name, rate, url, app_settings.RATE_LIMIT_ALGORITHM)
     with _budget_lock:
         if config not in _budgets:
             if len(_budgets) > 10_000:
                 _budgets.clear()  # settings changed many times (tests): keep memory bounded
             if url:
-                import redis
-
-                if url not in _redis_clients:  # one connection pool for every account's budget
-                    _redis_clients[url] = redis.Redis.from_url(url)
-                _budgets[config] = RateBudget(_redis_clients[url], float(rate), name=name, algorithm=config[3])
+                _budgets[config] = RateBudget(_client(url), float(rate), name=name, algorithm=config[3])
             else:
                 _budgets[config] = LocalBudget(float(rate))
         return _budgets[config]
+
+
+def shared_redis() -> Any | None:
+    """The Redis the budgets share (``RATE_LIMIT_REDIS_URL``, or the broker's when it is Redis),
+    budget on or off; None without one."""
+    url = _redis_url()
+    if not url:
+        return None
+    with _budget_lock:
+        return _client(url)
+
+
+def _redis_url() -> str | None:
+    from ..conf import app_settings
+
+    return app_settings.RATE_LIMIT_REDIS_URL or _broker_redis_url()
+
+
+def _client(url: str) -> Any:
+    """One connection pool per URL, for every account's budget (called under ``_budget_lock``)."""
+    import redis
+
+    if url not in _redis_clients:
+        _redis_clients[url] = redis.Redis.from_url(url)
+    return _redis_clients[url]
 
 
 def _broker_redis_url() -> str | None:

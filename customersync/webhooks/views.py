@@ -34,6 +34,7 @@ from .. import sync
 from ..accounts import DEFAULT, Platform, platforms
 from ..conf import app_settings
 from ..exceptions import EventError, SignatureError
+from ..health.counters import count_bad_signature
 from ..models import EventOutcome
 from ..stripe.client import ACCOUNT_ID
 from .events import record_event
@@ -114,7 +115,8 @@ def webhook(request: HttpRequest, platform: str = DEFAULT, connect: bool = False
     """Verify a Stripe event and apply customer events to the mirror of the endpoint's account.
 
     400, with what is wrong, for a bad signature or a signed payload that is
-    not a usable Stripe event: nothing is written then. A usable event of another mode or
+    not a usable Stripe event: nothing is written then (a bad signature is counted in Redis, for
+    the status figures). A usable event of another mode or
     endpoint is a 400 too, recorded as refused; one of a connected account not mirrored is
     answered 200 and recorded as ignored.
     """
@@ -129,10 +131,16 @@ def webhook(request: HttpRequest, platform: str = DEFAULT, connect: bool = False
         # Nothing can prove who sent this: refused like a bad signature (a request is never a 500),
         # and the operator is told which setting to fill.
         logger.error("A webhook reached an endpoint without a signing secret: set %s.", found.setting(name))
+        count_bad_signature(found.name)
         return HttpResponseBadRequest("No signing secret is set for this endpoint.")
     header = request.headers.get("Stripe-Signature", "")
     try:
         verify_any(request.body, header, secrets, tolerance=app_settings.WEBHOOK_TOLERANCE)
+    except SignatureError as err:
+        # Nothing of an unverified body is trusted, not even its event id: no row, a count in Redis.
+        count_bad_signature(found.name)
+        return HttpResponseBadRequest(str(err))
+    try:
         event = parse_payload(request.body)
         check_event(event)  # the shape first: the account and the mode are read from it
         try:

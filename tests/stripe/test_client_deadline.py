@@ -300,6 +300,22 @@ def test_e031_for_a_deadline_that_is_not_a_positive_number():
     assert set(check_ids(REQUEST_DEADLINE=0)) == {"customersync.E031"}
 
 
+def test_e032_for_each_status_threshold_that_is_not_a_number():
+    def errors(**conf):
+        with override_settings(CUSTOMERSYNC={"API_KEY": "sk_test_1", **conf}):
+            return [m.msg for m in run_checks(databases=[]) if m.id == "customersync.E032"]
+
+    found = errors(STATUS_MAX_READY_AGE="5m", STATUS_MAX_FAILED=-1, STATUS_MAX_WEBHOOK_AGE=True)
+    assert [message.split(" is ")[0] for message in found] == [
+        "CUSTOMERSYNC['STATUS_MAX_READY_AGE']",
+        "CUSTOMERSYNC['STATUS_MAX_FAILED']",
+        "CUSTOMERSYNC['STATUS_MAX_WEBHOOK_AGE']",
+    ]
+    assert "number of customers" in found[1] and "number of seconds" in found[2]
+    assert errors(STATUS_MAX_READY_AGE=0, STATUS_MAX_FAILED=0, STATUS_MAX_WEBHOOK_AGE=None) == []
+    assert errors(STATUS_MAX_WEBHOOK_AGE=86400.0) == []
+
+
 def test_the_visibility_timeout_check_counts_the_deadline_not_the_read_timeout():
     # lease 120 + deadline 30 + 10 = 160 > 155 (with TIMEOUT, 20, it would be 150).
     with override_settings(CELERY_BROKER_TRANSPORT_OPTIONS={"visibility_timeout": 155}):
