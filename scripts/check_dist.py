@@ -18,7 +18,7 @@ from trove_classifiers import classifiers as KNOWN_CLASSIFIERS
 
 # What a site installs with the app, and nothing else (the rest are dependency groups).
 RUNTIME = {"django", "celery", "kombu", "requests"}
-OPTIONAL = {"redis": {"celery"}}
+OPTIONAL = {"redis": {"celery"}, "prometheus": {"prometheus-client"}}
 
 
 def check_wheel(path: str) -> list[str]:
