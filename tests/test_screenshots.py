@@ -15,7 +15,12 @@ import pytest
 
 from tests.support import REPO
 
-SCREENSHOTS = ("docs/images/admin-change-page.png", "docs/images/admin-change-page-phone.png")
+SCREENSHOTS = (
+    "docs/images/admin-change-page.png",
+    "docs/images/admin-change-page-phone.png",
+    "docs/images/admin-overview.png",
+    "docs/images/admin-overview-phone.png",
+)
 ADMIN = ("customersync/admin", "customersync/templates", "customersync/static")
 
 

@@ -17,11 +17,15 @@ Modules and their public names:
   Public: ``enum_choices``, ``RowsWidget``, ``MetadataField``, ``CustomFieldsField``, ``PartsWidget``,
   ``AddressField``, ``ShippingWidget``, ``ShippingField``, ``LocalesField``.
 - ``filters``: The customer list's filters by Stripe account and by mode, and the Account admin.
-  Public: ``NO_ACCOUNT``, ``several_accounts``, ``account_label``, ``AccountFilter``, ``ModeFilter``,
-  ``AccountAdmin``.
+  Public: ``NO_ACCOUNT``, ``several_accounts``, ``account_label``, ``AccountFilter``,
+  ``CustomerAccountFilter``, ``ModeFilter``, ``AccountAdmin``.
 - ``forms``: The admin's customer form: a proper field for every parameter, built from the table.
   Public: ``ABSENT``, ``Spec``, ``SPECIAL``, ``spec``, ``model_params``, ``extra_params``, ``form_fields``,
   ``field_for_param``, ``CustomerForm``.
+- ``overview``: The sync's health per account (``sync.status()``), a page of the customer admin
+  linked from the app's index, each count linked to the list it counts.
+  Public: ``TEMPLATE``, ``LEVELS``, ``Figure``, ``Card``, ``age``, ``span``, ``account_filters``, ``card``,
+  ``overview_view``.
 - ``owner``: The site's own forms and admin of the owner model (``CUSTOMERSYNC["OWNER_MODEL"]``).
   Public: ``PANEL_FIELDS``, ``PANEL_ERROR_KEYS``, ``customer_of``, ``stripe_refusal``, ``OwnerFormMixin``,
   ``OwnerAdminMixin``.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 from django import forms
@@ -26,6 +27,7 @@ from ..models import Customer, SyncStatus
 from . import display, filters, records
 from .display import truncated, when
 from .forms import CustomerForm, form_fields, model_params
+from .overview import overview_view
 
 logger = logging.getLogger("customersync")
 
@@ -238,14 +240,23 @@ class CustomerAdmin(admin.ModelAdmin):
             ("retry", self.retry_failed, "push"),
             ("refresh", self.refresh_from_stripe, "pull"),
         ]
+        overview = path(
+            "overview/",
+            self.admin_site.admin_view(partial(overview_view, self)),
+            name=f"{self.opts.app_label}_overview",
+        )
         return [
-            path(
-                f"<path:object_id>/{name}/",
-                self.admin_site.admin_view(self._button(action, permission)),
-                name=f"{self.opts.app_label}_{self.opts.model_name}_{name}",
-            )
-            for name, action, permission in buttons
-        ] + super().get_urls()
+            overview,
+            *(
+                path(
+                    f"<path:object_id>/{name}/",
+                    self.admin_site.admin_view(self._button(action, permission)),
+                    name=f"{self.opts.app_label}_{self.opts.model_name}_{name}",
+                )
+                for name, action, permission in buttons
+            ),
+            *super().get_urls(),
+        ]
 
     def _button(self, action, permission: str):
         """A change-page button: the same action, on one customer, POST only, permission checked."""

@@ -27,6 +27,7 @@ def account_label(account: Account | None) -> str:
 class AccountFilter(admin.SimpleListFilter):
     title = _("Stripe account")
     parameter_name = "account"
+    field = "account"  # the path from the listed model to its Account
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         accounts = list(Account.objects.all())
@@ -37,10 +38,16 @@ class AccountFilter(admin.SimpleListFilter):
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         value = self.value()
         if value == NO_ACCOUNT:
-            return queryset.filter(account=None)
+            return queryset.filter(**{self.field: None})
         if value and value.isdigit():
-            return queryset.filter(account_id=int(value))
+            return queryset.filter(**{f"{self.field}__pk": int(value)})
         return queryset
+
+
+class CustomerAccountFilter(AccountFilter):
+    """The account filter of a list of records that belong to a customer (the sync log, conflicts)."""
+
+    field = "customer__account"
 
 
 class ModeFilter(admin.SimpleListFilter):

@@ -19,6 +19,7 @@ from django.utils.translation import gettext_lazy as _
 from ..models import Conflict, Customer, Drift, EventCursor, PushAttempt, WebhookEvent
 from . import display
 from .display import shown, truncated, when
+from .filters import CustomerAccountFilter
 from .params import sent_lines
 
 # Rows of the customer page's history; the rest are a link away, in the sync log.
@@ -67,7 +68,7 @@ def sent_names(params: dict[str, Any]) -> str:
 class PushAttemptAdmin(ReadOnlyMixin, admin.ModelAdmin):
     change_form_template = RECORD_FORM
     list_display = ("started", "customer_link", "result", "sent_summary", "error_summary")
-    list_filter = ("outcome", "http_status")
+    list_filter = ("outcome", "http_status", CustomerAccountFilter)
     search_fields = ("customer__stripe_id", "customer__email", "request_id", "idempotency_key")
     list_select_related = ("customer",)
     date_hierarchy = "started_at"
@@ -153,7 +154,7 @@ class PushAttemptAdmin(ReadOnlyMixin, admin.ModelAdmin):
 class ConflictAdmin(ReadOnlyMixin, admin.ModelAdmin):
     change_form_template = RECORD_FORM
     list_display = ("detected", "customer_link", "param", "local", "remote", "outcome")  # where seen: a filter
-    list_filter = ("resolution", "source")
+    list_filter = ("resolution", "source", CustomerAccountFilter)
     search_fields = ("customer__stripe_id", "customer__email", "param")
     list_select_related = ("customer",)
     fields = ("customer_page", "detected", "param", "local", "remote", "source", "resolution")
