@@ -35,7 +35,7 @@ except ImportError as err:
 from django.db import DatabaseError, close_old_connections
 
 from ..conf import app_settings
-from .status import CRITICAL, HEALTHY, WARNING, AccountStatus, status
+from .status import CRITICAL, HEALTHY, WARNING, AccountStatus, count, status
 
 __all__ = ["StatusCheck", "Backlog", "FailedCustomers", "WebhookFreshness", "CatchUp"]
 
@@ -114,7 +114,9 @@ class FailedCustomers(StatusCheck):
         limit = int(app_settings.STATUS_MAX_FAILED if self.max_failed is None else self.max_failed)
         if not figures.failed:
             return None
-        return (CRITICAL if figures.failed > limit else WARNING), f"{figures.failed} customer(s) failed"
+        return (
+            CRITICAL if figures.failed > limit else WARNING
+        ), f"{count(figures.failed, 'customer', 'customers')} failed"
 
 
 @dataclasses.dataclass

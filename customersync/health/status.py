@@ -112,15 +112,26 @@ class AccountStatus:
                 Problem(WARNING, f"oldest ready push waited {age:.0f} s (warning above {max_ready_age / 2:g} s)")
             )
         if self.failed > max_failed:
-            found.append(Problem(CRITICAL, f"{self.failed} customers failed (critical above {max_failed})"))
+            found.append(
+                Problem(CRITICAL, f"{count(self.failed, 'customer', 'customers')} failed (critical above {max_failed})")
+            )
         elif self.failed:
-            found.append(Problem(WARNING, f"{self.failed} customer(s) failed"))
+            found.append(Problem(WARNING, f"{count(self.failed, 'customer', 'customers')} failed"))
         if self.pauses:
-            found.append(Problem(WARNING, f"{self.pauses} rate-limit pause(s) (Stripe answered 429)"))
+            found.append(
+                Problem(WARNING, f"{count(self.pauses, 'rate-limit pause', 'rate-limit pauses')} (Stripe answered 429)")
+            )
         if self.lease_takeovers:
-            found.append(Problem(WARNING, f"{self.lease_takeovers} lease takeover(s): a worker died or stalled"))
+            found.append(
+                Problem(
+                    WARNING,
+                    f"{count(self.lease_takeovers, 'lease takeover', 'lease takeovers')}: a worker died or stalled",
+                )
+            )
         if self.bad_signatures:
-            found.append(Problem(WARNING, f"{self.bad_signatures} webhook(s) refused for a bad signature"))
+            found.append(
+                Problem(WARNING, f"{count(self.bad_signatures, 'webhook', 'webhooks')} refused for a bad signature")
+            )
         if self.catch_up_behind:
             found.append(Problem(WARNING, "the events log cannot reach the catch-up's cursor: a reconcile is due"))
         if max_webhook_age:
@@ -173,6 +184,12 @@ class _Account:
     row: Account | None
     platform: str
     figures: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def count(n: int, singular: str, plural: str) -> str:
+    """``1 customer``, ``2 customers``: a problem's count with its noun (the problems are English,
+    as the logs are)."""
+    return f"{n} {singular if n == 1 else plural}"
 
 
 def account_name(platform: str, stripe_account: str) -> str:

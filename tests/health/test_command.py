@@ -106,7 +106,7 @@ def test_a_bad_signature_warns(stripe, client):
     assert deliver(client, payload, secret="whsec_someone_else").status_code == 400
     code, out, _ = run()
     assert code == 1
-    assert "  default: warning: 1 webhook(s) refused for a bad signature" in out.splitlines()
+    assert "  default: warning: 1 webhook refused for a bad signature" in out.splitlines()
 
 
 def test_a_stale_webhook_warns_once_its_age_is_checked(stripe, client, settings):

@@ -274,7 +274,7 @@ def test_each_check_reports_its_accounts_through_the_view(driven, client):
     assert status == 500  # django-health-check 4 answers 500 for warnings too
     assert found["Backlog"].startswith("Warning: default: the oldest ready push waited 4")
     assert found["Backlog"].endswith("s (1 ready)") and "acct_C1" not in found["Backlog"]
-    assert found["FailedCustomers"] == "Warning: default: 1 customer(s) failed; default/acct_C1: 2 customer(s) failed"
+    assert found["FailedCustomers"] == "Warning: default: 1 customer failed; default/acct_C1: 2 customers failed"
     # Both webhooks are recent; the second platform's accounts never had one.
     assert found["WebhookFreshness"] == (
         "Warning: second: no webhook event in the last 1200 s; second/acct_C2: no webhook event in the last 1200 s"
@@ -288,12 +288,12 @@ def test_a_critical_check_past_its_threshold_is_unavailable(driven, client):
     status, found = results(client, "/health/critical/")
     assert (status, found["FailedCustomers"]) == (
         500,
-        "Unavailable: default: 1 customer(s) failed; default/acct_C1: 2 customer(s) failed",
+        "Unavailable: default: 1 customer failed; default/acct_C1: 2 customers failed",
     )
 
 
 def test_one_accounts_check_reads_that_account_only(driven, client):
-    assert results(client, "/health/default/") == (500, {"FailedCustomers": "Warning: default: 1 customer(s) failed"})
+    assert results(client, "/health/default/") == (500, {"FailedCustomers": "Warning: default: 1 customer failed"})
 
 
 def test_the_openmetrics_format_and_the_command_see_the_same(driven, client, capsys, settings):

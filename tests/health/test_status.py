@@ -112,7 +112,7 @@ def test_a_429_is_a_pause_and_its_answer(stripe):
     found = figures()
     assert (found.pauses, found.answers, found.pushes) == (1, {"429": 1}, {"retry": 1})
     assert found.ready == 0  # it waits out the pause
-    assert [p.text for p in found.problems()] == ["1 rate-limit pause(s) (Stripe answered 429)"]
+    assert [p.text for p in found.problems()] == ["1 rate-limit pause (Stripe answered 429)"]
 
 
 def test_a_429_lock_timeout_pauses_nothing(stripe):
