@@ -150,7 +150,7 @@ def test_an_owner_whose_details_live_on_related_models_on_each_database(tmp_path
         assert passed(result) >= 13, url
 
 
-def test_without_an_owner_model_the_app_works_as_before():
+def test_without_an_owner_model_the_app_has_no_owner_link_and_refuses_owner_calls():
     check = run(
         [
             "-c",
