@@ -105,12 +105,14 @@ DOCS_IMAGES = REPO / "docs" / "images"
 DOCS_SCREENSHOTS = os.environ.get("CUSTOMERSYNC_DOCS_SCREENSHOTS") == "1"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium():
+    """Chromium for one module's browser tests. Playwright's sync API runs an event loop in this
+    thread while it is on; it stops with the module, so a later test meets no running loop (where
+    ``async_to_sync``, which django-health-check's view uses, would refuse to run)."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"The browser tests need Chromium at {CHROMIUM} (Debian: apt-get install chromium).")
-    # Playwright's sync API runs an event loop in this thread; Django must still
-    # let the test thread use the database.
+    # Django must still let the test thread use the database while that loop runs.
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     from playwright.sync_api import sync_playwright
 
