@@ -3,8 +3,8 @@
 Each cell is a whole test-suite run on PostgreSQL and Redis, nothing skipped:
 
 - ``lowest``: Python 3.10 with every lower bound of ``pyproject.toml``
-  installed exactly (Django, Celery, kombu, requests): what the declared
-  ranges promise at their bottom.
+  installed exactly (Django, Celery, kombu, requests, and the extras'
+  prometheus_client): what the declared ranges promise at their bottom.
 - ``default``: Python 3.11 with the newest Django 5.2, as ``scripts/test``
   runs it (so CI leaves this cell to ``scripts/test``).
 - ``django6.0``: Python 3.12 with Django 6.0.
@@ -36,13 +36,15 @@ nox.options.error_on_missing_interpreters = True
 
 
 def lower_bounds() -> list[str]:
-    """``name==floor`` for every runtime dependency of pyproject.toml."""
-    pins = []
-    for requirement in PYPROJECT["project"]["dependencies"]:
+    """``name==floor`` for every runtime dependency of pyproject.toml, and for every package an
+    extra adds (``prometheus_client`` for ``[prometheus]``)."""
+    pins: dict[str, str] = {}
+    extras = [r for group in PYPROJECT["project"]["optional-dependencies"].values() for r in group]
+    for requirement in [*PYPROJECT["project"]["dependencies"], *extras]:
         match = re.match(r"^([A-Za-z0-9_.\-]+)(\[[^\]]*\])?.*>=\s*([^,;\s]+)", requirement)
         assert match, f"no lower bound in {requirement!r}"
-        pins.append(f"{match.group(1)}=={match.group(3)}")
-    return pins
+        pins.setdefault(match.group(1).lower(), f"{match.group(1)}=={match.group(3)}")
+    return list(pins.values())
 
 
 CELLS = {
