@@ -1,18 +1,21 @@
 """An outage of the webhook endpoint, caught up by the ``customersync.catch_up`` task in a real worker.
 
 While deliveries are held, Stripe's customers change in 200 ways (updates, some twice, deletes,
-creations, the owners' both-ways address); edits made here meanwhile wait in the outbox. The
-catch-up brings every mirrored customer and owner to Stripe's state, each event applied once,
-the edits pushed and kept; the webhooks delivered late change nothing.
+creations, the owners' both-ways address, a field also edited here); edits made here meanwhile
+wait in the outbox. The catch-up brings every mirrored customer and owner to Stripe's state, each
+event applied once, the edits pushed and kept as the conflict policy says; the webhooks delivered
+late change nothing.
 """
 
 from __future__ import annotations
 
 import pytest
+from django.conf import settings
+from django.test import override_settings
 from django.urls import reverse
 
 from customersync import sync
-from customersync.models import Customer, EventCursor, EventOutcome, SyncStatus, WebhookEvent
+from customersync.models import Conflict, Customer, EventCursor, EventOutcome, Resolution, SyncStatus, WebhookEvent
 from customersync.pull import catchup
 from customersync.tasks import catch_up
 from tests.owners import field, make_owner, owner_model
@@ -44,10 +47,14 @@ def test_after_an_outage_the_catch_up_task_brings_the_mirror_and_owners_to_strip
     stripe.forward_to(live_server.url + reverse("customersync:webhook"), SECRET)
     stripe.hold_deliveries()
 
-    # Edits made here during the outage: queued, not yet pushed (no worker yet).
-    for customer in plain[:5]:
+    # Edits made here during the outage: queued, not yet pushed (no worker yet). The first three
+    # wait out a long coalescing delay, so the catch-up meets them pending: Stripe changed their
+    # description too (below), a conflict. The other two are pushed before the catch-up runs.
+    for n, customer in enumerate(plain[:5]):
         customer.description = f"edited here {customer.pk}"
-        customer.save()
+        with override_settings(CUSTOMERSYNC={**settings.CUSTOMERSYNC, "COALESCE_SECONDS": 30 if n < 3 else 0}):
+            customer.save()
+            assert sync.publisher.flush()  # published with that delay, before the setting changes back
 
     made = []
     for n, customer in enumerate(owned):  # the owners' both-ways address, ten of them twice
@@ -55,7 +62,9 @@ def test_after_an_outage_the_catch_up_task_brings_the_mirror_and_owners_to_strip
         if n < 10:
             made.append(stripe.change_customer(customer.stripe_id, address=address(n, 2)))
     for n, customer in enumerate(plain):  # names, and twenty emails too
-        made.append(stripe.change_customer(customer.stripe_id, name=f"Renamed {n}"))
+        # The first three: their description too, which was also edited here (a conflict).
+        both = {"description": f"changed in Stripe {n}"} if n < 3 else {}
+        made.append(stripe.change_customer(customer.stripe_id, name=f"Renamed {n}", **both))
         if n < 20:
             made.append(stripe.change_customer(customer.stripe_id, email=f"moved{n}@example.com"))
     for customer in plain[20:]:
@@ -70,6 +79,7 @@ def test_after_an_outage_the_catch_up_task_brings_the_mirror_and_owners_to_strip
     start_worker()
     result = catch_up.apply_async(kwargs={"account": None, "every": False})
     summary = result.get(timeout=120)
+    newest = stripe.events[-1]["id"]  # the delayed pushes make events of their own later
     wait_for_tasks(published_tasks, timeout=60)  # the pushes of the edits made here
     assert summary["applied"] >= 200
 
@@ -99,16 +109,22 @@ def test_after_an_outage_the_catch_up_task_brings_the_mirror_and_owners_to_strip
             expected["city"],
             expected["postal_code"],
         )
-    # The edits made here reached Stripe and were not overwritten.
+    # The edits made here reached Stripe and were not overwritten. Where Stripe changed the same
+    # field, the catch-up met the edit pending: a conflict, the local edit kept (the policy,
+    # local_wins) and pushed over Stripe's value.
     for customer in plain[:5]:
         customer.refresh_from_db()
         assert customer.description == f"edited here {customer.pk}"
         assert live[customer.stripe_id]["description"] == f"edited here {customer.pk}"
+    conflicts = Conflict.objects.order_by("customer_id")
+    assert [(c.customer_id, c.param, c.resolution) for c in conflicts] == [
+        (customer.pk, "description", Resolution.LOCAL_WINS) for customer in plain[:3]
+    ]
     # Each event applied once.
     claimed = WebhookEvent.objects.exclude(outcome__in=[EventOutcome.DUPLICATE, EventOutcome.REFUSED])
     ids = sorted(claimed.filter(event_id__in=[e["id"] for e in made]).values_list("event_id", flat=True))
     assert ids == sorted(e["id"] for e in made)
-    assert EventCursor.objects.get(key="default").event_id == stripe.events[-1]["id"]
+    assert EventCursor.objects.get(key="default").event_id == newest
 
     # Delivery resumes: the late webhooks are duplicates and change nothing.
     before = snapshot()
