@@ -19,6 +19,7 @@ from django.utils.translation import gettext_lazy as _
 
 from ..conf import app_settings
 from ..health import CRITICAL, WARNING, AccountStatus, status
+from ..health.status import account_name
 from ..models import Account, SyncStatus
 from .display import when
 from .filters import NO_ACCOUNT
@@ -73,8 +74,7 @@ def account_filters() -> dict[str, tuple[str, str, str]]:
     its connected account)."""
     found = {"default": (NO_ACCOUNT, "default", "")}
     for row in Account.objects.all():
-        name = f"{row.platform}/{row.stripe_account}" if row.stripe_account else row.platform
-        found[name] = (str(row.pk), row.platform, row.stripe_account)
+        found[account_name(row.platform, row.stripe_account)] = (str(row.pk), row.platform, row.stripe_account)
     return found
 
 
